@@ -1,0 +1,417 @@
+// distkit: the command-line client of distkitd (product.md §3.3). `distkit health` is the
+// Kubernetes exec probe; the counter subcommands mirror CounterService for people at a terminal.
+//
+// Exit codes: 0 success (health: SERVING), 1 health not SERVING or unreachable, 2 a call failed,
+// 64 usage error (EX_USAGE).
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "client/distkit_client.h"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitNotServing = 1;
+constexpr int kExitCallFailed = 2;
+constexpr int kExitUsage = 64;
+
+constexpr std::string_view kDefaultAddr = "unix:/tmp/distkitd.sock";
+constexpr int64_t kDefaultTimeoutMs = 1000;
+
+constexpr std::string_view kUsage =
+    R"(Usage: distkit [--addr ADDR] [--timeout_ms N] [--json] COMMAND [ARGS]
+
+Global flags (before COMMAND; --json is also accepted after it):
+  --addr ADDR      daemon address: unix:PATH or HOST:PORT ([::1]:PORT for IPv6)
+                   (default: $DISTKIT_ADDR, else unix:/tmp/distkitd.sock)
+  --timeout_ms N   deadline of the call in milliseconds, >= 1 (default 1000)
+  --json           print the result as one JSON object
+
+Commands:
+  health [--service NAME]
+      Exit 0 when the service is SERVING, 1 otherwise (also when the daemon is
+      unreachable or does not answer within the timeout). NAME "" (the default)
+      is the process; distkit.v1.CounterService follows Redis (readiness).
+  counter inc KEY [--delta N] [--lax] [--if OP:OPERAND]    (N defaults to 1)
+  counter get KEY [--lax]
+  counter set KEY VALUE [--if OP:OPERAND]
+  counter del KEY
+  counter clear
+      Every counter command takes --namespace NS (default: the daemon's
+      --namespace). --lax answers from daemon memory (eventually consistent);
+      the default is STRICT. OP is eq, ne, lt, le, gt or ge: `--if ge:10`
+      applies the operation only when the current value is >= 10.
+  icounter ..., ratelimit ...   (not implemented yet)
+
+Flags take `--flag value` or `--flag=value`; `--` ends the flags (for keys that
+start with "--").
+
+Exit codes: 0 ok; 1 health not SERVING; 2 the call failed (the reason is
+printed as `error: CODE: message` on stderr); 64 usage error.
+)";
+
+// A usage problem: printed with the usage text, exit 64.
+struct UsageError {
+  std::string message;
+};
+
+int Usage(const UsageError& error) {
+  std::cerr << "distkit: " << error.message << "\n\n" << kUsage;
+  return kExitUsage;
+}
+
+std::optional<int64_t> ParseInt64(std::string_view s) {
+  int64_t value = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+bool IsFlag(std::string_view arg) { return arg.size() > 2 && arg.substr(0, 2) == "--"; }
+
+// The arguments of a subcommand: positionals and --flags (`--f v` / `--f=v`). `--json` and
+// `--help` are recognised everywhere.
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> values;  // flag -> value ("" for booleans)
+  bool help = false;
+};
+
+// `flags` maps each allowed flag to whether it takes a value.
+std::variant<Args, UsageError> ParseArgs(const std::vector<std::string>& args, size_t start,
+                                         const std::map<std::string, bool>& flags, bool* json) {
+  Args out;
+  bool only_positional = false;
+  for (size_t i = start; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (only_positional || !IsFlag(arg)) {
+      if (arg == "--" && !only_positional) {
+        only_positional = true;
+        continue;
+      }
+      if (arg == "-h") {
+        out.help = true;
+        continue;
+      }
+      out.positional.push_back(arg);
+      continue;
+    }
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    if (name == "help") {
+      out.help = true;
+      continue;
+    }
+    if (name == "json" && eq == std::string::npos) {
+      *json = true;
+      continue;
+    }
+    const auto it = flags.find(name);
+    if (it == flags.end()) return UsageError{absl::StrCat("unknown flag --", name)};
+    if (!it->second) {
+      if (eq != std::string::npos) return UsageError{absl::StrCat("--", name, " takes no value")};
+      out.values[name] = "";
+      continue;
+    }
+    if (eq != std::string::npos) {
+      out.values[name] = arg.substr(eq + 1);
+    } else if (i + 1 < args.size()) {
+      out.values[name] = args[++i];  // verbatim, so `--delta -5` works
+    } else {
+      return UsageError{absl::StrCat("--", name, ": missing value")};
+    }
+  }
+  return out;
+}
+
+std::optional<distkit::v1::Comparator> ParseComparator(std::string_view op) {
+  const std::string lower = absl::AsciiStrToLower(absl::string_view(op.data(), op.size()));
+  if (lower == "eq") return distkit::v1::COMPARATOR_EQ;
+  if (lower == "ne") return distkit::v1::COMPARATOR_NE;
+  if (lower == "lt") return distkit::v1::COMPARATOR_LT;
+  if (lower == "le") return distkit::v1::COMPARATOR_LE;
+  if (lower == "gt") return distkit::v1::COMPARATOR_GT;
+  if (lower == "ge") return distkit::v1::COMPARATOR_GE;
+  return std::nullopt;
+}
+
+std::variant<std::optional<distkit::v1::Condition>, UsageError> ParseCondition(const Args& args) {
+  const auto it = args.values.find("if");
+  if (it == args.values.end()) return std::optional<distkit::v1::Condition>();
+  const std::string& spec = it->second;
+  const size_t colon = spec.find(':');
+  const auto op = ParseComparator(std::string_view(spec).substr(0, colon));
+  const auto operand = colon == std::string::npos
+                           ? std::nullopt
+                           : ParseInt64(std::string_view(spec).substr(colon + 1));
+  if (!op.has_value() || !operand.has_value()) {
+    return UsageError{
+        absl::StrCat("--if: expected OP:OPERAND with OP one of eq, ne, lt, le, gt, "
+                     "ge and an int64 OPERAND (e.g. ge:10), got '",
+                     spec, "'")};
+  }
+  return std::optional<distkit::v1::Condition>(distkit::client::MakeCondition(*op, *operand));
+}
+
+std::string Bool(bool b) { return b ? "true" : "false"; }
+
+void PrintError(const absl::Status& status) {
+  std::cerr << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << "\n";
+}
+
+// value/previous/applied, as one line or one JSON object.
+template <typename Response>
+void PrintChange(const Response& r, bool json) {
+  if (json) {
+    std::cout << "{\"value\":" << r.value() << ",\"previous\":" << r.previous()
+              << ",\"applied\":" << Bool(r.applied()) << "}\n";
+  } else {
+    std::cout << "value=" << r.value() << " previous=" << r.previous()
+              << " applied=" << Bool(r.applied()) << "\n";
+  }
+}
+
+struct Globals {
+  std::string addr;
+  int64_t timeout_ms = kDefaultTimeoutMs;
+  bool json = false;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+};
+
+// The call's deadline counts from the process start, less a small reserve for tearing the
+// channel down, so that the whole process (the exec probe) ends within --timeout_ms.
+std::chrono::milliseconds CallTimeout(const Globals& globals) {
+  const std::chrono::milliseconds timeout(globals.timeout_ms);
+  const std::chrono::milliseconds reserve = std::min(std::chrono::milliseconds(50), timeout / 10);
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - globals.start);
+  return std::max(std::chrono::milliseconds(1), timeout - reserve - elapsed);
+}
+
+// The client, or the exit code: a malformed --addr is a usage error.
+std::variant<std::unique_ptr<distkit::client::Client>, int> Connect(const Globals& globals) {
+  distkit::client::ClientOptions options;
+  options.default_timeout = CallTimeout(globals);
+  auto client = distkit::client::Client::Connect(globals.addr, options);
+  if (!client.ok()) return Usage({absl::StrCat("--addr: ", client.status().message())});
+  return std::move(*client);
+}
+
+int RunHealth(const Globals& globals, const Args& args) {
+  if (!args.positional.empty()) {
+    return Usage({absl::StrCat("health: unexpected argument '", args.positional[0], "'")});
+  }
+  const auto service = args.values.find("service");
+  auto connected = Connect(globals);
+  if (auto* code = std::get_if<int>(&connected)) return *code;
+  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+
+  const auto status = client->CheckHealth(service == args.values.end() ? "" : service->second);
+  if (!status.ok()) {
+    PrintError(status.status());
+    return kExitNotServing;
+  }
+  const std::string_view name = distkit::client::ServingStatusName(*status);
+  if (globals.json) {
+    std::cout << "{\"status\":\"" << name << "\"}\n";
+  } else {
+    std::cout << "status=" << name << "\n";
+  }
+  return *status == distkit::client::ServingStatus::kServing ? kExitOk : kExitNotServing;
+}
+
+int RunCounter(const Globals& globals, const Args& args) {
+  if (args.positional.empty())
+    return Usage({"counter: missing subcommand (inc|get|set|del|clear)"});
+  const std::string& op = args.positional[0];
+  const std::vector<std::string> rest(args.positional.begin() + 1, args.positional.end());
+
+  // Which positionals and flags each subcommand takes.
+  struct Shape {
+    size_t positionals;
+    std::vector<std::string> flags;
+  };
+  static const std::map<std::string, Shape> kShapes = {
+      {"inc", {1, {"namespace", "delta", "lax", "if"}}},
+      {"get", {1, {"namespace", "lax"}}},
+      {"set", {2, {"namespace", "if"}}},
+      {"del", {1, {"namespace"}}},
+      {"clear", {0, {"namespace"}}},
+  };
+  const auto shape = kShapes.find(op);
+  if (shape == kShapes.end()) {
+    return Usage({absl::StrCat("counter: unknown subcommand '", op,
+                               "' (expected inc, get, set, del or clear)")});
+  }
+  for (const auto& [flag, value] : args.values) {
+    if (std::find(shape->second.flags.begin(), shape->second.flags.end(), flag) ==
+        shape->second.flags.end()) {
+      return Usage({absl::StrCat("counter ", op, ": unknown flag --", flag)});
+    }
+  }
+  if (rest.size() != shape->second.positionals) {
+    const char* what = op == "set" ? "KEY VALUE" : op == "clear" ? "no argument" : "KEY";
+    return Usage(
+        {absl::StrCat("counter ", op, ": expected ", what, ", got ", rest.size(), " argument(s)")});
+  }
+
+  const auto ns_it = args.values.find("namespace");
+  const std::string ns = ns_it == args.values.end() ? "" : ns_it->second;
+  const auto consistency =
+      args.values.count("lax") > 0 ? distkit::v1::CONSISTENCY_LAX : distkit::v1::CONSISTENCY_STRICT;
+  auto condition = ParseCondition(args);
+  if (auto* error = std::get_if<UsageError>(&condition)) return Usage(*error);
+  const auto& cond = std::get<std::optional<distkit::v1::Condition>>(condition);
+
+  int64_t number = 1;  // --delta for inc, VALUE for set
+  if (op == "inc" && args.values.count("delta") > 0) {
+    const auto delta = ParseInt64(args.values.at("delta"));
+    if (!delta.has_value()) {
+      return Usage({absl::StrCat("--delta: not an int64: '", args.values.at("delta"), "'")});
+    }
+    number = *delta;
+  }
+  if (op == "set") {
+    const auto value = ParseInt64(rest[1]);
+    if (!value.has_value()) {
+      return Usage({absl::StrCat("counter set: VALUE is not an int64: '", rest[1], "'")});
+    }
+    number = *value;
+  }
+
+  auto connected = Connect(globals);
+  if (auto* code = std::get_if<int>(&connected)) return *code;
+  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+
+  absl::Status status;
+  if (op == "inc") {
+    auto r = client->Inc(ns, rest[0], number, consistency, cond);
+    status = r.status();
+    if (r.ok()) PrintChange(*r, globals.json);
+  } else if (op == "get") {
+    auto r = client->Get(ns, rest[0], consistency);
+    status = r.status();
+    if (r.ok()) {
+      if (globals.json) {
+        std::cout << "{\"value\":" << r->value() << "}\n";
+      } else {
+        std::cout << "value=" << r->value() << "\n";
+      }
+    }
+  } else if (op == "set") {
+    auto r = client->Set(ns, rest[0], number, cond);
+    status = r.status();
+    if (r.ok()) PrintChange(*r, globals.json);
+  } else if (op == "del") {
+    auto r = client->Del(ns, rest[0]);
+    status = r.status();
+    if (r.ok()) PrintChange(*r, globals.json);
+  } else {  // clear
+    status = client->Clear(ns);
+    if (status.ok()) std::cout << (globals.json ? "{}" : "ok") << "\n";
+  }
+  if (!status.ok()) {
+    PrintError(status);
+    return kExitCallFailed;
+  }
+  return kExitOk;
+}
+
+int Run(const std::vector<std::string>& args) {
+  Globals globals;
+  if (const char* env = std::getenv("DISTKIT_ADDR"); env != nullptr && *env != '\0') {
+    globals.addr = env;
+  } else {
+    globals.addr = std::string(kDefaultAddr);
+  }
+
+  // Global flags, up to the command.
+  size_t i = 1;
+  for (; i < args.size() && (IsFlag(args[i]) || args[i] == "-h"); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return kExitOk;
+    }
+    const size_t eq = arg.find('=');
+    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    if (name == "json") {
+      if (eq != std::string::npos) return Usage({"--json takes no value"});
+      globals.json = true;
+      continue;
+    }
+    if (name != "addr" && name != "timeout_ms") {
+      return Usage({absl::StrCat("unknown global flag --", name)});
+    }
+    std::string value;
+    if (eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      return Usage({absl::StrCat("--", name, ": missing value")});
+    }
+    if (name == "addr") {
+      if (value.empty()) return Usage({"--addr: must not be empty"});
+      globals.addr = value;
+    } else {
+      const auto ms = ParseInt64(value);
+      if (!ms.has_value() || *ms < 1) {
+        return Usage({absl::StrCat("--timeout_ms: must be an integer >= 1, got '", value, "'")});
+      }
+      globals.timeout_ms = *ms;
+    }
+  }
+  if (i < args.size() && args[i] == "--") ++i;
+  if (i >= args.size()) return Usage({"missing command"});
+  const std::string& command = args[i];
+
+  if (command == "health") {
+    auto parsed = ParseArgs(args, i + 1, {{"service", true}}, &globals.json);
+    if (auto* error = std::get_if<UsageError>(&parsed)) return Usage(*error);
+    const Args& health_args = std::get<Args>(parsed);
+    if (health_args.help) {
+      std::cout << kUsage;
+      return kExitOk;
+    }
+    return RunHealth(globals, health_args);
+  }
+  if (command == "counter") {
+    auto parsed =
+        ParseArgs(args, i + 1, {{"namespace", true}, {"delta", true}, {"lax", false}, {"if", true}},
+                  &globals.json);
+    if (auto* error = std::get_if<UsageError>(&parsed)) return Usage(*error);
+    const Args& counter_args = std::get<Args>(parsed);
+    if (counter_args.help) {
+      std::cout << kUsage;
+      return kExitOk;
+    }
+    return RunCounter(globals, counter_args);
+  }
+  if (command == "icounter" || command == "ratelimit") {
+    std::cerr << "distkit: " << command << ": not implemented yet\n";
+    return kExitUsage;
+  }
+  return Usage({absl::StrCat("unknown command '", command, "'")});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(std::vector<std::string>(argv, argv + argc)); }

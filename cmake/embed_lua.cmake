@@ -1,0 +1,12 @@
+# Writes OUT: a C++ file defining distkit::redis::EmbeddedScripts() from the files in SCRIPTS.
+set(body "// Generated from lua/*.lua by cmake/embed_lua.cmake. Do not edit.\n")
+string(APPEND body "#include <map>\n#include <string>\n\nnamespace distkit::redis {\n\n")
+string(APPEND body "const std::map<std::string, std::string>& EmbeddedScripts() {\n")
+string(APPEND body "  static const auto* scripts = new std::map<std::string, std::string>{\n")
+foreach(f ${SCRIPTS})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} content)
+  string(APPEND body "      {\"${name}\", R\"__lua__(${content})__lua__\"},\n")
+endforeach()
+string(APPEND body "  };\n  return *scripts;\n}\n\n}  // namespace distkit::redis\n")
+file(WRITE ${OUT} "${body}")

@@ -1,0 +1,534 @@
+#include "daemon/config/config.h"
+
+#include <sys/un.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <optional>
+#include <string_view>
+#include <system_error>
+
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "daemon/common/status_macros.h"
+#include "daemon/common/strings.h"
+
+extern char** environ;
+
+namespace distkit::config {
+namespace {
+
+constexpr std::string_view kEnvPrefix = "DISTKIT_";
+
+// Upper bounds that keep every duration convertible to std::chrono::nanoseconds (and sums of
+// a few of them) without int64 overflow: 10^12 ms is about 31 years.
+constexpr int64_t kMaxMs = 1'000'000'000'000;
+constexpr int64_t kMaxSeconds = kMaxMs / 1000;
+
+absl::Status Invalid(std::string_view message) {
+  return absl::InvalidArgumentError(std::string(message));
+}
+
+std::string Quote(std::string_view s) { return absl::StrCat("'", AbslView(s), "'"); }
+
+// ---- value parsers (messages do not carry the flag name; the caller prefixes it) ----
+
+absl::StatusOr<int64_t> ParseInt64(std::string_view s) {
+  int64_t value = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec == std::errc::result_out_of_range) {
+    return Invalid(absl::StrCat("out of the int64 range: ", Quote(s)));
+  }
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) {
+    return Invalid(absl::StrCat("not an integer: ", Quote(s)));
+  }
+  return value;
+}
+
+absl::Status ParseIntInRange(std::string_view s, int64_t min, int64_t max, int64_t* out) {
+  DK_ASSIGN_OR_RETURN(const int64_t value, ParseInt64(s));
+  if (value < min) return Invalid(absl::StrCat("must be >= ", min, ", got ", value));
+  if (value > max) return Invalid(absl::StrCat("must be <= ", max, ", got ", value));
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> ParseDouble(std::string_view s) {
+  double value = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec == std::errc::result_out_of_range) {
+    return Invalid(absl::StrCat("out of the double range: ", Quote(s)));
+  }
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) {
+    return Invalid(absl::StrCat("not a number: ", Quote(s)));
+  }
+  return value;
+}
+
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    int len = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (int k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    static constexpr uint32_t kMinForLen[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMinForLen[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+constexpr size_t kMaxUnixPath = sizeof(sockaddr_un::sun_path) - 1;
+
+// HOST:PORT with a non-empty host (a name, an IPv4 literal or a bracketed IPv6 literal) and a
+// port in [1, 65535].
+absl::Status ValidateHostPort(std::string_view a) {
+  std::string_view host;
+  std::string_view port;
+  if (!a.empty() && a.front() == '[') {
+    const size_t close = a.find(']');
+    if (close == std::string_view::npos) return Invalid(absl::StrCat(Quote(a), ": missing ']'"));
+    host = a.substr(1, close - 1);
+    const std::string_view rest = a.substr(close + 1);
+    if (rest.empty() || rest.front() != ':') {
+      return Invalid(absl::StrCat(Quote(a), ": expected [IPV6]:PORT"));
+    }
+    port = rest.substr(1);
+    if (host.empty() || host.find(':') == std::string_view::npos ||
+        host.find_first_not_of("0123456789abcdefABCDEF:.%") != std::string_view::npos) {
+      return Invalid(absl::StrCat(Quote(a), ": invalid IPv6 address"));
+    }
+  } else {
+    const size_t colon = a.rfind(':');
+    if (colon == std::string_view::npos) {
+      return Invalid(absl::StrCat(Quote(a), ": expected unix:PATH or HOST:PORT"));
+    }
+    host = a.substr(0, colon);
+    port = a.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return Invalid(absl::StrCat(Quote(a), ": IPv6 addresses need brackets, e.g. [::1]:50051"));
+    }
+    if (host.empty()) return Invalid(absl::StrCat(Quote(a), ": missing host"));
+    for (char c : host) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') {
+        return Invalid(absl::StrCat(Quote(a), ": invalid character in host"));
+      }
+    }
+  }
+  int64_t value = 0;
+  if (port.empty() || port.find_first_not_of("0123456789") != std::string_view::npos ||
+      !ParseIntInRange(port, 1, 65535, &value).ok()) {
+    return Invalid(absl::StrCat(Quote(a), ": port must be an integer in [1, 65535]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateListenAddress(std::string_view a) {
+  if (a.empty()) return Invalid("empty address in the list");
+  if (absl::StartsWith(AbslView(a), "unix:")) {
+    std::string_view path = a.substr(5);
+    if (absl::StartsWith(AbslView(path), "//")) path.remove_prefix(2);  // unix:///abs/path
+    if (path.empty()) return Invalid(absl::StrCat(Quote(a), ": missing socket path"));
+    if (path.size() > kMaxUnixPath) {
+      return Invalid(absl::StrCat(Quote(a), ": socket path longer than ", kMaxUnixPath, " bytes"));
+    }
+    return absl::OkStatus();
+  }
+  return ValidateHostPort(a);
+}
+
+std::string Lowercase(std::string_view s) { return absl::AsciiStrToLower(AbslView(s)); }
+
+// ---- the flag table ----
+
+// One flag. Integer flags set `int_field` (with its range) instead of `apply`/`print`.
+struct FlagDef {
+  std::string_view name;
+  std::string_view help;
+  // Parses and validates `value` into `config`; the message must not repeat the flag name.
+  absl::Status (*apply)(std::string_view value, Config* config) = nullptr;
+  std::string (*print)(const Config& config) = nullptr;
+  int64_t Config::*int_field = nullptr;
+  int64_t min = 0;
+  int64_t max = 0;
+
+  absl::Status Apply(std::string_view value, Config* config) const {
+    if (int_field != nullptr) return ParseIntInRange(value, min, max, &(config->*int_field));
+    return apply(value, config);
+  }
+  std::string Print(const Config& config) const {
+    return int_field != nullptr ? absl::StrCat(config.*int_field) : print(config);
+  }
+};
+
+FlagDef IntFlag(std::string_view name, int64_t Config::*field, int64_t min, int64_t max,
+                std::string_view help) {
+  FlagDef def{name, help};
+  def.int_field = field;
+  def.min = min;
+  def.max = max;
+  return def;
+}
+
+std::string PrintDouble(double v) {
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
+  return ec == std::errc() ? std::string(buf, end) : absl::StrCat(v);
+}
+
+std::string PrintFailureMode(FailureMode mode) {
+  switch (mode) {
+    case FailureMode::kOpen:
+      return "open";
+    case FailureMode::kClosed:
+      return "closed";
+    case FailureMode::kLocal:
+      return "local";
+  }
+  return "?";
+}
+
+// Replaces the password of a URL (`scheme://user:password@...`, `...?password=...`) by ***.
+std::string RedactUrl(std::string_view url) {
+  std::string out(url);
+  const size_t scheme = out.find("://");
+  if (scheme != std::string::npos) {
+    const size_t start = scheme + 3;
+    const size_t at = out.rfind('@');
+    if (at != std::string::npos && at > start) {
+      const size_t colon = out.find(':', start);
+      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
+    }
+  }
+  const size_t query = out.find('?');
+  if (query != std::string::npos) {
+    size_t pos = query;
+    while ((pos = out.find("password=", pos)) != std::string::npos) {
+      const char before = out[pos - 1];
+      const size_t value = pos + 9;
+      if (before == '?' || before == '&') {
+        const size_t end = std::min(out.find('&', value), out.size());
+        out.replace(value, end - value, "***");
+      }
+      pos = value;
+    }
+  }
+  return out;
+}
+
+const std::vector<FlagDef>& Flags() {
+  static const auto* const kFlags = new std::vector<FlagDef>{
+      {"listen", "comma-separated gRPC addresses: unix:PATH or HOST:PORT ([::1]:PORT for IPv6)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         std::vector<std::string> out;
+         for (absl::string_view part : absl::StrSplit(AbslView(v), ',')) {
+           const std::string entry(absl::StripAsciiWhitespace(part));
+           DK_RETURN_IF_ERROR(ValidateListenAddress(entry));
+           out.push_back(entry);
+         }
+         c->listen = std::move(out);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return absl::StrJoin(c.listen, ","); }},
+      {"redis", "redis://[user:password@]host[:port][/db] or unix:PATH[?db=N]",
+       [](std::string_view v, Config* c) -> absl::Status {
+         // The URL itself is parsed (and rejected with a --redis message) by redis::ParseRedisUrl.
+         if (v.empty()) return Invalid("must not be empty");
+         c->redis = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return RedactUrl(c.redis); }},
+      {"namespace", "default namespace for requests that leave it empty (1-255 bytes, no ':')",
+       [](std::string_view v, Config* c) -> absl::Status {
+         if (v.empty() || v.size() > 255) {
+           return Invalid(absl::StrCat("must be 1-255 bytes, got ", v.size()));
+         }
+         if (!IsValidUtf8(v)) return Invalid("must be valid UTF-8");
+         if (v.find(':') != std::string_view::npos) {
+           return Invalid(absl::StrCat("must not contain ':', got ", Quote(v)));
+         }
+         c->default_namespace = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return c.default_namespace; }},
+      {"instance_id", "this daemon's identity (default: a random UUID v4 per start)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const bool ok =
+             !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char ch) {
+               return absl::ascii_isalnum(static_cast<unsigned char>(ch)) || ch == '.' ||
+                      ch == '_' || ch == '-';
+             });
+         if (!ok) {
+           return Invalid(
+               absl::StrCat("must be 1-64 characters of [A-Za-z0-9._-], got ", Quote(v)));
+         }
+         c->instance_id = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return c.instance_id; }},
+      IntFlag("flush_interval_ms", &Config::flush_interval_ms, 1, kMaxMs, "lax flush period"),
+      IntFlag("allowed_lag_ms", &Config::allowed_lag_ms, 0, kMaxMs,
+              "max age of a lax read's cached Redis value"),
+      IntFlag("dead_instance_threshold_ms", &Config::dead_instance_threshold_ms, 1, kMaxMs,
+              "an instance silent this long is dead"),
+      IntFlag("redis_timeout_ms", &Config::redis_timeout_ms, 1, kMaxMs,
+              "per-command Redis deadline"),
+      IntFlag("rate_window_seconds", &Config::rate_window_seconds, 1, kMaxSeconds,
+              "rate limiter sliding window"),
+      IntFlag("rate_bucket_ms", &Config::rate_bucket_ms, 1, kMaxMs,
+              "rate limiter bucket size (<= rate_window_seconds * 1000)"),
+      {"hard_limit_factor", "SUPPRESSED hard limit = capacity x factor (finite, >= 1)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         DK_ASSIGN_OR_RETURN(const double d, ParseDouble(v));
+         if (!std::isfinite(d)) return Invalid(absl::StrCat("must be finite, got ", Quote(v)));
+         if (d < 1.0) return Invalid(absl::StrCat("must be >= 1, got ", PrintDouble(d)));
+         c->hard_limit_factor = d;
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return PrintDouble(c.hard_limit_factor); }},
+      IntFlag("sync_interval_ms", &Config::sync_interval_ms, 1, kMaxMs,
+              "HYBRID rate limiter sync period"),
+      IntFlag("suppression_cache_ms", &Config::suppression_cache_ms, 1, kMaxMs,
+              "how long a suppression factor is cached"),
+      {"rate_limit_failure_mode", "REDIS provider when Redis is down: open, closed or local",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const std::string lower = Lowercase(v);
+         if (lower == "open") {
+           c->rate_limit_failure_mode = FailureMode::kOpen;
+         } else if (lower == "closed") {
+           c->rate_limit_failure_mode = FailureMode::kClosed;
+         } else if (lower == "local") {
+           c->rate_limit_failure_mode = FailureMode::kLocal;
+         } else {
+           return Invalid(absl::StrCat("must be open, closed or local, got ", Quote(v)));
+         }
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return PrintFailureMode(c.rate_limit_failure_mode); }},
+      {"metrics_listen", "HOST:PORT for Prometheus /metrics (empty = off)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         if (!v.empty()) DK_RETURN_IF_ERROR(ValidateHostPort(v));
+         c->metrics_listen = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return c.metrics_listen; }},
+      {"log_level", "trace, debug, info, warn, error, critical or off",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const std::string lower = Lowercase(v);
+         for (std::string_view level :
+              {"trace", "debug", "info", "warn", "error", "critical", "off"}) {
+           if (lower == level) {
+             c->log_level = lower;
+             return absl::OkStatus();
+           }
+         }
+         return Invalid(absl::StrCat(
+             "must be one of trace, debug, info, warn, error, critical, off; got ", Quote(v)));
+       },
+       [](const Config& c) { return c.log_level; }},
+      IntFlag("shutdown_grace_ms", &Config::shutdown_grace_ms, 1, kMaxMs,
+              "bound on the SIGTERM shutdown sequence"),
+      {"socket_mode", "octal permission bits of the Unix sockets, e.g. 0660",
+       [](std::string_view v, Config* c) -> absl::Status {
+         uint32_t mode = 0;
+         const bool octal = !v.empty() && v.size() <= 4 &&
+                            v.find_first_not_of("01234567") == std::string_view::npos;
+         if (octal) std::from_chars(v.data(), v.data() + v.size(), mode, 8);
+         if (!octal || mode > 0777) {
+           return Invalid(absl::StrCat(
+               "must be an octal mode between 0000 and 0777 (e.g. 0660), got ", Quote(v)));
+         }
+         c->socket_mode = mode;
+         return absl::OkStatus();
+       },
+       [](const Config& c) {
+         char buf[16];
+         std::snprintf(buf, sizeof(buf), "%04o", static_cast<unsigned>(c.socket_mode));
+         return std::string(buf);
+       }},
+      IntFlag("max_pending_keys", &Config::max_pending_keys, 1, std::numeric_limits<int64_t>::max(),
+              "bound on lax keys with unflushed work"),
+  };
+  return *kFlags;
+}
+
+const FlagDef* FindFlag(std::string_view name) {
+  for (const FlagDef& def : Flags()) {
+    if (def.name == name) return &def;
+  }
+  return nullptr;
+}
+
+std::string EnvName(std::string_view flag) {
+  return absl::StrCat(AbslView(kEnvPrefix), absl::AsciiStrToUpper(AbslView(flag)));
+}
+
+struct RawValue {
+  std::string value;
+  std::string env_name;  // empty when it came from the command line
+};
+
+}  // namespace
+
+std::string Config::ToString() const {
+  std::vector<std::string> lines;
+  for (const FlagDef& def : Flags()) {
+    lines.push_back(absl::StrCat("--", AbslView(def.name), "=", def.Print(*this)));
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
+absl::StatusOr<Config> ParseConfig(const std::vector<std::string>& args,
+                                   const std::map<std::string, std::string>& env) {
+  std::map<std::string_view, RawValue> raw;
+
+  // Environment first, so the command line overrides it. An empty variable counts as unset (a
+  // common result of `FOO=${BAR}` in compose files and shell wrappers). Unknown DISTKIT_*
+  // variables are ignored: the CLI (DISTKIT_ADDR) and future versions share the prefix.
+  for (const FlagDef& def : Flags()) {
+    const std::string name = EnvName(def.name);
+    const auto it = env.find(name);
+    if (it != env.end() && !it->second.empty()) raw[def.name] = RawValue{it->second, name};
+  }
+
+  // `--help` wins over any other problem on the command line; otherwise the first error wins.
+  absl::Status first_error;
+  bool help = false;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
+    if (arg == "--help" || arg == "-h" || arg == "-help") {
+      help = true;
+      continue;
+    }
+    if (!absl::StartsWith(AbslView(arg), "--") || arg == "--") {
+      if (first_error.ok()) {
+        first_error =
+            Invalid(absl::StrCat("unexpected argument ", Quote(arg), " (flags are --name=value)"));
+      }
+      continue;
+    }
+    const std::string_view body = arg.substr(2);
+    const size_t eq = body.find('=');
+    const std::string_view name = body.substr(0, eq);
+    const FlagDef* def = FindFlag(name);
+    if (def == nullptr) {
+      if (first_error.ok()) first_error = Invalid(absl::StrCat("unknown flag --", AbslView(name)));
+      continue;
+    }
+    std::string value;
+    if (eq != std::string_view::npos) {
+      value = std::string(body.substr(eq + 1));
+    } else if (i + 1 < args.size()) {
+      value = args[++i];  // taken verbatim, so `--allowed_lag_ms -1` reaches validation
+    } else {
+      if (first_error.ok()) {
+        first_error = Invalid(absl::StrCat("--", AbslView(name), ": missing value"));
+      }
+      continue;
+    }
+    raw[def->name] = RawValue{std::move(value), ""};  // the last occurrence wins
+  }
+  if (help) return absl::NotFoundError(Usage());
+  DK_RETURN_IF_ERROR(first_error);
+
+  Config config;
+  for (const FlagDef& def : Flags()) {
+    const auto it = raw.find(def.name);
+    if (it == raw.end()) continue;
+    const absl::Status status = def.Apply(it->second.value, &config);
+    if (!status.ok()) {
+      std::string message = absl::StrCat("--", AbslView(def.name), ": ", status.message());
+      if (!it->second.env_name.empty())
+        absl::StrAppend(&message, " (from ", it->second.env_name, ")");
+      return Invalid(message);
+    }
+  }
+  config.redis_given = raw.count("redis") > 0;
+
+  if (config.rate_bucket_ms > config.rate_window_seconds * 1000) {
+    return Invalid(absl::StrCat("--rate_bucket_ms: must be <= the window (--rate_window_seconds=",
+                                config.rate_window_seconds, " is ",
+                                config.rate_window_seconds * 1000, " ms), got ",
+                                config.rate_bucket_ms));
+  }
+  if (config.instance_id.empty()) config.instance_id = NewUuidV4();
+  return config;
+}
+
+std::map<std::string, std::string> DistkitEnvironment() {
+  std::map<std::string, std::string> out;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    if (!absl::StartsWith(AbslView(entry), AbslView(kEnvPrefix))) continue;
+    const size_t eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    out.emplace(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
+  }
+  return out;
+}
+
+std::string NewUuidV4() {
+  thread_local absl::BitGen gen;  // seeded from the OS entropy source
+  uint64_t hi = absl::Uniform<uint64_t>(gen);
+  uint64_t lo = absl::Uniform<uint64_t>(gen);
+  hi = (hi & ~uint64_t{0xF000}) | uint64_t{0x4000};            // version 4
+  lo = (lo & ~(uint64_t{0xC} << 60)) | (uint64_t{0x8} << 60);  // variant 10xx
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),
+                static_cast<unsigned>((hi >> 16) & 0xFFFF), static_cast<unsigned>(hi & 0xFFFF),
+                static_cast<unsigned>(lo >> 48),
+                static_cast<unsigned long long>(lo & 0xFFFFFFFFFFFFULL));
+  return buf;
+}
+
+std::string Usage() {
+  const Config defaults;
+  std::string out =
+      "Usage: distkitd [--flag=value | --flag value]...\n"
+      "\n"
+      "A gRPC sidecar for distributed counters and rate limiting backed by Redis.\n"
+      "Every flag can also be set with the environment variable DISTKIT_<FLAG IN UPPER CASE>;\n"
+      "the command line beats the environment, which beats the default.\n"
+      "\n"
+      "Flags:\n";
+  for (const FlagDef& def : Flags()) {
+    std::string default_value = def.Print(defaults);
+    if (def.name == "instance_id") default_value = "random UUID v4";
+    if (default_value.empty()) default_value = "empty";
+    absl::StrAppend(&out, "  --", AbslView(def.name), "  (", EnvName(def.name), ")\n      ",
+                    AbslView(def.help), "\n      default: ", default_value, "\n");
+  }
+  absl::StrAppend(&out, "  --help\n      print this text and exit\n");
+  return out;
+}
+
+}  // namespace distkit::config

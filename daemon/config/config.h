@@ -1,0 +1,56 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace distkit::config {
+
+enum class FailureMode { kOpen, kClosed, kLocal };
+
+// The validated, immutable daemon configuration (product.md §3.2).
+struct Config {
+  std::vector<std::string> listen = {"unix:/tmp/distkitd.sock"};
+  std::string redis = "redis://127.0.0.1:6379";
+  bool redis_given = false;  // true when --redis or DISTKIT_REDIS was set explicitly
+  std::string default_namespace = "distkit";  // --namespace
+  std::string instance_id;                    // --instance_id; filled with a UUID v4 if empty
+  int64_t flush_interval_ms = 20;
+  int64_t allowed_lag_ms = 20;
+  int64_t dead_instance_threshold_ms = 30000;
+  int64_t redis_timeout_ms = 1000;
+  int64_t rate_window_seconds = 10;
+  int64_t rate_bucket_ms = 100;
+  double hard_limit_factor = 1.0;
+  int64_t sync_interval_ms = 10;
+  int64_t suppression_cache_ms = 100;
+  FailureMode rate_limit_failure_mode = FailureMode::kOpen;
+  std::string metrics_listen;  // empty = off
+  std::string log_level = "info";
+  int64_t shutdown_grace_ms = 10000;
+  uint32_t socket_mode = 0660;        // --socket_mode, octal
+  int64_t max_pending_keys = 1000000;  // --max_pending_keys: bound on lax keys with unflushed work
+
+  // One line per flag, for the start-up log.
+  std::string ToString() const;
+};
+
+// Parses argv (argv[0] is skipped) and the environment (DISTKIT_<FLAG>), validates, and returns
+// the configuration. Precedence: command line > environment > default. `--flag=value` and
+// `--flag value` both work. `--help` yields a NotFound status whose message is the usage text.
+// Any invalid or unknown flag yields InvalidArgument with a message that names the flag.
+absl::StatusOr<Config> ParseConfig(const std::vector<std::string>& args,
+                                   const std::map<std::string, std::string>& env);
+
+// Reads `environ` into a map (only DISTKIT_* entries).
+std::map<std::string, std::string> DistkitEnvironment();
+
+// A fresh random UUID v4 string.
+std::string NewUuidV4();
+
+std::string Usage();
+
+}  // namespace distkit::config

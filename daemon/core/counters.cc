@@ -1,0 +1,511 @@
+#include "daemon/core/counters.h"
+
+#include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/common/logging.h"
+#include "daemon/core/counter_keys.h"
+#include "daemon/core/int64_math.h"
+
+namespace distkit::core {
+namespace {
+
+constexpr char kScript[] = "counter";
+LogEvery g_flush_log(std::chrono::seconds(5));
+
+// Parsed reply of lua/counter.lua.
+struct ScriptReply {
+  std::string status;
+  int64_t value = 0;
+  int64_t previous = 0;
+  bool applied = false;
+  int64_t dropped = 0;
+  std::optional<uint64_t> applied_seq;  // highest of our lax seqs Redis has applied
+};
+
+// Maps a Redis error reply to a status: transient server states are UNAVAILABLE, the rest
+// would be a bug of ours (INTERNAL).
+absl::Status RedisErrorStatus(const std::string& err) {
+  for (const char* transient : {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
+                                "TRYAGAIN", "NOAUTH", "NOPERM", "WRONGPASS", "MOVED", "ASK"}) {
+    if (absl::StartsWith(err, transient)) {
+      return absl::UnavailableError(absl::StrCat("Redis: ", err));
+    }
+  }
+  if (absl::StartsWith(err, "OOM")) {
+    return absl::ResourceExhaustedError(absl::StrCat("Redis: ", err));
+  }
+  return absl::InternalError(absl::StrCat("Redis script error: ", err));
+}
+
+absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r) {
+  if (!r.ok()) return r.status();
+  if (r->is_error()) return RedisErrorStatus(r->str);
+  const auto& e = r->elements;
+  if (r->type != redis::Reply::Type::kArray || e.size() < 5) {
+    return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
+  }
+  ScriptReply out;
+  out.status = e[0].str;
+  auto v = ParseInt64(e[1].str);
+  auto p = ParseInt64(e[2].str);
+  if (!v || !p) {
+    return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
+  }
+  out.value = *v;
+  out.previous = *p;
+  out.applied = e[3].integer != 0;
+  out.dropped = e[4].integer;
+  if (e.size() >= 6) {
+    auto s = ParseInt64(e[5].type == redis::Reply::Type::kInteger ? absl::StrCat(e[5].integer)
+                                                                  : e[5].str);
+    if (s && *s >= 0) out.applied_seq = static_cast<uint64_t>(*s);
+  }
+  return out;
+}
+
+std::vector<std::string> ScriptArgs(const std::string& dedup_id,
+                                    const std::vector<SeqDelta>& entries, std::string_view op,
+                                    Condition cond, int64_t arg) {
+  std::vector<std::string> args;
+  args.reserve(6 + 2 * entries.size());
+  args.push_back(dedup_id);
+  args.push_back(absl::StrCat(entries.size()));
+  for (const auto& u : entries) {
+    args.push_back(absl::StrCat(u.seq));
+    args.push_back(absl::StrCat(u.delta));
+  }
+  args.emplace_back(op);
+  args.emplace_back(ComparatorName(cond.op));
+  args.push_back(absl::StrCat(cond.operand));
+  args.push_back(absl::StrCat(arg));
+  return args;
+}
+
+// Keeps CountersStats::dirty_keys in step with an entry's transitions.
+class DirtyTracker {
+ public:
+  DirtyTracker(std::atomic<int64_t>& counter, const LaxEntry& e)
+      : counter_(counter), e_(e), was_(e.dirty()) {}
+  ~DirtyTracker() {
+    const bool is = e_.dirty();
+    if (is != was_) counter_ += is ? 1 : -1;
+  }
+
+ private:
+  std::atomic<int64_t>& counter_;
+  const LaxEntry& e_;
+  const bool was_;
+};
+
+}  // namespace
+
+Counters::Counters(redis::RedisClient* redis, CountersOptions options, const Clock* clock)
+    : redis_(redis),
+      options_(std::move(options)),
+      clock_(clock),
+      shards_(std::make_unique<Shard[]>(kShards)) {}
+
+Counters::~Counters() {
+  {
+    std::lock_guard<std::mutex> lock(flush_mu_);
+    stop_flush_ = true;
+  }
+  flush_cv_.notify_all();
+  if (flush_thread_.joinable()) flush_thread_.join();
+}
+
+void Counters::Start() {
+  flush_thread_ = std::thread([this] { FlushLoop(); });
+}
+
+Counters::Shard& Counters::ShardFor(const MapKey& k) {
+  const size_t h = absl::HashOf(k.first, k.second);
+  return shards_[h % kShards];
+}
+
+bool Counters::Fresh(const LaxEntry& e, int64_t now) const {
+  return e.initialized && e.refreshed_ns != 0 &&
+         now - e.refreshed_ns <= options_.allowed_lag_ms * 1'000'000;
+}
+
+// ---------------------------------------------------------------- strict path
+
+void Counters::RunStrict(const MapKey& k, std::string op, Condition cond, int64_t arg,
+                         CounterCallback done) {
+  std::vector<SeqDelta> carried;
+  bool tracked = false;
+  Shard& shard = ShardFor(k);
+  {
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(k);
+    if (it != shard.map.end()) {
+      LaxEntry& e = it->second;
+      DirtyTracker dt(stats_.dirty_keys, e);
+      // Fold this daemon's lax work for the key into the same script: our writes stay in order.
+      if (AssignPending(e, next_seq_.load())) next_seq_++;
+      carried = e.unacked;
+      ++e.carriers;
+      tracked = true;
+    }
+  }
+  // Built before the call: the callback below takes `carried` by move.
+  auto args = ScriptArgs(options_.dedup_id, carried, op, cond, arg);
+  redis_->Script(
+      kScript, {PlainCounterKey(k.first, k.second)}, std::move(args),
+      [this, k, carried = std::move(carried), tracked, done = std::move(done)](
+          absl::StatusOr<redis::Reply> raw) mutable {
+        const bool maybe_sent = !redis::IsNotSent(raw.status());
+        auto r = ParseScriptReply(std::move(raw));
+        // "overflow" still applied our carried entries; only "notint" applied nothing.
+        const bool applied_entries = r.ok() && r->status != "notint";
+        if (r.ok() && r->dropped > 0) stats_.dropped_overflow += r->dropped;
+        if (tracked) {
+          Shard& shard = ShardFor(k);
+          absl::MutexLock lock(&shard.mu);
+          auto it = shard.map.find(k);
+          if (it != shard.map.end()) {
+            LaxEntry& e = it->second;
+            DirtyTracker dt(stats_.dirty_keys, e);
+            OnCarrierDone(e, carried, applied_entries, maybe_sent);
+            if (applied_entries) {
+              const uint64_t seq =
+                  r->applied_seq.value_or(carried.empty() ? 0 : carried.back().seq);
+              OnRemoteValue(e, r->value, seq, Now());
+            }
+          }
+        }
+        if (!r.ok()) {
+          done(r.status());
+        } else if (r->status == "overflow") {
+          done(absl::OutOfRangeError("result would leave the int64 range; nothing changed"));
+        } else if (r->status == "notint") {
+          done(absl::FailedPreconditionError(
+              absl::StrCat("the value stored in Redis for key '", k.second,
+                           "' is not an int64; nothing changed")));
+        } else {
+          done(CounterResult{r->value, r->previous, r->applied});
+        }
+      });
+}
+
+// ---------------------------------------------------------------- lax path
+
+void Counters::RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then) {
+  Shard& shard = ShardFor(k);
+  {
+    absl::MutexLock lock(&shard.mu);
+    LaxEntry& e = shard.map[k];
+    e.waiters.push_back(std::move(then));
+    if (e.refreshing) return;  // one read, shared by concurrent callers
+    e.refreshing = true;
+  }
+  redis_->Script(kScript, {PlainCounterKey(k.first, k.second)},
+                 ScriptArgs(options_.dedup_id, {}, "get", Condition{}, 0),
+                 [this, k](absl::StatusOr<redis::Reply> raw) {
+                   auto r = ParseScriptReply(std::move(raw));
+                   std::vector<absl::AnyInvocable<void()>> waiters;
+                   Shard& shard = ShardFor(k);
+                   {
+                     absl::MutexLock lock(&shard.mu);
+                     LaxEntry& e = shard.map[k];
+                     e.refreshing = false;
+                     if (r.ok() && r->status == "ok") {
+                       OnRemoteValue(e, r->value, r->applied_seq.value_or(e.remote_seq), Now());
+                     } else {
+                       // Answer from the last known value (0 if never known); keep deltas.
+                       e.initialized = true;
+                       if (g_flush_log.ShouldLog()) {
+                         spdlog::warn("lax read of {}/{} failed: {}", k.first, k.second,
+                                      r.ok() ? r->status : r.status().ToString());
+                       }
+                     }
+                     waiters.swap(e.waiters);
+                   }
+                   for (auto& w : waiters) w();
+                 });
+}
+
+void Counters::LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done) {
+  Shard& shard = ShardFor(k);
+  absl::StatusOr<CounterResult> result;
+  {
+    absl::MutexLock lock(&shard.mu);
+    auto [it, inserted] = shard.map.try_emplace(k);
+    LaxEntry& e = it->second;
+    e.last_access_ns = Now();
+    if (!e.initialized) {
+      // First touch: read the Redis value once (shared), then apply.
+      shard.mu.Unlock();
+      RefreshThen(k, [this, k, delta, cond, done = std::move(done)]() mutable {
+        LaxInc(k, delta, cond, std::move(done));
+      });
+      shard.mu.Lock();
+      return;
+    }
+    DirtyTracker dt(stats_.dirty_keys, e);
+    const int64_t view = LocalView(e).value_or(0);
+    if (!Holds(cond, view)) {
+      result = CounterResult{view, view, false};
+    } else if (!e.dirty() && delta != 0 &&
+               stats_.dirty_keys.load() >= options_.max_pending_keys) {
+      result = absl::ResourceExhaustedError(
+          absl::StrCat("too many keys with unflushed lax increments (max_pending_keys=",
+                       options_.max_pending_keys, "); retry later"));
+    } else if (!AddPending(e, delta)) {
+      result = absl::OutOfRangeError("result would leave the int64 range; nothing changed");
+    } else {
+      result = CounterResult{view + delta, view, true};
+    }
+  }
+  done(std::move(result));
+}
+
+void Counters::LaxGet(const MapKey& k, CounterCallback done) {
+  Shard& shard = ShardFor(k);
+  absl::StatusOr<CounterResult> result;
+  {
+    absl::MutexLock lock(&shard.mu);
+    LaxEntry& e = shard.map[k];
+    const int64_t now = Now();
+    e.last_access_ns = now;
+    if (!Fresh(e, now)) {
+      shard.mu.Unlock();
+      RefreshThen(k, [this, k, done = std::move(done)]() mutable {
+        Shard& shard = ShardFor(k);
+        int64_t view;
+        {
+          absl::MutexLock lock(&shard.mu);
+          view = LocalView(shard.map[k]).value_or(0);
+        }
+        done(CounterResult{view, view, true});
+      });
+      shard.mu.Lock();
+      return;
+    }
+    const int64_t view = LocalView(e).value_or(0);
+    result = CounterResult{view, view, true};
+  }
+  done(std::move(result));
+}
+
+// ---------------------------------------------------------------- public API
+
+void Counters::Inc(const std::string& ns, const std::string& key, int64_t delta, Consistency c,
+                   Condition cond, CounterCallback done) {
+  if (c == Consistency::kLax) {
+    LaxInc({ns, key}, delta, cond, std::move(done));
+  } else {
+    RunStrict({ns, key}, "inc", cond, delta, std::move(done));
+  }
+}
+
+void Counters::Get(const std::string& ns, const std::string& key, Consistency c,
+                   CounterCallback done) {
+  if (c == Consistency::kLax) {
+    LaxGet({ns, key}, std::move(done));
+  } else {
+    RunStrict({ns, key}, "get", Condition{}, 0, std::move(done));
+  }
+}
+
+void Counters::Set(const std::string& ns, const std::string& key, int64_t value, Condition cond,
+                   CounterCallback done) {
+  RunStrict({ns, key}, "set", cond, value, std::move(done));
+}
+
+void Counters::Del(const std::string& ns, const std::string& key, CounterCallback done) {
+  RunStrict({ns, key}, "del", Condition{}, 0, std::move(done));
+}
+
+namespace {
+// Joins N asynchronous results into one status (the first error wins).
+struct Join {
+  std::mutex mu;
+  int remaining = 0;
+  absl::Status status;
+  absl::AnyInvocable<void(absl::Status)> then;
+  void Done(const absl::Status& s, const std::shared_ptr<Join>& self) {
+    absl::AnyInvocable<void(absl::Status)> cb;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!s.ok() && status.ok()) status = s;
+      if (--remaining > 0) return;
+      cb = std::move(then);
+    }
+    cb(status);
+  }
+};
+}  // namespace
+
+void Counters::Clear(const std::string& ns, StatusCallback done) {
+  // 1. Keys this daemon holds lax work for: delete them with that work folded in, so none of
+  //    it is replayed after the Clear.
+  std::vector<MapKey> local;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (const auto& [k, e] : shards_[i].map) {
+      if (k.first == ns) local.push_back(k);
+    }
+  }
+  auto join = std::make_shared<Join>();
+  join->remaining = static_cast<int>(local.size()) + 1;
+  join->then = [this, ns, done = std::move(done)](absl::Status s) mutable {
+    if (!s.ok()) {
+      done(s);
+      return;
+    }
+    // 2. Every counter of the namespace in Redis (SCAN sees all keys that exist throughout).
+    ClearScan(ns, "0", std::move(done));
+  };
+  for (const auto& k : local) {
+    RunStrict(k, "del", Condition{}, 0, [join](absl::StatusOr<CounterResult> r) {
+      join->Done(r.status(), join);
+    });
+  }
+  join->Done(absl::OkStatus(), join);
+}
+
+void Counters::ClearScan(std::string ns, std::string cursor, StatusCallback done) {
+  redis_->Command(
+      {"SCAN", cursor, "MATCH", PlainCounterPattern(ns), "COUNT", "1000"},
+      [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
+        if (!r.ok()) return done(r.status());
+        if (r->is_error()) return done(RedisErrorStatus(r->str));
+        if (r->elements.size() != 2) {
+          return done(absl::InternalError("unexpected SCAN reply: " + r->DebugString()));
+        }
+        std::string next = r->elements[0].str;
+        auto join = std::make_shared<Join>();
+        join->remaining = static_cast<int>(r->elements[1].elements.size()) + 1;
+        join->then = [this, ns, next, done = std::move(done)](absl::Status s) mutable {
+          if (!s.ok() || next == "0") return done(s);
+          ClearScan(ns, next, std::move(done));
+        };
+        for (const auto& key : r->elements[1].elements) {
+          redis_->Script(kScript, {key.str},
+                         ScriptArgs(options_.dedup_id, {}, "del", Condition{}, 0),
+                         [join](absl::StatusOr<redis::Reply> raw) {
+                           auto pr = ParseScriptReply(std::move(raw));
+                           // A corrupt value is deleted anyway? No: "notint" changes nothing,
+                           // and Clear reports it rather than hiding it.
+                           absl::Status s = pr.status();
+                           if (pr.ok() && pr->status == "notint") {
+                             s = absl::FailedPreconditionError(
+                                 "a stored value is not an int64; it was left in place");
+                           }
+                           join->Done(s, join);
+                         });
+        }
+        join->Done(absl::OkStatus(), join);
+      });
+}
+
+// ---------------------------------------------------------------- flushing
+
+void Counters::FlushNow() {
+  std::vector<std::pair<MapKey, std::vector<SeqDelta>>> batch;
+  for (int i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    for (auto& [k, e] : shard.map) {
+      if (!e.dirty() || e.carriers > 0) continue;  // a carrier is already on its way
+      if (AssignPending(e, next_seq_.load())) next_seq_++;
+      ++e.carriers;
+      batch.emplace_back(k, e.unacked);
+    }
+  }
+  // All calls enqueue at once; the executor writes them as one pipeline.
+  for (auto& [k, carried] : batch) SendFlush(k, std::move(carried));
+}
+
+void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
+  stats_.flush_commands++;
+  outstanding_flushes_++;
+  auto args = ScriptArgs(options_.dedup_id, carried, "flush", Condition{}, 0);
+  redis_->Script(
+      kScript, {PlainCounterKey(k.first, k.second)}, std::move(args),
+      [this, k, carried = std::move(carried)](absl::StatusOr<redis::Reply> raw) {
+        const bool maybe_sent = !redis::IsNotSent(raw.status());
+        auto r = ParseScriptReply(std::move(raw));
+        const bool ok = r.ok() && r->status == "ok";
+        {
+          Shard& shard = ShardFor(k);
+          absl::MutexLock lock(&shard.mu);
+          auto it = shard.map.find(k);
+          if (it != shard.map.end()) {
+            LaxEntry& e = it->second;
+            DirtyTracker dt(stats_.dirty_keys, e);
+            OnCarrierDone(e, carried, ok, maybe_sent);
+            if (ok) OnRemoteValue(e, r->value, r->applied_seq.value_or(carried.back().seq), Now());
+          }
+        }
+        if (ok && r->dropped > 0) {
+          stats_.dropped_overflow += r->dropped;
+          spdlog::error("lax flush of {}/{}: {} delta(s) dropped, Redis value would overflow int64",
+                        k.first, k.second, r->dropped);
+        }
+        if (!ok) {
+          stats_.flush_failures++;
+          if (g_flush_log.ShouldLog()) {
+            spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
+                         r.ok() ? r->status : r.status().ToString());
+          }
+        }
+        outstanding_flushes_--;
+      });
+}
+
+void Counters::EvictIdle() {
+  const int64_t now = Now();
+  const int64_t idle_ns = options_.idle_evict_ms * 1'000'000;
+  int64_t total = 0;
+  for (int i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    absl::erase_if(shard.map, [&](const auto& kv) {
+      return kv.second.idle() && now - kv.second.last_access_ns > idle_ns;
+    });
+    total += static_cast<int64_t>(shard.map.size());
+  }
+  stats_.cached_keys = total;
+}
+
+void Counters::FlushLoop() {
+  const auto interval = std::chrono::milliseconds(options_.flush_interval_ms);
+  auto next_evict = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(flush_mu_);
+  while (!stop_flush_) {
+    flush_cv_.wait_for(lock, interval, [this] { return stop_flush_; });
+    if (stop_flush_) break;
+    lock.unlock();
+    FlushNow();
+    if (std::chrono::steady_clock::now() >= next_evict) {
+      EvictIdle();
+      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
+    lock.lock();
+  }
+}
+
+int64_t Counters::Shutdown(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard<std::mutex> lock(flush_mu_);
+    stop_flush_ = true;
+  }
+  flush_cv_.notify_all();
+  if (flush_thread_.joinable()) flush_thread_.join();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    FlushNow();
+    while (outstanding_flushes_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (stats_.dirty_keys.load() == 0) return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Redis down: retry
+  }
+  return stats_.dirty_keys.load();
+}
+
+}  // namespace distkit::core

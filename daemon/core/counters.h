@@ -1,0 +1,108 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/core/lax_store.h"
+#include "daemon/core/types.h"
+#include "daemon/redis/redis_client.h"
+
+namespace distkit::core {
+
+struct CountersOptions {
+  // Identity of this daemon process in the dedup marks of lax flushes. Must be fresh per
+  // process start (sequence numbers restart at 1), so it is not the --instance_id.
+  std::string dedup_id;
+  int64_t flush_interval_ms = 20;
+  int64_t allowed_lag_ms = 20;
+  int64_t max_pending_keys = 1000000;  // keys with unflushed lax work; more = RESOURCE_EXHAUSTED
+  int64_t idle_evict_ms = 10000;       // clean cache entries idle this long are dropped
+};
+
+struct CountersStats {
+  std::atomic<uint64_t> flush_commands{0};
+  std::atomic<uint64_t> flush_failures{0};
+  std::atomic<uint64_t> dropped_overflow{0};  // lax deltas Redis refused (int64 overflow)
+  std::atomic<int64_t> dirty_keys{0};          // keys with unflushed lax work
+  std::atomic<int64_t> cached_keys{0};
+};
+
+// Plain counters (product.md §4.1). STRICT operations are one counter.lua call each; LAX
+// increments live in a sharded in-memory store and are flushed by a background thread every
+// flush interval, exactly once (see lax_store.h). Thread-safe. Callbacks run either inline
+// (LAX answered from memory) or on the Redis loop thread, never under a lock of ours.
+class Counters {
+ public:
+  Counters(redis::RedisClient* redis, CountersOptions options,
+           const Clock* clock = &SystemClock());
+  ~Counters();
+
+  void Start();  // starts the flush thread
+  // Stops the flush thread, then flushes until nothing is pending or `timeout` passes.
+  // Returns the number of keys still holding unflushed work (0 = nothing lost).
+  int64_t Shutdown(std::chrono::milliseconds timeout);
+
+  // Names must already be validated (see validation.h).
+  void Inc(const std::string& ns, const std::string& key, int64_t delta, Consistency c,
+           Condition cond, CounterCallback done);
+  void Get(const std::string& ns, const std::string& key, Consistency c, CounterCallback done);
+  void Set(const std::string& ns, const std::string& key, int64_t value, Condition cond,
+           CounterCallback done);
+  void Del(const std::string& ns, const std::string& key, CounterCallback done);
+  void Clear(const std::string& ns, StatusCallback done);
+
+  // Sends every key's pending work (called by the flush thread; public for tests).
+  void FlushNow();
+
+  const CountersStats& stats() const { return stats_; }
+
+ private:
+  struct Shard {
+    absl::Mutex mu;
+    // Map key: namespace + '\0' + key (neither may contain NUL... they may, so we use a pair).
+    absl::flat_hash_map<std::pair<std::string, std::string>, LaxEntry> map ABSL_GUARDED_BY(mu);
+  };
+  using MapKey = std::pair<std::string, std::string>;
+
+  Shard& ShardFor(const MapKey& k);
+  int64_t Now() const { return clock_->NowNs(); }
+  bool Fresh(const LaxEntry& e, int64_t now) const;
+
+  // Strict path: one counter.lua call that first applies this daemon's lax work for the key.
+  void RunStrict(const MapKey& k, std::string op, Condition cond, int64_t arg,
+                 CounterCallback done);
+  // Lax path helpers.
+  void LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done);
+  void LaxGet(const MapKey& k, CounterCallback done);
+  // Starts a shared refresh of `k` unless one is running; runs `then` after it (any outcome).
+  void RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then);
+  void SendFlush(const MapKey& k, std::vector<SeqDelta> carried);
+  void ClearScan(std::string ns, std::string cursor, StatusCallback done);
+  void FlushLoop();
+  void EvictIdle();
+  void UpdateDirty(bool was_dirty, bool is_dirty);
+
+  redis::RedisClient* const redis_;
+  const CountersOptions options_;
+  const Clock* const clock_;
+  CountersStats stats_;
+  std::atomic<uint64_t> next_seq_{1};
+  std::atomic<int64_t> outstanding_flushes_{0};
+  static constexpr int kShards = 64;
+  std::unique_ptr<Shard[]> shards_;
+
+  std::mutex flush_mu_;
+  std::condition_variable flush_cv_;
+  bool stop_flush_ = false;
+  std::thread flush_thread_;
+};
+
+}  // namespace distkit::core

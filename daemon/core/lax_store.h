@@ -1,0 +1,66 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+
+namespace distkit::core {
+
+// One lax delta that was given a sequence number. The Redis script records, per daemon and key,
+// the highest sequence applied, and skips entries at or below it: a retried entry is applied
+// exactly once. An entry that may have reached Redis (its command timed out or the connection
+// broke) is immutable; one that surely did not may still absorb later increments.
+struct SeqDelta {
+  uint64_t seq = 0;
+  int64_t delta = 0;
+  bool maybe_sent = false;
+};
+
+// What this daemon knows about one (namespace, key) of a plain counter. All fields are guarded
+// by the owning shard's mutex.
+struct LaxEntry {
+  // Last value read from Redis and the highest of our sequence numbers it includes.
+  int64_t remote = 0;
+  uint64_t remote_seq = 0;
+  bool initialized = false;     // the first read was attempted (remote stays 0 if it failed)
+  int64_t refreshed_ns = 0;     // when `remote` was last read
+  int64_t last_access_ns = 0;
+
+  int64_t pending = 0;              // increments not yet given a sequence number
+  std::vector<SeqDelta> unacked;    // given a sequence, not yet confirmed applied
+  int carriers = 0;                 // outstanding Redis commands carrying `unacked`
+
+  bool refreshing = false;
+  std::vector<absl::AnyInvocable<void()>> waiters;  // run after the current refresh
+
+  bool dirty() const { return pending != 0 || !unacked.empty(); }
+  bool idle() const { return !dirty() && carriers == 0 && !refreshing && waiters.empty(); }
+};
+
+// The value this daemon shows for the key: Redis value + our deltas not yet in it.
+// nullopt if the sum leaves the int64 range (cannot happen for states we accept).
+std::optional<int64_t> LocalView(const LaxEntry& e);
+
+// Adds `delta` to the pending increments if both the pending sum and the local view stay in
+// range; returns false (nothing changed) otherwise.
+bool AddPending(LaxEntry& e, int64_t delta);
+
+// Moves `pending` into `unacked` (a new entry with `next_seq`, or merged into the last entry if
+// that one never left the daemon and nothing carries it). Returns true if a seq was consumed.
+bool AssignPending(LaxEntry& e, uint64_t next_seq);
+
+// A command that carried `carried` (a prefix copy of unacked, by seq) finished.
+//  ok: Redis applied every entry up to `applied_seq` (and reports value `remote`).
+//  otherwise: `maybe_sent` tells whether the command may have reached Redis.
+void OnCarrierDone(LaxEntry& e, const std::vector<SeqDelta>& carried, bool ok,
+                   bool maybe_sent);
+
+// A reply told us Redis holds `value` and includes our entries up to `applied_seq`.
+void OnRemoteValue(LaxEntry& e, int64_t value, uint64_t applied_seq, int64_t now_ns);
+
+}  // namespace distkit::core

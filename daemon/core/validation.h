@@ -1,0 +1,18 @@
+#pragma once
+
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace distkit::core {
+
+inline constexpr size_t kMaxNameBytes = 255;
+inline constexpr size_t kMaxBatchItems = 10000;
+
+// A namespace or key: 1-255 bytes of valid UTF-8 without ':' (product.md §3.1). The error is
+// INVALID_ARGUMENT and names `field`.
+absl::Status ValidateName(std::string_view field, std::string_view value);
+
+bool IsValidUtf8(std::string_view s);
+
+}  // namespace distkit::core

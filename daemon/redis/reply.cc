@@ -1,0 +1,104 @@
+#include "daemon/redis/reply.h"
+
+#include <hiredis/hiredis.h>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/common/strings.h"
+
+namespace distkit::redis {
+namespace {
+constexpr char kNotSentPayload[] = "type.distkit/redis.not_sent";
+}  // namespace
+
+Reply Reply::FromHiredis(const redisReply* r) {
+  Reply out;
+  if (r == nullptr) return out;
+  switch (r->type) {
+    case REDIS_REPLY_INTEGER:
+      out.type = Type::kInteger;
+      out.integer = r->integer;
+      break;
+    case REDIS_REPLY_STRING:
+      out.type = Type::kString;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      out.type = Type::kStatus;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      out.type = Type::kError;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ARRAY:
+      out.type = Type::kArray;
+      out.elements.reserve(r->elements);
+      for (size_t i = 0; i < r->elements; ++i) {
+        out.elements.push_back(FromHiredis(r->element[i]));
+      }
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+Reply Reply::Integer(int64_t v) {
+  Reply r;
+  r.type = Type::kInteger;
+  r.integer = v;
+  return r;
+}
+Reply Reply::String(std::string s) {
+  Reply r;
+  r.type = Type::kString;
+  r.str = std::move(s);
+  return r;
+}
+Reply Reply::Error(std::string s) {
+  Reply r;
+  r.type = Type::kError;
+  r.str = std::move(s);
+  return r;
+}
+Reply Reply::Array(std::vector<Reply> e) {
+  Reply r;
+  r.type = Type::kArray;
+  r.elements = std::move(e);
+  return r;
+}
+
+std::string Reply::DebugString() const {
+  switch (type) {
+    case Type::kNil:
+      return "(nil)";
+    case Type::kInteger:
+      return absl::StrCat(integer);
+    case Type::kString:
+    case Type::kStatus:
+      return str;
+    case Type::kError:
+      return absl::StrCat("(error) ", str);
+    case Type::kArray: {
+      std::string s = "[";
+      for (size_t i = 0; i < elements.size(); ++i) {
+        absl::StrAppend(&s, i ? "," : "", elements[i].DebugString());
+      }
+      return s + "]";
+    }
+  }
+  return "";
+}
+
+absl::Status NotSentError(std::string_view message) {
+  absl::Status s = absl::UnavailableError(AbslView(message));
+  s.SetPayload(kNotSentPayload, absl::Cord("1"));
+  return s;
+}
+
+bool IsNotSent(const absl::Status& status) {
+  return status.GetPayload(kNotSentPayload).has_value();
+}
+
+}  // namespace distkit::redis

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+
+struct redisReply;
+
+namespace distkit::redis {
+
+// A Redis reply copied out of hiredis, so callbacks never see hiredis types.
+struct Reply {
+  enum class Type { kNil, kInteger, kString, kStatus, kError, kArray };
+  Type type = Type::kNil;
+  int64_t integer = 0;
+  std::string str;  // kString, kStatus, kError
+  std::vector<Reply> elements;
+
+  static Reply FromHiredis(const redisReply* r);
+  static Reply Integer(int64_t v);
+  static Reply String(std::string s);
+  static Reply Error(std::string s);
+  static Reply Array(std::vector<Reply> e);
+
+  bool is_error() const { return type == Type::kError; }
+  std::string DebugString() const;
+};
+
+// Status helpers shared by the Redis layer and its users.
+//
+// A failed command either was never written to Redis (the connection was down when it was
+// submitted) or its outcome is unknown (timed out, or the connection broke while it was in
+// flight). Retrying code must tell the two apart: only the first may be merged with later work.
+absl::Status NotSentError(std::string_view message);
+bool IsNotSent(const absl::Status& status);
+
+}  // namespace distkit::redis

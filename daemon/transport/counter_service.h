@@ -1,0 +1,49 @@
+#pragma once
+
+#include <string>
+
+#include "daemon/core/counters.h"
+#include "daemon/transport/in_flight.h"
+#include "distkit/v1/counter.grpc.pb.h"
+
+namespace distkit::transport {
+
+// gRPC callback service for plain counters: validates, converts to core calls, and finishes
+// the reactor from the core completion (any thread). Never blocks a gRPC thread.
+class CounterServiceImpl final : public v1::CounterService::CallbackService {
+ public:
+  CounterServiceImpl(core::Counters* counters, std::string default_namespace,
+                     InFlight* in_flight)
+      : counters_(counters),
+        default_namespace_(std::move(default_namespace)),
+        in_flight_(in_flight) {}
+
+  grpc::ServerUnaryReactor* Inc(grpc::CallbackServerContext* ctx, const v1::IncRequest* req,
+                                v1::IncResponse* resp) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* req,
+                                v1::GetResponse* resp) override;
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx, const v1::SetRequest* req,
+                                v1::SetResponse* resp) override;
+  grpc::ServerUnaryReactor* Del(grpc::CallbackServerContext* ctx, const v1::DelRequest* req,
+                                v1::DelResponse* resp) override;
+  grpc::ServerUnaryReactor* Clear(grpc::CallbackServerContext* ctx, const v1::ClearRequest* req,
+                                  v1::ClearResponse* resp) override;
+  grpc::ServerUnaryReactor* Batch(grpc::CallbackServerContext* ctx, const v1::BatchRequest* req,
+                                  v1::BatchResponse* resp) override;
+
+  // Single-op entry points shared by the unary RPCs and Batch; `done` gets the final status.
+  void DoInc(const v1::IncRequest& req, v1::IncResponse* resp, core::StatusCallback done);
+  void DoGet(const v1::GetRequest& req, v1::GetResponse* resp, core::StatusCallback done);
+  void DoSet(const v1::SetRequest& req, v1::SetResponse* resp, core::StatusCallback done);
+  void DoDel(const v1::DelRequest& req, v1::DelResponse* resp, core::StatusCallback done);
+
+ private:
+  // Validates (namespace, key) and resolves the default namespace.
+  absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
+
+  core::Counters* const counters_;
+  const std::string default_namespace_;
+  InFlight* const in_flight_;
+};
+
+}  // namespace distkit::transport

@@ -1,0 +1,128 @@
+#include "daemon/transport/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/common/logging.h"
+
+namespace distkit::transport {
+namespace {
+
+// A socket file left by a crashed daemon makes bind() fail; remove it, but only when nobody
+// answers on it (never steal the socket of a running daemon).
+absl::Status PrepareUnixPath(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--listen: ", path, " exists and is not a socket"));
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  const bool live = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  if (live) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--listen: another process is serving on ", path));
+  }
+  unlink(path.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const std::vector<std::string>& Server::ServiceNames() {
+  static const auto* names = new std::vector<std::string>{"distkit.v1.CounterService"};
+  return *names;
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& config,
+                                                      core::Counters* counters,
+                                                      const redis::RedisClient* redis) {
+  std::unique_ptr<Server> s(new Server());
+  s->redis_ = redis;
+  s->counter_service_ = std::make_unique<CounterServiceImpl>(counters, config.default_namespace,
+                                                           &s->in_flight_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  for (const auto& addr : config.listen) {
+    if (absl::StartsWith(addr, "unix:")) {
+      std::string path = addr.substr(5);
+      if (absl::StartsWith(path, "//")) path = path.substr(2);
+      if (auto st = PrepareUnixPath(path); !st.ok()) return st;
+      s->unix_paths_.push_back(path);
+      builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials());
+    } else {
+      builder.AddListeningPort(addr, grpc::InsecureServerCredentials());
+    }
+  }
+  builder.RegisterService(s->counter_service_.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);  // a 10 000-item batch fits comfortably
+  s->server_ = builder.BuildAndStart();
+  if (!s->server_) {
+    return absl::UnavailableError(
+        absl::StrCat("--listen: could not listen on every address of ",
+                     absl::StrJoin(config.listen, ","), " (in use or not permitted?)"));
+  }
+  for (const auto& path : s->unix_paths_) {
+    if (chmod(path.c_str(), config.socket_mode) != 0) {
+      spdlog::warn("chmod {:o} {} failed: {}", config.socket_mode, path, std::strerror(errno));
+    }
+  }
+  auto* health = s->server_->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  const bool ready = redis->Healthy();
+  for (const auto& name : ServiceNames()) health->SetServingStatus(name, ready);
+  s->readiness_thread_ = std::thread([raw = s.get(), ready] { raw->ReadinessLoop(ready); });
+  return s;
+}
+
+void Server::ReadinessLoop(bool last) {
+  auto* health = server_->GetHealthCheckService();
+  while (!stopping_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (stopping_.load()) break;
+    const bool now = redis_->Healthy();
+    if (now != last) {
+      spdlog::info("readiness: Redis {}", now ? "reachable, SERVING" : "unreachable, NOT_SERVING");
+      for (const auto& name : ServiceNames()) health->SetServingStatus(name, now);
+      last = now;
+    }
+  }
+}
+
+void Server::Shutdown(std::chrono::system_clock::time_point deadline) {
+  if (stopping_.exchange(true)) return;
+  if (readiness_thread_.joinable()) readiness_thread_.join();
+  if (server_) {
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    // Let running calls finish (bounded), then close with a short deadline: gRPC's own wait
+    // would last the whole deadline while any client merely keeps its connection open.
+    const auto steady_deadline =
+        std::chrono::steady_clock::now() + (deadline - std::chrono::system_clock::now());
+    if (!in_flight_.WaitIdle(steady_deadline)) {
+      spdlog::warn("shutdown: {} RPC(s) still running at the deadline; cancelling them",
+                   in_flight_.count());
+    }
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  }
+  for (const auto& path : unix_paths_) unlink(path.c_str());
+}
+
+Server::~Server() { Shutdown(std::chrono::system_clock::now()); }
+
+}  // namespace distkit::transport

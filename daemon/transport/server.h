@@ -1,0 +1,51 @@
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "daemon/config/config.h"
+#include "daemon/core/counters.h"
+#include "daemon/redis/redis_client.h"
+#include "daemon/transport/counter_service.h"
+#include "daemon/transport/in_flight.h"
+
+namespace distkit::transport {
+
+// The gRPC server: the distkit.v1 services, grpc.health.v1 and server reflection on every
+// --listen address. Health: "" is SERVING while the process serves; each implemented
+// distkit.v1 service is SERVING only while Redis is healthy (polled every 100 ms).
+class Server {
+ public:
+  static absl::StatusOr<std::unique_ptr<Server>> Start(const config::Config& config,
+                                                       core::Counters* counters,
+                                                       const redis::RedisClient* redis);
+  ~Server();
+
+  // Turns every health entry NOT_SERVING, stops accepting calls and waits for in-flight RPCs
+  // (cancelled after `deadline`).
+  void Shutdown(std::chrono::system_clock::time_point deadline);
+
+  static const std::vector<std::string>& ServiceNames();
+
+ private:
+  Server() = default;
+  // Mirrors Redis health into the distkit.v1.* health entries; `last` is the status already set.
+  void ReadinessLoop(bool last);
+
+  const redis::RedisClient* redis_ = nullptr;
+  InFlight in_flight_;
+  std::unique_ptr<CounterServiceImpl> counter_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::vector<std::string> unix_paths_;
+  std::atomic<bool> stopping_{false};
+  std::thread readiness_thread_;
+};
+
+}  // namespace distkit::transport
