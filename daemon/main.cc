@@ -10,6 +10,7 @@
 
 #include <fmt/ranges.h>
 
+#include "absl/synchronization/mutex.h"
 #include "daemon/common/logging.h"
 #include "daemon/config/config.h"
 #include "daemon/core/counters.h"
@@ -38,6 +39,8 @@ int Run(int argc, char** argv) {
     return kExitConfig;
   }
   distkit::InitLogging(config->log_level);
+  // Debian's abseil keeps Mutex deadlock detection on; it costs a graph lookup per lock.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   spdlog::info("distkitd starting with:\n{}", config->ToString());
 
   // Signals are taken synchronously by this thread; every other thread inherits the mask.

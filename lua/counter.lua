@@ -81,7 +81,15 @@ local function is_i64(v)
   return mag_cmp(mag, neg and MAX_NEG or MAX_POS) <= 0
 end
 
+-- Up to 15 characters ("-" included) a value is below 10^15 in magnitude: Lua's doubles hold
+-- it, and the sum of two of them, exactly. Most counters live there, so take the cheap path.
+local function short(a, b) return #a <= 15 and #b <= 15 end
+
 local function i64_cmp(a, b)
+  if short(a, b) then
+    local x, y = tonumber(a), tonumber(b)
+    return x < y and -1 or (x > y and 1 or 0)
+  end
   local na, ma = split(a)
   local nb, mb = split(b)
   if na ~= nb then return na and -1 or 1 end
@@ -91,6 +99,7 @@ end
 
 -- a + b as a canonical string, or nil when the sum leaves the int64 range.
 local function i64_add(a, b)
+  if short(a, b) then return string.format("%d", tonumber(a) + tonumber(b)) end
   local na, ma = split(a)
   local nb, mb = split(b)
   local neg, mag
@@ -148,10 +157,10 @@ if not is_i64(arg) then return fail("bad arg") end
 
 -- A value we cannot read is left for a human: no write at all, not even the dedup mark, so the
 -- lax entries are applied by a later retry once the value is fixed.
-local stored = redis.call("HGET", key, "v")
-if stored and not is_i64(stored) then return {"notint", "0", "0", 0, 0, "0"} end
 local mark_field = "s:" .. instance
-local mark = redis.call("HGET", key, mark_field)
+local fields = redis.call("HMGET", key, "v", mark_field)
+local stored, mark = fields[1], fields[2]
+if stored and not is_i64(stored) then return {"notint", "0", "0", 0, 0, "0"} end
 local last = 0
 if mark then
   last = parse_seq(mark)
@@ -188,7 +197,8 @@ if op == "del" then
   has_v = false
 elseif cur ~= before then
   redis.call("HSET", key, "v", cur)
-  redis.call("PERSIST", key)
+  -- Only a hash without a value can carry a TTL (see below): clear it when a value arrives.
+  if not stored then redis.call("PERSIST", key) end
   has_v = true
 end
 -- Without a value the hash only holds dedup marks: let them vanish by themselves. They only

@@ -227,39 +227,44 @@ void Counters::RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then) {
                  });
 }
 
-void Counters::LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done) {
+std::optional<absl::StatusOr<CounterResult>> Counters::TryLaxInc(const MapKey& k, int64_t delta,
+                                                                 Condition cond) {
   Shard& shard = ShardFor(k);
-  absl::StatusOr<CounterResult> result;
-  {
-    absl::MutexLock lock(&shard.mu);
-    auto [it, inserted] = shard.map.try_emplace(k);
-    LaxEntry& e = it->second;
-    e.last_access_ns = Now();
-    if (!e.initialized) {
-      // First touch: read the Redis value once (shared), then apply.
-      shard.mu.Unlock();
-      RefreshThen(k, [this, k, delta, cond, done = std::move(done)]() mutable {
-        LaxInc(k, delta, cond, std::move(done));
-      });
-      shard.mu.Lock();
-      return;
-    }
-    DirtyTracker dt(stats_.dirty_keys, e);
-    const int64_t view = LocalView(e).value_or(0);
-    if (!Holds(cond, view)) {
-      result = CounterResult{view, view, false};
-    } else if (!e.dirty() && delta != 0 &&
-               stats_.dirty_keys.load() >= options_.max_pending_keys) {
-      result = absl::ResourceExhaustedError(
-          absl::StrCat("too many keys with unflushed lax increments (max_pending_keys=",
-                       options_.max_pending_keys, "); retry later"));
-    } else if (!AddPending(e, delta)) {
-      result = absl::OutOfRangeError("result would leave the int64 range; nothing changed");
-    } else {
-      result = CounterResult{view + delta, view, true};
-    }
+  absl::MutexLock lock(&shard.mu);
+  LaxEntry& e = shard.map.try_emplace(k).first->second;
+  e.last_access_ns = Now();
+  if (!e.initialized) return std::nullopt;  // the first read has not come back yet
+  DirtyTracker dt(stats_.dirty_keys, e);
+  const int64_t view = LocalView(e).value_or(0);
+  if (!Holds(cond, view)) return CounterResult{view, view, false};
+  if (!e.dirty() && delta != 0 && stats_.dirty_keys.load() >= options_.max_pending_keys) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many keys with unflushed lax increments (max_pending_keys=",
+                     options_.max_pending_keys, "); retry later"));
   }
-  done(std::move(result));
+  if (!AddPending(e, delta)) {
+    return absl::OutOfRangeError("result would leave the int64 range; nothing changed");
+  }
+  return CounterResult{view + delta, view, true};
+}
+
+void Counters::LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done) {
+  if (auto r = TryLaxInc(k, delta, cond)) {
+    done(std::move(*r));
+    return;
+  }
+  // First touch: read the Redis value once (shared by concurrent callers), then apply.
+  RefreshThen(k, [this, k, delta, cond, done = std::move(done)]() mutable {
+    LaxInc(k, delta, cond, std::move(done));
+  });
+}
+
+std::optional<absl::StatusOr<CounterResult>> Counters::TryInc(const std::string& ns,
+                                                              const std::string& key,
+                                                              int64_t delta, Consistency c,
+                                                              Condition cond) {
+  if (c != Consistency::kLax) return std::nullopt;
+  return TryLaxInc({ns, key}, delta, cond);
 }
 
 void Counters::LaxGet(const MapKey& k, CounterCallback done) {

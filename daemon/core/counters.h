@@ -54,6 +54,11 @@ class Counters {
   void Inc(const std::string& ns, const std::string& key, int64_t delta, Consistency c,
            Condition cond, CounterCallback done);
   void Get(const std::string& ns, const std::string& key, Consistency c, CounterCallback done);
+  // The synchronous fast path of Inc: the result when it can be given from memory right now
+  // (LAX, key already known), nullopt when the caller must use Inc. Saves the callback.
+  std::optional<absl::StatusOr<CounterResult>> TryInc(const std::string& ns, const std::string& key,
+                                                      int64_t delta, Consistency c,
+                                                      Condition cond);
   void Set(const std::string& ns, const std::string& key, int64_t value, Condition cond,
            CounterCallback done);
   void Del(const std::string& ns, const std::string& key, CounterCallback done);
@@ -81,6 +86,8 @@ class Counters {
                  CounterCallback done);
   // Lax path helpers.
   void LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done);
+  std::optional<absl::StatusOr<CounterResult>> TryLaxInc(const MapKey& k, int64_t delta,
+                                                         Condition cond);
   void LaxGet(const MapKey& k, CounterCallback done);
   // Starts a shared refresh of `k` unless one is running; runs `then` after it (any outcome).
   void RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then);

@@ -36,6 +36,9 @@ class CounterServiceImpl final : public v1::CounterService::CallbackService {
   void DoGet(const v1::GetRequest& req, v1::GetResponse* resp, core::StatusCallback done);
   void DoSet(const v1::SetRequest& req, v1::SetResponse* resp, core::StatusCallback done);
   void DoDel(const v1::DelRequest& req, v1::DelResponse* resp, core::StatusCallback done);
+  // DoInc's synchronous path: the final status when the inc was answered from memory
+  // (validation errors included), nullopt when it needs the asynchronous path.
+  std::optional<absl::Status> TryInc(const v1::IncRequest& req, v1::IncResponse* resp);
 
  private:
   // Validates (namespace, key) and resolves the default namespace.
