@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 #include "daemon/core/counter_keys.h"
+#include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
 
 namespace distkit::core {
@@ -13,75 +14,6 @@ namespace {
 
 constexpr char kScript[] = "counter";
 LogEvery g_flush_log(std::chrono::seconds(5));
-
-// Parsed reply of lua/counter.lua.
-struct ScriptReply {
-  std::string status;
-  int64_t value = 0;
-  int64_t previous = 0;
-  bool applied = false;
-  int64_t dropped = 0;
-  std::optional<uint64_t> applied_seq;  // highest of our lax seqs Redis has applied
-};
-
-// Maps a Redis error reply to a status: transient server states are UNAVAILABLE, the rest
-// would be a bug of ours (INTERNAL).
-absl::Status RedisErrorStatus(const std::string& err) {
-  for (const char* transient : {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
-                                "TRYAGAIN", "NOAUTH", "NOPERM", "WRONGPASS", "MOVED", "ASK"}) {
-    if (absl::StartsWith(err, transient)) {
-      return absl::UnavailableError(absl::StrCat("Redis: ", err));
-    }
-  }
-  if (absl::StartsWith(err, "OOM")) {
-    return absl::ResourceExhaustedError(absl::StrCat("Redis: ", err));
-  }
-  return absl::InternalError(absl::StrCat("Redis script error: ", err));
-}
-
-absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r) {
-  if (!r.ok()) return r.status();
-  if (r->is_error()) return RedisErrorStatus(r->str);
-  const auto& e = r->elements;
-  if (r->type != redis::Reply::Type::kArray || e.size() < 5) {
-    return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
-  }
-  ScriptReply out;
-  out.status = e[0].str;
-  auto v = ParseInt64(e[1].str);
-  auto p = ParseInt64(e[2].str);
-  if (!v || !p) {
-    return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
-  }
-  out.value = *v;
-  out.previous = *p;
-  out.applied = e[3].integer != 0;
-  out.dropped = e[4].integer;
-  if (e.size() >= 6) {
-    auto s = ParseInt64(e[5].type == redis::Reply::Type::kInteger ? absl::StrCat(e[5].integer)
-                                                                  : e[5].str);
-    if (s && *s >= 0) out.applied_seq = static_cast<uint64_t>(*s);
-  }
-  return out;
-}
-
-std::vector<std::string> ScriptArgs(const std::string& dedup_id,
-                                    const std::vector<SeqDelta>& entries, std::string_view op,
-                                    Condition cond, int64_t arg) {
-  std::vector<std::string> args;
-  args.reserve(6 + 2 * entries.size());
-  args.push_back(dedup_id);
-  args.push_back(absl::StrCat(entries.size()));
-  for (const auto& u : entries) {
-    args.push_back(absl::StrCat(u.seq));
-    args.push_back(absl::StrCat(u.delta));
-  }
-  args.emplace_back(op);
-  args.emplace_back(ComparatorName(cond.op));
-  args.push_back(absl::StrCat(cond.operand));
-  args.push_back(absl::StrCat(arg));
-  return args;
-}
 
 // Keeps CountersStats::dirty_keys in step with an entry's transitions.
 class DirtyTracker {
@@ -158,24 +90,7 @@ void Counters::RunStrict(const MapKey& k, std::string op, Condition cond, int64_
           absl::StatusOr<redis::Reply> raw) mutable {
         const bool maybe_sent = !redis::IsNotSent(raw.status());
         auto r = ParseScriptReply(std::move(raw));
-        // "overflow" still applied our carried entries; only "notint" applied nothing.
-        const bool applied_entries = r.ok() && r->status != "notint";
-        if (r.ok() && r->dropped > 0) stats_.dropped_overflow += r->dropped;
-        if (tracked) {
-          Shard& shard = ShardFor(k);
-          absl::MutexLock lock(&shard.mu);
-          auto it = shard.map.find(k);
-          if (it != shard.map.end()) {
-            LaxEntry& e = it->second;
-            DirtyTracker dt(stats_.dirty_keys, e);
-            OnCarrierDone(e, carried, applied_entries, maybe_sent);
-            if (applied_entries) {
-              const uint64_t seq =
-                  r->applied_seq.value_or(carried.empty() ? 0 : carried.back().seq);
-              OnRemoteValue(e, r->value, seq, Now());
-            }
-          }
-        }
+        if (tracked) SettleCarrier(k, carried, r, maybe_sent);
         if (!r.ok()) {
           done(r.status());
         } else if (r->status == "overflow") {
@@ -434,24 +349,8 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
       [this, k, carried = std::move(carried)](absl::StatusOr<redis::Reply> raw) {
         const bool maybe_sent = !redis::IsNotSent(raw.status());
         auto r = ParseScriptReply(std::move(raw));
-        const bool ok = r.ok() && r->status == "ok";
-        {
-          Shard& shard = ShardFor(k);
-          absl::MutexLock lock(&shard.mu);
-          auto it = shard.map.find(k);
-          if (it != shard.map.end()) {
-            LaxEntry& e = it->second;
-            DirtyTracker dt(stats_.dirty_keys, e);
-            OnCarrierDone(e, carried, ok, maybe_sent);
-            if (ok) OnRemoteValue(e, r->value, r->applied_seq.value_or(carried.back().seq), Now());
-          }
-        }
-        if (ok && r->dropped > 0) {
-          stats_.dropped_overflow += r->dropped;
-          spdlog::error("lax flush of {}/{}: {} delta(s) dropped, Redis value would overflow int64",
-                        k.first, k.second, r->dropped);
-        }
-        if (!ok) {
+        SettleCarrier(k, carried, r, maybe_sent);
+        if (!(r.ok() && r->status == "ok")) {
           stats_.flush_failures++;
           if (g_flush_log.ShouldLog()) {
             spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
@@ -460,6 +359,29 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
         }
         outstanding_flushes_--;
       });
+}
+
+void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
+                             const absl::StatusOr<ScriptReply>& r, bool maybe_sent) {
+  // "overflow" refused only the operation: the carried entries were applied. "notint" and
+  // failures applied nothing.
+  const bool applied = r.ok() && r->status != "notint";
+  if (applied && r->dropped > 0) {
+    stats_.dropped_overflow += r->dropped;
+    spdlog::error("{}/{}: {} lax delta(s) dropped, the Redis value would overflow int64", k.first,
+                  k.second, r->dropped);
+  }
+  Shard& shard = ShardFor(k);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.map.find(k);
+  if (it == shard.map.end()) return;
+  LaxEntry& e = it->second;
+  DirtyTracker dt(stats_.dirty_keys, e);
+  OnCarrierDone(e, carried, applied, maybe_sent);
+  if (applied) {
+    OnRemoteValue(e, r->value, r->applied_seq.value_or(carried.empty() ? 0 : carried.back().seq),
+                  Now());
+  }
 }
 
 void Counters::EvictIdle() {

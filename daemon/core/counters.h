@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/core/counter_script.h"
 #include "daemon/core/lax_store.h"
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
@@ -93,6 +94,9 @@ class Counters {
   void RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then);
   void SendFlush(const MapKey& k, std::vector<SeqDelta> carried);
   void ClearScan(std::string ns, std::string cursor, StatusCallback done);
+  // A command that carried `carried` for `k` finished with `r`: update the entry.
+  void SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
+                     const absl::StatusOr<ScriptReply>& r, bool maybe_sent);
   void FlushLoop();
   void EvictIdle();
   void UpdateDirty(bool was_dirty, bool is_dirty);

@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "daemon/common/utf8.h"
 
 namespace distkit::core {
 
@@ -13,6 +14,6 @@ inline constexpr size_t kMaxBatchItems = 10000;
 // INVALID_ARGUMENT and names `field`.
 absl::Status ValidateName(std::string_view field, std::string_view value);
 
-bool IsValidUtf8(std::string_view s);
+using distkit::IsValidUtf8;  // daemon/common/utf8.h
 
 }  // namespace distkit::core

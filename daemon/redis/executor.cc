@@ -145,19 +145,20 @@ bool Executor::Healthy() const {
 
 void Executor::Submit(std::unique_ptr<Pending> p) {
   p->deadline = Clock::now() + options_.command_timeout;
-  bool wake = false;
+  bool accepted = false, wake = false;
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
-      wake = queue_.empty();
+      accepted = true;
+      wake = queue_.empty();  // otherwise a wake-up is already on its way
       queue_.push_back(std::move(p));
     }
   }
-  if (p) {  // refused: the executor is stopping
+  if (!accepted) {
     p->Finish(NotSentError("Redis executor is shutting down"));
-    return;
+  } else if (wake) {
+    event_active(wake_ev_, EV_READ, 0);
   }
-  if (wake) event_active(wake_ev_, EV_READ, 0);
 }
 
 void Executor::Drain() {

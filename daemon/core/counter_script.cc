@@ -1,0 +1,66 @@
+#include "daemon/core/counter_script.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/core/int64_math.h"
+
+namespace distkit::core {
+
+absl::Status RedisErrorStatus(const std::string& err) {
+  for (const char* transient : {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
+                                "TRYAGAIN", "NOAUTH", "NOPERM", "WRONGPASS", "MOVED", "ASK"}) {
+    if (absl::StartsWith(err, transient)) {
+      return absl::UnavailableError(absl::StrCat("Redis: ", err));
+    }
+  }
+  if (absl::StartsWith(err, "OOM")) {
+    return absl::ResourceExhaustedError(absl::StrCat("Redis: ", err));
+  }
+  return absl::InternalError(absl::StrCat("Redis script error: ", err));
+}
+
+absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r) {
+  if (!r.ok()) return r.status();
+  if (r->is_error()) return RedisErrorStatus(r->str);
+  const auto& e = r->elements;
+  if (r->type != redis::Reply::Type::kArray || e.size() < 5) {
+    return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
+  }
+  ScriptReply out;
+  out.status = e[0].str;
+  auto v = ParseInt64(e[1].str);
+  auto p = ParseInt64(e[2].str);
+  if (!v || !p) {
+    return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
+  }
+  out.value = *v;
+  out.previous = *p;
+  out.applied = e[3].integer != 0;
+  out.dropped = e[4].integer;
+  if (e.size() >= 6) {
+    auto s = ParseInt64(e[5].type == redis::Reply::Type::kInteger ? absl::StrCat(e[5].integer)
+                                                                  : e[5].str);
+    if (s && *s >= 0) out.applied_seq = static_cast<uint64_t>(*s);
+  }
+  return out;
+}
+
+std::vector<std::string> ScriptArgs(const std::string& dedup_id,
+                                    const std::vector<SeqDelta>& entries, std::string_view op,
+                                    Condition cond, int64_t arg) {
+  std::vector<std::string> args;
+  args.reserve(6 + 2 * entries.size());
+  args.push_back(dedup_id);
+  args.push_back(absl::StrCat(entries.size()));
+  for (const auto& u : entries) {
+    args.push_back(absl::StrCat(u.seq));
+    args.push_back(absl::StrCat(u.delta));
+  }
+  args.emplace_back(op);
+  args.emplace_back(ComparatorName(cond.op));
+  args.push_back(absl::StrCat(cond.operand));
+  args.push_back(absl::StrCat(arg));
+  return args;
+}
+
+}  // namespace distkit::core

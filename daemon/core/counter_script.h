@@ -1,0 +1,39 @@
+#pragma once
+
+// Calling lua/counter.lua: argument building and reply parsing, shared by every caller.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "daemon/core/lax_store.h"
+#include "daemon/core/types.h"
+#include "daemon/redis/reply.h"
+
+namespace distkit::core {
+
+// Parsed reply of lua/counter.lua.
+struct ScriptReply {
+  std::string status;  // "ok" | "overflow" | "notint"
+  int64_t value = 0;
+  int64_t previous = 0;
+  bool applied = false;
+  int64_t dropped = 0;
+  std::optional<uint64_t> applied_seq;  // highest of our lax seqs Redis has applied
+};
+
+// Maps a Redis error reply to a status: transient server states are UNAVAILABLE, OOM is
+// RESOURCE_EXHAUSTED, anything else would be a bug of ours (INTERNAL).
+absl::Status RedisErrorStatus(const std::string& err);
+
+absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r);
+
+// ARGV of counter.lua: dedup id, the lax entries, op, comparator, operand, arg.
+std::vector<std::string> ScriptArgs(const std::string& dedup_id,
+                                    const std::vector<SeqDelta>& entries, std::string_view op,
+                                    Condition cond, int64_t arg);
+
+}  // namespace distkit::core
