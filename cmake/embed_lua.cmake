@@ -1,12 +1,25 @@
-# Writes OUT: a C++ file defining distkit::redis::EmbeddedScripts() from the files in SCRIPTS.
-set(body "// Generated from lua/*.lua by cmake/embed_lua.cmake. Do not edit.\n")
+# Writes OUT: a C++ file defining distkit::redis::EmbeddedScripts() from the files in SCRIPTS
+# (the top-level lua/*.lua, keyed by file name without extension). Every file in LIBS (lua/lib/*.lua)
+# is prepended to every script, in file-name order, each followed by a newline when it lacks one:
+# scripts share helpers without duplicating code, and Redis still sees one self-contained body.
+set(body "// Generated from lua/*.lua and lua/lib/*.lua by cmake/embed_lua.cmake. Do not edit.\n")
 string(APPEND body "#include <map>\n#include <string>\n\nnamespace distkit::redis {\n\n")
 string(APPEND body "const std::map<std::string, std::string>& EmbeddedScripts() {\n")
 string(APPEND body "  static const auto* scripts = new std::map<std::string, std::string>{\n")
+set(libs ${LIBS})
+list(SORT libs)
+set(prefix "")
+foreach(lib ${libs})
+  file(READ ${lib} lib_content)
+  string(APPEND prefix "${lib_content}")
+  if(NOT lib_content MATCHES "\n$")
+    string(APPEND prefix "\n")
+  endif()
+endforeach()
 foreach(f ${SCRIPTS})
   get_filename_component(name ${f} NAME_WE)
   file(READ ${f} content)
-  string(APPEND body "      {\"${name}\", R\"__lua__(${content})__lua__\"},\n")
+  string(APPEND body "      {\"${name}\", R\"__lua__(${prefix}${content})__lua__\"},\n")
 endforeach()
 string(APPEND body "  };\n  return *scripts;\n}\n\n}  // namespace distkit::redis\n")
 file(WRITE ${OUT} "${body}")

@@ -16,6 +16,7 @@
 #include "daemon/core/counters.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
+#include "daemon/transport/metrics.h"
 #include "daemon/transport/server.h"
 
 namespace {
@@ -65,13 +66,20 @@ int Run(int argc, char** argv) {
   distkit::core::Counters counters(&executor, counter_options);
   counters.Start();
 
-  auto server = distkit::transport::Server::Start(*config, &counters, &executor);
-  if (!server.ok()) {
-    spdlog::error("{}", server.status().ToString());
+  auto fail_start = [&](const absl::Status& status) {
+    spdlog::error("{}", status.ToString());
     counters.Shutdown(std::chrono::milliseconds(0));
     executor.Stop();
     return 1;
+  };
+  // Declared after what it reads and before the server that records into it.
+  distkit::transport::Metrics metrics({&counters.stats(), &executor.stats(), &executor});
+  if (!config->metrics_listen.empty()) {
+    if (auto st = metrics.Listen(config->metrics_listen); !st.ok()) return fail_start(st);
+    spdlog::info("Prometheus metrics on http://{}/metrics", metrics.address());
   }
+  auto server = distkit::transport::Server::Start(*config, &counters, &executor, &metrics);
+  if (!server.ok()) return fail_start(server.status());
   spdlog::info("distkitd serving on {} (instance {})", fmt::join(config->listen, ","),
                config->instance_id);
 

@@ -26,10 +26,12 @@ struct Executor::Pending {
   Clock::time_point deadline;
   bool finished = false;
   bool noscript_retried = false;
+  std::atomic<int64_t>* outstanding = nullptr;  // the executor's count, while counted
 
   void Finish(absl::StatusOr<Reply> result) {
     if (finished) return;
     finished = true;
+    if (outstanding != nullptr) outstanding->fetch_sub(1, std::memory_order_relaxed);
     auto cb = std::move(done);
     cb(std::move(result));
   }
@@ -145,6 +147,15 @@ bool Executor::Healthy() const {
 
 void Executor::Submit(std::unique_ptr<Pending> p) {
   p->deadline = Clock::now() + options_.command_timeout;
+  // Bounded: a Redis that stalls under load must not make us queue without limit.
+  if (outstanding_.fetch_add(1, std::memory_order_relaxed) >= options_.max_outstanding) {
+    outstanding_.fetch_sub(1, std::memory_order_relaxed);
+    p->Finish(MarkNotSent(absl::ResourceExhaustedError(
+        absl::StrCat("too many Redis commands outstanding (", options_.max_outstanding,
+                     "); retry later"))));
+    return;
+  }
+  p->outstanding = &outstanding_;
   bool accepted = false, wake = false;
   {
     absl::MutexLock lock(&mu_);

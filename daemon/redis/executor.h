@@ -31,6 +31,8 @@ struct ExecutorOptions {
   std::chrono::milliseconds ping_interval{1000};
   // Healthy() turns false when no PING was answered for this long.
   std::chrono::milliseconds unhealthy_after{3000};
+  // Commands queued or in flight at most; beyond it a command fails with RESOURCE_EXHAUSTED.
+  int64_t max_outstanding = 100000;
 };
 
 struct ExecutorStats {
@@ -46,6 +48,8 @@ struct ExecutorStats {
 // concurrent requests leave in few write() calls (pipelining). Per-command deadlines, reconnect
 // with exponential backoff, AUTH/SELECT and SCRIPT LOAD on every (re)connect, NOSCRIPT fallback.
 //
+// At most ExecutorOptions::max_outstanding commands wait or fly at once; more fail with
+// RESOURCE_EXHAUSTED at submission.
 // While disconnected, commands fail at once with a NotSent UNAVAILABLE (fail fast: nothing
 // waits for a Redis that is down). A command that misses its deadline fails with
 // DEADLINE_EXCEEDED and the connection is dropped and re-established: a Redis that stopped
@@ -97,6 +101,7 @@ class Executor final : public RedisClient {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   std::atomic<bool> connected_{false};
+  std::atomic<int64_t> outstanding_{0};  // submitted and not finished (see max_outstanding)
   std::atomic<int64_t> last_pong_ns_{0};
 
   // Owned by the loop thread.

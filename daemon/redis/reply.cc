@@ -92,9 +92,12 @@ std::string Reply::DebugString() const {
 }
 
 absl::Status NotSentError(std::string_view message) {
-  absl::Status s = absl::UnavailableError(AbslView(message));
-  s.SetPayload(kNotSentPayload, absl::Cord("1"));
-  return s;
+  return MarkNotSent(absl::UnavailableError(AbslView(message)));
+}
+
+absl::Status MarkNotSent(absl::Status status) {
+  status.SetPayload(kNotSentPayload, absl::Cord("1"));
+  return status;
 }
 
 bool IsNotSent(const absl::Status& status) {

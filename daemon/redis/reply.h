@@ -35,6 +35,7 @@ struct Reply {
 // submitted) or its outcome is unknown (timed out, or the connection broke while it was in
 // flight). Retrying code must tell the two apart: only the first may be merged with later work.
 absl::Status NotSentError(std::string_view message);
+absl::Status MarkNotSent(absl::Status status);  // same code and message, marked "not sent"
 bool IsNotSent(const absl::Status& status);
 
 }  // namespace distkit::redis

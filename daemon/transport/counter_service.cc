@@ -1,7 +1,12 @@
 #include "daemon/transport/counter_service.h"
 
+#include <prometheus/counter.h>
+
+#include <array>
+#include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/core/validation.h"
@@ -10,16 +15,43 @@
 namespace distkit::transport {
 namespace {
 
-// Unary RPC glue: run `op` and finish the reactor with its status.
+// Method indexes into RpcMetrics, in the order of kMethodNames.
+enum Method : size_t { kInc, kGet, kSet, kDel, kClear, kBatch };
+constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {"Inc", "Get",   "Set",
+                                                                   "Del", "Clear", "Batch"};
+
+// Unary RPC glue, from handler entry to Finish: counts the call in flight and records its code
+// and duration (before Finish, so a client that got its answer also sees it counted).
+// `op(callback)` either returns the final status at once, or returns nullopt after handing
+// `callback()` to an asynchronous operation that calls it exactly once. The callback is built
+// only then: its closure is larger than AnyInvocable's inline storage, and the LAX fast path
+// must not allocate.
 template <typename Op>
-grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, InFlight* in_flight, Op op) {
+grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, InFlight* in_flight,
+                                const RpcMetrics* metrics, Method method, Op op) {
+  const auto start = std::chrono::steady_clock::now();
   auto* reactor = ctx->DefaultReactor();
   in_flight->Enter();
-  op([reactor, in_flight](absl::Status s) {
-    reactor->Finish(ToGrpcStatus(s));
+  auto finish = [reactor, in_flight, metrics, method, start](const absl::Status& s) {
+    grpc::Status status = ToGrpcStatus(s);
+    metrics->Record(method, status.error_code(), std::chrono::steady_clock::now() - start);
+    reactor->Finish(std::move(status));
     in_flight->Leave();
-  });
+  };
+  auto callback = [&finish]() -> core::StatusCallback {
+    return [finish](absl::Status s) { finish(s); };
+  };
+  if (std::optional<absl::Status> now = op(callback)) finish(*now);
   return reactor;
+}
+
+// For the RPCs that always complete through a callback.
+template <typename Async>
+auto Later(Async async) {
+  return [async = std::move(async)](const auto& callback) -> std::optional<absl::Status> {
+    async(callback());
+    return std::nullopt;
+  };
 }
 
 // Fills a response from a core result and reports the status.
@@ -145,6 +177,14 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
 
 }  // namespace
 
+CounterServiceImpl::CounterServiceImpl(core::Counters* counters, std::string default_namespace,
+                                       InFlight* in_flight, Metrics* metrics)
+    : counters_(counters),
+      default_namespace_(std::move(default_namespace)),
+      in_flight_(in_flight),
+      rpc_metrics_(&metrics->Rpc(v1::CounterService::service_full_name(), kMethodNames)),
+      batch_items_(&metrics->BatchItems(v1::CounterService::service_full_name())) {}
+
 absl::Status CounterServiceImpl::Names(const std::string& ns_in, const std::string& key,
                                        std::string* ns) const {
   *ns = ns_in.empty() ? default_namespace_ : ns_in;
@@ -157,6 +197,11 @@ absl::Status CounterServiceImpl::Names(const std::string& ns_in, const std::stri
 void CounterServiceImpl::DoInc(const v1::IncRequest& req, v1::IncResponse* resp,
                                core::StatusCallback done) {
   if (auto st = TryInc(req, resp)) return done(*st);
+  IncAsync(req, resp, std::move(done));
+}
+
+void CounterServiceImpl::IncAsync(const v1::IncRequest& req, v1::IncResponse* resp,
+                                  core::StatusCallback done) {
   std::string ns;
   absl::Status s = Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
@@ -215,47 +260,62 @@ void CounterServiceImpl::DoDel(const v1::DelRequest& req, v1::DelResponse* resp,
 grpc::ServerUnaryReactor* CounterServiceImpl::Inc(grpc::CallbackServerContext* ctx,
                                                   const v1::IncRequest* req,
                                                   v1::IncResponse* resp) {
-  return Unary(ctx, in_flight_, [&](core::StatusCallback done) { DoInc(*req, resp, std::move(done)); });
+  return Unary(ctx, in_flight_, rpc_metrics_, kInc,
+               [&](const auto& callback) -> std::optional<absl::Status> {
+                 if (auto st = TryInc(*req, resp)) return st;  // LAX, known key: no callback
+                 IncAsync(*req, resp, callback());
+                 return std::nullopt;
+               });
 }
 
 grpc::ServerUnaryReactor* CounterServiceImpl::Get(grpc::CallbackServerContext* ctx,
                                                   const v1::GetRequest* req,
                                                   v1::GetResponse* resp) {
-  return Unary(ctx, in_flight_, [&](core::StatusCallback done) { DoGet(*req, resp, std::move(done)); });
+  return Unary(ctx, in_flight_, rpc_metrics_, kGet,
+               Later([&](core::StatusCallback done) { DoGet(*req, resp, std::move(done)); }));
 }
 
 grpc::ServerUnaryReactor* CounterServiceImpl::Set(grpc::CallbackServerContext* ctx,
                                                   const v1::SetRequest* req,
                                                   v1::SetResponse* resp) {
-  return Unary(ctx, in_flight_, [&](core::StatusCallback done) { DoSet(*req, resp, std::move(done)); });
+  return Unary(ctx, in_flight_, rpc_metrics_, kSet,
+               Later([&](core::StatusCallback done) { DoSet(*req, resp, std::move(done)); }));
 }
 
 grpc::ServerUnaryReactor* CounterServiceImpl::Del(grpc::CallbackServerContext* ctx,
                                                   const v1::DelRequest* req,
                                                   v1::DelResponse* resp) {
-  return Unary(ctx, in_flight_, [&](core::StatusCallback done) { DoDel(*req, resp, std::move(done)); });
+  return Unary(ctx, in_flight_, rpc_metrics_, kDel,
+               Later([&](core::StatusCallback done) { DoDel(*req, resp, std::move(done)); }));
 }
 
 grpc::ServerUnaryReactor* CounterServiceImpl::Clear(grpc::CallbackServerContext* ctx,
                                                     const v1::ClearRequest* req,
                                                     v1::ClearResponse* /*resp*/) {
-  return Unary(ctx, in_flight_, [&](core::StatusCallback done) {
-    std::string ns = req->namespace_().empty() ? default_namespace_ : req->namespace_();
-    if (auto s = core::ValidateName("namespace", ns); !s.ok()) return done(s);
-    counters_->Clear(ns, std::move(done));
-  });
+  return Unary(ctx, in_flight_, rpc_metrics_, kClear,
+               [&](const auto& callback) -> std::optional<absl::Status> {
+                 std::string ns =
+                     req->namespace_().empty() ? default_namespace_ : req->namespace_();
+                 if (auto s = core::ValidateName("namespace", ns); !s.ok()) return s;
+                 counters_->Clear(ns, callback());
+                 return std::nullopt;
+               });
 }
 
 grpc::ServerUnaryReactor* CounterServiceImpl::Batch(grpc::CallbackServerContext* ctx,
                                                     const v1::BatchRequest* req,
                                                     v1::BatchResponse* resp) {
-  return Unary(ctx, in_flight_, [&](core::StatusCallback done) {
-    if (static_cast<size_t>(req->ops_size()) > core::kMaxBatchItems) {
-      return done(absl::InvalidArgumentError(absl::StrCat(
-          "ops: a batch holds at most ", core::kMaxBatchItems, " items, got ", req->ops_size())));
-    }
-    std::make_shared<BatchRun>(this, req, resp, std::move(done))->Pump();
-  });
+  return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
+               [&](const auto& callback) -> std::optional<absl::Status> {
+                 if (static_cast<size_t>(req->ops_size()) > core::kMaxBatchItems) {
+                   return absl::InvalidArgumentError(absl::StrCat("ops: a batch holds at most ",
+                                                                  core::kMaxBatchItems,
+                                                                  " items, got ", req->ops_size()));
+                 }
+                 batch_items_->Increment(req->ops_size());
+                 std::make_shared<BatchRun>(this, req, resp, callback())->Pump();
+                 return std::nullopt;
+               });
 }
 
 }  // namespace distkit::transport

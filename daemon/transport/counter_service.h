@@ -4,19 +4,18 @@
 
 #include "daemon/core/counters.h"
 #include "daemon/transport/in_flight.h"
+#include "daemon/transport/metrics.h"
 #include "distkit/v1/counter.grpc.pb.h"
 
 namespace distkit::transport {
 
 // gRPC callback service for plain counters: validates, converts to core calls, and finishes
-// the reactor from the core completion (any thread). Never blocks a gRPC thread.
+// the reactor from the core completion (any thread). Never blocks a gRPC thread. Every RPC is
+// counted in `in_flight` and recorded in `metrics` (both must outlive the service).
 class CounterServiceImpl final : public v1::CounterService::CallbackService {
  public:
-  CounterServiceImpl(core::Counters* counters, std::string default_namespace,
-                     InFlight* in_flight)
-      : counters_(counters),
-        default_namespace_(std::move(default_namespace)),
-        in_flight_(in_flight) {}
+  CounterServiceImpl(core::Counters* counters, std::string default_namespace, InFlight* in_flight,
+                     Metrics* metrics);
 
   grpc::ServerUnaryReactor* Inc(grpc::CallbackServerContext* ctx, const v1::IncRequest* req,
                                 v1::IncResponse* resp) override;
@@ -43,10 +42,14 @@ class CounterServiceImpl final : public v1::CounterService::CallbackService {
  private:
   // Validates (namespace, key) and resolves the default namespace.
   absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
+  // DoInc's asynchronous path (TryInc said nullopt).
+  void IncAsync(const v1::IncRequest& req, v1::IncResponse* resp, core::StatusCallback done);
 
   core::Counters* const counters_;
   const std::string default_namespace_;
   InFlight* const in_flight_;
+  const RpcMetrics* const rpc_metrics_;
+  prometheus::Counter* const batch_items_;
 };
 
 }  // namespace distkit::transport

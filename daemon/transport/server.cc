@@ -50,11 +50,16 @@ const std::vector<std::string>& Server::ServiceNames() {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& config,
                                                       core::Counters* counters,
-                                                      const redis::RedisClient* redis) {
+                                                      const redis::RedisClient* redis,
+                                                      Metrics* metrics) {
   std::unique_ptr<Server> s(new Server());
   s->redis_ = redis;
+  if (metrics == nullptr) {
+    s->own_metrics_ = std::make_unique<Metrics>();
+    metrics = s->own_metrics_.get();
+  }
   s->counter_service_ = std::make_unique<CounterServiceImpl>(counters, config.default_namespace,
-                                                           &s->in_flight_);
+                                                             &s->in_flight_, metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

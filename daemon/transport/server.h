@@ -15,6 +15,7 @@
 #include "daemon/redis/redis_client.h"
 #include "daemon/transport/counter_service.h"
 #include "daemon/transport/in_flight.h"
+#include "daemon/transport/metrics.h"
 
 namespace distkit::transport {
 
@@ -23,9 +24,12 @@ namespace distkit::transport {
 // distkit.v1 service is SERVING only while Redis is healthy (polled every 100 ms).
 class Server {
  public:
+  // The services record their RPCs in `metrics`, which must outlive the server; without one
+  // (tests) they record in a private Metrics that nothing exports.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const config::Config& config,
                                                        core::Counters* counters,
-                                                       const redis::RedisClient* redis);
+                                                       const redis::RedisClient* redis,
+                                                       Metrics* metrics = nullptr);
   ~Server();
 
   // Turns every health entry NOT_SERVING, stops accepting calls and waits for in-flight RPCs
@@ -40,6 +44,7 @@ class Server {
   void ReadinessLoop(bool last);
 
   const redis::RedisClient* redis_ = nullptr;
+  std::unique_ptr<Metrics> own_metrics_;  // when Start() got none
   InFlight in_flight_;
   std::unique_ptr<CounterServiceImpl> counter_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -1,5 +1,6 @@
 // lua/counter.lua against a real redis-server, plus the test support it relies on (RedisServer,
-// Process). The script's contract is documented at the top of lua/counter.lua.
+// Process). The script's contract is documented at the top of lua/counter.lua. The text under
+// test is the embedded one (lua/lib/*.lua prepended), exactly what the daemon loads.
 
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -19,13 +21,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/redis/executor.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
-
-namespace distkit::redis {
-// Defined in the generated lua_scripts.cc of distkit_redis (declared in daemon/redis/executor.h).
-const std::map<std::string, std::string>& EmbeddedScripts();
-}  // namespace distkit::redis
 
 namespace distkit::testing {
 namespace {
@@ -37,12 +35,14 @@ constexpr char kMin[] = "-9223372036854775808";
 constexpr char kKey[] = "dk:{ns:key}:c";
 constexpr int64_t kMarkTtlMs = 86400000;
 
-std::string ReadScript() {
-  std::ifstream in(DISTKIT_SOURCE_DIR "/lua/counter.lua", std::ios::binary);
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
+
+std::string ReadScript() { return distkit::redis::EmbeddedScripts().at("counter"); }
 
 struct Entry {
   std::string seq, delta;
@@ -568,11 +568,25 @@ TEST_F(CounterScriptTest, WorksThroughScriptLoadAndEvalsha) {
             std::string("ok,") + kMax + "," + kMax + ",1,0,1");
 }
 
-TEST_F(CounterScriptTest, EmbeddedCopyEqualsTheFile) {
-  const auto& scripts = distkit::redis::EmbeddedScripts();
-  auto it = scripts.find("counter");
-  ASSERT_NE(it, scripts.end());
-  EXPECT_EQ(it->second, script_);
+TEST_F(CounterScriptTest, EmbeddedCopyIsTheLibrariesThenTheFile) {
+  // Every lua/lib/*.lua in file-name order (each ending with a newline), then lua/counter.lua.
+  std::vector<std::string> libs;
+  for (const auto& entry : std::filesystem::directory_iterator(DISTKIT_SOURCE_DIR "/lua/lib")) {
+    if (entry.path().extension() == ".lua") libs.push_back(entry.path().string());
+  }
+  ASSERT_FALSE(libs.empty());
+  std::sort(libs.begin(), libs.end());
+  std::string expected;
+  for (const auto& lib : libs) {
+    expected += ReadFile(lib);
+    if (expected.empty() || expected.back() != '\n') expected += '\n';
+  }
+  const std::string file = ReadFile(DISTKIT_SOURCE_DIR "/lua/counter.lua");
+  ASSERT_FALSE(file.empty());
+  // The helpers live in the library only: the script itself does not define them again.
+  EXPECT_EQ(file.find("local function i64_add"), std::string::npos);
+  expected += file;
+  EXPECT_EQ(script_, expected);
 }
 
 // ---- test support ----

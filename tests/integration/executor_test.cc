@@ -165,6 +165,33 @@ TEST(Executor, ConcurrentCommandsArePipelined) {
   EXPECT_LT(ex->stats().writes.load(), ex->stats().commands.load());
 }
 
+TEST(Executor, BoundsOutstandingCommands) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  ExecutorOptions o;
+  o.endpoint = *ParseRedisUrl(redis->url());
+  o.command_timeout = 5000ms;
+  o.max_outstanding = 10;
+  Executor ex(o);
+  ex.Start();
+  ASSERT_TRUE(PollUntil([&] { return ex.Healthy(); }, 10s));
+  redis->Pause();  // nothing completes: the 11th command finds the bound reached
+  std::atomic<int> exhausted{0}, done{0};
+  for (int i = 0; i < 11; ++i) {
+    ex.Command({"PING"}, [&](absl::StatusOr<Reply> r) {
+      if (r.status().code() == absl::StatusCode::kResourceExhausted) {
+        EXPECT_TRUE(IsNotSent(r.status()));
+        exhausted++;
+      }
+      done++;
+    });
+  }
+  EXPECT_EQ(exhausted.load(), 1);
+  redis->Resume();
+  EXPECT_TRUE(PollUntil([&] { return done.load() == 11; }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return RunCmd(ex, {"PING"}).ok(); }, 10s)) << "room again";
+}
+
 TEST(Executor, StopFailsQueuedWorkAndIsIdempotent) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);

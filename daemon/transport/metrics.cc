@@ -1,0 +1,207 @@
+#include "daemon/transport/metrics.h"
+
+#include <CivetServer.h>
+#include <civetweb.h>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "daemon/common/logging.h"
+#include "daemon/core/counters.h"
+#include "daemon/redis/executor.h"
+#include "daemon/redis/redis_client.h"
+
+namespace distkit::transport {
+namespace {
+
+constexpr std::array<std::string_view, RpcMetrics::kCodes> kCodeNames = {
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
+
+// The core and redis statistics are plain atomics owned by those layers; they are read at
+// scrape time, so /metrics is always current and nothing runs between scrapes.
+class StatsCollector final : public prometheus::Collectable {
+ public:
+  explicit StatsCollector(Metrics::Sources sources) : s_(sources) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::vector<prometheus::MetricFamily> out;
+    if (s_.counters != nullptr) {
+      const core::CountersStats& c = *s_.counters;
+      AddGauge(&out, "distkit_lax_dirty_keys",
+               "Keys holding LAX increments not yet flushed to Redis.",
+               c.dirty_keys.load(std::memory_order_relaxed));
+      AddGauge(&out, "distkit_lax_cached_keys",
+               "Keys held in the LAX store (sampled once a second).",
+               c.cached_keys.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_lax_flush_commands_total", "LAX flush scripts sent to Redis.",
+                 c.flush_commands.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_lax_flush_failures_total",
+                 "LAX flush scripts that failed (their deltas are kept and retried).",
+                 c.flush_failures.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_lax_dropped_overflow_total",
+                 "LAX deltas dropped because the Redis value would overflow int64.",
+                 c.dropped_overflow.load(std::memory_order_relaxed));
+    }
+    if (s_.redis != nullptr) {
+      const redis::ExecutorStats& r = *s_.redis;
+      AddCounter(&out, "distkit_redis_commands_total", "Commands written to Redis.",
+                 r.commands.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_redis_timeouts_total",
+                 "Redis commands that missed --redis_timeout_ms (the connection is then reset).",
+                 r.timeouts.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_redis_reconnects_total",
+                 "Redis connections lost or failed, each followed by a reconnection attempt.",
+                 r.reconnects.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_redis_noscript_retries_total",
+                 "Scripts resent as EVAL after a NOSCRIPT reply.",
+                 r.noscript_retries.load(std::memory_order_relaxed));
+    }
+    if (s_.redis_health != nullptr) {
+      AddGauge(&out, "distkit_redis_up", "1 while Redis is connected and answers its health PING.",
+               s_.redis_health->Healthy() ? 1 : 0);
+    }
+    return out;
+  }
+
+ private:
+  static prometheus::ClientMetric& Add(std::vector<prometheus::MetricFamily>* out, std::string name,
+                                       std::string help, prometheus::MetricType type) {
+    out->push_back({std::move(name), std::move(help), type, {}});
+    return out->back().metric.emplace_back();
+  }
+  static void AddGauge(std::vector<prometheus::MetricFamily>* out, std::string name,
+                       std::string help, double value) {
+    Add(out, std::move(name), std::move(help), prometheus::MetricType::Gauge).gauge.value = value;
+  }
+  static void AddCounter(std::vector<prometheus::MetricFamily>* out, std::string name,
+                         std::string help, double value) {
+    Add(out, std::move(name), std::move(help), prometheus::MetricType::Counter).counter.value =
+        value;
+  }
+
+  const Metrics::Sources s_;
+};
+
+// civetweb reports why it cannot listen only through its log callback. While Listen() builds the
+// server, this thread collects the messages; later ones (request errors, from civetweb threads)
+// go to our log.
+thread_local std::vector<std::string>* t_listen_errors = nullptr;
+LogEvery g_http_log(std::chrono::seconds(10));
+
+int OnCivetLog(const mg_connection* /*conn*/, const char* message) {
+  if (t_listen_errors != nullptr) {
+    t_listen_errors->emplace_back(message);
+  } else if (g_http_log.ShouldLog()) {
+    spdlog::warn("metrics HTTP server: {}", message);
+  }
+  return 1;  // handled: civetweb prints nothing itself
+}
+
+}  // namespace
+
+std::string_view GrpcCodeName(int code) {
+  if (code < 0 || code >= RpcMetrics::kCodes) return "UNKNOWN";
+  return kCodeNames[code];
+}
+
+void RpcMetrics::Record(size_t method, grpc::StatusCode code,
+                        std::chrono::nanoseconds elapsed) const {
+  const Method& m = methods_[method];
+  const auto c = static_cast<unsigned>(code);
+  m.calls[c < kCodes ? c : static_cast<unsigned>(grpc::StatusCode::UNKNOWN)]->Increment();
+  m.duration->Observe(std::chrono::duration<double>(elapsed).count());
+}
+
+Metrics::Metrics() : Metrics(Sources{}) {}
+
+Metrics::Metrics(Sources sources)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      stats_(std::make_shared<StatsCollector>(sources)) {
+  rpc_total_ = &prometheus::BuildCounter()
+                    .Name("distkit_rpc_total")
+                    .Help("Finished RPCs by service, method and gRPC status code.")
+                    .Register(*registry_);
+  rpc_duration_ = &prometheus::BuildHistogram()
+                       .Name("distkit_rpc_duration_seconds")
+                       .Help("RPC duration from handler entry to completion, in seconds.")
+                       .Register(*registry_);
+  batch_items_ = &prometheus::BuildCounter()
+                      .Name("distkit_batch_items_total")
+                      .Help("Operations received in Batch RPCs.")
+                      .Register(*registry_);
+}
+
+Metrics::~Metrics() { exposer_.reset(); }  // no scrape may run while the rest is destroyed
+
+absl::Status Metrics::Listen(const std::string& address) {
+  auto fail = [&](const std::string& why) {
+    return absl::UnavailableError(
+        absl::StrCat("--metrics_listen ", address, ": cannot serve /metrics: ", why));
+  };
+  if (!address.empty() && address.front() == '[' && mg_check_feature(8 /* IPv6 */) == 0) {
+    return fail(
+        "IPv6 is not supported (the system's civetweb is built without it); use an IPv4 "
+        "address or a host name");
+  }
+  CivetCallbacks callbacks;
+  callbacks.log_message = &OnCivetLog;
+  std::vector<std::string> errors;
+  t_listen_errors = &errors;
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2, &callbacks);
+  } catch (const std::exception& e) {
+    if (errors.empty()) errors.emplace_back(e.what());
+  }
+  t_listen_errors = nullptr;
+  if (!exposer_) return fail(absl::StrJoin(errors, "; "));
+  exposer_->RegisterCollectable(registry_);
+  exposer_->RegisterCollectable(stats_);
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  address_ =
+      ports.empty() ? address : absl::StrCat(address.substr(0, address.rfind(':')), ":", ports[0]);
+  return absl::OkStatus();
+}
+
+const RpcMetrics& Metrics::Rpc(std::string_view service,
+                               std::span<const std::string_view> methods) {
+  const prometheus::Histogram::BucketBoundaries buckets(kRpcDurationBuckets.begin(),
+                                                        kRpcDurationBuckets.end());
+  auto rpc = std::make_unique<RpcMetrics>();
+  for (std::string_view method : methods) {
+    RpcMetrics::Method& m = rpc->methods_.emplace_back();
+    const prometheus::Labels labels = {{"service", std::string(service)},
+                                       {"method", std::string(method)}};
+    for (int code = 0; code < RpcMetrics::kCodes; ++code) {
+      prometheus::Labels with_code = labels;
+      with_code.emplace("code", std::string(GrpcCodeName(code)));
+      m.calls[code] = &rpc_total_->Add(with_code);
+    }
+    m.duration = &rpc_duration_->Add(labels, buckets);
+  }
+  rpc_.push_back(std::move(rpc));
+  return *rpc_.back();
+}
+
+prometheus::Counter& Metrics::BatchItems(std::string_view service) {
+  return batch_items_->Add({{"service", std::string(service)}});
+}
+
+std::string Metrics::Text() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (auto& f : stats_->Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace distkit::transport

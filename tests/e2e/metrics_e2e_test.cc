@@ -1,0 +1,278 @@
+// End to end: the real distkitd with --metrics_listen, scraped over plain HTTP. RPCs of every
+// outcome move distkit_rpc_total, LAX work moves the flush counters, and distkit_redis_up follows
+// a Redis that goes away. A busy metrics port is a clear start-up error (exit 1).
+
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "distkit/v1/counter.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/process.h"
+#include "tests/support/redis_server.h"
+
+namespace distkit {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::PollUntil;
+using testing::Process;
+using testing::RedisServer;
+
+constexpr char kService[] = "distkit.v1.CounterService";
+
+// A 127.0.0.1 TCP socket bound to a port the kernel picked; listening when asked. -1 on error.
+int BindLoopback(bool listen_too, int* port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
+      (listen_too && listen(fd, 1) != 0)) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+// A port that was free a moment ago (bound to 127.0.0.1:0, then closed).
+int FreePort() {
+  int port = 0;
+  int fd = BindLoopback(false, &port);
+  if (fd < 0) return 0;
+  close(fd);
+  return port;
+}
+
+// GET http://127.0.0.1:port/path over a raw socket (HTTP/1.0: the server closes when done).
+// The body of a 200 answer, nullopt otherwise (not listening yet, error, timeout).
+std::optional<std::string> HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+        static_cast<ssize_t>(request.size())) {
+      char buf[16384];
+      ssize_t n;
+      while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) response.append(buf, n);
+    }
+  }
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos ||
+      response.find(" 200 ") > response.find("\r\n")) {
+    return std::nullopt;
+  }
+  return response.substr(body + 4);
+}
+
+// The value of the sample `name{labels}` (exactly these labels) in a text exposition.
+std::optional<double> Sample(const std::string& text, const std::string& name,
+                             const std::map<std::string, std::string>& labels = {}) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t name_end = line.find_first_of("{ ");
+    if (name_end == std::string::npos || line.compare(0, name_end, name) != 0 ||
+        name_end != name.size()) {
+      continue;
+    }
+    std::map<std::string, std::string> found;
+    size_t pos = name_end;
+    if (line[pos] == '{') {
+      ++pos;
+      while (pos < line.size() && line[pos] != '}') {
+        const size_t eq = line.find("=\"", pos);
+        const size_t close = line.find('"', eq + 2);  // our label values have no escapes
+        if (eq == std::string::npos || close == std::string::npos) return std::nullopt;
+        found[line.substr(pos, eq - pos)] = line.substr(eq + 2, close - eq - 2);
+        pos = close + 1;
+        if (pos < line.size() && line[pos] == ',') ++pos;
+      }
+      ++pos;  // '}'
+    }
+    if (found != labels) continue;
+    return std::stod(line.substr(pos));
+  }
+  return std::nullopt;
+}
+
+// A distkitd child serving gRPC on a Unix socket and /metrics on 127.0.0.1:<port>.
+class Daemon {
+ public:
+  // Starts the daemon on a free metrics port; tries another port when someone took the one we
+  // picked in the meantime. Check ok() afterwards.
+  explicit Daemon(const RedisServer& redis) : socket_(redis.dir() + "/m.sock") {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      port_ = FreePort();
+      process_ = std::make_unique<Process>(
+          DISTKIT_DAEMON_BIN,
+          std::vector<std::string>{"--listen", "unix:" + socket_, "--redis", redis.url(),
+                                   "--metrics_listen", "127.0.0.1:" + std::to_string(port_)});
+      if (!process_->Start()) return;
+      // Either /metrics answers or the daemon exits (a start-up error).
+      PollUntil([&] { return HttpGet(port_, "/metrics").has_value() || !process_->Running(); },
+                15s);
+      if (process_->Running()) break;
+      if (process_->Output().find("in use") == std::string::npos) break;
+    }
+    ok_ = process_->Running() && HttpGet(port_, "/metrics").has_value();
+  }
+
+  bool ok() const { return ok_; }
+  Process& process() { return *process_; }
+  std::string Scrape() { return HttpGet(port_, "/metrics").value_or(""); }
+  // The sample's value in a fresh scrape, -1 when absent.
+  double Value(const std::string& name, const std::map<std::string, std::string>& labels = {}) {
+    return Sample(Scrape(), name, labels).value_or(-1);
+  }
+
+  bool WaitServing() {
+    struct stat st;
+    if (!PollUntil([&] { return stat(socket_.c_str(), &st) == 0; }, 15s)) return false;
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+    auto channel =
+        grpc::CreateCustomChannel("unix:" + socket_, grpc::InsecureChannelCredentials(), args);
+    counters_ = v1::CounterService::NewStub(channel);
+    health_ = grpc::health::v1::Health::NewStub(channel);
+    return PollUntil(
+        [&] {
+          grpc::ClientContext ctx;
+          ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
+          grpc::health::v1::HealthCheckRequest req;
+          req.set_service(kService);
+          grpc::health::v1::HealthCheckResponse resp;
+          return health_->Check(&ctx, req, &resp).ok() && resp.status() == 1;
+        },
+        15s);
+  }
+
+  grpc::Status Inc(const std::string& key, v1::Consistency c) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::IncRequest req;
+    req.set_key(key);
+    req.set_delta(1);
+    req.set_consistency(c);
+    v1::IncResponse resp;
+    return counters_->Inc(&ctx, req, &resp);
+  }
+
+  grpc::Status LaxBatch(const std::string& key, int items) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+    v1::BatchRequest req;
+    for (int i = 0; i < items; ++i) {
+      v1::IncRequest* inc = req.add_ops()->mutable_inc();
+      inc->set_key(key);
+      inc->set_delta(1);
+      inc->set_consistency(v1::CONSISTENCY_LAX);
+    }
+    v1::BatchResponse resp;
+    return counters_->Batch(&ctx, req, &resp);
+  }
+
+ private:
+  std::string socket_;
+  int port_ = 0;
+  bool ok_ = false;
+  std::unique_ptr<Process> process_;
+  std::unique_ptr<v1::CounterService::Stub> counters_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+std::map<std::string, std::string> Rpc(const std::string& method, const std::string& code) {
+  return {{"service", kService}, {"method", method}, {"code", code}};
+}
+
+TEST(MetricsE2E, RpcOutcomesLaxFlushesAndRedisHealthAreExported) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  Daemon d(*redis);
+  ASSERT_TRUE(d.ok()) << d.process().Output();
+  ASSERT_TRUE(d.WaitServing()) << d.process().Output();
+
+  // Every (method, code) series exists from the start, at 0.
+  EXPECT_EQ(d.Value("distkit_rpc_total", Rpc("Inc", "OK")), 0);
+  EXPECT_EQ(d.Value("distkit_rpc_total", Rpc("Clear", "DATA_LOSS")), 0);
+
+  const std::string key = "metrics_probe_key";
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(d.Inc(key, v1::CONSISTENCY_STRICT).ok());
+    ASSERT_TRUE(d.Inc(key, v1::CONSISTENCY_LAX).ok());
+  }
+  EXPECT_EQ(d.Inc("bad:key", v1::CONSISTENCY_LAX).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(d.LaxBatch(key, 7).ok());
+
+  // Recorded before the answer is sent: no waiting needed for the RPC metrics.
+  const std::string text = d.Scrape();
+  EXPECT_EQ(Sample(text, "distkit_rpc_total", Rpc("Inc", "OK")), 10) << text;
+  EXPECT_EQ(Sample(text, "distkit_rpc_total", Rpc("Inc", "INVALID_ARGUMENT")), 1);
+  EXPECT_EQ(Sample(text, "distkit_rpc_total", Rpc("Batch", "OK")), 1);
+  EXPECT_EQ(Sample(text, "distkit_rpc_duration_seconds_count",
+                   {{"service", kService}, {"method", "Inc"}}),
+            11);
+  EXPECT_EQ(Sample(text, "distkit_rpc_duration_seconds_bucket",
+                   {{"service", kService}, {"method", "Inc"}, {"le", "+Inf"}}),
+            11);
+  EXPECT_EQ(Sample(text, "distkit_batch_items_total", {{"service", kService}}), 7);
+  EXPECT_EQ(Sample(text, "distkit_redis_up"), 1);
+  EXPECT_GT(Sample(text, "distkit_redis_commands_total").value_or(0), 0);
+  EXPECT_EQ(text.find(key), std::string::npos) << "no per-key labels";
+
+  // The LAX increments reach Redis within a flush interval.
+  EXPECT_TRUE(PollUntil([&] { return d.Value("distkit_lax_flush_commands_total") > 0; }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return d.Value("distkit_lax_dirty_keys") == 0; }, 10s));
+  EXPECT_EQ(d.Value("distkit_lax_flush_failures_total"), 0);
+
+  redis->Stop();
+  EXPECT_TRUE(PollUntil([&] { return d.Value("distkit_redis_up") == 0; }, 10s)) << d.Scrape();
+  EXPECT_TRUE(PollUntil([&] { return d.Value("distkit_redis_reconnects_total") > 0; }, 10s));
+}
+
+TEST(MetricsE2E, BusyMetricsPortIsAStartupErrorNamingTheFlag) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  int port = 0;
+  const int busy = BindLoopback(true, &port);
+  ASSERT_GE(busy, 0);
+  auto [code, out] =
+      Process::Run(DISTKIT_DAEMON_BIN,
+                   {"--listen", "unix:" + redis->dir() + "/busy.sock", "--redis", redis->url(),
+                    "--metrics_listen", "127.0.0.1:" + std::to_string(port)},
+                   20s);
+  close(busy);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("--metrics_listen"), std::string::npos) << out;
+  EXPECT_NE(out.find("in use"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace distkit
