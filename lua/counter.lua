@@ -72,17 +72,20 @@ elseif op == "del" then
   cur, applied = "0", 1
 end
 
-if top then redis.call("HSET", key, mark_field, top) end
+-- One HSET for the mark and the value (a flush writes both): fewer calls per script.
+local writes = {}
+if top then writes[#writes + 1], writes[#writes + 2] = mark_field, top end
 local has_v = stored ~= false
 if op == "del" then
   redis.call("HDEL", key, "v")
   has_v = false
 elseif cur ~= before then
-  redis.call("HSET", key, "v", cur)
-  -- Only a hash without a value can carry a TTL (see below): clear it when a value arrives.
-  if not stored then redis.call("PERSIST", key) end
+  writes[#writes + 1], writes[#writes + 2] = "v", cur
   has_v = true
 end
+if #writes > 0 then redis.call("HSET", key, unpack(writes)) end
+-- Only a hash without a value can carry a TTL (see below): clear it when a value arrives.
+if has_v and not stored then redis.call("PERSIST", key) end
 -- Without a value the hash only holds dedup marks: let them vanish by themselves. They only
 -- need to outlive a flush retry, and a key that is never written again must not stay forever.
 if (top or op == "del") and not has_v then redis.call("PEXPIRE", key, MARK_TTL_MS) end
