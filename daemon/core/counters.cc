@@ -64,7 +64,7 @@ bool Counters::Fresh(const LaxEntry& e, int64_t now) const {
 
 // ---------------------------------------------------------------- strict path
 
-void Counters::RunStrict(const MapKey& k, std::string op, Condition cond, int64_t arg,
+void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
                          CounterCallback done) {
   std::vector<SeqDelta> carried;
   bool tracked = false;
@@ -287,7 +287,8 @@ void Counters::Clear(const std::string& ns, StatusCallback done) {
   join->Done(absl::OkStatus(), join);
 }
 
-void Counters::ClearScan(std::string ns, std::string cursor, StatusCallback done) {
+void Counters::ClearScan(const std::string& ns, const std::string& cursor,
+                         StatusCallback done) {
   redis_->Command(
       {"SCAN", cursor, "MATCH", PlainCounterPattern(ns), "COUNT", "1000"},
       [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {

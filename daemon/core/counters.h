@@ -83,7 +83,7 @@ class Counters {
   bool Fresh(const LaxEntry& e, int64_t now) const;
 
   // Strict path: one counter.lua call that first applies this daemon's lax work for the key.
-  void RunStrict(const MapKey& k, std::string op, Condition cond, int64_t arg,
+  void RunStrict(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
                  CounterCallback done);
   // Lax path helpers.
   void LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done);
@@ -93,7 +93,7 @@ class Counters {
   // Starts a shared refresh of `k` unless one is running; runs `then` after it (any outcome).
   void RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then);
   void SendFlush(const MapKey& k, std::vector<SeqDelta> carried);
-  void ClearScan(std::string ns, std::string cursor, StatusCallback done);
+  void ClearScan(const std::string& ns, const std::string& cursor, StatusCallback done);
   // A command that carried `carried` for `k` finished with `r`: update the entry.
   void SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
                      const absl::StatusOr<ScriptReply>& r, bool maybe_sent);

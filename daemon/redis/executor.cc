@@ -156,17 +156,19 @@ void Executor::Submit(std::unique_ptr<Pending> p) {
     return;
   }
   p->outstanding = &outstanding_;
-  bool accepted = false, wake = false;
+  std::unique_ptr<Pending> refused;
+  bool wake = false;
   {
     absl::MutexLock lock(&mu_);
-    if (!stopping_) {
-      accepted = true;
+    if (stopping_) {
+      refused = std::move(p);
+    } else {
       wake = queue_.empty();  // otherwise a wake-up is already on its way
       queue_.push_back(std::move(p));
     }
   }
-  if (!accepted) {
-    p->Finish(NotSentError("Redis executor is shutting down"));
+  if (refused) {
+    refused->Finish(NotSentError("Redis executor is shutting down"));
   } else if (wake) {
     event_active(wake_ev_, EV_READ, 0);
   }
@@ -313,7 +315,7 @@ void Executor::OnConnect(int status) {
   state_ = State::kConnected;
   spdlog::info("connected to Redis at {}", options_.endpoint.Redacted());
   // Connection set-up, pipelined ahead of everything else on this connection.
-  auto setup_cb = [this](std::string what) {
+  auto setup_cb = [this](const std::string& what) {
     return [this, what](absl::StatusOr<Reply> r) {
       if (r.ok() && r->is_error()) {
         spdlog::error("Redis {} failed: {}", what, r->str);
@@ -322,10 +324,10 @@ void Executor::OnConnect(int status) {
     };
   };
   const auto& ep = options_.endpoint;
-  auto send_setup = [&](std::vector<std::string> argv, std::string what) {
+  auto send_setup = [&](std::vector<std::string> argv, const std::string& what) {
     auto p = std::make_shared<Pending>();
     p->argv = std::move(argv);
-    p->done = setup_cb(std::move(what));
+    p->done = setup_cb(what);
     p->deadline = Clock::now() + options_.command_timeout;
     Send(std::move(p));
   };
