@@ -14,6 +14,7 @@
 #include "daemon/common/logging.h"
 #include "daemon/config/config.h"
 #include "daemon/core/counters.h"
+#include "daemon/core/instance_counters.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
 #include "daemon/transport/metrics.h"
@@ -66,9 +67,20 @@ int Run(int argc, char** argv) {
   distkit::core::Counters counters(&executor, counter_options);
   counters.Start();
 
+  distkit::core::InstanceCountersOptions icounter_options;
+  icounter_options.instance_id = config->instance_id;
+  icounter_options.dedup_id = counter_options.dedup_id;
+  icounter_options.dead_instance_threshold_ms = config->dead_instance_threshold_ms;
+  distkit::core::InstanceCounters icounters(&executor, icounter_options);
+  // Not fatal: without Redis the heartbeat thread keeps trying to register.
+  if (auto st = icounters.Start(std::chrono::milliseconds(config->redis_timeout_ms)); !st.ok()) {
+    spdlog::warn("{}", st.ToString());
+  }
+
   auto fail_start = [&](const absl::Status& status) {
     spdlog::error("{}", status.ToString());
     counters.Shutdown(std::chrono::milliseconds(0));
+    icounters.StopWithoutDeregistering();
     executor.Stop();
     return 1;
   };
@@ -78,7 +90,8 @@ int Run(int argc, char** argv) {
     if (auto st = metrics.Listen(config->metrics_listen); !st.ok()) return fail_start(st);
     spdlog::info("Prometheus metrics on http://{}/metrics", metrics.address());
   }
-  auto server = distkit::transport::Server::Start(*config, &counters, &executor, &metrics);
+  auto server = distkit::transport::Server::Start(*config, &counters, &executor, &metrics,
+                                                 &icounters);
   if (!server.ok()) return fail_start(server.status());
   spdlog::info("distkitd serving on {} (instance {})", fmt::join(config->listen, ","),
                config->instance_id);
@@ -95,6 +108,10 @@ int Run(int argc, char** argv) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       grace - (std::chrono::steady_clock::now() - start));
   const int64_t unflushed = counters.Shutdown(std::max(left, std::chrono::milliseconds(1)));
+  // 3. Remove this instance's slices and deregister (what is left of the grace, at least 1 s).
+  const auto left2 = std::chrono::duration_cast<std::chrono::milliseconds>(
+      grace - (std::chrono::steady_clock::now() - start));
+  icounters.Shutdown(std::max(left2, std::chrono::milliseconds(1000)));
   executor.Stop();
   if (unflushed > 0) {
     spdlog::error("exiting with {} key(s) of lax increments not flushed (Redis unreachable)",

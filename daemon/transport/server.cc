@@ -44,14 +44,16 @@ absl::Status PrepareUnixPath(const std::string& path) {
 }  // namespace
 
 const std::vector<std::string>& Server::ServiceNames() {
-  static const auto* names = new std::vector<std::string>{"distkit.v1.CounterService"};
+  static const auto* names = new std::vector<std::string>{"distkit.v1.CounterService",
+                                                        "distkit.v1.InstanceCounterService"};
   return *names;
 }
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& config,
                                                       core::Counters* counters,
                                                       const redis::RedisClient* redis,
-                                                      Metrics* metrics) {
+                                                      Metrics* metrics,
+                                                      core::InstanceCounters* icounters) {
   std::unique_ptr<Server> s(new Server());
   s->redis_ = redis;
   if (metrics == nullptr) {
@@ -60,6 +62,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& conf
   }
   s->counter_service_ = std::make_unique<CounterServiceImpl>(counters, config.default_namespace,
                                                              &s->in_flight_, metrics);
+  s->health_names_ = {"distkit.v1.CounterService"};
+  if (icounters != nullptr) {
+    s->instance_counter_service_ = std::make_unique<InstanceCounterServiceImpl>(
+        icounters, config.default_namespace, &s->in_flight_, metrics);
+    s->health_names_.push_back("distkit.v1.InstanceCounterService");
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -76,6 +84,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& conf
     }
   }
   builder.RegisterService(s->counter_service_.get());
+  if (s->instance_counter_service_) builder.RegisterService(s->instance_counter_service_.get());
   builder.SetMaxReceiveMessageSize(64 << 20);  // a 10 000-item batch fits comfortably
   s->server_ = builder.BuildAndStart();
   if (!s->server_) {
@@ -91,7 +100,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& conf
   auto* health = s->server_->GetHealthCheckService();
   health->SetServingStatus("", true);
   const bool ready = redis->Healthy();
-  for (const auto& name : ServiceNames()) health->SetServingStatus(name, ready);
+  for (const auto& name : s->health_names_) health->SetServingStatus(name, ready);
   s->readiness_thread_ = std::thread([raw = s.get(), ready] { raw->ReadinessLoop(ready); });
   return s;
 }
@@ -104,7 +113,7 @@ void Server::ReadinessLoop(bool last) {
     const bool now = redis_->Healthy();
     if (now != last) {
       spdlog::info("readiness: Redis {}", now ? "reachable, SERVING" : "unreachable, NOT_SERVING");
-      for (const auto& name : ServiceNames()) health->SetServingStatus(name, now);
+      for (const auto& name : health_names_) health->SetServingStatus(name, now);
       last = now;
     }
   }

@@ -12,8 +12,10 @@
 #include "absl/status/statusor.h"
 #include "daemon/config/config.h"
 #include "daemon/core/counters.h"
+#include "daemon/core/instance_counters.h"
 #include "daemon/redis/redis_client.h"
 #include "daemon/transport/counter_service.h"
+#include "daemon/transport/instance_counter_service.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 
@@ -24,12 +26,15 @@ namespace distkit::transport {
 // distkit.v1 service is SERVING only while Redis is healthy (polled every 100 ms).
 class Server {
  public:
+  // InstanceCounterService is served when `icounters` is given (else UNIMPLEMENTED).
   // The services record their RPCs in `metrics`, which must outlive the server; without one
   // (tests) they record in a private Metrics that nothing exports.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const config::Config& config,
                                                        core::Counters* counters,
                                                        const redis::RedisClient* redis,
-                                                       Metrics* metrics = nullptr);
+                                                       Metrics* metrics = nullptr,
+                                                       core::InstanceCounters* icounters =
+                                                           nullptr);
   ~Server();
 
   // Turns every health entry NOT_SERVING, stops accepting calls and waits for in-flight RPCs
@@ -47,6 +52,8 @@ class Server {
   std::unique_ptr<Metrics> own_metrics_;  // when Start() got none
   InFlight in_flight_;
   std::unique_ptr<CounterServiceImpl> counter_service_;
+  std::unique_ptr<InstanceCounterServiceImpl> instance_counter_service_;
+  std::vector<std::string> health_names_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> unix_paths_;
   std::atomic<bool> stopping_{false};

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 
 #include "distkit/v1/counter.grpc.pb.h"
+#include "distkit/v1/instance_counter.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -285,6 +286,59 @@ TEST(E2E, CliHealthProbeAndCounterCommands) {
   a.process().Signal(SIGKILL);
   a.process().Wait(5s);
   EXPECT_EQ(run({"health"}).first, 1);
+}
+
+// Instance-counter Inc/Get through a fresh channel to a daemon (cumulative, or -1 on error).
+int64_t ICInc(Daemon& d, const std::string& key, int64_t delta) {
+  auto stub = v1::InstanceCounterService::NewStub(FastChannel("unix:" + d.socket()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  v1::InstanceIncRequest req;
+  req.set_key(key);
+  req.set_delta(delta);
+  v1::InstanceIncResponse resp;
+  return stub->Inc(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
+}
+int64_t ICGet(Daemon& d, const std::string& key) {
+  auto stub = v1::InstanceCounterService::NewStub(FastChannel("unix:" + d.socket()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  v1::InstanceGetRequest req;
+  req.set_key(key);
+  v1::InstanceGetResponse resp;
+  return stub->Get(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
+}
+
+TEST(E2E, InstanceCountersSigtermRemovesSlicesAndDeregisters) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  Daemon a(*redis, "a", {"--instance_id", "ida"}), b(*redis, "b", {"--instance_id", "idb"});
+  ASSERT_TRUE(a.WaitServing("distkit.v1.InstanceCounterService"));
+  ASSERT_TRUE(b.WaitServing("distkit.v1.InstanceCounterService"));
+  ASSERT_EQ(ICInc(a, "k", 40), 40);
+  ASSERT_EQ(ICInc(b, "k", 60), 100);
+  a.process().Signal(SIGTERM);
+  EXPECT_EQ(a.process().Wait(15s), 0) << a.process().Output();
+  EXPECT_EQ(ICGet(b, "k"), 60);  // at once, not after the threshold
+  EXPECT_EQ(redis->Command({"ZSCORE", "dk:{live}:instances", "ida"}), "(nil)");
+  EXPECT_EQ(redis->Command({"HGET", "dk:{live}:incarnations", "ida"}), "(nil)");
+}
+
+TEST(E2E, InstanceCountersSigkilledDaemonIsReaped) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  const std::vector<std::string> fast = {"--dead_instance_threshold_ms", "300"};
+  Daemon a(*redis, "a", fast), b(*redis, "b", fast);
+  ASSERT_TRUE(a.WaitServing("distkit.v1.InstanceCounterService"));
+  ASSERT_TRUE(b.WaitServing("distkit.v1.InstanceCounterService"));
+  ASSERT_EQ(ICInc(a, "k", 40), 40);
+  ASSERT_EQ(ICInc(b, "k", 60), 100);
+  a.process().Signal(SIGKILL);
+  a.process().Wait(5s);
+  const auto killed = std::chrono::steady_clock::now();
+  // threshold + max(1 s, threshold/10) after the last heartbeat, plus scheduling slack.
+  EXPECT_TRUE(PollUntil([&] { return ICGet(b, "k") == 60; }, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - killed, 4s);  // bound 1.3 s + load slack
 }
 
 }  // namespace

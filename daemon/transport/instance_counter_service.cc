@@ -1,0 +1,271 @@
+#include "daemon/transport/instance_counter_service.h"
+
+#include <prometheus/counter.h>
+
+#include <array>
+#include <memory>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/core/validation.h"
+#include "daemon/transport/status_mapping.h"
+#include "daemon/transport/unary.h"
+
+namespace distkit::transport {
+namespace {
+
+enum Method : size_t {
+  kInc,
+  kGet,
+  kSet,
+  kSetOnInstance,
+  kDel,
+  kDelOnInstance,
+  kClear,
+  kClearOnInstance,
+  kBatch
+};
+constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {
+    "Inc",           "Get",   "Set",           "SetOnInstance", "Del",
+    "DelOnInstance", "Clear", "ClearOnInstance", "Batch"};
+
+template <typename Resp>
+core::InstanceCallback Fill(Resp* resp, core::StatusCallback done) {
+  return [resp, done = std::move(done)](absl::StatusOr<core::InstanceResult> r) mutable {
+    if (r.ok()) {
+      resp->set_cumulative(r->cumulative);
+      resp->set_instance(r->instance);
+      resp->set_previous_cumulative(r->previous_cumulative);
+      resp->set_previous_instance(r->previous_instance);
+      resp->set_applied(r->applied);
+    }
+    done(r.status());
+  };
+}
+
+// Runs a batch strictly in order: each item is sent once the previous one has completed (a
+// first write of a key registers it before its script runs, so pipelining could reorder).
+class BatchRun : public std::enable_shared_from_this<BatchRun> {
+ public:
+  BatchRun(InstanceCounterServiceImpl* svc, const v1::InstanceBatchRequest* req,
+           v1::InstanceBatchResponse* resp, core::StatusCallback finish)
+      : svc_(svc), req_(req), resp_(resp), finish_(std::move(finish)) {
+    for (int i = 0; i < req->ops_size(); ++i) resp->add_results();
+  }
+
+  // Trampoline: completions may arrive inline (validation errors) or on the Redis thread.
+  void Next() {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (pumping_) {
+      repump_ = true;
+      return;
+    }
+    pumping_ = true;
+    while (true) {
+      repump_ = false;
+      if (next_ == req_->ops_size()) {
+        pumping_ = false;
+        lock.unlock();
+        finish_(absl::OkStatus());
+        return;
+      }
+      const int i = next_++;
+      lock.unlock();
+      Dispatch(i);
+      lock.lock();
+      if (!repump_) {  // still running asynchronously: its completion calls Next()
+        pumping_ = false;
+        return;
+      }
+    }
+  }
+
+ private:
+  static void SetError(v1::InstanceBatchResult* res, const absl::Status& s) {
+    if (s.ok()) return;
+    res->clear_result();
+    res->set_code(static_cast<int32_t>(s.code()));
+    res->set_message(std::string(s.message()));
+  }
+
+  void Dispatch(int i) {
+    const v1::InstanceBatchOp& op = req_->ops(i);
+    v1::InstanceBatchResult* res = resp_->mutable_results(i);
+    auto self = shared_from_this();
+    auto done = [self, res](absl::Status s) {
+      SetError(res, s);
+      self->Next();
+    };
+    switch (op.op_case()) {
+      case v1::InstanceBatchOp::kInc:
+        return svc_->DoInc(op.inc(), res->mutable_inc(), std::move(done));
+      case v1::InstanceBatchOp::kGet:
+        return svc_->DoGet(op.get(), res->mutable_get(), std::move(done));
+      case v1::InstanceBatchOp::kSet:
+        return svc_->DoSet(op.set(), res->mutable_set(), std::move(done));
+      case v1::InstanceBatchOp::kSetOnInstance:
+        return svc_->DoSetOnInstance(op.set_on_instance(), res->mutable_set_on_instance(),
+                                     std::move(done));
+      case v1::InstanceBatchOp::kDel:
+        return svc_->DoDel(op.del(), res->mutable_del(), std::move(done));
+      case v1::InstanceBatchOp::kDelOnInstance:
+        return svc_->DoDelOnInstance(op.del_on_instance(), res->mutable_del_on_instance(),
+                                     std::move(done));
+      default:
+        done(absl::InvalidArgumentError(absl::StrCat("ops[", i, "]: no operation set")));
+    }
+  }
+
+  InstanceCounterServiceImpl* const svc_;
+  const v1::InstanceBatchRequest* const req_;
+  v1::InstanceBatchResponse* const resp_;
+  core::StatusCallback finish_;
+  std::mutex mu_;
+  int next_ = 0;
+  bool pumping_ = false, repump_ = false;
+};
+
+}  // namespace
+
+InstanceCounterServiceImpl::InstanceCounterServiceImpl(core::InstanceCounters* counters,
+                                                       std::string default_namespace,
+                                                       InFlight* in_flight, Metrics* metrics)
+    : counters_(counters),
+      default_namespace_(std::move(default_namespace)),
+      in_flight_(in_flight),
+      rpc_metrics_(
+          &metrics->Rpc(v1::InstanceCounterService::service_full_name(), kMethodNames)),
+      batch_items_(&metrics->BatchItems(v1::InstanceCounterService::service_full_name())) {}
+
+absl::Status InstanceCounterServiceImpl::Namespace(const std::string& ns_in,
+                                                   std::string* ns) const {
+  *ns = ns_in.empty() ? default_namespace_ : ns_in;
+  if (!ns_in.empty()) return core::ValidateName("namespace", ns_in);
+  return absl::OkStatus();
+}
+
+absl::Status InstanceCounterServiceImpl::Names(const std::string& ns_in, const std::string& key,
+                                               std::string* ns) const {
+  if (auto s = Namespace(ns_in, ns); !s.ok()) return s;
+  return core::ValidateName("key", key);
+}
+
+void InstanceCounterServiceImpl::DoInc(const v1::InstanceIncRequest& req,
+                                       v1::InstanceIncResponse* resp,
+                                       core::StatusCallback done) {
+  std::string ns;
+  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  if (s.ok()) s = ValidConsistency(req.consistency());
+  auto cond = FromProto(req.condition());
+  if (s.ok()) s = cond.status();
+  if (!s.ok()) return done(s);
+  counters_->Inc(ns, req.key(), req.delta(), *cond, Fill(resp, std::move(done)));
+}
+
+void InstanceCounterServiceImpl::DoGet(const v1::InstanceGetRequest& req,
+                                       v1::InstanceGetResponse* resp,
+                                       core::StatusCallback done) {
+  std::string ns;
+  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  if (s.ok()) s = ValidConsistency(req.consistency());
+  if (!s.ok()) return done(s);
+  counters_->Get(ns, req.key(), Fill(resp, std::move(done)));
+}
+
+void InstanceCounterServiceImpl::DoSet(const v1::InstanceSetRequest& req,
+                                       v1::InstanceSetResponse* resp,
+                                       core::StatusCallback done) {
+  std::string ns;
+  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  auto cond = FromProto(req.condition());
+  if (s.ok()) s = cond.status();
+  if (!s.ok()) return done(s);
+  counters_->Set(ns, req.key(), req.value(), *cond, Fill(resp, std::move(done)));
+}
+
+void InstanceCounterServiceImpl::DoSetOnInstance(const v1::SetOnInstanceRequest& req,
+                                                 v1::SetOnInstanceResponse* resp,
+                                                 core::StatusCallback done) {
+  std::string ns;
+  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  if (s.ok()) s = ValidConsistency(req.consistency());
+  auto cond = FromProto(req.condition());
+  if (s.ok()) s = cond.status();
+  if (!s.ok()) return done(s);
+  counters_->SetOnInstance(ns, req.key(), req.value(), *cond, Fill(resp, std::move(done)));
+}
+
+void InstanceCounterServiceImpl::DoDel(const v1::InstanceDelRequest& req,
+                                       v1::InstanceDelResponse* resp,
+                                       core::StatusCallback done) {
+  std::string ns;
+  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  if (!s.ok()) return done(s);
+  counters_->Del(ns, req.key(), Fill(resp, std::move(done)));
+}
+
+void InstanceCounterServiceImpl::DoDelOnInstance(const v1::DelOnInstanceRequest& req,
+                                                 v1::DelOnInstanceResponse* resp,
+                                                 core::StatusCallback done) {
+  std::string ns;
+  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  if (!s.ok()) return done(s);
+  counters_->DelOnInstance(ns, req.key(), Fill(resp, std::move(done)));
+}
+
+#define DK_UNARY(Name, Req, Resp, Method)                                                  \
+  grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Name(                              \
+      grpc::CallbackServerContext* ctx, const v1::Req* req, v1::Resp* resp) {              \
+    return Unary(ctx, in_flight_, rpc_metrics_, Method,                                    \
+                 Later([&](core::StatusCallback done) { Do##Name(*req, resp, std::move(done)); })); \
+  }
+
+DK_UNARY(Inc, InstanceIncRequest, InstanceIncResponse, kInc)
+DK_UNARY(Get, InstanceGetRequest, InstanceGetResponse, kGet)
+DK_UNARY(Set, InstanceSetRequest, InstanceSetResponse, kSet)
+DK_UNARY(SetOnInstance, SetOnInstanceRequest, SetOnInstanceResponse, kSetOnInstance)
+DK_UNARY(Del, InstanceDelRequest, InstanceDelResponse, kDel)
+DK_UNARY(DelOnInstance, DelOnInstanceRequest, DelOnInstanceResponse, kDelOnInstance)
+#undef DK_UNARY
+
+grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Clear(
+    grpc::CallbackServerContext* ctx, const v1::InstanceClearRequest* req,
+    v1::InstanceClearResponse* /*resp*/) {
+  return Unary(ctx, in_flight_, rpc_metrics_, kClear,
+               [&](const auto& callback) -> std::optional<absl::Status> {
+                 std::string ns;
+                 if (auto s = Namespace(req->namespace_(), &ns); !s.ok()) return s;
+                 counters_->Clear(ns, callback());
+                 return std::nullopt;
+               });
+}
+
+grpc::ServerUnaryReactor* InstanceCounterServiceImpl::ClearOnInstance(
+    grpc::CallbackServerContext* ctx, const v1::ClearOnInstanceRequest* req,
+    v1::ClearOnInstanceResponse* /*resp*/) {
+  return Unary(ctx, in_flight_, rpc_metrics_, kClearOnInstance,
+               [&](const auto& callback) -> std::optional<absl::Status> {
+                 std::string ns;
+                 if (auto s = Namespace(req->namespace_(), &ns); !s.ok()) return s;
+                 counters_->ClearOnInstance(ns, callback());
+                 return std::nullopt;
+               });
+}
+
+grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Batch(grpc::CallbackServerContext* ctx,
+                                                            const v1::InstanceBatchRequest* req,
+                                                            v1::InstanceBatchResponse* resp) {
+  return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
+               [&](const auto& callback) -> std::optional<absl::Status> {
+                 if (static_cast<size_t>(req->ops_size()) > core::kMaxBatchItems) {
+                   return absl::InvalidArgumentError(absl::StrCat("ops: a batch holds at most ",
+                                                                  core::kMaxBatchItems,
+                                                                  " items, got ", req->ops_size()));
+                 }
+                 batch_items_->Increment(req->ops_size());
+                 std::make_shared<BatchRun>(this, req, resp, callback())->Next();
+                 return std::nullopt;
+               });
+}
+
+}  // namespace distkit::transport

@@ -1,0 +1,72 @@
+#pragma once
+
+#include <string>
+
+#include "daemon/core/instance_counters.h"
+#include "daemon/transport/in_flight.h"
+#include "daemon/transport/metrics.h"
+#include "distkit/v1/instance_counter.grpc.pb.h"
+
+namespace distkit::transport {
+
+// gRPC callback service for instance-aware counters (STRICT path for every request; LAX is
+// accepted and served strictly). Never blocks a gRPC thread.
+class InstanceCounterServiceImpl final : public v1::InstanceCounterService::CallbackService {
+ public:
+  InstanceCounterServiceImpl(core::InstanceCounters* counters, std::string default_namespace,
+                             InFlight* in_flight, Metrics* metrics);
+
+  grpc::ServerUnaryReactor* Inc(grpc::CallbackServerContext* ctx,
+                                const v1::InstanceIncRequest* req,
+                                v1::InstanceIncResponse* resp) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const v1::InstanceGetRequest* req,
+                                v1::InstanceGetResponse* resp) override;
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx,
+                                const v1::InstanceSetRequest* req,
+                                v1::InstanceSetResponse* resp) override;
+  grpc::ServerUnaryReactor* SetOnInstance(grpc::CallbackServerContext* ctx,
+                                          const v1::SetOnInstanceRequest* req,
+                                          v1::SetOnInstanceResponse* resp) override;
+  grpc::ServerUnaryReactor* Del(grpc::CallbackServerContext* ctx,
+                                const v1::InstanceDelRequest* req,
+                                v1::InstanceDelResponse* resp) override;
+  grpc::ServerUnaryReactor* DelOnInstance(grpc::CallbackServerContext* ctx,
+                                          const v1::DelOnInstanceRequest* req,
+                                          v1::DelOnInstanceResponse* resp) override;
+  grpc::ServerUnaryReactor* Clear(grpc::CallbackServerContext* ctx,
+                                  const v1::InstanceClearRequest* req,
+                                  v1::InstanceClearResponse* resp) override;
+  grpc::ServerUnaryReactor* ClearOnInstance(grpc::CallbackServerContext* ctx,
+                                            const v1::ClearOnInstanceRequest* req,
+                                            v1::ClearOnInstanceResponse* resp) override;
+  grpc::ServerUnaryReactor* Batch(grpc::CallbackServerContext* ctx,
+                                  const v1::InstanceBatchRequest* req,
+                                  v1::InstanceBatchResponse* resp) override;
+
+  // Single-op entry points shared by the unary RPCs and Batch; `done` gets the final status.
+  void DoInc(const v1::InstanceIncRequest& req, v1::InstanceIncResponse* resp,
+             core::StatusCallback done);
+  void DoGet(const v1::InstanceGetRequest& req, v1::InstanceGetResponse* resp,
+             core::StatusCallback done);
+  void DoSet(const v1::InstanceSetRequest& req, v1::InstanceSetResponse* resp,
+             core::StatusCallback done);
+  void DoSetOnInstance(const v1::SetOnInstanceRequest& req, v1::SetOnInstanceResponse* resp,
+                       core::StatusCallback done);
+  void DoDel(const v1::InstanceDelRequest& req, v1::InstanceDelResponse* resp,
+             core::StatusCallback done);
+  void DoDelOnInstance(const v1::DelOnInstanceRequest& req, v1::DelOnInstanceResponse* resp,
+                       core::StatusCallback done);
+
+ private:
+  absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
+  absl::Status Namespace(const std::string& ns_in, std::string* ns) const;
+
+  core::InstanceCounters* const counters_;
+  const std::string default_namespace_;
+  InFlight* const in_flight_;
+  const RpcMetrics* const rpc_metrics_;
+  prometheus::Counter* const batch_items_;
+};
+
+}  // namespace distkit::transport

@@ -1,0 +1,52 @@
+#pragma once
+
+// Unary RPC glue shared by the callback services.
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "daemon/core/types.h"
+#include "daemon/transport/in_flight.h"
+#include "daemon/transport/metrics.h"
+#include "daemon/transport/status_mapping.h"
+
+namespace distkit::transport {
+
+// From handler entry to Finish: counts the call in flight and records its code and duration
+// (before Finish, so a client that got its answer also sees it counted). `op(callback)` either
+// returns the final status at once, or returns nullopt after handing `callback()` to an
+// asynchronous operation that calls it exactly once. The callback is built only then: its
+// closure is larger than AnyInvocable's inline storage, and a LAX fast path must not allocate.
+template <typename Op>
+grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, InFlight* in_flight,
+                                const RpcMetrics* metrics, size_t method, Op op) {
+  const auto start = std::chrono::steady_clock::now();
+  auto* reactor = ctx->DefaultReactor();
+  in_flight->Enter();
+  auto finish = [reactor, in_flight, metrics, method, start](const absl::Status& s) {
+    grpc::Status status = ToGrpcStatus(s);
+    metrics->Record(method, status.error_code(), std::chrono::steady_clock::now() - start);
+    reactor->Finish(std::move(status));
+    in_flight->Leave();
+  };
+  auto callback = [&finish]() -> core::StatusCallback {
+    return [finish](absl::Status s) { finish(s); };
+  };
+  if (std::optional<absl::Status> now = op(callback)) finish(*now);
+  return reactor;
+}
+
+// For the RPCs that always complete through a callback.
+template <typename Async>
+auto Later(Async async) {
+  return [async = std::move(async)](const auto& callback) -> std::optional<absl::Status> {
+    async(callback());
+    return std::nullopt;
+  };
+}
+
+}  // namespace distkit::transport
