@@ -71,6 +71,9 @@ int Run(int argc, char** argv) {
   icounter_options.instance_id = config->instance_id;
   icounter_options.dedup_id = counter_options.dedup_id;
   icounter_options.dead_instance_threshold_ms = config->dead_instance_threshold_ms;
+  icounter_options.flush_interval_ms = config->flush_interval_ms;
+  icounter_options.allowed_lag_ms = config->allowed_lag_ms;
+  icounter_options.max_pending_keys = config->max_pending_keys;
   distkit::core::InstanceCounters icounters(&executor, icounter_options);
   // Not fatal: without Redis the heartbeat thread keeps trying to register.
   if (auto st = icounters.Start(std::chrono::milliseconds(config->redis_timeout_ms)); !st.ok()) {

@@ -18,12 +18,14 @@
 --            operand and arg are canonical int64s (arg is the delta or value; ignored by the
 --            ops that take none).
 -- Returns  {status, cumulative, instance, previous_cumulative, previous_instance, applied,
---           epoch, seen, dropped}: status "ok" | "overflow" | "notint"; int64s and the epoch
+--           epoch, seen, dropped, before}: status "ok" | "overflow" | "notint"; int64s and the epoch
 --          ("0" = the key has none) are decimal strings; applied (0/1) and dropped (lax
 --          entries refused because they would overflow) are integers; seen is the highest lax
 --          seq of dedup_id now applied here ("0" for none). "previous" is the state after the
 --          lax entries, just before the op; "instance" is this id's slice as this incarnation
---          sees it (a slice left by an older incarnation of the id reads 0: it is the reaper's).
+--          sees it (a slice left by an older incarnation of the id reads 0: it is the reaper's);
+--          "before" is that slice before the lax entries (the daemon compares it with the value
+--          it believes its slice holds to notice a reaper removed it: recovery).
 --
 -- Invariant kept by every call: every s:* field carries the current epoch and c is the sum of
 -- their values. set/del move to a new epoch (max(e + 1, now µs), never backwards, never
@@ -106,7 +108,7 @@ end
 -- ---- read ----
 -- Stored data we cannot read is left for a human: no write at all, not even the dedup mark, so
 -- the lax entries are applied by a later retry once the data is fixed.
-local NOTINT = {"notint", "0", "0", "0", "0", 0, "0", "0", 0}
+local NOTINT = {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"}
 local own_field, mark_field = "s:" .. id, "q:" .. dedup
 local dead_field = dead_id and dead_id ~= id and "s:" .. dead_id or nil
 local got = redis.call("HMGET", key, "c", "e", mark_field, own_field, dead_field or "e")
@@ -166,6 +168,7 @@ end
 -- Lax entries: a seq <= last was applied by an earlier call whose reply got lost, so a retried
 -- flush never counts twice. An entry that would overflow is dropped, but its seq is recorded so
 -- a retry does not try it again.
+local before = my_slice()
 local dropped, top = 0, nil
 for i = 1, n do
   if seqs[i] > last then
@@ -303,4 +306,4 @@ if wrote then
 end
 
 return {status, c, my_slice(), prev_c, prev_own, applied, new_e or "0", top or mark or "0",
-        dropped}
+        dropped, before}

@@ -2,7 +2,10 @@
 -- KEYS[1] = dk:{live}:instances (ZSET id -> last heartbeat, ms of Redis TIME)
 -- KEYS[2] = dk:{live}:incarnations (HASH id -> incarnation)
 -- ARGV[1] = op:
---   register <id>            -> {incarnation, now_ms}: bumps the incarnation, heartbeat now
+--   register <id> [<floor>]  -> {incarnation, now_ms}: bumps the incarnation (to more than
+--                               <floor>, the caller's last one: a reaper may have removed the
+--                               id's entry, and an incarnation must never be reused by the
+--                               same process), heartbeat now
 --   beat <id> <inc> <threshold_ms>
 --                            -> 1 when the id is registered with that incarnation and its last
 --                               heartbeat is younger than the threshold (heartbeat written);
@@ -15,6 +18,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op = ARGV[1]
 if op == 'register' then
   local inc = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+  local floor = tonumber(ARGV[3] or '0') or 0
+  if inc <= floor then
+    inc = floor + 1
+    redis.call('HSET', KEYS[2], ARGV[2], inc)
+  end
   redis.call('ZADD', KEYS[1], now, ARGV[2])
   return {inc, now}
 elseif op == 'beat' then

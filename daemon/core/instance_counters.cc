@@ -20,6 +20,8 @@ constexpr char kScript[] = "icounter";
 constexpr char kLiveScript[] = "liveness";
 constexpr char kInstances[] = "dk:{live}:instances";
 constexpr char kIncarnations[] = "dk:{live}:incarnations";
+constexpr int kMaxOutstandingRestores = 1000;
+LogEvery g_flush_log(std::chrono::seconds(5));
 
 std::string NamespaceSet(std::string_view id, int64_t inc) {
   return absl::StrCat("dk:{I:", AbslView(id), ":", inc, "}:namespaces");
@@ -29,16 +31,15 @@ std::string ReplyInt(const redis::Reply& r) {
   return r.type == redis::Reply::Type::kInteger ? absl::StrCat(r.integer) : r.str;
 }
 
-// Parses an icounter.lua reply into the five response fields.
-absl::StatusOr<InstanceResult> ParseReply(absl::StatusOr<redis::Reply> r, std::string_view key) {
+// Parses an icounter.lua reply. OUT_OF_RANGE ("overflow") still returns the reply through
+// `out` (the carried entries were applied; only the op was refused).
+absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::string_view key,
+                                         std::optional<InstanceReply>* applied_reply) {
   if (!r.ok()) return r.status();
   if (r->is_error()) return RedisErrorStatus(r->str);
   const auto& e = r->elements;
   if (r->type != redis::Reply::Type::kArray || e.size() < 6) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
-  }
-  if (e[0].str == "overflow") {
-    return absl::OutOfRangeError("result would leave the int64 range; nothing changed");
   }
   if (e[0].str == "notint") {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -48,10 +49,35 @@ absl::StatusOr<InstanceResult> ParseReply(absl::StatusOr<redis::Reply> r, std::s
   auto i = ParseInt64(ReplyInt(e[2]));
   auto pc = ParseInt64(ReplyInt(e[3]));
   auto pi = ParseInt64(ReplyInt(e[4]));
-  if (e[0].str != "ok" || !c || !i || !pc || !pi) {
+  auto ep = e.size() > 6 ? ParseInt64(ReplyInt(e[6])) : std::optional<int64_t>(0);
+  auto seen = e.size() > 7 ? ParseInt64(ReplyInt(e[7])) : std::optional<int64_t>(0);
+  auto before = e.size() > 9 ? ParseInt64(ReplyInt(e[9])) : pi;
+  if ((e[0].str != "ok" && e[0].str != "overflow") || !c || !i || !pc || !pi || !ep || !seen ||
+      !before || *seen < 0) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
-  return InstanceResult{*c, *i, *pc, *pi, e[5].integer != 0};
+  InstanceReply out;
+  out.cumulative = *c;
+  out.instance = *i;
+  out.previous_cumulative = *pc;
+  out.previous_instance = *pi;
+  out.applied = e[5].integer != 0;
+  out.epoch = *ep;
+  out.seen = static_cast<uint64_t>(*seen);
+  out.dropped = e.size() > 8 ? e[8].integer : 0;
+  out.before = *before;
+  out.overflow = e[0].str == "overflow";
+  *applied_reply = out;
+  if (out.overflow) {
+    return absl::OutOfRangeError("result would leave the int64 range; nothing changed");
+  }
+  return out;
+}
+
+std::string_view OpName(int op) {
+  static constexpr std::string_view kNames[] = {
+      "get", "inc", "set", "set_on_instance", "del", "del_on_instance", "restore"};
+  return kNames[op];
 }
 
 // Counts outstanding callbacks; runs `then` with the first error once all are done.
@@ -74,6 +100,22 @@ struct Join {
   }
 };
 
+// Keeps InstanceCountersStats::dirty_keys in step with an entry's transitions.
+class DirtyTracker {
+ public:
+  DirtyTracker(std::atomic<int64_t>& counter, const InstanceEntry& e)
+      : counter_(counter), e_(e), was_(e.dirty()) {}
+  ~DirtyTracker() {
+    const bool is = e_.dirty();
+    if (is != was_) counter_ += is ? 1 : -1;
+  }
+
+ private:
+  std::atomic<int64_t>& counter_;
+  const InstanceEntry& e_;
+  const bool was_;
+};
+
 }  // namespace
 
 std::string InstanceCounterKey(std::string_view ns, std::string_view key) {
@@ -94,10 +136,20 @@ std::string InstanceKeySet(std::string_view id, int64_t incarnation, std::string
   return absl::StrCat("dk:{I:", AbslView(id), ":", incarnation, "}:keys:", AbslView(ns));
 }
 
-InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOptions options)
-    : redis_(redis), options_(std::move(options)) {}
+InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOptions options,
+                                   const Clock* clock)
+    : redis_(redis),
+      options_(std::move(options)),
+      clock_(clock),
+      shards_(std::make_unique<Shard[]>(kShards)) {}
 
 InstanceCounters::~InstanceCounters() { StopThreads(); }
+
+InstanceCounters::Shard& InstanceCounters::ShardFor(const MapKey& k) {
+  return shards_[absl::HashOf(k.first, k.second) % kShards];
+}
+
+// ---------------------------------------------------------------- blocking helpers
 
 absl::StatusOr<redis::Reply> InstanceCounters::Call(std::vector<std::string> argv,
                                                     std::chrono::milliseconds timeout) {
@@ -126,18 +178,24 @@ absl::StatusOr<redis::Reply> InstanceCounters::Live(std::vector<std::string> arg
   return r;
 }
 
+// ---------------------------------------------------------------- liveness
+
 bool InstanceCounters::Register(std::chrono::milliseconds timeout) {
-  auto r = Live({"register", options_.instance_id}, timeout);
+  auto r = Live({"register", options_.instance_id, absl::StrCat(incarnation_.load())}, timeout);
   if (!r.ok() || r->elements.size() != 2) {
     spdlog::warn("instance {}: registration failed: {}", options_.instance_id,
                  r.ok() ? r->DebugString() : r.status().ToString());
     return false;
   }
-  const int64_t old = incarnation_.exchange(r->elements[0].integer);
-  {
-    absl::MutexLock lock(&mu_);
-    registered_.clear();
-    if (old != 0) own_dead_incarnations_.push_back(old);
+  const int64_t now = r->elements[0].integer;
+  const int64_t old = incarnation_.exchange(now);
+  absl::MutexLock lock(&own_mu_);
+  if (old != 0 && old != now) {
+    own_dead_incarnations_.push_back(old);
+  } else if (now > 1) {
+    // A previous process with this --instance_id may have died without deregistering; its
+    // score is ours now, so only we can reap its last incarnation.
+    own_dead_incarnations_.push_back(now - 1);
   }
   return true;
 }
@@ -152,6 +210,7 @@ absl::Status InstanceCounters::Start(std::chrono::milliseconds timeout) {
   }
   beat_thread_ = std::thread([this] { BeatLoop(); });
   reap_thread_ = std::thread([this] { ReapLoop(); });
+  flush_thread_ = std::thread([this] { FlushLoop(); });
   return out;
 }
 
@@ -163,6 +222,7 @@ void InstanceCounters::StopThreads() {
   loop_cv_.notify_all();
   if (beat_thread_.joinable()) beat_thread_.join();
   if (reap_thread_.joinable()) reap_thread_.join();
+  if (flush_thread_.joinable()) flush_thread_.join();
 }
 
 void InstanceCounters::StopWithoutDeregistering() { StopThreads(); }
@@ -174,34 +234,54 @@ void InstanceCounters::BeatLoop() {
   std::unique_lock<std::mutex> lock(loop_mu_);
   while (!loop_cv_.wait_for(lock, period, [this] { return stop_; })) {
     lock.unlock();
-    const int64_t inc = incarnation_.load();
-    if (inc == 0) {
-      if (Register(timeout)) {
-        spdlog::info("instance {} registered, incarnation {}", options_.instance_id,
-                     incarnation_.load());
-      }
-    } else if (auto r = Live({"beat", options_.instance_id, absl::StrCat(inc),
-                             absl::StrCat(options_.dead_instance_threshold_ms)},
-                            timeout);
-               !r.ok()) {
-      spdlog::warn("heartbeat failed: {}", r.status().ToString());
-    } else if (r->integer == 0 && Register(timeout)) {
-      // Declared dead (paused or partitioned longer than the threshold). Recovery of the held
-      // slices is not implemented yet: the new incarnation starts from 0 and our reaper removes
-      // the old incarnation's slices (Register queued it).
-      spdlog::error("instance {} was declared dead; re-registered as incarnation {} "
-                    "(its slices were not restored)",
-                    options_.instance_id, incarnation_.load());
-    }
+    if (auto s = BeatOnce(timeout); !s.ok()) spdlog::warn("heartbeat failed: {}", s.ToString());
     lock.lock();
   }
 }
 
+absl::Status InstanceCounters::BeatOnce(std::chrono::milliseconds timeout) {
+  const int64_t inc = incarnation_.load();
+  if (inc == 0) {
+    if (!Register(timeout)) return absl::UnavailableError("registration failed");
+    spdlog::info("instance {} registered, incarnation {}", options_.instance_id,
+                 incarnation_.load());
+    return absl::OkStatus();
+  }
+  auto r = Live({"beat", options_.instance_id, absl::StrCat(inc),
+                 absl::StrCat(options_.dead_instance_threshold_ms)},
+                timeout);
+  if (!r.ok()) return r.status();
+  if (r->integer == 1) {
+    stats_.heartbeats++;
+    return absl::OkStatus();
+  }
+  // Declared dead (paused or partitioned longer than the threshold): the reapers may have
+  // removed our slices. New incarnation; every slice we hold is written back (restore) before
+  // the next operation on its key; the reaper thread restores the rest.
+  if (!Register(timeout)) return absl::UnavailableError("re-registration failed");
+  stats_.declared_dead++;
+  const int64_t now = incarnation_.load();
+  MarkForRestore(now);
+  spdlog::error(
+      "instance {} was declared dead; re-registered as incarnation {}, restoring its "
+      "slices",
+      options_.instance_id, now);
+  {
+    std::lock_guard<std::mutex> lock(loop_mu_);
+    recover_ = true;
+  }
+  loop_cv_.notify_all();
+  return absl::OkStatus();
+}
+
 void InstanceCounters::ReapLoop() {
-  const auto period = std::chrono::milliseconds(
-      std::max<int64_t>(1000, options_.dead_instance_threshold_ms / 10));
+  const auto period =
+      std::chrono::milliseconds(std::max<int64_t>(1000, options_.dead_instance_threshold_ms / 10));
   std::unique_lock<std::mutex> lock(loop_mu_);
-  while (!loop_cv_.wait_for(lock, period, [this] { return stop_; })) {
+  while (true) {
+    loop_cv_.wait_for(lock, period, [this] { return stop_ || recover_; });
+    if (stop_) break;
+    recover_ = false;
     lock.unlock();
     if (auto s = ReapOnce(std::chrono::milliseconds(10000)); !s.ok()) {
       spdlog::warn("reaper: {}", s.ToString());
@@ -211,14 +291,16 @@ void InstanceCounters::ReapLoop() {
 }
 
 absl::Status InstanceCounters::ReapOnce(std::chrono::milliseconds timeout) {
+  // Recovery first: our keys wait for it.
+  absl::Status restored = RestoreAll(timeout);
   std::vector<int64_t> own;
   {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&own_mu_);
     own.swap(own_dead_incarnations_);
   }
   for (size_t i = 0; i < own.size(); ++i) {
     if (auto s = ReapInstance(options_.instance_id, absl::StrCat(own[i]), timeout); !s.ok()) {
-      absl::MutexLock lock(&mu_);  // retried on the next pass
+      absl::MutexLock lock(&own_mu_);  // retried on the next pass
       own_dead_incarnations_.insert(own_dead_incarnations_.end(), own.begin() + i, own.end());
       return s;
     }
@@ -230,7 +312,8 @@ absl::Status InstanceCounters::ReapOnce(std::chrono::milliseconds timeout) {
     const std::string& inc = r->elements[i + 1].str;
     if (auto s = ReapInstance(id, inc, timeout); !s.ok()) return s;
   }
-  return absl::OkStatus();
+  stats_.reaper_passes++;
+  return restored;
 }
 
 absl::Status InstanceCounters::ReapInstance(const std::string& id, const std::string& inc,
@@ -258,9 +341,11 @@ absl::Status InstanceCounters::ReapInstance(const std::string& id, const std::st
             kScript, {InstanceCounterKey(nsr.str, m.str)},
             {options_.instance_id, absl::StrCat(std::max<int64_t>(1, incarnation_.load())),
              options_.dedup_id, "0", "reap", "", "0", "0", id, inc},
-            [join, key = m.str](absl::StatusOr<redis::Reply> raw) {
-              auto pr = ParseReply(std::move(raw), key);
+            [this, join, key = m.str](absl::StatusOr<redis::Reply> raw) {
+              std::optional<InstanceReply> rep;
+              auto pr = ParseReply(std::move(raw), key, &rep);
               absl::Status s = pr.status();
+              if (pr.ok() && pr->applied) stats_.reaped_slices++;
               // A reap that would overflow the cumulative stays refused until a Set/Del of the
               // key: count the key as done, or the key set never empties.
               if (s.code() == absl::StatusCode::kOutOfRange ||
@@ -290,131 +375,420 @@ absl::Status InstanceCounters::ReapInstance(const std::string& id, const std::st
   if (left->integer == 0) {
     auto rm = Live({"remove", id, inc}, timeout);
     if (!rm.ok()) return rm.status();
+    stats_.reaped_instances++;
     spdlog::info("reaper: removed dead instance {} incarnation {}", id, inc);
   }
   return absl::OkStatus();
 }
 
-int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
-  StopThreads();
-  const int64_t inc = incarnation_.load();
-  std::vector<MapKey> keys;
-  {
-    absl::MutexLock lock(&mu_);
-    for (const auto& [k, at] : registered_) {
-      if (at == inc) keys.push_back(k);
+// ---------------------------------------------------------------- recovery
+
+void InstanceCounters::MarkForRestore(int64_t inc) {
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (auto& [k, e] : shards_[i].map) {
+      // A slice of 0 that Redis also shows as 0 needs nothing; anything else is written back
+      // (a write after a reap left a slice at the old incarnation: restore replaces it).
+      if (e.belief != 0 || e.remote_inst != 0) e.restore_inc = inc;
     }
   }
-  auto p = std::make_shared<std::promise<void>>();
-  auto f = p->get_future();
-  auto failed = std::make_shared<std::atomic<int64_t>>(0);
-  auto join = std::make_shared<Join>();
-  join->remaining = static_cast<int>(keys.size()) + 1;
-  join->then = [p](absl::Status) { p->set_value(); };
-  for (const auto& k : keys) {
-    Script(k, "del_on_instance", Condition{}, 0, inc,
-           [join, failed](absl::StatusOr<InstanceResult> r) {
-             if (!r.ok()) ++*failed;
-             join->Done(absl::OkStatus());
-           });
-  }
-  join->Done(absl::OkStatus());
-  if (f.wait_for(timeout) != std::future_status::ready) {
-    spdlog::warn("shutdown: removing this instance's slices did not finish in time");
-    return static_cast<int64_t>(keys.size());
-  }
-  if (*failed > 0) {
-    // Leave the registration: the reaper of the other daemons removes the rest.
-    spdlog::warn("shutdown: {} slice(s) not removed; left to the reaper", failed->load());
-    return failed->load();
-  }
-  absl::flat_hash_set<std::string> nss;
-  for (const auto& k : keys) nss.insert(k.first);
-  std::vector<std::string> del = {"DEL", NamespaceSet(options_.instance_id, inc)};
-  for (const auto& ns : nss) del.push_back(InstanceKeySet(options_.instance_id, inc, ns));
-  auto d = Call(std::move(del), timeout);
-  auto rm = Live({"remove", options_.instance_id, absl::StrCat(inc)}, timeout);
-  if (!d.ok() || !rm.ok()) {
-    spdlog::warn("shutdown: deregistration failed; left to the reaper");
-  } else {
-    spdlog::info("instance {} deregistered ({} slice(s) removed)", options_.instance_id,
-                 keys.size());
-  }
-  return 0;
 }
 
-// ---------------------------------------------------------------- operations
-
-void InstanceCounters::Script(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
-                              int64_t incarnation, InstanceCallback done) {
-  redis_->Script(kScript, {InstanceCounterKey(k.first, k.second)},
-                 {options_.instance_id, absl::StrCat(incarnation), options_.dedup_id,
-                  "0", std::string(op), std::string(ComparatorName(cond.op)),
-                  absl::StrCat(cond.operand), absl::StrCat(arg)},
-                 [key = k.second, done = std::move(done)](
-                     absl::StatusOr<redis::Reply> raw) mutable {
-                   done(ParseReply(std::move(raw), key));
-                 });
+void InstanceCounters::StartRestore(const MapKey& k) {
+  Shard& shard = ShardFor(k);
+  int64_t inc = 0, epoch = 0, value = 0;
+  std::vector<Waiter> waiters;
+  {
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(k);
+    if (it == shard.map.end()) return;
+    InstanceEntry& e = it->second;
+    if (e.restore_inc == 0 || e.restoring || e.carriers > 0) return;
+    inc = e.restore_inc;
+    epoch = e.epoch;
+    value = e.belief;
+    if (epoch == 0) {
+      // Never saw the key with an epoch: no slice of ours to restore.
+      e.restore_inc = 0;
+      waiters.swap(e.waiters);
+    } else {
+      e.restoring = true;
+      ++e.carriers;
+    }
+  }
+  if (!waiters.empty() || inc == 0) {
+    for (auto& w : waiters) w(absl::OkStatus());
+    return;
+  }
+  outstanding_++;
+  auto finish = [this, k, inc](absl::Status s) {
+    std::vector<Waiter> waiters;
+    {
+      Shard& shard = ShardFor(k);
+      absl::MutexLock lock(&shard.mu);
+      InstanceEntry& e = shard.map[k];
+      e.restoring = false;
+      if (s.ok() && e.restore_inc == inc) e.restore_inc = 0;
+      waiters.swap(e.waiters);
+    }
+    outstanding_--;
+    for (auto& w : waiters) w(s);
+    if (!s.ok() && g_flush_log.ShouldLog()) {
+      spdlog::warn("recovery of {}/{} failed (retried): {}", k.first, k.second, s.ToString());
+    }
+  };
+  // The restored slice counts at incarnation `inc`: its key set must list the key first.
+  const bool needs_register = value != 0;
+  Send(k, Op::kRestore, Condition{}, epoch, inc, {}, needs_register,
+       [this, value, finish = std::move(finish)](absl::StatusOr<InstanceResult> r) mutable {
+         if (r.ok() && r->applied && value != 0) stats_.restored_slices++;
+         finish(r.status());
+       });
 }
 
-void InstanceCounters::Run(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
-                           InstanceCallback done) {
+absl::Status InstanceCounters::RestoreAll(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<MapKey> due;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (const auto& [k, e] : shards_[i].map) {
+      if (e.restore_inc != 0 && !e.restoring) due.push_back(k);
+    }
+  }
+  for (const auto& k : due) {
+    while (outstanding_.load() >= kMaxOutstandingRestores) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return absl::DeadlineExceededError("recovery: Redis did not answer in time");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    StartRestore(k);  // a key with commands in flight starts when the last one settles
+  }
+  while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- strict path
+
+void InstanceCounters::RunStrict(const MapKey& k, Op op, Condition cond, int64_t arg,
+                                 InstanceCallback done) {
   const int64_t inc = incarnation_.load();
   if (inc == 0) {
     return done(absl::UnavailableError("this instance is not registered in Redis yet"));
   }
-  const bool writes_slice = op == "inc" || op == "set" || op == "set_on_instance";
-  bool known = true;
-  if (writes_slice) {
-    absl::MutexLock lock(&mu_);
-    auto it = registered_.find(k);
-    known = it != registered_.end() && it->second == inc;
-  }
-  if (known) return Script(k, op, cond, arg, inc, std::move(done));
-  // First slice write of this key in this incarnation: record the key in this incarnation's
-  // key set first, so the reaper finds the slice if this daemon dies.
-  redis_->Command({"SADD", NamespaceSet(options_.instance_id, inc), k.first}, [](auto) {});
-  redis_->Command(
-      {"SADD", InstanceKeySet(options_.instance_id, inc, k.first), k.second},
-      [this, k, op = std::string(op), cond, arg, inc,
-       done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
-        if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(RedisErrorStatus(r->str));
-        {
-          absl::MutexLock lock(&mu_);
-          registered_[k] = inc;
-        }
-        Script(k, op, cond, arg, inc, std::move(done));
+  std::vector<SeqSliceOp> carried;
+  bool needs_register = false, restore_now = false, waiting = false;
+  Shard& shard = ShardFor(k);
+  {
+    absl::MutexLock lock(&shard.mu);
+    InstanceEntry& e = shard.map[k];
+    e.last_access_ns = Now();
+    if (e.restore_inc != 0 || e.restoring) {
+      // Recovery first: our slice goes back before anything else touches the key.
+      e.waiters.push_back([this, k, op, cond, arg, done = std::move(done)](absl::Status s) mutable {
+        if (!s.ok()) return done(s);
+        RunStrict(k, op, cond, arg, std::move(done));
       });
+      restore_now = e.carriers == 0 && !e.restoring;
+      waiting = true;
+    } else {
+      DirtyTracker dt(stats_.dirty_keys, e);
+      if (AssignPendingSliceOp(e, next_seq_.load())) next_seq_++;
+      carried = e.unacked;
+      ++e.carriers;
+      const bool writes =
+          op == Op::kInc || op == Op::kSet || op == Op::kSetOnInstance || !carried.empty();
+      needs_register = writes && e.registered_inc != inc;
+    }
+  }
+  if (waiting) {
+    if (restore_now) StartRestore(k);
+    return;
+  }
+  Send(k, op, cond, arg, inc, std::move(carried), needs_register, std::move(done));
 }
 
-void InstanceCounters::Inc(const std::string& ns, const std::string& key, int64_t delta,
-                           Condition cond, InstanceCallback done) {
-  Run({ns, key}, "inc", cond, delta, std::move(done));
+void InstanceCounters::Send(const MapKey& k, Op op, Condition cond, int64_t arg, int64_t inc,
+                            std::vector<SeqSliceOp> carried, bool needs_register,
+                            InstanceCallback done) {
+  if (!needs_register) {
+    return SendScript(k, op, cond, arg, inc, std::move(carried), std::move(done));
+  }
+  // First slice write of this key in this incarnation: list the key in the incarnation's key
+  // set first, so a reaper finds the slice if this daemon dies.
+  redis_->Command({"SADD", NamespaceSet(options_.instance_id, inc), k.first}, [](auto) {});
+  redis_->Command({"SADD", InstanceKeySet(options_.instance_id, inc, k.first), k.second},
+                  [this, k, op, cond, arg, inc, carried = std::move(carried),
+                   done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
+                    absl::Status s = r.status();
+                    if (s.ok() && r->is_error()) s = RedisErrorStatus(r->str);
+                    if (!s.ok()) {
+                      // The script was not sent: its entries surely did not reach Redis.
+                      Settle(k, op, inc, carried, nullptr, /*maybe_sent=*/false);
+                      return done(s);
+                    }
+                    {
+                      Shard& shard = ShardFor(k);
+                      absl::MutexLock lock(&shard.mu);
+                      auto it = shard.map.find(k);
+                      if (it != shard.map.end()) {
+                        it->second.registered_inc = std::max(it->second.registered_inc, inc);
+                      }
+                    }
+                    SendScript(k, op, cond, arg, inc, std::move(carried), std::move(done));
+                  });
 }
-void InstanceCounters::Get(const std::string& ns, const std::string& key,
+
+void InstanceCounters::SendScript(const MapKey& k, Op op, Condition cond, int64_t arg, int64_t inc,
+                                  std::vector<SeqSliceOp> carried, InstanceCallback done) {
+  std::vector<std::string> args;
+  args.reserve(10 + 3 * carried.size());
+  args.push_back(options_.instance_id);
+  args.push_back(absl::StrCat(inc));
+  args.push_back(options_.dedup_id);
+  args.push_back(absl::StrCat(carried.size()));
+  for (const auto& u : carried) {
+    args.push_back(absl::StrCat(u.seq));
+    args.emplace_back(u.op.kind == SliceOpKind::kSet ? "set" : "add");
+    args.push_back(absl::StrCat(u.op.value));
+  }
+  args.emplace_back(OpName(static_cast<int>(op)));
+  args.emplace_back(ComparatorName(cond.op));
+  args.push_back(absl::StrCat(cond.operand));
+  if (op == Op::kRestore) {
+    // restore takes (epoch, value): `arg` is the epoch, the value is the belief.
+    args.push_back("0");
+    args.push_back(absl::StrCat(arg));
+    Shard& shard = ShardFor(k);
+    absl::MutexLock lock(&shard.mu);
+    args.push_back(absl::StrCat(shard.map[k].belief));
+  } else {
+    args.push_back(absl::StrCat(arg));
+  }
+  redis_->Script(kScript, {InstanceCounterKey(k.first, k.second)}, std::move(args),
+                 [this, k, op, inc, carried = std::move(carried),
+                  done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
+                   const bool maybe_sent = !redis::IsNotSent(raw.status());
+                   std::optional<InstanceReply> rep;
+                   auto r = ParseReply(std::move(raw), k.second, &rep);
+                   Settle(k, op, inc, carried, rep ? &*rep : nullptr, maybe_sent);
+                   if (!r.ok()) return done(r.status());
+                   done(InstanceResult{r->cumulative, r->instance, r->previous_cumulative,
+                                       r->previous_instance, r->applied});
+                 });
+}
+
+void InstanceCounters::Settle(const MapKey& k, Op op, int64_t /*inc*/,
+                              const std::vector<SeqSliceOp>& carried, const InstanceReply* reply,
+                              bool maybe_sent) {
+  if (reply != nullptr && reply->dropped > 0) {
+    stats_.dropped_overflow += reply->dropped;
+    spdlog::error("{}/{}: {} lax operation(s) dropped, the Redis value would overflow int64",
+                  k.first, k.second, reply->dropped);
+  }
+  bool restore_now = false;
+  {
+    Shard& shard = ShardFor(k);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(k);
+    if (it == shard.map.end()) return;
+    InstanceEntry& e = it->second;
+    DirtyTracker dt(stats_.dirty_keys, e);
+    const bool assigns = op == Op::kSet || op == Op::kSetOnInstance || op == Op::kDel ||
+                         op == Op::kDelOnInstance || op == Op::kRestore;
+    OnInstanceCarrierDone(e, carried, reply, assigns, maybe_sent, Now());
+    restore_now = e.restore_inc != 0 && !e.restoring && e.carriers == 0;
+  }
+  if (restore_now) StartRestore(k);
+}
+
+// ---------------------------------------------------------------- lax path
+
+void InstanceCounters::RefreshThen(const MapKey& k, Waiter then) {
+  {
+    Shard& shard = ShardFor(k);
+    absl::MutexLock lock(&shard.mu);
+    InstanceEntry& e = shard.map[k];
+    e.waiters.push_back(std::move(then));
+    if (e.refreshing) return;  // one read, shared by concurrent callers
+    e.refreshing = true;
+    ++e.carriers;
+  }
+  const int64_t inc = std::max<int64_t>(1, incarnation_.load());
+  SendScript(k, Op::kGet, Condition{}, 0, inc, {}, [this, k](absl::StatusOr<InstanceResult> r) {
+    std::vector<Waiter> waiters;
+    {
+      Shard& shard = ShardFor(k);
+      absl::MutexLock lock(&shard.mu);
+      InstanceEntry& e = shard.map[k];
+      e.refreshing = false;
+      // Answer from the last known state (0 if never known); keep the work.
+      e.initialized = true;
+      waiters.swap(e.waiters);
+    }
+    if (!r.ok() && g_flush_log.ShouldLog()) {
+      spdlog::warn("lax read of {}/{} failed: {}", k.first, k.second, r.status().ToString());
+    }
+    for (auto& w : waiters) w(absl::OkStatus());
+  });
+}
+
+std::optional<absl::StatusOr<InstanceResult>> InstanceCounters::TryLax(const MapKey& k, SliceOp op,
+                                                                       Condition cond) {
+  Shard& shard = ShardFor(k);
+  absl::MutexLock lock(&shard.mu);
+  InstanceEntry& e = shard.map.try_emplace(k).first->second;
+  e.last_access_ns = Now();
+  if (!e.initialized || e.restore_inc != 0 || e.restoring) return std::nullopt;
+  DirtyTracker dt(stats_.dirty_keys, e);
+  const InstanceView view = LocalInstanceView(e).value_or(InstanceView{});
+  // Inc compares the cumulative, SetOnInstance this instance's slice.
+  const int64_t compared = op.kind == SliceOpKind::kAdd ? view.cumulative : view.instance;
+  if (!Holds(cond, compared)) {
+    return InstanceResult{view.cumulative, view.instance, view.cumulative, view.instance, false};
+  }
+  if (!e.dirty() && stats_.dirty_keys.load() >= options_.max_pending_keys &&
+      !(op.kind == SliceOpKind::kAdd && op.value == 0)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many keys with unflushed lax work (max_pending_keys=", options_.max_pending_keys,
+        "); retry later"));
+  }
+  if (!AddPendingSliceOp(e, op)) {
+    return absl::OutOfRangeError("result would leave the int64 range; nothing changed");
+  }
+  const InstanceView after = LocalInstanceView(e).value_or(InstanceView{});
+  return InstanceResult{after.cumulative, after.instance, view.cumulative, view.instance, true};
+}
+
+void InstanceCounters::LaxWrite(const MapKey& k, SliceOp op, Condition cond,
+                                InstanceCallback done) {
+  if (incarnation_.load() == 0) {
+    return done(absl::UnavailableError("this instance is not registered in Redis yet"));
+  }
+  if (auto r = TryLax(k, op, cond)) return done(std::move(*r));
+  bool restore_now = false, restore_wait = false;
+  {
+    Shard& shard = ShardFor(k);
+    absl::MutexLock lock(&shard.mu);
+    InstanceEntry& e = shard.map[k];
+    if (e.restore_inc != 0 || e.restoring) {
+      e.waiters.push_back([this, k, op, cond, done = std::move(done)](absl::Status s) mutable {
+        if (!s.ok()) return done(s);
+        LaxWrite(k, op, cond, std::move(done));
+      });
+      restore_now = e.carriers == 0 && !e.restoring;
+      restore_wait = true;
+    }
+  }
+  if (restore_wait) {
+    if (restore_now) StartRestore(k);
+    return;
+  }
+  // First touch: read the Redis state once (shared by concurrent callers), then apply.
+  RefreshThen(k, [this, k, op, cond, done = std::move(done)](absl::Status) mutable {
+    LaxWrite(k, op, cond, std::move(done));
+  });
+}
+
+void InstanceCounters::LaxGet(const MapKey& k, InstanceCallback done) {
+  std::optional<InstanceResult> result;
+  {
+    Shard& shard = ShardFor(k);
+    absl::MutexLock lock(&shard.mu);
+    InstanceEntry& e = shard.map[k];
+    const int64_t now = Now();
+    e.last_access_ns = now;
+    const bool fresh = e.initialized && e.refreshed_ns != 0 &&
+                       now - e.refreshed_ns <= options_.allowed_lag_ms * 1'000'000;
+    if (fresh) {
+      const InstanceView v = LocalInstanceView(e).value_or(InstanceView{});
+      result = InstanceResult{v.cumulative, v.instance, v.cumulative, v.instance, true};
+    }
+  }
+  if (result) return done(*result);
+  RefreshThen(k, [this, k, done = std::move(done)](absl::Status) mutable {
+    InstanceView v;
+    {
+      Shard& shard = ShardFor(k);
+      absl::MutexLock lock(&shard.mu);
+      v = LocalInstanceView(shard.map[k]).value_or(InstanceView{});
+    }
+    done(InstanceResult{v.cumulative, v.instance, v.cumulative, v.instance, true});
+  });
+}
+
+std::optional<absl::StatusOr<InstanceResult>> InstanceCounters::TryLaxInc(const std::string& ns,
+                                                                          const std::string& key,
+                                                                          int64_t delta,
+                                                                          Condition cond) {
+  if (incarnation_.load() == 0) return std::nullopt;
+  return TryLax({ns, key}, SliceOp{SliceOpKind::kAdd, delta}, cond);
+}
+
+// ---------------------------------------------------------------- public API
+
+void InstanceCounters::Inc(const std::string& ns, const std::string& key, int64_t delta,
+                           Consistency c, Condition cond, InstanceCallback done) {
+  if (c == Consistency::kLax) {
+    return LaxWrite({ns, key}, SliceOp{SliceOpKind::kAdd, delta}, cond, std::move(done));
+  }
+  RunStrict({ns, key}, Op::kInc, cond, delta, std::move(done));
+}
+void InstanceCounters::Get(const std::string& ns, const std::string& key, Consistency c,
                            InstanceCallback done) {
-  Run({ns, key}, "get", Condition{}, 0, std::move(done));
+  if (c == Consistency::kLax) return LaxGet({ns, key}, std::move(done));
+  RunStrict({ns, key}, Op::kGet, Condition{}, 0, std::move(done));
 }
 void InstanceCounters::Set(const std::string& ns, const std::string& key, int64_t value,
                            Condition cond, InstanceCallback done) {
-  Run({ns, key}, "set", cond, value, std::move(done));
+  RunStrict({ns, key}, Op::kSet, cond, value, std::move(done));
 }
-void InstanceCounters::SetOnInstance(const std::string& ns, const std::string& key,
-                                     int64_t value, Condition cond, InstanceCallback done) {
-  Run({ns, key}, "set_on_instance", cond, value, std::move(done));
+void InstanceCounters::SetOnInstance(const std::string& ns, const std::string& key, int64_t value,
+                                     Consistency c, Condition cond, InstanceCallback done) {
+  if (c == Consistency::kLax) {
+    return LaxWrite({ns, key}, SliceOp{SliceOpKind::kSet, value}, cond, std::move(done));
+  }
+  RunStrict({ns, key}, Op::kSetOnInstance, cond, value, std::move(done));
 }
-void InstanceCounters::Del(const std::string& ns, const std::string& key,
-                           InstanceCallback done) {
-  Run({ns, key}, "del", Condition{}, 0, std::move(done));
+void InstanceCounters::Del(const std::string& ns, const std::string& key, InstanceCallback done) {
+  RunStrict({ns, key}, Op::kDel, Condition{}, 0, std::move(done));
 }
 void InstanceCounters::DelOnInstance(const std::string& ns, const std::string& key,
                                      InstanceCallback done) {
-  Run({ns, key}, "del_on_instance", Condition{}, 0, std::move(done));
+  RunStrict({ns, key}, Op::kDelOnInstance, Condition{}, 0, std::move(done));
+}
+
+std::vector<InstanceCounters::MapKey> InstanceCounters::KeysOf(const std::string& ns) {
+  std::vector<MapKey> out;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (const auto& [k, e] : shards_[i].map) {
+      if (k.first == ns) out.push_back(k);
+    }
+  }
+  return out;
 }
 
 void InstanceCounters::Clear(const std::string& ns, StatusCallback done) {
-  ClearScan(ns, "0", std::move(done));
+  if (incarnation_.load() == 0) {
+    return done(absl::UnavailableError("this instance is not registered in Redis yet"));
+  }
+  // 1. Keys this daemon holds work for: deleted with that work folded in, so none of it is
+  //    replayed after the Clear. 2. Every counter of the namespace in Redis.
+  const std::vector<MapKey> local = KeysOf(ns);
+  auto join = std::make_shared<Join>();
+  join->remaining = static_cast<int>(local.size()) + 1;
+  join->then = [this, ns, done = std::move(done)](absl::Status s) mutable {
+    if (!s.ok()) return done(s);
+    ClearScan(ns, "0", std::move(done));
+  };
+  for (const auto& k : local) {
+    RunStrict(k, Op::kDel, Condition{}, 0,
+              [join](absl::StatusOr<InstanceResult> r) { join->Done(r.status()); });
+  }
+  join->Done(absl::OkStatus());
 }
 
 void InstanceCounters::ClearScan(const std::string& ns, const std::string& cursor,
@@ -439,7 +813,8 @@ void InstanceCounters::ClearScan(const std::string& ns, const std::string& curso
                          {options_.instance_id, absl::StrCat(incarnation_.load()),
                           options_.dedup_id, "0", "del", "", "0", "0"},
                          [join, k = key.str](absl::StatusOr<redis::Reply> raw) {
-                           join->Done(ParseReply(std::move(raw), k).status());
+                           std::optional<InstanceReply> rep;
+                           join->Done(ParseReply(std::move(raw), k, &rep).status());
                          });
         }
         join->Done(absl::OkStatus());
@@ -447,8 +822,23 @@ void InstanceCounters::ClearScan(const std::string& ns, const std::string& curso
 }
 
 void InstanceCounters::ClearOnInstance(const std::string& ns, StatusCallback done) {
-  ClearOnInstanceScan(ns, InstanceKeySet(options_.instance_id, incarnation_.load(), ns), "0",
-                      std::move(done));
+  const int64_t inc = incarnation_.load();
+  if (inc == 0) {
+    return done(absl::UnavailableError("this instance is not registered in Redis yet"));
+  }
+  // Keys in memory (their work folded in), then every key of this incarnation's key set.
+  const std::vector<MapKey> local = KeysOf(ns);
+  auto join = std::make_shared<Join>();
+  join->remaining = static_cast<int>(local.size()) + 1;
+  join->then = [this, ns, inc, done = std::move(done)](absl::Status s) mutable {
+    if (!s.ok()) return done(s);
+    ClearOnInstanceScan(ns, InstanceKeySet(options_.instance_id, inc, ns), "0", std::move(done));
+  };
+  for (const auto& k : local) {
+    RunStrict(k, Op::kDelOnInstance, Condition{}, 0,
+              [join](absl::StatusOr<InstanceResult> r) { join->Done(r.status()); });
+  }
+  join->Done(absl::OkStatus());
 }
 
 void InstanceCounters::ClearOnInstanceScan(const std::string& ns, std::string set,
@@ -469,11 +859,162 @@ void InstanceCounters::ClearOnInstanceScan(const std::string& ns, std::string se
           ClearOnInstanceScan(ns, set, next, std::move(done));
         };
         for (const auto& key : r->elements[1].elements) {
-          Script({ns, key.str}, "del_on_instance", Condition{}, 0, incarnation_.load(),
-                 [join](absl::StatusOr<InstanceResult> res) { join->Done(res.status()); });
+          RunStrict({ns, key.str}, Op::kDelOnInstance, Condition{}, 0,
+                    [join](absl::StatusOr<InstanceResult> res) { join->Done(res.status()); });
         }
         join->Done(absl::OkStatus());
       });
+}
+
+// ---------------------------------------------------------------- flushing
+
+void InstanceCounters::FlushNow() {
+  const int64_t inc = incarnation_.load();
+  if (inc == 0) return;
+  struct Item {
+    MapKey k;
+    std::vector<SeqSliceOp> carried;
+    bool needs_register;
+  };
+  std::vector<Item> batch;
+  for (int i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    for (auto& [k, e] : shard.map) {
+      // A carrier is already on its way, or recovery comes first.
+      if (!e.dirty() || e.carriers > 0 || e.restore_inc != 0 || e.restoring) continue;
+      if (AssignPendingSliceOp(e, next_seq_.load())) next_seq_++;
+      ++e.carriers;
+      batch.push_back(Item{k, e.unacked, e.registered_inc != inc});
+    }
+  }
+  // All calls enqueue at once; the executor writes them as one pipeline.
+  for (auto& item : batch) {
+    stats_.flush_commands++;
+    outstanding_++;
+    Send(item.k, Op::kGet, Condition{}, 0, inc, std::move(item.carried), item.needs_register,
+         [this, k = item.k](absl::StatusOr<InstanceResult> r) {
+           if (!r.ok()) {
+             stats_.flush_failures++;
+             if (g_flush_log.ShouldLog()) {
+               spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
+                            r.status().ToString());
+             }
+           }
+           outstanding_--;
+         });
+  }
+}
+
+void InstanceCounters::EvictIdle() {
+  const int64_t now = Now();
+  const int64_t idle_ns = options_.idle_evict_ms * 1'000'000;
+  int64_t total = 0;
+  for (int i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    absl::erase_if(shard.map, [&](const auto& kv) {
+      return kv.second.idle() && now - kv.second.last_access_ns > idle_ns;
+    });
+    total += static_cast<int64_t>(shard.map.size());
+  }
+  stats_.cached_keys = total;
+}
+
+void InstanceCounters::FlushLoop() {
+  const auto interval = std::chrono::milliseconds(std::max<int64_t>(1, options_.flush_interval_ms));
+  auto next_evict = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(loop_mu_);
+  while (!loop_cv_.wait_for(lock, interval, [this] { return stop_; })) {
+    lock.unlock();
+    FlushNow();
+    if (std::chrono::steady_clock::now() >= next_evict) {
+      EvictIdle();
+      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
+    lock.lock();
+  }
+}
+
+int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
+  StopThreads();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const int64_t inc = incarnation_.load();
+  if (inc == 0) return stats_.dirty_keys.load();
+  // 1. Flush the LAX work (and finish a recovery in progress).
+  while (std::chrono::steady_clock::now() < deadline) {
+    (void)RestoreAll(std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now()));
+    FlushNow();
+    while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (stats_.dirty_keys.load() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Redis down: retry
+  }
+  // 2. Remove every slice we may hold.
+  std::vector<MapKey> keys;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (const auto& [k, e] : shards_[i].map) {
+      if (e.registered_inc != 0 || e.belief != 0 || e.remote_inst != 0 || e.dirty()) {
+        keys.push_back(k);
+      }
+    }
+  }
+  // At most kMaxOutstandingRestores at a time (the executor bounds its queue).
+  auto failed = std::make_shared<std::atomic<int64_t>>(0);
+  bool in_time = true;
+  for (const auto& k : keys) {
+    while (outstanding_.load() >= kMaxOutstandingRestores && in_time) {
+      in_time = std::chrono::steady_clock::now() < deadline + std::chrono::milliseconds(100);
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!in_time) break;
+    outstanding_++;
+    RunStrict(k, Op::kDelOnInstance, Condition{}, 0,
+              [this, failed](absl::StatusOr<InstanceResult> r) {
+                if (!r.ok()) ++*failed;
+                outstanding_--;
+              });
+  }
+  while (outstanding_.load() > 0 && in_time) {
+    in_time = std::chrono::steady_clock::now() < deadline + std::chrono::milliseconds(100);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!in_time) {
+    spdlog::warn(
+        "shutdown: removing this instance's slices did not finish in time; left to "
+        "the other daemons' reapers");
+    return static_cast<int64_t>(keys.size());
+  }
+  if (*failed > 0) {
+    // Leave the registration: the reaper of the other daemons removes the rest.
+    spdlog::warn("shutdown: {} slice(s) not removed; left to the reaper", failed->load());
+    return failed->load();
+  }
+  // 3. Deregister: the key sets of every incarnation of ours we know, then the id.
+  absl::flat_hash_set<std::string> nss;
+  for (const auto& k : keys) nss.insert(k.first);
+  const auto timeout_left = std::max(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         deadline - std::chrono::steady_clock::now()),
+                                     std::chrono::milliseconds(100));
+  // Other namespaces of this incarnation (evicted keys): the namespaces set lists them all.
+  if (auto listed = Call({"SMEMBERS", NamespaceSet(options_.instance_id, inc)}, timeout_left);
+      listed.ok()) {
+    for (const auto& n : listed->elements) nss.insert(n.str);
+  }
+  std::vector<std::string> del = {"DEL", NamespaceSet(options_.instance_id, inc)};
+  for (const auto& ns : nss) del.push_back(InstanceKeySet(options_.instance_id, inc, ns));
+  auto d = Call(std::move(del), timeout_left);
+  auto rm = Live({"remove", options_.instance_id, absl::StrCat(inc)}, timeout_left);
+  if (!d.ok() || !rm.ok()) {
+    spdlog::warn("shutdown: deregistration failed; left to the reaper");
+  } else {
+    spdlog::info("instance {} deregistered ({} slice(s) removed)", options_.instance_id,
+                 keys.size());
+  }
+  return 0;
 }
 
 }  // namespace distkit::core

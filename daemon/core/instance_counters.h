@@ -4,7 +4,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -15,6 +17,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/core/instance_lax.h"
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
 
@@ -22,8 +25,26 @@ namespace distkit::core {
 
 struct InstanceCountersOptions {
   std::string instance_id;  // --instance_id
-  std::string dedup_id;     // fresh per process (lax flush marks; unused while LAX is strict)
+  std::string dedup_id;     // fresh per process: marks of lax flushes (seqs restart at 1)
   int64_t dead_instance_threshold_ms = 30000;
+  int64_t flush_interval_ms = 20;
+  int64_t allowed_lag_ms = 20;
+  int64_t max_pending_keys = 1000000;  // keys with unflushed lax work; more = RESOURCE_EXHAUSTED
+  int64_t idle_evict_ms = 10000;       // entries with nothing to remember, idle this long, go
+};
+
+struct InstanceCountersStats {
+  std::atomic<uint64_t> flush_commands{0};
+  std::atomic<uint64_t> flush_failures{0};
+  std::atomic<uint64_t> dropped_overflow{0};  // lax ops Redis refused (int64 overflow)
+  std::atomic<uint64_t> heartbeats{0};        // successful heartbeats
+  std::atomic<uint64_t> reaper_passes{0};     // completed reaper passes
+  std::atomic<uint64_t> reaped_instances{0};  // dead (id, incarnation)s fully cleaned up
+  std::atomic<uint64_t> reaped_slices{0};     // slices removed by this daemon's reaper
+  std::atomic<uint64_t> declared_dead{0};     // times this daemon found itself declared dead
+  std::atomic<uint64_t> restored_slices{0};   // slices written back by recovery
+  std::atomic<int64_t> dirty_keys{0};
+  std::atomic<int64_t> cached_keys{0};
 };
 
 // The five fields of every instance-counter response.
@@ -42,58 +63,102 @@ std::string InstanceCounterPattern(std::string_view ns);
 // This instance's key set of `ns`: "dk:{I:<id>:<inc>}:keys:<ns>".
 std::string InstanceKeySet(std::string_view id, int64_t incarnation, std::string_view ns);
 
-// Instance-aware counters (product.md §4.2), STRICT path only: every operation is one
-// lua/icounter.lua call (LAX requests are served the same way). Registration, heartbeat and the
-// reaper use lua/liveness.lua with Redis time. Thread-safe; callbacks run on the Redis loop
-// thread (or inline when refused), never under a lock of ours.
+// Instance-aware counters (product.md §4.2; layout and protocol: docs/instance_counters.md).
+// STRICT operations are one lua/icounter.lua call each, which first applies this daemon's LAX
+// work for the key. LAX Inc / Get / SetOnInstance are answered from a sharded in-memory store
+// and flushed every flush interval, exactly once. Registration, heartbeat, the reaper and
+// recovery use lua/liveness.lua with Redis time. Thread-safe; callbacks run inline (LAX from
+// memory, refusals) or on the Redis loop thread, never under a lock of ours.
 class InstanceCounters {
  public:
-  InstanceCounters(redis::RedisClient* redis, InstanceCountersOptions options);
+  InstanceCounters(redis::RedisClient* redis, InstanceCountersOptions options,
+                   const Clock* clock = &SystemClock());
   ~InstanceCounters();
 
-  // Registers this id (new incarnation) and starts the heartbeat and reaper threads. An error
-  // is not fatal: the heartbeat thread retries the registration; until then operations fail
-  // with UNAVAILABLE.
+  // Registers this id (new incarnation) and starts the heartbeat, reaper and flush threads. An
+  // error is not fatal: the heartbeat thread retries the registration; until then operations
+  // fail with UNAVAILABLE.
   absl::Status Start(std::chrono::milliseconds timeout);
-  // Stops the threads, removes this instance's slices (del_on_instance) and deregisters.
-  // Returns the number of keys whose slice could not be removed.
+  // Stops the threads, flushes the LAX work, removes this instance's slices (del_on_instance)
+  // and deregisters. Returns the number of keys whose work or slice could not be settled.
   int64_t Shutdown(std::chrono::milliseconds timeout);
-  // Test hook: stops the threads without removing anything (as if the process were killed).
+  // Test hook: stops the threads without flushing or removing anything (as if killed).
   void StopWithoutDeregistering();
 
   // Names must already be validated.
-  void Inc(const std::string& ns, const std::string& key, int64_t delta, Condition cond,
-           InstanceCallback done);
-  void Get(const std::string& ns, const std::string& key, InstanceCallback done);
+  void Inc(const std::string& ns, const std::string& key, int64_t delta, Consistency c,
+           Condition cond, InstanceCallback done);
+  void Get(const std::string& ns, const std::string& key, Consistency c, InstanceCallback done);
   void Set(const std::string& ns, const std::string& key, int64_t value, Condition cond,
            InstanceCallback done);
-  void SetOnInstance(const std::string& ns, const std::string& key, int64_t value,
+  void SetOnInstance(const std::string& ns, const std::string& key, int64_t value, Consistency c,
                      Condition cond, InstanceCallback done);
   void Del(const std::string& ns, const std::string& key, InstanceCallback done);
   void DelOnInstance(const std::string& ns, const std::string& key, InstanceCallback done);
   void Clear(const std::string& ns, StatusCallback done);
   void ClearOnInstance(const std::string& ns, StatusCallback done);
+  // The synchronous fast path of a LAX Inc: the result when memory can answer right now,
+  // nullopt when the caller must use Inc.
+  std::optional<absl::StatusOr<InstanceResult>> TryLaxInc(const std::string& ns,
+                                                          const std::string& key, int64_t delta,
+                                                          Condition cond);
 
-  // One reaper pass (the reaper thread calls it; public for tests). Blocks until done.
+  // Sends every key's pending LAX work (the flush thread calls it; public for tests).
+  void FlushNow();
+  // One heartbeat (the heartbeat thread calls it; public for tests). When it finds this instance
+  // declared dead it re-registers and schedules the recovery.
+  absl::Status BeatOnce(std::chrono::milliseconds timeout);
+  // Any pending recovery, then one reaper pass (the reaper thread calls it; public for tests).
   absl::Status ReapOnce(std::chrono::milliseconds timeout);
 
   const std::string& instance_id() const { return options_.instance_id; }
   int64_t incarnation() const { return incarnation_.load(); }
+  const InstanceCountersStats& stats() const { return stats_; }
 
  private:
   using MapKey = std::pair<std::string, std::string>;
+  struct Shard {
+    absl::Mutex mu;
+    absl::flat_hash_map<MapKey, InstanceEntry> map ABSL_GUARDED_BY(mu);
+  };
+  enum class Op { kGet, kInc, kSet, kSetOnInstance, kDel, kDelOnInstance, kRestore };
+  using Waiter = absl::AnyInvocable<void(absl::Status)>;
 
-  void Run(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
-           InstanceCallback done);
-  void Script(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
-              int64_t incarnation, InstanceCallback done);
+  Shard& ShardFor(const MapKey& k);
+  int64_t Now() const { return clock_->NowNs(); }
+
+  // Strict path: one icounter.lua call carrying this daemon's LAX work for the key.
+  void RunStrict(const MapKey& k, Op op, Condition cond, int64_t arg, InstanceCallback done);
+  // Sends the script (after registering the key in this incarnation's key set when it may
+  // write a slice). `carried` is already counted in the entry's carriers (if `tracked`).
+  void Send(const MapKey& k, Op op, Condition cond, int64_t arg, int64_t inc,
+            std::vector<SeqSliceOp> carried, bool needs_register, InstanceCallback done);
+  void SendScript(const MapKey& k, Op op, Condition cond, int64_t arg, int64_t inc,
+                  std::vector<SeqSliceOp> carried, InstanceCallback done);
+  // A command for `k` finished: update the entry, start a due restore.
+  void Settle(const MapKey& k, Op op, int64_t inc, const std::vector<SeqSliceOp>& carried,
+              const InstanceReply* reply, bool maybe_sent);
+  // LAX path.
+  std::optional<absl::StatusOr<InstanceResult>> TryLax(const MapKey& k, SliceOp op, Condition cond);
+  void LaxWrite(const MapKey& k, SliceOp op, Condition cond, InstanceCallback done);
+  void LaxGet(const MapKey& k, InstanceCallback done);
+  void RefreshThen(const MapKey& k, Waiter then);
+  // Recovery: writes the believed slice of `k` back (at the incarnation it is due for).
+  void StartRestore(const MapKey& k);
+  // Marks every entry with a slice to remember for restore at `inc`.
+  void MarkForRestore(int64_t inc);
+  // Starts due restores, at most `max_outstanding` at a time; waits for them.
+  absl::Status RestoreAll(std::chrono::milliseconds timeout);
   void ClearScan(const std::string& ns, const std::string& cursor, StatusCallback done);
   void ClearOnInstanceScan(const std::string& ns, std::string set, const std::string& cursor,
                            StatusCallback done);
   bool Register(std::chrono::milliseconds timeout);
   void BeatLoop();
   void ReapLoop();
+  void FlushLoop();
+  void EvictIdle();
   void StopThreads();
+  std::vector<MapKey> KeysOf(const std::string& ns);
   // Blocking Redis call helper for the background threads (never called on the Redis thread).
   absl::StatusOr<redis::Reply> Call(std::vector<std::string> argv,
                                     std::chrono::milliseconds timeout);
@@ -104,20 +169,24 @@ class InstanceCounters {
 
   redis::RedisClient* const redis_;
   const InstanceCountersOptions options_;
+  const Clock* const clock_;
+  InstanceCountersStats stats_;
   std::atomic<int64_t> incarnation_{0};
+  std::atomic<uint64_t> next_seq_{1};
+  std::atomic<int64_t> outstanding_{0};  // flush and restore commands in flight
+  static constexpr int kShards = 64;
+  std::unique_ptr<Shard[]> shards_;
 
-  absl::Mutex mu_;
-  // Key -> the incarnation whose key set it was SADDed to (a write at another incarnation
-  // registers the key again first).
-  absl::flat_hash_map<MapKey, int64_t> registered_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex own_mu_;
   // Own older incarnations left behind by a re-registration: the heartbeat refreshed the id's
   // score, so no other daemon sees them dead; our reaper reaps them.
-  std::vector<int64_t> own_dead_incarnations_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> own_dead_incarnations_ ABSL_GUARDED_BY(own_mu_);
 
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;
   bool stop_ = false;
-  std::thread beat_thread_, reap_thread_;
+  bool recover_ = false;  // guarded by loop_mu_: a recovery is due (the reaper thread runs it)
+  std::thread beat_thread_, reap_thread_, flush_thread_;
 };
 
 }  // namespace distkit::core

@@ -26,8 +26,8 @@ enum Method : size_t {
   kBatch
 };
 constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {
-    "Inc",           "Get",   "Set",           "SetOnInstance", "Del",
-    "DelOnInstance", "Clear", "ClearOnInstance", "Batch"};
+    "Inc",  "Get", "Set", "SetOnInstance", "Del", "DelOnInstance", "Clear", "ClearOnInstance",
+    "Batch"};
 
 template <typename Resp>
 core::InstanceCallback Fill(Resp* resp, core::StatusCallback done) {
@@ -133,8 +133,7 @@ InstanceCounterServiceImpl::InstanceCounterServiceImpl(core::InstanceCounters* c
     : counters_(counters),
       default_namespace_(std::move(default_namespace)),
       in_flight_(in_flight),
-      rpc_metrics_(
-          &metrics->Rpc(v1::InstanceCounterService::service_full_name(), kMethodNames)),
+      rpc_metrics_(&metrics->Rpc(v1::InstanceCounterService::service_full_name(), kMethodNames)),
       batch_items_(&metrics->BatchItems(v1::InstanceCounterService::service_full_name())) {}
 
 absl::Status InstanceCounterServiceImpl::Namespace(const std::string& ns_in,
@@ -151,30 +150,55 @@ absl::Status InstanceCounterServiceImpl::Names(const std::string& ns_in, const s
 }
 
 void InstanceCounterServiceImpl::DoInc(const v1::InstanceIncRequest& req,
-                                       v1::InstanceIncResponse* resp,
-                                       core::StatusCallback done) {
+                                       v1::InstanceIncResponse* resp, core::StatusCallback done) {
+  if (auto st = TryInc(req, resp)) return done(*st);
+  IncAsync(req, resp, std::move(done));
+}
+
+void InstanceCounterServiceImpl::IncAsync(const v1::InstanceIncRequest& req,
+                                          v1::InstanceIncResponse* resp,
+                                          core::StatusCallback done) {
   std::string ns;
   absl::Status s = Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
   if (!s.ok()) return done(s);
-  counters_->Inc(ns, req.key(), req.delta(), *cond, Fill(resp, std::move(done)));
+  counters_->Inc(ns, req.key(), req.delta(), FromProto(req.consistency()), *cond,
+                 Fill(resp, std::move(done)));
+}
+
+std::optional<absl::Status> InstanceCounterServiceImpl::TryInc(const v1::InstanceIncRequest& req,
+                                                               v1::InstanceIncResponse* resp) {
+  if (req.consistency() != v1::CONSISTENCY_LAX) return std::nullopt;
+  std::string ns;
+  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  auto cond = FromProto(req.condition());
+  if (s.ok()) s = cond.status();
+  if (!s.ok()) return s;
+  auto r = counters_->TryLaxInc(ns, req.key(), req.delta(), *cond);
+  if (!r) return std::nullopt;
+  if (r->ok()) {
+    resp->set_cumulative((*r)->cumulative);
+    resp->set_instance((*r)->instance);
+    resp->set_previous_cumulative((*r)->previous_cumulative);
+    resp->set_previous_instance((*r)->previous_instance);
+    resp->set_applied((*r)->applied);
+  }
+  return r->status();
 }
 
 void InstanceCounterServiceImpl::DoGet(const v1::InstanceGetRequest& req,
-                                       v1::InstanceGetResponse* resp,
-                                       core::StatusCallback done) {
+                                       v1::InstanceGetResponse* resp, core::StatusCallback done) {
   std::string ns;
   absl::Status s = Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   if (!s.ok()) return done(s);
-  counters_->Get(ns, req.key(), Fill(resp, std::move(done)));
+  counters_->Get(ns, req.key(), FromProto(req.consistency()), Fill(resp, std::move(done)));
 }
 
 void InstanceCounterServiceImpl::DoSet(const v1::InstanceSetRequest& req,
-                                       v1::InstanceSetResponse* resp,
-                                       core::StatusCallback done) {
+                                       v1::InstanceSetResponse* resp, core::StatusCallback done) {
   std::string ns;
   absl::Status s = Names(req.namespace_(), req.key(), &ns);
   auto cond = FromProto(req.condition());
@@ -192,12 +216,12 @@ void InstanceCounterServiceImpl::DoSetOnInstance(const v1::SetOnInstanceRequest&
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
   if (!s.ok()) return done(s);
-  counters_->SetOnInstance(ns, req.key(), req.value(), *cond, Fill(resp, std::move(done)));
+  counters_->SetOnInstance(ns, req.key(), req.value(), FromProto(req.consistency()), *cond,
+                           Fill(resp, std::move(done)));
 }
 
 void InstanceCounterServiceImpl::DoDel(const v1::InstanceDelRequest& req,
-                                       v1::InstanceDelResponse* resp,
-                                       core::StatusCallback done) {
+                                       v1::InstanceDelResponse* resp, core::StatusCallback done) {
   std::string ns;
   absl::Status s = Names(req.namespace_(), req.key(), &ns);
   if (!s.ok()) return done(s);
@@ -213,14 +237,14 @@ void InstanceCounterServiceImpl::DoDelOnInstance(const v1::DelOnInstanceRequest&
   counters_->DelOnInstance(ns, req.key(), Fill(resp, std::move(done)));
 }
 
-#define DK_UNARY(Name, Req, Resp, Method)                                                  \
-  grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Name(                              \
-      grpc::CallbackServerContext* ctx, const v1::Req* req, v1::Resp* resp) {              \
-    return Unary(ctx, in_flight_, rpc_metrics_, Method,                                    \
-                 Later([&](core::StatusCallback done) { Do##Name(*req, resp, std::move(done)); })); \
+#define DK_UNARY(Name, Req, Resp, Method)                                                          \
+  grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Name(grpc::CallbackServerContext* ctx,     \
+                                                             const v1::Req* req, v1::Resp* resp) { \
+    return Unary(ctx, in_flight_, rpc_metrics_, Method, Later([&](core::StatusCallback done) {     \
+                   Do##Name(*req, resp, std::move(done));                                          \
+                 }));                                                                              \
   }
 
-DK_UNARY(Inc, InstanceIncRequest, InstanceIncResponse, kInc)
 DK_UNARY(Get, InstanceGetRequest, InstanceGetResponse, kGet)
 DK_UNARY(Set, InstanceSetRequest, InstanceSetResponse, kSet)
 DK_UNARY(SetOnInstance, SetOnInstanceRequest, SetOnInstanceResponse, kSetOnInstance)
@@ -228,9 +252,20 @@ DK_UNARY(Del, InstanceDelRequest, InstanceDelResponse, kDel)
 DK_UNARY(DelOnInstance, DelOnInstanceRequest, DelOnInstanceResponse, kDelOnInstance)
 #undef DK_UNARY
 
-grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Clear(
-    grpc::CallbackServerContext* ctx, const v1::InstanceClearRequest* req,
-    v1::InstanceClearResponse* /*resp*/) {
+grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Inc(grpc::CallbackServerContext* ctx,
+                                                          const v1::InstanceIncRequest* req,
+                                                          v1::InstanceIncResponse* resp) {
+  return Unary(ctx, in_flight_, rpc_metrics_, kInc,
+               [&](const auto& callback) -> std::optional<absl::Status> {
+                 if (auto st = TryInc(*req, resp)) return st;  // LAX, known key: no callback
+                 IncAsync(*req, resp, callback());
+                 return std::nullopt;
+               });
+}
+
+grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Clear(grpc::CallbackServerContext* ctx,
+                                                            const v1::InstanceClearRequest* req,
+                                                            v1::InstanceClearResponse* /*resp*/) {
   return Unary(ctx, in_flight_, rpc_metrics_, kClear,
                [&](const auto& callback) -> std::optional<absl::Status> {
                  std::string ns;

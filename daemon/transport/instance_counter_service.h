@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "daemon/core/instance_counters.h"
@@ -16,20 +17,16 @@ class InstanceCounterServiceImpl final : public v1::InstanceCounterService::Call
   InstanceCounterServiceImpl(core::InstanceCounters* counters, std::string default_namespace,
                              InFlight* in_flight, Metrics* metrics);
 
-  grpc::ServerUnaryReactor* Inc(grpc::CallbackServerContext* ctx,
-                                const v1::InstanceIncRequest* req,
+  grpc::ServerUnaryReactor* Inc(grpc::CallbackServerContext* ctx, const v1::InstanceIncRequest* req,
                                 v1::InstanceIncResponse* resp) override;
-  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
-                                const v1::InstanceGetRequest* req,
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::InstanceGetRequest* req,
                                 v1::InstanceGetResponse* resp) override;
-  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx,
-                                const v1::InstanceSetRequest* req,
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx, const v1::InstanceSetRequest* req,
                                 v1::InstanceSetResponse* resp) override;
   grpc::ServerUnaryReactor* SetOnInstance(grpc::CallbackServerContext* ctx,
                                           const v1::SetOnInstanceRequest* req,
                                           v1::SetOnInstanceResponse* resp) override;
-  grpc::ServerUnaryReactor* Del(grpc::CallbackServerContext* ctx,
-                                const v1::InstanceDelRequest* req,
+  grpc::ServerUnaryReactor* Del(grpc::CallbackServerContext* ctx, const v1::InstanceDelRequest* req,
                                 v1::InstanceDelResponse* resp) override;
   grpc::ServerUnaryReactor* DelOnInstance(grpc::CallbackServerContext* ctx,
                                           const v1::DelOnInstanceRequest* req,
@@ -59,6 +56,11 @@ class InstanceCounterServiceImpl final : public v1::InstanceCounterService::Call
                        core::StatusCallback done);
 
  private:
+  void IncAsync(const v1::InstanceIncRequest& req, v1::InstanceIncResponse* resp,
+                core::StatusCallback done);
+  // LAX Inc answered from memory: the final status, or nullopt when DoInc must run.
+  std::optional<absl::Status> TryInc(const v1::InstanceIncRequest& req,
+                                     v1::InstanceIncResponse* resp);
   absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
   absl::Status Namespace(const std::string& ns_in, std::string* ns) const;
 

@@ -95,7 +95,7 @@ class ICounterScriptTest : public ::testing::Test {
     };
     if (r->type == REDIS_REPLY_ERROR) {
       out = "ERROR:" + std::string(r->str, r->len);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 9) {
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 10) {
       out = "BADSHAPE";
     } else {
       for (size_t i = 0; i < 5; ++i) out += (i > 0 ? "," : "") + str(r->element[i]);
@@ -104,6 +104,7 @@ class ICounterScriptTest : public ::testing::Test {
       seen_ = str(r->element[7]);
       const std::string d = num(r->element[8]);
       dropped_ = d.rfind("BADTYPE", 0) == 0 ? -2 : std::stoll(d);
+      before_ = str(r->element[9]);
     }
     freeReplyObject(r);
     return out;
@@ -193,6 +194,7 @@ class ICounterScriptTest : public ::testing::Test {
   std::string script_;
   std::string epoch_, seen_;  // 7th and 8th reply elements of the last Eval
   int64_t dropped_ = -1;      // 9th
+  std::string before_;        // 10th: the caller's slice before the lax entries
   std::unique_ptr<RedisServer> server_;
   redisContext* ctx_ = nullptr;
 };
@@ -216,6 +218,21 @@ TEST_F(ICounterScriptTest, AbsentKeyReadsZeroAndStaysAbsent) {
   EXPECT_EQ(Restore(c0, "1", "5"), "ok,0,0,0,0,0");
   EXPECT_EQ(epoch_, "0");
   EXPECT_EQ(Cmd({"EXISTS", kKey}), "0");
+}
+
+// "before" is the slice before the carried entries: the daemon compares it with the slice it
+// believes it holds to notice that a reaper removed it (recovery).
+TEST_F(ICounterScriptTest, BeforeIsTheSliceBeforeTheEntries) {
+  EXPECT_EQ(Inc(c0, "7"), "ok,7,7,0,0,1");
+  EXPECT_EQ(before_, "0");
+  EXPECT_EQ(Flush(c0, {{"1", "add", "3"}, {"2", "add", "1"}}), "ok,11,11,11,11,0");
+  EXPECT_EQ(before_, "7");
+  EXPECT_EQ(Inc(c1, "5"), "ok,16,5,11,0,1");
+  EXPECT_EQ(before_, "0");
+  // c0 is reaped: its next call sees no slice before its entries.
+  EXPECT_EQ(Reap(c1, c0), "ok,5,5,16,5,1");
+  EXPECT_EQ(Flush(c0, {{"3", "add", "2"}}), "ok,7,2,7,2,0");
+  EXPECT_EQ(before_, "0");
 }
 
 TEST_F(ICounterScriptTest, LayoutAfterWrites) {
@@ -1277,7 +1294,7 @@ TEST_F(ICounterScriptTest, WorksThroughScriptLoadAndEvalsha) {
   EXPECT_EQ(r.rfind(std::string("ok,") + kMax + "," + kMax + "," + kMax + "," + kMax + ",1,", 0),
             0u)
       << r;
-  EXPECT_EQ(r.substr(r.size() - 4), ",1,0") << "seen 1, dropped 0: " << r;
+  EXPECT_EQ(r.substr(r.size() - 6), ",1,0,0") << "seen 1, dropped 0, before 0: " << r;
 }
 
 TEST_F(ICounterScriptTest, EmbeddedCopyIsTheLibrariesThenTheFile) {

@@ -1,0 +1,260 @@
+// core::InstanceCounters against a real redis-server, without gRPC: the LAX memory path and its
+// exactly-once flush, and recovery after this daemon was declared dead (including writes made
+// after a reaper removed its slices and before it noticed). Each "daemon" is an Executor plus an
+// InstanceCounters with its own instance id; background threads run with long periods so the
+// tests drive flushes, heartbeats and reaper passes themselves (FlushNow, BeatOnce, ReapOnce).
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "daemon/config/config.h"
+#include "daemon/core/instance_counters.h"
+#include "daemon/redis/executor.h"
+#include "daemon/redis/redis_url.h"
+#include "tests/support/process.h"
+#include "tests/support/redis_server.h"
+
+namespace distkit {
+namespace {
+
+using namespace std::chrono_literals;
+using core::Condition;
+using core::Consistency;
+using core::InstanceResult;
+using testing::PollUntil;
+using testing::RedisServer;
+
+class Node {
+ public:
+  Node(const RedisServer& redis, std::chrono::milliseconds command_timeout = 2000ms) {
+    redis::ExecutorOptions eo;
+    eo.endpoint = *redis::ParseRedisUrl(redis.url());
+    eo.command_timeout = command_timeout;
+    executor_ = std::make_unique<redis::Executor>(eo);
+    executor_->Start();
+    EXPECT_TRUE(PollUntil([&] { return executor_->Healthy(); }, 10s));
+    core::InstanceCountersOptions o;
+    o.instance_id = config::NewUuidV4();
+    o.dedup_id = config::NewUuidV4();
+    o.dead_instance_threshold_ms = 3'600'000;  // heartbeats and reaper passes: by hand
+    o.flush_interval_ms = 3'600'000;           // flushes: by hand
+    o.allowed_lag_ms = 3'600'000;              // LAX reads: from memory once known
+    ic_ = std::make_unique<core::InstanceCounters>(executor_.get(), o);
+    EXPECT_TRUE(ic_->Start(2s).ok());
+  }
+  ~Node() {
+    ic_->StopWithoutDeregistering();
+    executor_->Stop();
+  }
+  core::InstanceCounters& ic() { return *ic_; }
+
+  absl::StatusOr<InstanceResult> Inc(const std::string& key, int64_t d, Consistency c) {
+    return Wait(
+        [&](core::InstanceCallback cb) { ic_->Inc("ns", key, d, c, Condition{}, std::move(cb)); });
+  }
+  absl::StatusOr<InstanceResult> Get(const std::string& key, Consistency c) {
+    return Wait([&](core::InstanceCallback cb) { ic_->Get("ns", key, c, std::move(cb)); });
+  }
+  absl::StatusOr<InstanceResult> Soi(const std::string& key, int64_t v, Consistency c) {
+    return Wait([&](core::InstanceCallback cb) {
+      ic_->SetOnInstance("ns", key, v, c, Condition{}, std::move(cb));
+    });
+  }
+  absl::StatusOr<InstanceResult> Set(const std::string& key, int64_t v) {
+    return Wait(
+        [&](core::InstanceCallback cb) { ic_->Set("ns", key, v, Condition{}, std::move(cb)); });
+  }
+  // Flushes and waits until nothing is pending.
+  bool Flush() {
+    return PollUntil(
+        [&] {
+          ic_->FlushNow();
+          return ic_->stats().dirty_keys.load() == 0;
+        },
+        10s);
+  }
+
+ private:
+  template <typename F>
+  absl::StatusOr<InstanceResult> Wait(F start) {
+    auto p = std::make_shared<std::promise<absl::StatusOr<InstanceResult>>>();
+    auto f = p->get_future();
+    start([p](absl::StatusOr<InstanceResult> r) { p->set_value(std::move(r)); });
+    if (f.wait_for(10s) != std::future_status::ready) {
+      return absl::DeadlineExceededError("no answer in 10 s");
+    }
+    return f.get();
+  }
+
+  std::unique_ptr<redis::Executor> executor_;
+  std::unique_ptr<core::InstanceCounters> ic_;
+};
+
+// EVALSHA/EVAL calls Redis has run so far.
+int64_t ScriptCalls(const RedisServer& redis) {
+  const std::string info = redis.Command({"INFO", "commandstats"});
+  int64_t total = 0;
+  for (const char* name : {"cmdstat_evalsha:calls=", "cmdstat_eval:calls="}) {
+    const size_t at = info.find(name);
+    if (at != std::string::npos) total += std::stoll(info.substr(at + std::strlen(name)));
+  }
+  return total;
+}
+
+class InstanceLaxTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = RedisServer::Start();
+    ASSERT_TRUE(redis_);
+  }
+  // Makes `n` look dead to everyone (as if paused past the threshold).
+  void DeclareDead(Node& n) {
+    redis_->Command({"ZADD", "dk:{live}:instances", "0", n.ic().instance_id()});
+  }
+  std::unique_ptr<RedisServer> redis_;
+};
+
+TEST_F(InstanceLaxTest, LaxIncIsAnsweredFromMemoryAndFlushedOnce) {
+  Node a(*redis_), b(*redis_);
+  ASSERT_EQ(b.Inc("k", 100, Consistency::kStrict)->cumulative, 100);
+  // The first LAX touch reads the key once.
+  auto first = a.Inc("k", 1, Consistency::kLax);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->cumulative, 101);
+  EXPECT_EQ(first->instance, 1);
+  const int64_t calls = ScriptCalls(*redis_);
+  for (int i = 0; i < 999; ++i) {
+    auto r = a.ic().TryLaxInc("ns", "k", 1, Condition{});
+    ASSERT_TRUE(r.has_value());
+    ASSERT_TRUE(r->ok());
+  }
+  auto got = a.Get("k", Consistency::kLax);
+  EXPECT_EQ(got->cumulative, 1100);
+  EXPECT_EQ(got->instance, 1000);
+  EXPECT_EQ(ScriptCalls(*redis_), calls) << "LAX work must not reach Redis before a flush";
+  // Not yet visible to others.
+  EXPECT_EQ(b.Get("k", Consistency::kStrict)->cumulative, 100);
+  ASSERT_TRUE(a.Flush());
+  EXPECT_EQ(ScriptCalls(*redis_), calls + 1 + 1) << "one flush script (+ b's Get)";
+  auto seen = b.Get("k", Consistency::kStrict);
+  EXPECT_EQ(seen->cumulative, 1100);
+  EXPECT_EQ(seen->instance, 100);
+}
+
+TEST_F(InstanceLaxTest, StrictOpFoldsThePendingLaxWorkFirst) {
+  Node a(*redis_);
+  ASSERT_TRUE(a.Inc("k", 5, Consistency::kLax).ok());
+  ASSERT_TRUE(a.Soi("k", 7, Consistency::kLax).ok());
+  ASSERT_TRUE(a.Inc("k", 1, Consistency::kLax).ok());
+  auto r = a.Inc("k", 10, Consistency::kStrict);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->previous_instance, 8);
+  EXPECT_EQ(r->instance, 18);
+  EXPECT_EQ(a.ic().stats().dirty_keys.load(), 0);
+}
+
+// distkit-behaviour.md §14 item 8: a pending LAX SetOnInstance is "slice := v" even after
+// another daemon's Set moved the epoch (the original applied it as an increment: 97 / -3).
+TEST_F(InstanceLaxTest, PendingSetOnInstanceAfterForeignSetIsAnAssignment) {
+  Node a(*redis_), b(*redis_);
+  ASSERT_TRUE(a.Inc("k", 10, Consistency::kStrict).ok());
+  auto soi = a.Soi("k", 7, Consistency::kLax);
+  ASSERT_TRUE(soi.ok());
+  EXPECT_EQ(soi->instance, 7);
+  ASSERT_EQ(b.Set("k", 100)->cumulative, 100);
+  ASSERT_TRUE(a.Flush());
+  auto r = b.Get("k", Consistency::kStrict);
+  EXPECT_EQ(r->cumulative, 107);
+  EXPECT_EQ(a.Get("k", Consistency::kStrict)->instance, 7);
+}
+
+// A flush whose reply is lost (Redis paused past the command deadline, the command still
+// queued in Redis) is retried and counted once.
+TEST_F(InstanceLaxTest, TimedOutFlushIsAppliedExactlyOnce) {
+  Node a(*redis_, 300ms), b(*redis_);
+  ASSERT_TRUE(a.Inc("k", 5, Consistency::kLax).ok());
+  ASSERT_TRUE(a.ic().TryLaxInc("ns", "k", 5, Condition{}).has_value());
+  redis_->Command({"CLIENT", "PAUSE", "1500", "ALL"});
+  a.ic().FlushNow();  // times out; Redis runs it when the pause ends
+  EXPECT_TRUE(PollUntil([&] { return a.ic().stats().flush_failures.load() >= 1; }, 5s));
+  ASSERT_TRUE(a.Flush());
+  auto r = b.Get("k", Consistency::kStrict);
+  EXPECT_EQ(r->cumulative, 10);
+  EXPECT_EQ(a.Get("k", Consistency::kStrict)->instance, 10);
+}
+
+// Recovery: declared dead and reaped, the daemon writes its slices back, negative ones and
+// LAX ones included; a key whose epoch moved meanwhile is not restored.
+TEST_F(InstanceLaxTest, RecoveryRestoresEverySliceWhoseEpochDidNotMove) {
+  Node a(*redis_), b(*redis_);
+  ASSERT_TRUE(a.Inc("pos", 8, Consistency::kStrict).ok());
+  ASSERT_TRUE(a.Inc("neg", -3, Consistency::kLax).ok());
+  ASSERT_TRUE(a.Inc("moved", 4, Consistency::kStrict).ok());
+  ASSERT_TRUE(a.Flush());
+  ASSERT_TRUE(b.Inc("pos", 1, Consistency::kStrict).ok());
+  DeclareDead(a);
+  ASSERT_TRUE(b.ic().ReapOnce(5s).ok());
+  EXPECT_EQ(b.Get("pos", Consistency::kStrict)->cumulative, 1);
+  EXPECT_EQ(b.Get("neg", Consistency::kStrict)->cumulative, 0);
+  ASSERT_EQ(b.Set("moved", 50)->cumulative, 50);
+  const int64_t inc = a.ic().incarnation();
+  ASSERT_TRUE(a.ic().BeatOnce(2s).ok());
+  EXPECT_EQ(a.ic().incarnation(), inc + 1);
+  ASSERT_TRUE(a.ic().ReapOnce(5s).ok());  // runs the recovery
+  EXPECT_EQ(a.ic().stats().restored_slices.load(), 2u);
+  EXPECT_EQ(b.Get("pos", Consistency::kStrict)->cumulative, 9);
+  EXPECT_EQ(b.Get("neg", Consistency::kStrict)->cumulative, -3);
+  EXPECT_EQ(b.Get("moved", Consistency::kStrict)->cumulative, 50);
+  auto moved = a.Inc("moved", 1, Consistency::kStrict);
+  EXPECT_EQ(moved->cumulative, 51);
+  EXPECT_EQ(moved->instance, 1);
+  // The restored slices are in the new incarnation's key set: a later death reaps them.
+  EXPECT_EQ(redis_->Command(
+                {"SISMEMBER", core::InstanceKeySet(a.ic().instance_id(), inc + 1, "ns"), "neg"}),
+            "1");
+}
+
+// Writes made after a reaper removed the slice and before the daemon noticed are not lost:
+// recovery writes back the slice the daemon believes in (old value + the late writes).
+TEST_F(InstanceLaxTest, WritesBetweenTheReapAndTheHeartbeatAreKept) {
+  Node a(*redis_), b(*redis_);
+  ASSERT_TRUE(a.Inc("k", 40, Consistency::kStrict).ok());
+  ASSERT_TRUE(b.Inc("k", 60, Consistency::kStrict).ok());
+  DeclareDead(a);
+  ASSERT_TRUE(b.ic().ReapOnce(5s).ok());
+  ASSERT_EQ(b.Get("k", Consistency::kStrict)->cumulative, 60);
+  // `a` has not noticed yet: its write lands on the old incarnation, after the reap.
+  auto late = a.Inc("k", 5, Consistency::kStrict);
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(late->cumulative, 65);  // what Redis holds now
+  ASSERT_TRUE(a.Inc("k", 2, Consistency::kLax).ok());
+  ASSERT_TRUE(a.Flush());
+  ASSERT_TRUE(a.ic().BeatOnce(2s).ok());  // notices, re-registers
+  ASSERT_TRUE(a.ic().ReapOnce(5s).ok());  // restores, reaps its own old incarnation
+  ASSERT_TRUE(b.ic().ReapOnce(5s).ok());
+  auto r = b.Get("k", Consistency::kStrict);
+  EXPECT_EQ(r->cumulative, 107);
+  EXPECT_EQ(a.Get("k", Consistency::kStrict)->instance, 47);
+}
+
+// An operation on a key due for restore waits for the restore (no lost slice even when the
+// first thing after re-registration is a write).
+TEST_F(InstanceLaxTest, FirstWriteAfterReRegistrationRestoresFirst) {
+  Node a(*redis_), b(*redis_);
+  ASSERT_TRUE(a.Inc("k", 40, Consistency::kStrict).ok());
+  DeclareDead(a);
+  ASSERT_TRUE(b.ic().ReapOnce(5s).ok());
+  ASSERT_TRUE(a.ic().BeatOnce(2s).ok());
+  // No ReapOnce on `a`: the write itself triggers the key's restore.
+  auto r = a.Inc("k", 1, Consistency::kStrict);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->previous_instance, 40);
+  EXPECT_EQ(r->instance, 41);
+  EXPECT_EQ(b.Get("k", Consistency::kStrict)->cumulative, 41);
+  auto lax = a.Inc("k", 1, Consistency::kLax);
+  EXPECT_EQ(lax->instance, 42);
+}
+
+}  // namespace
+}  // namespace distkit
