@@ -7,14 +7,17 @@
 //   strict  CounterService.Inc, CONSISTENCY_STRICT
 //   batch   CounterService.Batch of 1000 LAX incs (throughput counted per increment)
 //   raw     EVALSHA of the same counter.lua straight to Redis, N pipelined (the Redis limit)
-// and prints a table, a JSON line and the ratios of issue #2's targets. Redis round trips per
-// operation come from INFO commandstats around each workload.
+//   strict_icounter / lax_icounter   InstanceCounterService.Inc, STRICT / LAX
+//   raw_icounter   EVALSHA of icounter.lua ("inc", the daemon's ARGV shape), N pipelined
+// and prints a table, a JSON line and the ratios of issue #2's and issue #3's targets. Redis
+// round trips per operation come from INFO commandstats around each workload.
 //
 //   distkit_bench [--concurrency 64] [--seconds 3] [--json FILE] [--daemon PATH]
+//                 [--only NAME] [--rounds N]
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <hiredis/hiredis.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -36,6 +39,7 @@
 #include <vector>
 
 #include "distkit/v1/counter.grpc.pb.h"
+#include "distkit/v1/instance_counter.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace distkit::redis {
@@ -175,35 +179,49 @@ uint64_t RedisCalls(redisContext* c, const char* cmd) {
     std::string info(r->str, r->len);
     std::string needle = std::string("cmdstat_") + cmd + ":calls=";
     auto pos = info.find(needle);
-    if (pos != std::string::npos) calls = std::strtoull(info.c_str() + pos + needle.size(), nullptr, 10);
+    if (pos != std::string::npos)
+      calls = std::strtoull(info.c_str() + pos + needle.size(), nullptr, 10);
   }
   if (r) freeReplyObject(r);
   return calls;
 }
 
-// EVALSHA of counter.lua at the same concurrency: windows of N pipelined commands.
-Result RawEvalsha(const std::string& sock, const Options& o) {
+// EVALSHA of an embedded script at the same concurrency: windows of N pipelined commands, one
+// key per stream (`key_prefix` + stream), ARGV as the daemon sends it. A reply that is not an
+// array starting with "ok" counts as an error.
+Result RawEvalsha(const std::string& name, const std::string& script, const std::string& key_prefix,
+                  const std::vector<std::string>& script_argv, const std::string& sock,
+                  const Options& o) {
   redisContext* c = redisConnectUnix(sock.c_str());
-  const std::string body = distkit::redis::EmbeddedScripts().at("counter");
-  auto* loaded = static_cast<redisReply*>(
-      redisCommand(c, "SCRIPT LOAD %b", body.data(), body.size()));
+  const std::string body = distkit::redis::EmbeddedScripts().at(script);
+  auto* loaded =
+      static_cast<redisReply*>(redisCommand(c, "SCRIPT LOAD %b", body.data(), body.size()));
   const std::string sha(loaded->str, loaded->len);
   freeReplyObject(loaded);
   std::vector<std::string> keys;
-  for (int i = 0; i < o.concurrency; ++i) keys.push_back("dk:{raw}:c:bench:raw" + std::to_string(i));
+  for (int i = 0; i < o.concurrency; ++i) keys.push_back(key_prefix + std::to_string(i));
+  std::vector<const char*> argv = {"EVALSHA", sha.c_str(), "1", nullptr};
+  for (const auto& a : script_argv) argv.push_back(a.c_str());
   std::vector<uint32_t> lat;
-  uint64_t ops = 0;
+  uint64_t ops = 0, errors = 0;
   auto run = [&](Clock::time_point until, bool record) {
     while (Clock::now() < until) {
       const auto t0 = Clock::now();
       for (int i = 0; i < o.concurrency; ++i) {
-        const char* argv[] = {"EVALSHA", sha.c_str(), "1", keys[i].c_str(), "bench", "0",
-                              "inc", "", "0", "1"};
-        redisAppendCommandArgv(c, 10, argv, nullptr);
+        argv[3] = keys[i].c_str();
+        redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), nullptr);
       }
       for (int i = 0; i < o.concurrency; ++i) {
         void* reply = nullptr;
-        if (redisGetReply(c, &reply) == REDIS_OK) freeReplyObject(reply);
+        bool ok = false;
+        if (redisGetReply(c, &reply) == REDIS_OK) {
+          const auto* r = static_cast<redisReply*>(reply);
+          ok = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+               r->element[0]->type == REDIS_REPLY_STRING &&
+               std::string(r->element[0]->str, r->element[0]->len) == "ok";
+          freeReplyObject(reply);
+        }
+        if (record && !ok) errors++;
       }
       if (record) {
         ops += o.concurrency;
@@ -213,19 +231,20 @@ Result RawEvalsha(const std::string& sock, const Options& o) {
     }
   };
   run(Clock::now() + 300ms, false);
-  run(Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                        std::chrono::duration<double>(o.seconds)),
+  run(Clock::now() +
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds)),
       true);
   redisFree(c);
   std::sort(lat.begin(), lat.end());
   Result r;
-  r.name = "raw_evalsha";
+  r.name = name;
   r.ops_per_s = static_cast<double>(ops) / o.seconds;
   if (!lat.empty()) {
     r.p50_us = lat[lat.size() / 2];
     r.p99_us = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
   }
   r.redis_calls_per_op = 1;
+  r.errors = errors;
   return r;
 }
 
@@ -261,6 +280,16 @@ int main(int argc, char** argv) {
       return 64;
     }
   }
+  static const char* const kWorkloads[] = {
+      "empty_rpc",   "lax_inc",          "strict_inc",          "batch1000_lax_inc",
+      "raw_evalsha", "lax_icounter_inc", "strict_icounter_inc", "raw_evalsha_icounter"};
+  if (!o.only.empty() &&
+      std::find(std::begin(kWorkloads), std::end(kWorkloads), o.only) == std::end(kWorkloads)) {
+    std::fprintf(stderr, "--only: unknown workload '%s'; one of:", o.only.c_str());
+    for (const char* w : kWorkloads) std::fprintf(stderr, " %s", w);
+    std::fprintf(stderr, "\n");
+    return 64;
+  }
   signal(SIGPIPE, SIG_IGN);
   char tmpl[] = "/tmp/distkit-bench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
@@ -277,12 +306,13 @@ int main(int argc, char** argv) {
     waitpid(redis, nullptr, 0);
   };
   redisContext* stats = nullptr;
-  if (!PollUntil([&] {
-        if (stats) redisFree(stats);
-        stats = redisConnectUnix(redis_sock.c_str());
-        return stats && !stats->err;
-      },
-                 10s)) {
+  if (!PollUntil(
+          [&] {
+            if (stats) redisFree(stats);
+            stats = redisConnectUnix(redis_sock.c_str());
+            return stats && !stats->err;
+          },
+          10s)) {
     std::fprintf(stderr, "redis-server did not start\n");
     cleanup(-1);
     return 1;
@@ -293,15 +323,19 @@ int main(int argc, char** argv) {
   auto channel = grpc::CreateChannel("unix:" + daemon_sock, grpc::InsecureChannelCredentials());
   auto health = grpc::health::v1::Health::NewStub(channel);
   auto counters = distkit::v1::CounterService::NewStub(channel);
+  auto icounters = distkit::v1::InstanceCounterService::NewStub(channel);
+  auto serving = [&](const char* service) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    return health->Check(&ctx, req, &resp).ok() &&
+           resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
   const bool up = PollUntil(
       [&] {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-        grpc::health::v1::HealthCheckRequest req;
-        req.set_service("distkit.v1.CounterService");
-        grpc::health::v1::HealthCheckResponse resp;
-        return health->Check(&ctx, req, &resp).ok() &&
-               resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+        return serving("distkit.v1.CounterService") && serving("distkit.v1.InstanceCounterService");
       },
       15s);
   if (!up) {
@@ -320,66 +354,99 @@ int main(int argc, char** argv) {
   // Workloads run interleaved for several rounds and each reports its median round, so a
   // noisy moment on a shared 2-core machine does not decide a ratio.
   for (int round = 0; round < o.rounds; ++round) {
-  auto want = [&](const char* name) { return o.only.empty() || o.only == name; };
-  if (want("empty_rpc")) {  // empty RPC baseline
-    uint64_t before = RedisCalls(stats, "evalsha");
-    auto r = ClosedLoop("empty_rpc", n, o.seconds, 1, [&](int, std::function<void(bool)> done) {
-      struct Call {
-        grpc::ClientContext ctx;
-        grpc::health::v1::HealthCheckRequest req;
-        grpc::health::v1::HealthCheckResponse resp;
-      };
-      auto c = std::make_shared<Call>();
-      health->async()->Check(&c->ctx, &c->req, &c->resp,
-                             [c, done](grpc::Status s) { done(s.ok()); });
-    });
-    measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
-  }
-  auto inc_workload = [&](const char* name, distkit::v1::Consistency consistency) {
-    if (!want(name)) return;
-    uint64_t before = RedisCalls(stats, "evalsha");
-    auto r = ClosedLoop(name, n, o.seconds, 1, [&](int s, std::function<void(bool)> done) {
-      struct Call {
-        grpc::ClientContext ctx;
-        distkit::v1::IncRequest req;
-        distkit::v1::IncResponse resp;
-      };
-      auto c = std::make_shared<Call>();
-      c->req.set_namespace_("bench");
-      c->req.set_key(std::string(name) + std::to_string(s));
-      c->req.set_delta(1);
-      c->req.set_consistency(consistency);
-      counters->async()->Inc(&c->ctx, &c->req, &c->resp,
-                             [c, done](grpc::Status st) { done(st.ok()); });
-    });
-    measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
-  };
-  inc_workload("lax_inc", distkit::v1::CONSISTENCY_LAX);
-  inc_workload("strict_inc", distkit::v1::CONSISTENCY_STRICT);
-  if (want("batch1000_lax_inc")) {
-    constexpr int kBatch = 1000;
-    uint64_t before = RedisCalls(stats, "evalsha");
-    auto r = ClosedLoop("batch1000_lax_inc", n, o.seconds, kBatch,
-                        [&](int s, std::function<void(bool)> done) {
-                          struct Call {
-                            grpc::ClientContext ctx;
-                            distkit::v1::BatchRequest req;
-                            distkit::v1::BatchResponse resp;
-                          };
-                          auto c = std::make_shared<Call>();
-                          for (int i = 0; i < kBatch; ++i) {
-                            auto* inc = c->req.add_ops()->mutable_inc();
-                            inc->set_namespace_("bench");
-                            inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
-                            inc->set_delta(1);
-                            inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
-                          }
-                          counters->async()->Batch(&c->ctx, &c->req, &c->resp,
-                                                   [c, done](grpc::Status st) { done(st.ok()); });
-                        });
-    measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
-  }
-  if (want("raw_evalsha")) results.push_back(RawEvalsha(redis_sock, o));
+    auto want = [&](const char* name) { return o.only.empty() || o.only == name; };
+    if (want("empty_rpc")) {  // empty RPC baseline
+      uint64_t before = RedisCalls(stats, "evalsha");
+      auto r = ClosedLoop("empty_rpc", n, o.seconds, 1, [&](int, std::function<void(bool)> done) {
+        struct Call {
+          grpc::ClientContext ctx;
+          grpc::health::v1::HealthCheckRequest req;
+          grpc::health::v1::HealthCheckResponse resp;
+        };
+        auto c = std::make_shared<Call>();
+        health->async()->Check(&c->ctx, &c->req, &c->resp,
+                               [c, done](grpc::Status s) { done(s.ok()); });
+      });
+      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+    }
+    auto inc_workload = [&](const char* name, distkit::v1::Consistency consistency) {
+      if (!want(name)) return;
+      uint64_t before = RedisCalls(stats, "evalsha");
+      auto r = ClosedLoop(name, n, o.seconds, 1, [&](int s, std::function<void(bool)> done) {
+        struct Call {
+          grpc::ClientContext ctx;
+          distkit::v1::IncRequest req;
+          distkit::v1::IncResponse resp;
+        };
+        auto c = std::make_shared<Call>();
+        c->req.set_namespace_("bench");
+        c->req.set_key(std::string(name) + std::to_string(s));
+        c->req.set_delta(1);
+        c->req.set_consistency(consistency);
+        counters->async()->Inc(&c->ctx, &c->req, &c->resp,
+                               [c, done](grpc::Status st) { done(st.ok()); });
+      });
+      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+    };
+    inc_workload("lax_inc", distkit::v1::CONSISTENCY_LAX);
+    inc_workload("strict_inc", distkit::v1::CONSISTENCY_STRICT);
+    if (want("batch1000_lax_inc")) {
+      constexpr int kBatch = 1000;
+      uint64_t before = RedisCalls(stats, "evalsha");
+      auto r = ClosedLoop("batch1000_lax_inc", n, o.seconds, kBatch,
+                          [&](int s, std::function<void(bool)> done) {
+                            struct Call {
+                              grpc::ClientContext ctx;
+                              distkit::v1::BatchRequest req;
+                              distkit::v1::BatchResponse resp;
+                            };
+                            auto c = std::make_shared<Call>();
+                            for (int i = 0; i < kBatch; ++i) {
+                              auto* inc = c->req.add_ops()->mutable_inc();
+                              inc->set_namespace_("bench");
+                              inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
+                              inc->set_delta(1);
+                              inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
+                            }
+                            counters->async()->Batch(&c->ctx, &c->req, &c->resp,
+                                                     [c, done](grpc::Status st) { done(st.ok()); });
+                          });
+      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+    }
+    if (want("raw_evalsha")) {
+      // counter.lua ARGV: dedup_id, n, op, comparator, operand, arg.
+      results.push_back(RawEvalsha("raw_evalsha", "counter", "dk:{raw}:c:bench:raw",
+                                   {"bench", "0", "inc", "", "0", "1"}, redis_sock, o));
+    }
+    // Instance-aware counters: the same streams and keys per stream as lax_inc/strict_inc.
+    auto icounter_workload = [&](const char* name, distkit::v1::Consistency consistency) {
+      if (!want(name)) return;
+      uint64_t before = RedisCalls(stats, "evalsha");
+      auto r = ClosedLoop(name, n, o.seconds, 1, [&](int s, std::function<void(bool)> done) {
+        struct Call {
+          grpc::ClientContext ctx;
+          distkit::v1::InstanceIncRequest req;
+          distkit::v1::InstanceIncResponse resp;
+        };
+        auto c = std::make_shared<Call>();
+        c->req.set_namespace_("bench");
+        c->req.set_key(std::string(name) + std::to_string(s));
+        c->req.set_delta(1);
+        c->req.set_consistency(consistency);
+        icounters->async()->Inc(&c->ctx, &c->req, &c->resp,
+                                [c, done](grpc::Status st) { done(st.ok()); });
+      });
+      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+    };
+    icounter_workload("lax_icounter_inc", distkit::v1::CONSISTENCY_LAX);
+    icounter_workload("strict_icounter_inc", distkit::v1::CONSISTENCY_STRICT);
+    if (want("raw_evalsha_icounter")) {
+      // icounter.lua ARGV as InstanceCounters::Script sends an inc: id, incarnation, dedup_id,
+      // n (no lax entries), op, comparator, operand, arg (the delta).
+      results.push_back(RawEvalsha("raw_evalsha_icounter", "icounter", "dk:{raw}:i:bench:raw",
+                                   {"bench-raw", "1", "bench-raw", "0", "inc", "", "0", "1"},
+                                   redis_sock, o));
+    }
   }  // rounds
   results = MedianPerWorkload(std::move(results));
 
@@ -389,8 +456,8 @@ int main(int argc, char** argv) {
 
   if (!o.only.empty()) {
     for (const auto& r : results) {
-      std::printf("%s: %.0f ops/s p50 %.0f us p99 %.0f us\n", r.name.c_str(), r.ops_per_s,
-                  r.p50_us, r.p99_us);
+      std::printf("%s: %.0f ops/s p50 %.0f us p99 %.0f us\n", r.name.c_str(), r.ops_per_s, r.p50_us,
+                  r.p99_us);
     }
     return 0;
   }
@@ -399,31 +466,37 @@ int main(int argc, char** argv) {
   const double empty = by["empty_rpc"].ops_per_s, lax = by["lax_inc"].ops_per_s,
                strict = by["strict_inc"].ops_per_s, batch = by["batch1000_lax_inc"].ops_per_s,
                raw = by["raw_evalsha"].ops_per_s;
+  const double ilax = by["lax_icounter_inc"].ops_per_s,
+               istrict = by["strict_icounter_inc"].ops_per_s,
+               iraw = by["raw_evalsha_icounter"].ops_per_s;
   struct Ratio {
     const char* name;
     double value, target;
   };
-  const Ratio ratios[] = {{"lax_inc / empty_rpc", lax / empty, 0.9},
-                          {"strict_inc / min(empty_rpc, raw_evalsha)",
-                           strict / std::min(empty, raw), 0.7},
-                          {"batch1000 per-inc / lax_inc", batch / lax, 20}};
+  const Ratio ratios[] = {
+      {"lax_inc / empty_rpc", lax / empty, 0.9},
+      {"strict_inc / min(empty_rpc, raw_evalsha)", strict / std::min(empty, raw), 0.7},
+      {"batch1000 per-inc / lax_inc", batch / lax, 20},
+      {"lax_icounter_inc / empty_rpc", ilax / empty, 0.9},
+      {"strict_icounter_inc / min(empty_rpc, raw_evalsha_icounter)",
+       istrict / std::min(empty, iraw), 0.7}};
 
-  std::printf("\ndistkit_bench: concurrency %d, %d interleaved rounds of %.1f s per workload "
-              "(median round shown)\n",
-              o.concurrency, o.rounds, o.seconds);
-  std::printf("%-20s %14s %10s %10s %16s %8s\n", "workload", "ops/s", "p50 us", "p99 us",
+  std::printf(
+      "\ndistkit_bench: concurrency %d, %d interleaved rounds of %.1f s per workload "
+      "(median round shown)\n",
+      o.concurrency, o.rounds, o.seconds);
+  std::printf("%-22s %14s %10s %10s %16s %8s\n", "workload", "ops/s", "p50 us", "p99 us",
               "redis calls/op", "errors");
   for (const auto& r : results) {
-    std::printf("%-20s %14.0f %10.0f %10.0f %16.3f %8llu\n", r.name.c_str(), r.ops_per_s,
-                r.p50_us, r.p99_us, r.redis_calls_per_op,
-                static_cast<unsigned long long>(r.errors));
+    std::printf("%-22s %14.0f %10.0f %10.0f %16.3f %8llu\n", r.name.c_str(), r.ops_per_s, r.p50_us,
+                r.p99_us, r.redis_calls_per_op, static_cast<unsigned long long>(r.errors));
   }
-  std::printf("\n%-45s %8s %8s %s\n", "ratio", "value", "target", "");
+  std::printf("\n%-60s %8s %8s %s\n", "ratio", "value", "target", "");
   bool all_met = true;
   for (const auto& r : ratios) {
     const bool met = r.value >= r.target;
     all_met &= met;
-    std::printf("%-45s %8.2f %8.2f %s\n", r.name, r.value, r.target, met ? "met" : "NOT MET");
+    std::printf("%-60s %8.2f %8.2f %s\n", r.name, r.value, r.target, met ? "met" : "NOT MET");
   }
   std::string json = "{\"concurrency\":" + std::to_string(o.concurrency) +
                      ",\"seconds\":" + std::to_string(o.seconds) + ",\"results\":[";

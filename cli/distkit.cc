@@ -1,5 +1,6 @@
 // distkit: the command-line client of distkitd (product.md §3.3). `distkit health` is the
-// Kubernetes exec probe; the counter subcommands mirror CounterService for people at a terminal.
+// Kubernetes exec probe; the counter and icounter subcommands mirror CounterService and
+// InstanceCounterService for people at a terminal.
 //
 // Exit codes: 0 success (health: SERVING), 1 health not SERVING or unreachable, 2 a call failed,
 // 64 usage error (EX_USAGE).
@@ -47,17 +48,30 @@ Commands:
   health [--service NAME]
       Exit 0 when the service is SERVING, 1 otherwise (also when the daemon is
       unreachable or does not answer within the timeout). NAME "" (the default)
-      is the process; distkit.v1.CounterService follows Redis (readiness).
+      is the process; distkit.v1.CounterService and
+      distkit.v1.InstanceCounterService follow Redis (readiness).
   counter inc KEY [--delta N] [--lax] [--if OP:OPERAND]    (N defaults to 1)
   counter get KEY [--lax]
   counter set KEY VALUE [--if OP:OPERAND]
   counter del KEY
   counter clear
-      Every counter command takes --namespace NS (default: the daemon's
-      --namespace). --lax answers from daemon memory (eventually consistent);
-      the default is STRICT. OP is eq, ne, lt, le, gt or ge: `--if ge:10`
-      applies the operation only when the current value is >= 10.
-  icounter ..., ratelimit ...   (not implemented yet)
+      Plain counters: prints value, previous, applied.
+  icounter inc KEY [--delta N] [--lax] [--if OP:OPERAND]   (--if on the cumulative)
+  icounter get KEY [--lax]
+  icounter set KEY VALUE [--if OP:OPERAND]      (the cumulative, globally; --if on it)
+  icounter set-on-instance KEY VALUE [--lax] [--if OP:OPERAND]
+                                                (this daemon's slice; --if on the slice)
+  icounter del KEY                              (globally)
+  icounter del-on-instance KEY                  (this daemon's slice only)
+  icounter clear                                (every key of the namespace, globally)
+  icounter clear-on-instance                    (this daemon's slices of the namespace)
+      Instance-aware counters: prints cumulative, instance (this daemon's slice),
+      previous_cumulative, previous_instance, applied.
+      Every counter and icounter command takes --namespace NS (default: the
+      daemon's --namespace). --lax answers from daemon memory (eventually
+      consistent); the default is STRICT. OP is eq, ne, lt, le, gt or ge:
+      `--if ge:10` applies the operation only when the current value is >= 10.
+  ratelimit ...   (not implemented yet)
 
 Flags take `--flag value` or `--flag=value`; `--` ends the flags (for keys that
 start with "--").
@@ -188,6 +202,29 @@ void PrintChange(const Response& r, bool json) {
   }
 }
 
+// The five fields of every InstanceCounterService response, as one line or one JSON object.
+template <typename Response>
+void PrintInstance(const Response& r, bool json) {
+  if (json) {
+    std::cout << "{\"cumulative\":" << r.cumulative() << ",\"instance\":" << r.instance()
+              << ",\"previous_cumulative\":" << r.previous_cumulative()
+              << ",\"previous_instance\":" << r.previous_instance()
+              << ",\"applied\":" << Bool(r.applied()) << "}\n";
+  } else {
+    std::cout << "cumulative=" << r.cumulative() << " instance=" << r.instance()
+              << " previous_cumulative=" << r.previous_cumulative()
+              << " previous_instance=" << r.previous_instance() << " applied=" << Bool(r.applied())
+              << "\n";
+  }
+}
+
+// Prints `r` with `print` when the call succeeded; returns its status.
+template <typename Response, typename Print>
+absl::Status Show(const absl::StatusOr<Response>& r, bool json, Print print) {
+  if (r.ok()) print(*r, json);
+  return r.status();
+}
+
 struct Globals {
   std::string addr;
   int64_t timeout_ms = kDefaultTimeoutMs;
@@ -237,17 +274,87 @@ int RunHealth(const Globals& globals, const Args& args) {
   return *status == distkit::client::ServingStatus::kServing ? kExitOk : kExitNotServing;
 }
 
-int RunCounter(const Globals& globals, const Args& args) {
-  if (args.positional.empty())
-    return Usage({"counter: missing subcommand (inc|get|set|del|clear)"});
-  const std::string& op = args.positional[0];
-  const std::vector<std::string> rest(args.positional.begin() + 1, args.positional.end());
+// Which positionals and flags a subcommand takes.
+struct Shape {
+  size_t positionals;  // 0: none, 1: KEY, 2: KEY VALUE
+  std::vector<std::string> flags;
+};
 
-  // Which positionals and flags each subcommand takes.
-  struct Shape {
-    size_t positionals;
-    std::vector<std::string> flags;
-  };
+// A subcommand's arguments, checked against its shape.
+struct Parsed {
+  std::vector<std::string> rest;  // the positionals after the subcommand
+  std::string ns;
+  distkit::v1::Consistency consistency = distkit::v1::CONSISTENCY_STRICT;
+  std::optional<distkit::v1::Condition> condition;
+  int64_t number = 1;  // --delta for inc, VALUE for the KEY VALUE subcommands
+};
+
+// Checks `args` of `command` (counter, icounter) against `shapes`; `names` lists the
+// subcommands for the messages ("inc, get, set, del or clear").
+std::variant<Parsed, UsageError> ParseSubcommand(const std::string& command, const Args& args,
+                                                 const std::map<std::string, Shape>& shapes,
+                                                 const std::string& names) {
+  if (args.positional.empty()) {
+    return UsageError{absl::StrCat(command, ": missing subcommand (", names, ")")};
+  }
+  const std::string& op = args.positional[0];
+  Parsed out;
+  out.rest.assign(args.positional.begin() + 1, args.positional.end());
+
+  const auto shape = shapes.find(op);
+  if (shape == shapes.end()) {
+    return UsageError{
+        absl::StrCat(command, ": unknown subcommand '", op, "' (expected ", names, ")")};
+  }
+  for (const auto& [flag, value] : args.values) {
+    if (std::find(shape->second.flags.begin(), shape->second.flags.end(), flag) ==
+        shape->second.flags.end()) {
+      return UsageError{absl::StrCat(command, " ", op, ": unknown flag --", flag)};
+    }
+  }
+  if (out.rest.size() != shape->second.positionals) {
+    const char* what = shape->second.positionals == 2   ? "KEY VALUE"
+                       : shape->second.positionals == 0 ? "no argument"
+                                                        : "KEY";
+    return UsageError{absl::StrCat(command, " ", op, ": expected ", what, ", got ", out.rest.size(),
+                                   " argument(s)")};
+  }
+
+  const auto ns_it = args.values.find("namespace");
+  if (ns_it != args.values.end()) out.ns = ns_it->second;
+  if (args.values.count("lax") > 0) out.consistency = distkit::v1::CONSISTENCY_LAX;
+  auto condition = ParseCondition(args);
+  if (auto* error = std::get_if<UsageError>(&condition)) return *error;
+  out.condition = std::get<std::optional<distkit::v1::Condition>>(condition);
+
+  if (args.values.count("delta") > 0) {
+    const auto delta = ParseInt64(args.values.at("delta"));
+    if (!delta.has_value()) {
+      return UsageError{absl::StrCat("--delta: not an int64: '", args.values.at("delta"), "'")};
+    }
+    out.number = *delta;
+  }
+  if (shape->second.positionals == 2) {
+    const auto value = ParseInt64(out.rest[1]);
+    if (!value.has_value()) {
+      return UsageError{
+          absl::StrCat(command, " ", op, ": VALUE is not an int64: '", out.rest[1], "'")};
+    }
+    out.number = *value;
+  }
+  return out;
+}
+
+// The outcome of a call: 0, or 2 with the error printed.
+int CallResult(const absl::Status& status) {
+  if (!status.ok()) {
+    PrintError(status);
+    return kExitCallFailed;
+  }
+  return kExitOk;
+}
+
+int RunCounter(const Globals& globals, const Args& args) {
   static const std::map<std::string, Shape> kShapes = {
       {"inc", {1, {"namespace", "delta", "lax", "if"}}},
       {"get", {1, {"namespace", "lax"}}},
@@ -255,83 +362,85 @@ int RunCounter(const Globals& globals, const Args& args) {
       {"del", {1, {"namespace"}}},
       {"clear", {0, {"namespace"}}},
   };
-  const auto shape = kShapes.find(op);
-  if (shape == kShapes.end()) {
-    return Usage({absl::StrCat("counter: unknown subcommand '", op,
-                               "' (expected inc, get, set, del or clear)")});
-  }
-  for (const auto& [flag, value] : args.values) {
-    if (std::find(shape->second.flags.begin(), shape->second.flags.end(), flag) ==
-        shape->second.flags.end()) {
-      return Usage({absl::StrCat("counter ", op, ": unknown flag --", flag)});
-    }
-  }
-  if (rest.size() != shape->second.positionals) {
-    const char* what = op == "set" ? "KEY VALUE" : op == "clear" ? "no argument" : "KEY";
-    return Usage(
-        {absl::StrCat("counter ", op, ": expected ", what, ", got ", rest.size(), " argument(s)")});
-  }
-
-  const auto ns_it = args.values.find("namespace");
-  const std::string ns = ns_it == args.values.end() ? "" : ns_it->second;
-  const auto consistency =
-      args.values.count("lax") > 0 ? distkit::v1::CONSISTENCY_LAX : distkit::v1::CONSISTENCY_STRICT;
-  auto condition = ParseCondition(args);
-  if (auto* error = std::get_if<UsageError>(&condition)) return Usage(*error);
-  const auto& cond = std::get<std::optional<distkit::v1::Condition>>(condition);
-
-  int64_t number = 1;  // --delta for inc, VALUE for set
-  if (op == "inc" && args.values.count("delta") > 0) {
-    const auto delta = ParseInt64(args.values.at("delta"));
-    if (!delta.has_value()) {
-      return Usage({absl::StrCat("--delta: not an int64: '", args.values.at("delta"), "'")});
-    }
-    number = *delta;
-  }
-  if (op == "set") {
-    const auto value = ParseInt64(rest[1]);
-    if (!value.has_value()) {
-      return Usage({absl::StrCat("counter set: VALUE is not an int64: '", rest[1], "'")});
-    }
-    number = *value;
-  }
+  auto parsed_or = ParseSubcommand("counter", args, kShapes, "inc, get, set, del or clear");
+  if (auto* error = std::get_if<UsageError>(&parsed_or)) return Usage(*error);
+  const Parsed& p = std::get<Parsed>(parsed_or);
+  const std::string& op = args.positional[0];
 
   auto connected = Connect(globals);
   if (auto* code = std::get_if<int>(&connected)) return *code;
   auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
 
+  const bool json = globals.json;
+  auto change = [](const auto& r, bool j) { PrintChange(r, j); };
   absl::Status status;
   if (op == "inc") {
-    auto r = client->Inc(ns, rest[0], number, consistency, cond);
-    status = r.status();
-    if (r.ok()) PrintChange(*r, globals.json);
+    status = Show(client->Inc(p.ns, p.rest[0], p.number, p.consistency, p.condition), json, change);
   } else if (op == "get") {
-    auto r = client->Get(ns, rest[0], consistency);
-    status = r.status();
-    if (r.ok()) {
-      if (globals.json) {
-        std::cout << "{\"value\":" << r->value() << "}\n";
-      } else {
-        std::cout << "value=" << r->value() << "\n";
-      }
-    }
+    status = Show(client->Get(p.ns, p.rest[0], p.consistency), json,
+                  [](const distkit::v1::GetResponse& r, bool j) {
+                    if (j) {
+                      std::cout << "{\"value\":" << r.value() << "}\n";
+                    } else {
+                      std::cout << "value=" << r.value() << "\n";
+                    }
+                  });
   } else if (op == "set") {
-    auto r = client->Set(ns, rest[0], number, cond);
-    status = r.status();
-    if (r.ok()) PrintChange(*r, globals.json);
+    status = Show(client->Set(p.ns, p.rest[0], p.number, p.condition), json, change);
   } else if (op == "del") {
-    auto r = client->Del(ns, rest[0]);
-    status = r.status();
-    if (r.ok()) PrintChange(*r, globals.json);
+    status = Show(client->Del(p.ns, p.rest[0]), json, change);
   } else {  // clear
-    status = client->Clear(ns);
-    if (status.ok()) std::cout << (globals.json ? "{}" : "ok") << "\n";
+    status = client->Clear(p.ns);
+    if (status.ok()) std::cout << (json ? "{}" : "ok") << "\n";
   }
-  if (!status.ok()) {
-    PrintError(status);
-    return kExitCallFailed;
+  return CallResult(status);
+}
+
+int RunInstanceCounter(const Globals& globals, const Args& args) {
+  // --lax where the proto has a consistency field (Inc, Get, SetOnInstance).
+  static const std::map<std::string, Shape> kShapes = {
+      {"inc", {1, {"namespace", "delta", "lax", "if"}}},
+      {"get", {1, {"namespace", "lax"}}},
+      {"set", {2, {"namespace", "if"}}},
+      {"set-on-instance", {2, {"namespace", "lax", "if"}}},
+      {"del", {1, {"namespace"}}},
+      {"del-on-instance", {1, {"namespace"}}},
+      {"clear", {0, {"namespace"}}},
+      {"clear-on-instance", {0, {"namespace"}}},
+  };
+  auto parsed_or = ParseSubcommand(
+      "icounter", args, kShapes,
+      "inc, get, set, set-on-instance, del, del-on-instance, clear or clear-on-instance");
+  if (auto* error = std::get_if<UsageError>(&parsed_or)) return Usage(*error);
+  const Parsed& p = std::get<Parsed>(parsed_or);
+  const std::string& op = args.positional[0];
+
+  auto connected = Connect(globals);
+  if (auto* code = std::get_if<int>(&connected)) return *code;
+  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+
+  const bool json = globals.json;
+  auto print = [](const auto& r, bool j) { PrintInstance(r, j); };
+  absl::Status status;
+  if (op == "inc") {
+    status = Show(client->InstanceInc(p.ns, p.rest[0], p.number, p.consistency, p.condition), json,
+                  print);
+  } else if (op == "get") {
+    status = Show(client->InstanceGet(p.ns, p.rest[0], p.consistency), json, print);
+  } else if (op == "set") {
+    status = Show(client->InstanceSet(p.ns, p.rest[0], p.number, p.condition), json, print);
+  } else if (op == "set-on-instance") {
+    status = Show(client->SetOnInstance(p.ns, p.rest[0], p.number, p.consistency, p.condition),
+                  json, print);
+  } else if (op == "del") {
+    status = Show(client->InstanceDel(p.ns, p.rest[0]), json, print);
+  } else if (op == "del-on-instance") {
+    status = Show(client->DelOnInstance(p.ns, p.rest[0]), json, print);
+  } else {  // clear, clear-on-instance
+    status = op == "clear" ? client->InstanceClear(p.ns) : client->ClearOnInstance(p.ns);
+    if (status.ok()) std::cout << (json ? "{}" : "ok") << "\n";
   }
-  return kExitOk;
+  return CallResult(status);
 }
 
 int Run(const std::vector<std::string>& args) {
@@ -393,7 +502,7 @@ int Run(const std::vector<std::string>& args) {
     }
     return RunHealth(globals, health_args);
   }
-  if (command == "counter") {
+  if (command == "counter" || command == "icounter") {
     auto parsed =
         ParseArgs(args, i + 1, {{"namespace", true}, {"delta", true}, {"lax", false}, {"if", true}},
                   &globals.json);
@@ -403,9 +512,10 @@ int Run(const std::vector<std::string>& args) {
       std::cout << kUsage;
       return kExitOk;
     }
-    return RunCounter(globals, counter_args);
+    return command == "counter" ? RunCounter(globals, counter_args)
+                                : RunInstanceCounter(globals, counter_args);
   }
-  if (command == "icounter" || command == "ratelimit") {
+  if (command == "ratelimit") {
     std::cerr << "distkit: " << command << ": not implemented yet\n";
     return kExitUsage;
   }

@@ -211,6 +211,115 @@ absl::StatusOr<v1::BatchResponse> Client::Batch(const v1::BatchRequest& request,
   return Finish(status, std::move(response));
 }
 
+absl::StatusOr<v1::InstanceIncResponse> Client::InstanceInc(
+    std::string_view ns, std::string_view key, int64_t delta, v1::Consistency consistency,
+    const std::optional<v1::Condition>& condition, const CallOptions& call) {
+  v1::InstanceIncRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  request.set_delta(delta);
+  request.set_consistency(consistency);
+  if (condition.has_value()) *request.mutable_condition() = *condition;
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::InstanceIncResponse response;
+  const grpc::Status status = instance_counter_->Inc(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<v1::InstanceGetResponse> Client::InstanceGet(std::string_view ns,
+                                                            std::string_view key,
+                                                            v1::Consistency consistency,
+                                                            const CallOptions& call) {
+  v1::InstanceGetRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  request.set_consistency(consistency);
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::InstanceGetResponse response;
+  const grpc::Status status = instance_counter_->Get(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<v1::InstanceSetResponse> Client::InstanceSet(
+    std::string_view ns, std::string_view key, int64_t value,
+    const std::optional<v1::Condition>& condition, const CallOptions& call) {
+  v1::InstanceSetRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  request.set_value(value);
+  if (condition.has_value()) *request.mutable_condition() = *condition;
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::InstanceSetResponse response;
+  const grpc::Status status = instance_counter_->Set(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<v1::SetOnInstanceResponse> Client::SetOnInstance(
+    std::string_view ns, std::string_view key, int64_t value, v1::Consistency consistency,
+    const std::optional<v1::Condition>& condition, const CallOptions& call) {
+  v1::SetOnInstanceRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  request.set_value(value);
+  request.set_consistency(consistency);
+  if (condition.has_value()) *request.mutable_condition() = *condition;
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::SetOnInstanceResponse response;
+  const grpc::Status status = instance_counter_->SetOnInstance(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<v1::InstanceDelResponse> Client::InstanceDel(std::string_view ns,
+                                                            std::string_view key,
+                                                            const CallOptions& call) {
+  v1::InstanceDelRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::InstanceDelResponse response;
+  const grpc::Status status = instance_counter_->Del(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<v1::DelOnInstanceResponse> Client::DelOnInstance(std::string_view ns,
+                                                                std::string_view key,
+                                                                const CallOptions& call) {
+  v1::DelOnInstanceRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::DelOnInstanceResponse response;
+  const grpc::Status status = instance_counter_->DelOnInstance(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::Status Client::InstanceClear(std::string_view ns, const CallOptions& call) {
+  v1::InstanceClearRequest request;
+  request.mutable_namespace_()->assign(ns.data(), ns.size());
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::InstanceClearResponse response;
+  return FromGrpcStatus(instance_counter_->Clear(&context, request, &response));
+}
+
+absl::Status Client::ClearOnInstance(std::string_view ns, const CallOptions& call) {
+  v1::ClearOnInstanceRequest request;
+  request.mutable_namespace_()->assign(ns.data(), ns.size());
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::ClearOnInstanceResponse response;
+  return FromGrpcStatus(instance_counter_->ClearOnInstance(&context, request, &response));
+}
+
+absl::StatusOr<v1::InstanceBatchResponse> Client::InstanceBatch(
+    const v1::InstanceBatchRequest& request, const CallOptions& call) {
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::InstanceBatchResponse response;
+  const grpc::Status status = instance_counter_->Batch(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
 absl::StatusOr<ServingStatus> Client::CheckHealth(std::string_view service,
                                                   const CallOptions& call) {
   grpc::health::v1::HealthCheckRequest request;

@@ -1,9 +1,9 @@
 #pragma once
 
 // A thin convenience wrapper over the generated distkit.v1 stubs: one method per CounterService
-// RPC with plain arguments, absl::Status errors (same code and message as the gRPC status),
-// per-call deadlines, and the standard health check. The other services are reached through the
-// raw stubs (instance_counter_stub(), rate_limit_stub()).
+// and InstanceCounterService RPC with plain arguments, absl::Status errors (same code and message
+// as the gRPC status), per-call deadlines, and the standard health check. RateLimitService is
+// reached through the raw stub (rate_limit_stub()).
 //
 //   auto client = distkit::client::Client::Connect("unix:/tmp/distkitd.sock");
 //   if (!client.ok()) ...;
@@ -86,6 +86,35 @@ class Client {
   // only when the whole call does (e.g. more than 10 000 items).
   absl::StatusOr<v1::BatchResponse> Batch(const v1::BatchRequest& request,
                                           const CallOptions& call = {});
+
+  // ---- InstanceCounterService ----
+  // Every response carries (cumulative, instance) after and before the operation and `applied`.
+  // An empty namespace means the daemon's --namespace. The condition of InstanceInc and
+  // InstanceSet is checked against the cumulative, that of SetOnInstance against this
+  // instance's slice.
+  absl::StatusOr<v1::InstanceIncResponse> InstanceInc(
+      std::string_view ns, std::string_view key, int64_t delta,
+      v1::Consistency consistency = v1::CONSISTENCY_UNSPECIFIED,
+      const std::optional<v1::Condition>& condition = std::nullopt, const CallOptions& call = {});
+  absl::StatusOr<v1::InstanceGetResponse> InstanceGet(
+      std::string_view ns, std::string_view key,
+      v1::Consistency consistency = v1::CONSISTENCY_UNSPECIFIED, const CallOptions& call = {});
+  absl::StatusOr<v1::InstanceSetResponse> InstanceSet(
+      std::string_view ns, std::string_view key, int64_t value,
+      const std::optional<v1::Condition>& condition = std::nullopt, const CallOptions& call = {});
+  absl::StatusOr<v1::SetOnInstanceResponse> SetOnInstance(
+      std::string_view ns, std::string_view key, int64_t value,
+      v1::Consistency consistency = v1::CONSISTENCY_UNSPECIFIED,
+      const std::optional<v1::Condition>& condition = std::nullopt, const CallOptions& call = {});
+  absl::StatusOr<v1::InstanceDelResponse> InstanceDel(std::string_view ns, std::string_view key,
+                                                      const CallOptions& call = {});
+  absl::StatusOr<v1::DelOnInstanceResponse> DelOnInstance(std::string_view ns, std::string_view key,
+                                                          const CallOptions& call = {});
+  absl::Status InstanceClear(std::string_view ns, const CallOptions& call = {});
+  absl::Status ClearOnInstance(std::string_view ns, const CallOptions& call = {});
+  // Per-item failures are reported in the results, as for Batch.
+  absl::StatusOr<v1::InstanceBatchResponse> InstanceBatch(const v1::InstanceBatchRequest& request,
+                                                          const CallOptions& call = {});
 
   // ---- grpc.health.v1.Health/Check ----
   // `service` "" is the process itself; "distkit.v1.CounterService" etc. follow Redis.

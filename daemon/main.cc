@@ -1,14 +1,13 @@
 // distkitd: parse the configuration, build the object graph (redis -> core -> transport),
 // wait for SIGTERM/SIGINT, shut down in order. Everything interesting lives in the layers.
 
+#include <fmt/ranges.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
-
-#include <fmt/ranges.h>
 
 #include "absl/synchronization/mutex.h"
 #include "daemon/common/logging.h"
@@ -88,13 +87,14 @@ int Run(int argc, char** argv) {
     return 1;
   };
   // Declared after what it reads and before the server that records into it.
-  distkit::transport::Metrics metrics({&counters.stats(), &executor.stats(), &executor});
+  distkit::transport::Metrics metrics(
+      {&counters.stats(), &executor.stats(), &executor, &icounters.stats()});
   if (!config->metrics_listen.empty()) {
     if (auto st = metrics.Listen(config->metrics_listen); !st.ok()) return fail_start(st);
     spdlog::info("Prometheus metrics on http://{}/metrics", metrics.address());
   }
-  auto server = distkit::transport::Server::Start(*config, &counters, &executor, &metrics,
-                                                 &icounters);
+  auto server =
+      distkit::transport::Server::Start(*config, &counters, &executor, &metrics, &icounters);
   if (!server.ok()) return fail_start(server.status());
   spdlog::info("distkitd serving on {} (instance {})", fmt::join(config->listen, ","),
                config->instance_id);

@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "daemon/common/logging.h"
 #include "daemon/core/counters.h"
+#include "daemon/core/instance_counters.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_client.h"
 
@@ -53,6 +54,39 @@ class StatsCollector final : public prometheus::Collectable {
       AddCounter(&out, "distkit_lax_dropped_overflow_total",
                  "LAX deltas dropped because the Redis value would overflow int64.",
                  c.dropped_overflow.load(std::memory_order_relaxed));
+    }
+    if (s_.instance_counters != nullptr) {
+      const core::InstanceCountersStats& i = *s_.instance_counters;
+      AddGauge(&out, "distkit_icounter_lax_dirty_keys",
+               "Instance-aware keys holding LAX work not yet flushed to Redis.",
+               i.dirty_keys.load(std::memory_order_relaxed));
+      AddGauge(&out, "distkit_icounter_cached_keys",
+               "Instance-aware keys held in memory (sampled once a second).",
+               i.cached_keys.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_flush_commands_total",
+                 "Instance-aware LAX flush scripts sent to Redis.",
+                 i.flush_commands.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_flush_failures_total",
+                 "Instance-aware LAX flushes that failed (kept and retried).",
+                 i.flush_failures.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_dropped_overflow_total",
+                 "Instance-aware LAX operations dropped because a value would overflow int64.",
+                 i.dropped_overflow.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_heartbeats_total", "Successful liveness heartbeats.",
+                 i.heartbeats.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_reaper_passes_total", "Completed reaper passes.",
+                 i.reaper_passes.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_reaped_instances_total",
+                 "Dead instance incarnations fully cleaned up by this daemon.",
+                 i.reaped_instances.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_reaped_slices_total",
+                 "Slices of dead instances removed by this daemon's reaper.",
+                 i.reaped_slices.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_declared_dead_total",
+                 "Times this daemon found itself declared dead (then recovered).",
+                 i.declared_dead.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_icounter_restored_slices_total", "Slices written back by recovery.",
+                 i.restored_slices.load(std::memory_order_relaxed));
     }
     if (s_.redis != nullptr) {
       const redis::ExecutorStats& r = *s_.redis;

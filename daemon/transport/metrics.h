@@ -15,6 +15,7 @@
 
 namespace distkit::core {
 struct CountersStats;
+struct InstanceCountersStats;
 }  // namespace distkit::core
 namespace distkit::redis {
 struct ExecutorStats;
@@ -74,6 +75,7 @@ class Metrics {
     const core::CountersStats* counters = nullptr;
     const redis::ExecutorStats* redis = nullptr;
     const redis::RedisClient* redis_health = nullptr;  // distkit_redis_up = Healthy()
+    const core::InstanceCountersStats* instance_counters = nullptr;
   };
 
   Metrics();

@@ -246,6 +246,11 @@ TEST(MetricsE2E, RpcOutcomesLaxFlushesAndRedisHealthAreExported) {
   EXPECT_EQ(Sample(text, "distkit_redis_up"), 1);
   EXPECT_GT(Sample(text, "distkit_redis_commands_total").value_or(0), 0);
   EXPECT_EQ(text.find(key), std::string::npos) << "no per-key labels";
+  // Instance-aware counters export their flush, liveness and recovery counters.
+  EXPECT_EQ(Sample(text, "distkit_icounter_lax_dirty_keys"), 0) << text;
+  EXPECT_EQ(Sample(text, "distkit_icounter_declared_dead_total"), 0);
+  EXPECT_EQ(Sample(text, "distkit_icounter_restored_slices_total"), 0);
+  EXPECT_TRUE(Sample(text, "distkit_icounter_reaper_passes_total").has_value());
 
   // The LAX increments reach Redis within a flush interval.
   EXPECT_TRUE(PollUntil([&] { return d.Value("distkit_lax_flush_commands_total") > 0; }, 10s));
