@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/core/validation.h"
 #include "daemon/transport/status_mapping.h"
@@ -43,18 +44,48 @@ core::InstanceCallback Fill(Resp* resp, core::StatusCallback done) {
   };
 }
 
-// Runs a batch strictly in order: each item is sent once the previous one has completed (a
-// first write of a key registers it before its script runs, so pipelining could reorder).
+// (namespace, key) of a batch item, the namespace resolved ("" for an item without an op).
+std::pair<std::string, std::string> ItemKey(const v1::InstanceBatchOp& op,
+                                            const std::string& default_ns) {
+  auto of = [&](const auto& req) {
+    return std::make_pair(req.namespace_().empty() ? default_ns : req.namespace_(), req.key());
+  };
+  switch (op.op_case()) {
+    case v1::InstanceBatchOp::kInc:
+      return of(op.inc());
+    case v1::InstanceBatchOp::kGet:
+      return of(op.get());
+    case v1::InstanceBatchOp::kSet:
+      return of(op.set());
+    case v1::InstanceBatchOp::kSetOnInstance:
+      return of(op.set_on_instance());
+    case v1::InstanceBatchOp::kDel:
+      return of(op.del());
+    case v1::InstanceBatchOp::kDelOnInstance:
+      return of(op.del_on_instance());
+    default:
+      return {};
+  }
+}
+
+// Runs a batch in order. Items on distinct keys are pipelined; an item waits while an earlier
+// item on the same (namespace, key) is outstanding (a first write registers its key before its
+// script runs, and a key due for restore waits for it, so two items of one key sent together
+// could be reordered), and every later item waits behind it. Completions may arrive inline or
+// on the Redis thread; a trampoline (`pumping_`) keeps the stack flat.
 class BatchRun : public std::enable_shared_from_this<BatchRun> {
  public:
   BatchRun(InstanceCounterServiceImpl* svc, const v1::InstanceBatchRequest* req,
-           v1::InstanceBatchResponse* resp, core::StatusCallback finish)
-      : svc_(svc), req_(req), resp_(resp), finish_(std::move(finish)) {
+           v1::InstanceBatchResponse* resp, std::string default_ns, core::StatusCallback finish)
+      : svc_(svc),
+        req_(req),
+        resp_(resp),
+        default_ns_(std::move(default_ns)),
+        finish_(std::move(finish)) {
     for (int i = 0; i < req->ops_size(); ++i) resp->add_results();
   }
 
-  // Trampoline: completions may arrive inline (validation errors) or on the Redis thread.
-  void Next() {
+  void Pump() {
     std::unique_lock<std::mutex> lock(mu_);
     if (pumping_) {
       repump_ = true;
@@ -62,25 +93,42 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
     }
     pumping_ = true;
     while (true) {
-      repump_ = false;
-      if (next_ == req_->ops_size()) {
-        pumping_ = false;
-        lock.unlock();
-        finish_(absl::OkStatus());
-        return;
+      if (next_ < req_->ops_size()) {
+        auto key = ItemKey(req_->ops(next_), default_ns_);
+        if (!busy_.contains(key)) {
+          const int i = next_++;
+          ++busy_[key];
+          ++outstanding_;
+          lock.unlock();
+          Dispatch(i, std::move(key));
+          lock.lock();
+          continue;
+        }
       }
-      const int i = next_++;
+      if (repump_) {
+        repump_ = false;
+        continue;
+      }
+      pumping_ = false;
+      const bool done = next_ == req_->ops_size() && outstanding_ == 0 && !finished_;
+      if (done) finished_ = true;
       lock.unlock();
-      Dispatch(i);
-      lock.lock();
-      if (!repump_) {  // still running asynchronously: its completion calls Next()
-        pumping_ = false;
-        return;
-      }
+      if (done) finish_(absl::OkStatus());
+      return;
     }
   }
 
  private:
+  void Done(const std::pair<std::string, std::string>& key) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = busy_.find(key);
+      if (--it->second == 0) busy_.erase(it);
+      --outstanding_;
+    }
+    Pump();
+  }
+
   static void SetError(v1::InstanceBatchResult* res, const absl::Status& s) {
     if (s.ok()) return;
     res->clear_result();
@@ -88,13 +136,13 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
     res->set_message(std::string(s.message()));
   }
 
-  void Dispatch(int i) {
+  void Dispatch(int i, std::pair<std::string, std::string> key) {
     const v1::InstanceBatchOp& op = req_->ops(i);
     v1::InstanceBatchResult* res = resp_->mutable_results(i);
     auto self = shared_from_this();
-    auto done = [self, res](absl::Status s) {
+    auto done = [self, res, key = std::move(key)](absl::Status s) {
       SetError(res, s);
-      self->Next();
+      self->Done(key);
     };
     switch (op.op_case()) {
       case v1::InstanceBatchOp::kInc:
@@ -119,10 +167,13 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
   InstanceCounterServiceImpl* const svc_;
   const v1::InstanceBatchRequest* const req_;
   v1::InstanceBatchResponse* const resp_;
+  const std::string default_ns_;
   core::StatusCallback finish_;
   std::mutex mu_;
+  absl::flat_hash_map<std::pair<std::string, std::string>, int> busy_;  // outstanding per key
   int next_ = 0;
-  bool pumping_ = false, repump_ = false;
+  int outstanding_ = 0;
+  bool pumping_ = false, repump_ = false, finished_ = false;
 };
 
 }  // namespace
@@ -290,17 +341,18 @@ grpc::ServerUnaryReactor* InstanceCounterServiceImpl::ClearOnInstance(
 grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Batch(grpc::CallbackServerContext* ctx,
                                                             const v1::InstanceBatchRequest* req,
                                                             v1::InstanceBatchResponse* resp) {
-  return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               [&](const auto& callback) -> std::optional<absl::Status> {
-                 if (static_cast<size_t>(req->ops_size()) > core::kMaxBatchItems) {
-                   return absl::InvalidArgumentError(absl::StrCat("ops: a batch holds at most ",
-                                                                  core::kMaxBatchItems,
-                                                                  " items, got ", req->ops_size()));
-                 }
-                 batch_items_->Increment(req->ops_size());
-                 std::make_shared<BatchRun>(this, req, resp, callback())->Next();
-                 return std::nullopt;
-               });
+  return Unary(
+      ctx, in_flight_, rpc_metrics_, kBatch,
+      [&](const auto& callback) -> std::optional<absl::Status> {
+        if (static_cast<size_t>(req->ops_size()) > core::kMaxBatchItems) {
+          return absl::InvalidArgumentError(absl::StrCat("ops: a batch holds at most ",
+                                                         core::kMaxBatchItems, " items, got ",
+                                                         req->ops_size()));
+        }
+        batch_items_->Increment(req->ops_size());
+        std::make_shared<BatchRun>(this, req, resp, default_namespace_, callback())->Pump();
+        return std::nullopt;
+      });
 }
 
 }  // namespace distkit::transport
