@@ -576,7 +576,10 @@ void InstanceCounters::SendScript(const MapKey& k, Op op, Condition cond, int64_
                    Settle(k, op, inc, carried, rep ? &*rep : nullptr, maybe_sent);
                    if (!r.ok()) return done(r.status());
                    done(InstanceResult{r->cumulative, r->instance, r->previous_cumulative,
-                                       r->previous_instance, r->applied});
+                                       r->previous_instance,
+                                       // "false only when a condition failed" (product.md
+                                       // §3.1): a Get has none.
+                                       r->applied || op == Op::kGet});
                  });
 }
 

@@ -140,6 +140,8 @@ TEST_F(InstanceLaxTest, LaxIncIsAnsweredFromMemoryAndFlushedOnce) {
   auto seen = b.Get("k", Consistency::kStrict);
   EXPECT_EQ(seen->cumulative, 1100);
   EXPECT_EQ(seen->instance, 100);
+  EXPECT_TRUE(seen->applied) << "applied is false only when a condition failed";
+  EXPECT_TRUE(got->applied);
 }
 
 TEST_F(InstanceLaxTest, StrictOpFoldsThePendingLaxWorkFirst) {
