@@ -3,156 +3,28 @@
 // distkit-behaviour.md §12 scenarios 40-66 ("dropping a counter" = stopping a daemon without
 // deregistering) and the worked example of product.md §4.2 with a short threshold.
 
-#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
-#include "daemon/config/config.h"
-#include "daemon/core/counters.h"
-#include "daemon/core/instance_counters.h"
-#include "daemon/redis/executor.h"
-#include "daemon/redis/redis_url.h"
-#include "daemon/transport/server.h"
-#include "distkit/v1/instance_counter.grpc.pb.h"
-#include "tests/support/process.h"
-#include "tests/support/redis_server.h"
+#include <thread>
+
+#include "tests/support/icounter_daemon.h"
 
 namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Clear;
+using testing::ClearOi;
+using testing::Del;
+using testing::DelOi;
+using testing::Get;
+using testing::Inc;
 using testing::PollUntil;
+using testing::R;
 using testing::RedisServer;
-
-class Daemon {
- public:
-  Daemon(const RedisServer& redis, const std::string& socket, int64_t threshold_ms) {
-    config_.listen = {"unix:" + socket};
-    config_.redis = redis.url();
-    redis::ExecutorOptions eo;
-    eo.endpoint = *redis::ParseRedisUrl(redis.url());
-    eo.command_timeout = 2000ms;
-    executor_ = std::make_unique<redis::Executor>(eo);
-    executor_->Start();
-    EXPECT_TRUE(PollUntil([&] { return executor_->Healthy(); }, 10s));
-    core::CountersOptions co;
-    co.dedup_id = config::NewUuidV4();
-    counters_ = std::make_unique<core::Counters>(executor_.get(), co);
-    counters_->Start();
-    core::InstanceCountersOptions io;
-    io.instance_id = config::NewUuidV4();
-    io.dedup_id = co.dedup_id;
-    io.dead_instance_threshold_ms = threshold_ms;
-    icounters_ = std::make_unique<core::InstanceCounters>(executor_.get(), io);
-    EXPECT_TRUE(icounters_->Start(2s).ok());
-    auto server = transport::Server::Start(config_, counters_.get(), executor_.get(), nullptr,
-                                           icounters_.get());
-    EXPECT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
-    stub_ = v1::InstanceCounterService::NewStub(
-        grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
-  }
-  ~Daemon() {
-    server_->Shutdown(std::chrono::system_clock::now() + 1s);
-    counters_->Shutdown(2s);
-    if (killed_) {
-      icounters_->StopWithoutDeregistering();
-    } else {
-      icounters_->Shutdown(2s);
-    }
-    executor_->Stop();
-  }
-  void MarkKilled() { killed_ = true; }
-  core::InstanceCounters& icounters() { return *icounters_; }
-  v1::InstanceCounterService::Stub* stub() { return stub_.get(); }
-
- private:
-  bool killed_ = false;
-  config::Config config_;
-  std::unique_ptr<redis::Executor> executor_;
-  std::unique_ptr<core::Counters> counters_;
-  std::unique_ptr<core::InstanceCounters> icounters_;
-  std::unique_ptr<transport::Server> server_;
-  std::unique_ptr<v1::InstanceCounterService::Stub> stub_;
-};
-
-struct R {
-  grpc::StatusCode code = grpc::StatusCode::OK;
-  int64_t cum = 0, inst = 0, pcum = 0, pinst = 0;
-  bool applied = false;
-};
-template <typename Resp>
-R Out(const grpc::Status& s, const Resp& r) {
-  return {s.error_code(), r.cumulative(), r.instance(), r.previous_cumulative(),
-          r.previous_instance(), r.applied()};
-}
-
-R Inc(Daemon& d, const std::string& key, int64_t delta, const std::string& ns = "",
-      v1::Comparator op = v1::COMPARATOR_UNSPECIFIED, int64_t operand = 0) {
-  grpc::ClientContext ctx;
-  v1::InstanceIncRequest req;
-  req.set_namespace_(ns);
-  req.set_key(key);
-  req.set_delta(delta);
-  req.mutable_condition()->set_op(op);
-  req.mutable_condition()->set_operand(operand);
-  v1::InstanceIncResponse resp;
-  return Out(d.stub()->Inc(&ctx, req, &resp), resp);
-}
-R Get(Daemon& d, const std::string& key, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  v1::InstanceGetRequest req;
-  req.set_namespace_(ns);
-  req.set_key(key);
-  v1::InstanceGetResponse resp;
-  return Out(d.stub()->Get(&ctx, req, &resp), resp);
-}
-R Set(Daemon& d, const std::string& key, int64_t v) {
-  grpc::ClientContext ctx;
-  v1::InstanceSetRequest req;
-  req.set_key(key);
-  req.set_value(v);
-  v1::InstanceSetResponse resp;
-  return Out(d.stub()->Set(&ctx, req, &resp), resp);
-}
-R Soi(Daemon& d, const std::string& key, int64_t v,
-      v1::Comparator op = v1::COMPARATOR_UNSPECIFIED, int64_t operand = 0) {
-  grpc::ClientContext ctx;
-  v1::SetOnInstanceRequest req;
-  req.set_key(key);
-  req.set_value(v);
-  req.mutable_condition()->set_op(op);
-  req.mutable_condition()->set_operand(operand);
-  v1::SetOnInstanceResponse resp;
-  return Out(d.stub()->SetOnInstance(&ctx, req, &resp), resp);
-}
-R Del(Daemon& d, const std::string& key) {
-  grpc::ClientContext ctx;
-  v1::InstanceDelRequest req;
-  req.set_key(key);
-  v1::InstanceDelResponse resp;
-  return Out(d.stub()->Del(&ctx, req, &resp), resp);
-}
-R DelOi(Daemon& d, const std::string& key) {
-  grpc::ClientContext ctx;
-  v1::DelOnInstanceRequest req;
-  req.set_key(key);
-  v1::DelOnInstanceResponse resp;
-  return Out(d.stub()->DelOnInstance(&ctx, req, &resp), resp);
-}
-grpc::StatusCode Clear(Daemon& d, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  v1::InstanceClearRequest req;
-  req.set_namespace_(ns);
-  v1::InstanceClearResponse resp;
-  return d.stub()->Clear(&ctx, req, &resp).error_code();
-}
-grpc::StatusCode ClearOi(Daemon& d, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  v1::ClearOnInstanceRequest req;
-  req.set_namespace_(ns);
-  v1::ClearOnInstanceResponse resp;
-  return d.stub()->ClearOnInstance(&ctx, req, &resp).error_code();
-}
+using testing::Set;
+using testing::Soi;
+using Daemon = testing::ICounterDaemon;
 
 class InstanceCounterServiceTest : public ::testing::Test {
  protected:

@@ -1,0 +1,293 @@
+// Instance-aware counters end to end: three real distkitd processes (distinct --instance_id, a
+// short --dead_instance_threshold_ms) on one real redis-server. SIGKILL, SIGSTOP/SIGCONT and
+// SIGTERM of one daemon as seen from the others (product.md §4.2, §5), and the cleanup of a
+// killed daemon with 20 000 keys. Cross-daemon effects are polled with generous deadlines, then
+// asserted exactly.
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "distkit/v1/instance_counter.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/icounter_client.h"
+#include "tests/support/process.h"
+#include "tests/support/redis_server.h"
+
+namespace distkit {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Batch;
+using testing::BatchOut;
+using testing::CI;
+using testing::Get;
+using testing::GetReq;
+using testing::Inc;
+using testing::IncReq;
+using testing::LaxGet;
+using testing::Op;
+using testing::PollUntil;
+using testing::Process;
+using testing::RedisServer;
+using testing::Res;
+using testing::Set;
+
+constexpr char kInstances[] = "dk:{live}:instances";
+constexpr char kIncarnations[] = "dk:{live}:incarnations";
+constexpr char kThresholdMs[] = "600";  // heartbeat every 200 ms, reaper every 1 s
+constexpr auto kConverge = 20s;
+
+// A channel that retries connecting quickly (gRPC's default reconnect backoff is 1 s+).
+std::shared_ptr<grpc::Channel> FastChannel(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+// A distkitd child process with instance id `id`, and an InstanceCounterService stub to it.
+class Daemon {
+ public:
+  Daemon(const RedisServer& redis, std::string id)
+      : id_(std::move(id)), socket_(redis.dir() + "/" + id_ + ".sock") {
+    process_ = std::make_unique<Process>(
+        DISTKIT_DAEMON_BIN,
+        std::vector<std::string>{"--listen", "unix:" + socket_, "--redis", redis.url(),
+                                 "--instance_id", id_, "--dead_instance_threshold_ms", kThresholdMs,
+                                 "--log_level", "info"});
+    EXPECT_TRUE(process_->Start());
+  }
+  // Connects once the socket exists and waits until InstanceCounterService is SERVING.
+  bool WaitServing() {
+    struct stat st;
+    if (!PollUntil([&] { return stat(socket_.c_str(), &st) == 0; }, 15s)) return false;
+    auto channel = FastChannel("unix:" + socket_);
+    stub_ = v1::InstanceCounterService::NewStub(channel);
+    auto health = grpc::health::v1::Health::NewStub(channel);
+    return PollUntil(
+        [&] {
+          grpc::ClientContext ctx;
+          ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
+          grpc::health::v1::HealthCheckRequest req;
+          req.set_service("distkit.v1.InstanceCounterService");
+          grpc::health::v1::HealthCheckResponse resp;
+          return health->Check(&ctx, req, &resp).ok() && resp.status() == 1;
+        },
+        15s);
+  }
+  v1::InstanceCounterService::Stub* stub() { return stub_.get(); }
+  Process& process() { return *process_; }
+  const std::string& id() const { return id_; }
+
+ private:
+  std::string id_, socket_;
+  std::unique_ptr<Process> process_;
+  std::unique_ptr<v1::InstanceCounterService::Stub> stub_;
+};
+
+class InstanceE2ETest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    redis_ = RedisServer::Start();
+    ASSERT_TRUE(redis_);
+    a_ = std::make_unique<Daemon>(*redis_, "ida");
+    b_ = std::make_unique<Daemon>(*redis_, "idb");
+    c_ = std::make_unique<Daemon>(*redis_, "idc");
+    ASSERT_TRUE(a_->WaitServing()) << a_->process().Output();
+    ASSERT_TRUE(b_->WaitServing()) << b_->process().Output();
+    ASSERT_TRUE(c_->WaitServing()) << c_->process().Output();
+  }
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+    c_.reset();
+    redis_.reset();
+  }
+  bool Registered(const std::string& id) {
+    return redis_->Command({"ZSCORE", kInstances, id}) != "(nil)";
+  }
+  std::string Incarnation(const std::string& id) {
+    return redis_->Command({"HGET", kIncarnations, id});
+  }
+  // Every Redis key of an instance's incarnations (key sets, namespace sets).
+  std::string InstanceKeys(const std::string& id) {
+    return redis_->Command({"KEYS", "dk:{I:" + id + ":*"});
+  }
+  // Writes k: a 10, b 20, c 5 (= 35) and j: a 3, c -7 (= -4).
+  void WriteTwoKeys() {
+    ASSERT_EQ(Inc(*a_, "k", 10).now(), CI(10, 10));
+    ASSERT_EQ(Inc(*b_, "k", 20).now(), CI(30, 20));
+    ASSERT_EQ(Inc(*c_, "k", 5).now(), CI(35, 5));
+    ASSERT_EQ(Inc(*a_, "j", 3).now(), CI(3, 3));
+    ASSERT_EQ(Inc(*c_, "j", -7).now(), CI(-4, -7));
+  }
+  // True once both a and b read k == `k` and j == `j`.
+  bool SurvivorsSee(int64_t k, int64_t j) {
+    return Get(*a_, "k").cum == k && Get(*b_, "k").cum == k && Get(*a_, "j").cum == j &&
+           Get(*b_, "j").cum == j;
+  }
+
+  std::unique_ptr<RedisServer> redis_;
+  std::unique_ptr<Daemon> a_, b_, c_;
+};
+
+// (a) SIGKILL: the dead daemon's slices leave the cumulative as seen from both survivors.
+TEST_F(InstanceE2ETest, SigkilledDaemonsSlicesLeaveTheCumulativeForBothSurvivors) {
+  WriteTwoKeys();
+  c_->process().Signal(SIGKILL);
+  EXPECT_EQ(c_->process().Wait(5s), 128 + SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  EXPECT_TRUE(PollUntil([&] { return SurvivorsSee(30, 3); }, kConverge));
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - killed);
+  std::cout << "slices of the killed daemon left the cumulative after " << took.count()
+            << " ms (threshold " << kThresholdMs << " ms)\n";
+  EXPECT_EQ(Get(*a_, "k").now(), CI(30, 10));
+  EXPECT_EQ(Get(*b_, "k").now(), CI(30, 20));
+  EXPECT_EQ(Get(*a_, "j").now(), CI(3, 3));
+  EXPECT_EQ(Get(*b_, "j").now(), CI(3, 0));
+  EXPECT_TRUE(PollUntil([&] { return LaxGet(*b_, "k").now() == CI(30, 20); }, kConverge));
+  EXPECT_TRUE(PollUntil([&] { return !Registered("idc"); }, kConverge));
+  EXPECT_TRUE(PollUntil([&] { return InstanceKeys("idc").empty(); }, kConverge))
+      << InstanceKeys("idc");
+  EXPECT_EQ(Incarnation("idc"), "(nil)");
+}
+
+// (b) SIGSTOP longer than the threshold: the others drop the paused daemon's slices; after
+// SIGCONT it finds it was declared dead and restores them (the negative one too), and they
+// stay. Needs recovery.
+TEST_F(InstanceE2ETest, RecoverySigstoppedDaemonGetsItsSlicesBack) {
+  WriteTwoKeys();
+  c_->process().Signal(SIGSTOP);
+  EXPECT_TRUE(PollUntil([&] { return SurvivorsSee(30, 3); }, kConverge));
+  // Fully reaped (a long pause): the id is gone from the registry too.
+  EXPECT_TRUE(PollUntil([&] { return !Registered("idc"); }, kConverge));
+  c_->process().Signal(SIGCONT);
+  EXPECT_TRUE(PollUntil([&] { return SurvivorsSee(35, -4); }, kConverge))
+      << "k " << Get(*a_, "k").cum << ", j " << Get(*a_, "j").cum;
+  // It stays restored over several heartbeats and reaper passes.
+  const auto until = std::chrono::steady_clock::now() + 3s;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_EQ(Get(*a_, "k").now(), CI(35, 10));
+    ASSERT_EQ(Get(*b_, "j").now(), CI(-4, 0));
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(Get(*c_, "k").now(), CI(35, 5));
+  EXPECT_EQ(Get(*c_, "j").now(), CI(-4, -7));
+  EXPECT_TRUE(Registered("idc"));
+  // The restored slices are registered for reaping: killing c now removes them again.
+  c_->process().Signal(SIGKILL);
+  c_->process().Wait(5s);
+  EXPECT_TRUE(PollUntil([&] { return SurvivorsSee(30, 3); }, kConverge))
+      << "k " << Get(*a_, "k").cum << ", j " << Get(*a_, "j").cum;
+}
+
+// (c) SIGTERM: exit code 0, the slices are gone at once, the id is deregistered.
+TEST_F(InstanceE2ETest, SigtermExitsZeroRemovesSlicesAtOnceAndDeregisters) {
+  WriteTwoKeys();
+  ASSERT_TRUE(Registered("idc"));
+  c_->process().Signal(SIGTERM);
+  EXPECT_EQ(c_->process().Wait(15s), 0) << c_->process().Output();
+  EXPECT_EQ(Get(*a_, "k").now(), CI(30, 10));
+  EXPECT_EQ(Get(*b_, "k").now(), CI(30, 20));
+  EXPECT_EQ(Get(*a_, "j").now(), CI(3, 3));
+  EXPECT_EQ(Get(*b_, "j").now(), CI(3, 0));
+  EXPECT_FALSE(Registered("idc"));
+  EXPECT_EQ(Incarnation("idc"), "(nil)");
+  EXPECT_EQ(InstanceKeys("idc"), "");
+}
+
+// (d) A global Set by a while b is SIGSTOPped (and declared dead): after SIGCONT, b's old slice
+// does not come back; the cumulative is what the Set gave plus later incs, and b's later writes
+// are reaped when b dies.
+TEST_F(InstanceE2ETest, GlobalSetWhileStoppedIsNotUndoneWhenTheDaemonComesBack) {
+  WriteTwoKeys();
+  b_->process().Signal(SIGSTOP);
+  EXPECT_TRUE(PollUntil([&] { return Get(*a_, "k").cum == 15; }, kConverge));
+  EXPECT_TRUE(PollUntil([&] { return !Registered("idb"); }, kConverge));
+  EXPECT_EQ(Set(*a_, "k", 100), Res(100, 100, 15, 10, true));
+  b_->process().Signal(SIGCONT);
+  EXPECT_TRUE(PollUntil([&] { return Registered("idb"); }, kConverge)) << "b re-registers";
+  EXPECT_TRUE(PollUntil([&] { return Get(*b_, "k").code == grpc::StatusCode::OK; }, kConverge));
+  EXPECT_EQ(Get(*b_, "k").now(), CI(100, 0));
+  EXPECT_EQ(Inc(*c_, "k", 1), Res(101, 1, 100, 0, true));
+  EXPECT_EQ(Inc(*b_, "k", 2), Res(103, 2, 101, 0, true));
+  // Over several heartbeats and reaper passes nothing changes.
+  const auto until = std::chrono::steady_clock::now() + 3s;
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_EQ(Get(*a_, "k").now(), CI(103, 100));
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(Get(*b_, "k").now(), CI(103, 2));
+  EXPECT_EQ(Get(*c_, "k").now(), CI(103, 1));
+  b_->process().Signal(SIGKILL);
+  b_->process().Wait(5s);
+  EXPECT_TRUE(PollUntil([&] { return Get(*a_, "k").cum == 101; }, kConverge)) << Get(*a_, "k").cum;
+  EXPECT_TRUE(PollUntil([&] { return !Registered("idb"); }, kConverge));
+  EXPECT_EQ(Get(*c_, "k").now(), CI(101, 1));
+}
+
+std::string Key(int i) { return "key" + std::to_string(i); }
+
+// (e) 20 000 keys written by c, then SIGKILL: every key returns to what a and b contributed,
+// and c's key sets are gone.
+TEST_F(InstanceE2ETest, TwentyThousandKeysOfAKilledDaemonAreReaped) {
+  constexpr int kKeys = 20000, kPerBatch = 10000;
+  auto a_part = [](int i) -> int64_t { return i % 3 == 0 ? 2 : 0; };
+  auto b_part = [](int i) -> int64_t { return i % 5 == 0 ? -1 : 0; };
+  for (int from = 0; from < kKeys; from += kPerBatch) {
+    v1::InstanceBatchRequest cw, aw, bw;
+    for (int i = from; i < from + kPerBatch; ++i) {
+      *cw.add_ops() = Op(IncReq(Key(i), 1 + i % 9));
+      if (a_part(i) != 0) *aw.add_ops() = Op(IncReq(Key(i), a_part(i)));
+      if (b_part(i) != 0) *bw.add_ops() = Op(IncReq(Key(i), b_part(i)));
+    }
+    const std::vector<std::pair<Daemon*, v1::InstanceBatchRequest*>> writes = {
+        {c_.get(), &cw}, {a_.get(), &aw}, {b_.get(), &bw}};
+    for (auto [d, req] : writes) {
+      BatchOut out = Batch(*d, *req);
+      ASSERT_TRUE(out.status.ok()) << d->id() << ": " << out.status.error_message();
+      ASSERT_EQ(out.results.size(), static_cast<size_t>(req->ops_size()));
+      for (const auto& r : out.results) ASSERT_EQ(r.code, grpc::StatusCode::OK) << r.message;
+    }
+  }
+  const std::string inc = Incarnation("idc");
+  ASSERT_NE(inc, "(nil)");
+  const std::string key_set = "dk:{I:idc:" + inc + "}:keys:distkit";
+  EXPECT_EQ(redis_->Command({"SCARD", key_set}), std::to_string(kKeys));
+  c_->process().Signal(SIGKILL);
+  c_->process().Wait(5s);
+  EXPECT_TRUE(PollUntil([&] { return !Registered("idc"); }, kConverge));
+  EXPECT_EQ(redis_->Command({"EXISTS", key_set}), "0");
+  EXPECT_EQ(redis_->Command({"EXISTS", "dk:{I:idc:" + inc + "}:namespaces"}), "0");
+  EXPECT_EQ(InstanceKeys("idc"), "");
+  int wrong = 0;
+  for (int from = 0; from < kKeys; from += kPerBatch) {
+    v1::InstanceBatchRequest reads;
+    for (int i = from; i < from + kPerBatch; ++i) *reads.add_ops() = Op(GetReq(Key(i)));
+    BatchOut out = Batch(*a_, reads);
+    ASSERT_TRUE(out.status.ok()) << out.status.error_message();
+    ASSERT_EQ(out.results.size(), static_cast<size_t>(kPerBatch));
+    for (int i = from; i < from + kPerBatch; ++i) {
+      const CI want(a_part(i) + b_part(i), a_part(i));
+      if (out.results[i - from].now() != want && ++wrong <= 5) {
+        ADD_FAILURE() << Key(i) << ": " << out.results[i - from] << ", want (" << want.first << ", "
+                      << want.second << ")";
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0);
+}
+
+}  // namespace
+}  // namespace distkit
