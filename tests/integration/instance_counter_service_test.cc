@@ -246,29 +246,33 @@ TEST_F(InstanceCounterServiceTest, DeadInstanceSlicesLeaveTheCumulative) {
   EXPECT_EQ(Inc(*c3, "k", 20).cum, 80);
 }
 
-// A daemon whose heartbeat finds it was declared dead re-registers (no recovery yet): its old
-// incarnation's slices leave the cumulative and its new writes count from 0.
-TEST_F(InstanceCounterServiceTest, DeclaredDeadDaemonReRegistersAndItsOldSlicesAreReaped) {
+// A daemon whose heartbeat finds it was declared dead re-registers with a new incarnation and
+// restores its slice (recovery); the old incarnation's key sets are reaped.
+TEST_F(InstanceCounterServiceTest, DeclaredDeadDaemonReRegistersAndRestoresItsSlices) {
   d_.clear();
   auto a = Make(0, 300);
   auto b = Make(1, 300);
   Inc(*a, "k", 40);
+  Inc(*a, "neg", -7);
   Inc(*b, "k", 60);
   const int64_t inc = a->icounters().incarnation();
   // As if `a` had been paused for longer than the threshold.
   redis_->Command({"ZADD", "dk:{live}:instances", "0", a->icounters().instance_id()});
   EXPECT_TRUE(PollUntil([&] { return a->icounters().incarnation() > inc; }, 5s));
-  EXPECT_TRUE(PollUntil([&] { return Get(*b, "k").cum == 60; }, 10s));
-  R r = Inc(*a, "k", 5);
-  EXPECT_EQ(r.cum, 65);
-  EXPECT_EQ(r.inst, 5);
-  // The old incarnation's key sets are gone once reaped.
+  EXPECT_TRUE(PollUntil([&] { return a->icounters().stats().restored_slices.load() == 2; }, 10s));
+  // The old incarnation's key sets are gone once reaped, and nothing was lost.
   EXPECT_TRUE(PollUntil(
       [&] {
         return redis_->Command({"EXISTS", "dk:{I:" + a->icounters().instance_id() + ":" +
                                               std::to_string(inc) + "}:namespaces"}) == "0";
       },
       10s));
+  EXPECT_EQ(Get(*b, "k").cum, 100);
+  EXPECT_EQ(Get(*b, "neg").cum, -7);
+  R r = Inc(*a, "k", 5);
+  EXPECT_EQ(r.cum, 105);
+  EXPECT_EQ(r.inst, 45);
+  EXPECT_EQ(Get(*a, "neg").inst, -7);
 }
 
 // Scenario 59: live daemons are not reaped (heartbeats every threshold/3).
