@@ -47,6 +47,10 @@ bool IsLax(const v1::BatchOp& op) {
 // keeps the stack flat for 10 000 inline completions.
 class BatchRun : public std::enable_shared_from_this<BatchRun> {
  public:
+  // STRICT items in flight at once: enough to pipeline, few enough that the last one is not
+  // queued behind thousands of others and misses --redis_timeout_ms (counted from submission).
+  static constexpr int kMaxInFlight = 256;
+
   BatchRun(CounterServiceImpl* svc, const v1::BatchRequest* req, v1::BatchResponse* resp,
            core::StatusCallback finish)
       : svc_(svc), req_(req), resp_(resp), finish_(std::move(finish)) {
@@ -61,7 +65,8 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
     }
     pumping_ = true;
     while (true) {
-      if (next_ < req_->ops_size() && !(IsLax(req_->ops(next_)) && outstanding_ > 0)) {
+      if (next_ < req_->ops_size() && outstanding_ < kMaxInFlight &&
+          !(IsLax(req_->ops(next_)) && outstanding_ > 0)) {
         const int i = next_++;
         if (TrySync(i)) continue;  // answered from memory: no callback, no allocation
         ++outstanding_;

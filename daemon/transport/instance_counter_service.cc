@@ -71,10 +71,16 @@ std::pair<std::string, std::string> ItemKey(const v1::InstanceBatchOp& op,
 // Runs a batch in order. Items on distinct keys are pipelined; an item waits while an earlier
 // item on the same (namespace, key) is outstanding (a first write registers its key before its
 // script runs, and a key due for restore waits for it, so two items of one key sent together
-// could be reordered), and every later item waits behind it. Completions may arrive inline or
-// on the Redis thread; a trampoline (`pumping_`) keeps the stack flat.
+// could be reordered), and every later item waits behind it; at most kMaxInFlight at once.
+// Completions may arrive inline or on the Redis thread; a trampoline (`pumping_`) keeps the stack
+// flat.
 class BatchRun : public std::enable_shared_from_this<BatchRun> {
  public:
+  // Items in flight at once: enough to pipeline, few enough that the last one's Redis commands
+  // (up to three for a key's first write) are not queued behind tens of thousands of others
+  // and miss --redis_timeout_ms, which counts from submission.
+  static constexpr int kMaxInFlight = 256;
+
   BatchRun(InstanceCounterServiceImpl* svc, const v1::InstanceBatchRequest* req,
            v1::InstanceBatchResponse* resp, std::string default_ns, core::StatusCallback finish)
       : svc_(svc),
@@ -95,7 +101,7 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
     while (true) {
       if (next_ < req_->ops_size()) {
         auto key = ItemKey(req_->ops(next_), default_ns_);
-        if (!busy_.contains(key)) {
+        if (!busy_.contains(key) && outstanding_ < kMaxInFlight) {
           const int i = next_++;
           ++busy_[key];
           ++outstanding_;
