@@ -14,6 +14,8 @@
 #include "daemon/config/config.h"
 #include "daemon/core/counters.h"
 #include "daemon/core/instance_counters.h"
+#include "daemon/core/local_rate_limiter.h"
+#include "daemon/core/rate_limit.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
 #include "daemon/transport/metrics.h"
@@ -79,6 +81,25 @@ int Run(int argc, char** argv) {
     spdlog::warn("{}", st.ToString());
   }
 
+  // Rate limiting (product.md §4.3): the daemon-wide settings and one provider per
+  // PROVIDER_*; declared before the server, which serves them until it is shut down.
+  distkit::core::RateLimitSettings rate_settings;
+  rate_settings.window_ms = config->rate_window_seconds * 1000;
+  rate_settings.bucket_ms = config->rate_bucket_ms;
+  rate_settings.hard_limit_factor = config->hard_limit_factor;
+  rate_settings.suppression_cache_ms = config->suppression_cache_ms;
+  rate_settings.sync_interval_ms = config->sync_interval_ms;
+  distkit::core::LocalRateLimiterOptions local_rate_options;
+  local_rate_options.settings = rate_settings;
+  distkit::core::LocalRateLimiter local_rate_limiter(local_rate_options);
+  distkit::transport::RateLimiters rate_limiters;
+  rate_limiters.local = &local_rate_limiter;
+  // REDIS provider: construct it above (it gets &executor, rate_settings,
+  // config->rate_limit_failure_mode and &local_rate_limiter for the `local` failure mode) and
+  // set rate_limiters.redis here.
+  // HYBRID provider: construct it above (&executor, rate_settings) and set
+  // rate_limiters.hybrid here.
+
   auto fail_start = [&](const absl::Status& status) {
     spdlog::error("{}", status.ToString());
     counters.Shutdown(std::chrono::milliseconds(0));
@@ -93,8 +114,8 @@ int Run(int argc, char** argv) {
     if (auto st = metrics.Listen(config->metrics_listen); !st.ok()) return fail_start(st);
     spdlog::info("Prometheus metrics on http://{}/metrics", metrics.address());
   }
-  auto server =
-      distkit::transport::Server::Start(*config, &counters, &executor, &metrics, &icounters);
+  auto server = distkit::transport::Server::Start(*config, &counters, &executor, &metrics,
+                                                  &icounters, rate_limiters);
   if (!server.ok()) return fail_start(server.status());
   spdlog::info("distkitd serving on {} (instance {})", fmt::join(config->listen, ","),
                config->instance_id);

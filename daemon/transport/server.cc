@@ -44,16 +44,15 @@ absl::Status PrepareUnixPath(const std::string& path) {
 }  // namespace
 
 const std::vector<std::string>& Server::ServiceNames() {
-  static const auto* names = new std::vector<std::string>{"distkit.v1.CounterService",
-                                                        "distkit.v1.InstanceCounterService"};
+  static const auto* names =
+      new std::vector<std::string>{"distkit.v1.CounterService", "distkit.v1.InstanceCounterService",
+                                   "distkit.v1.RateLimitService"};
   return *names;
 }
 
-absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& config,
-                                                      core::Counters* counters,
-                                                      const redis::RedisClient* redis,
-                                                      Metrics* metrics,
-                                                      core::InstanceCounters* icounters) {
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(
+    const config::Config& config, core::Counters* counters, const redis::RedisClient* redis,
+    Metrics* metrics, core::InstanceCounters* icounters, RateLimiters rate_limiters) {
   std::unique_ptr<Server> s(new Server());
   s->redis_ = redis;
   if (metrics == nullptr) {
@@ -67,6 +66,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& conf
     s->instance_counter_service_ = std::make_unique<InstanceCounterServiceImpl>(
         icounters, config.default_namespace, &s->in_flight_, metrics);
     s->health_names_.push_back("distkit.v1.InstanceCounterService");
+  }
+  if (rate_limiters.any()) {
+    s->rate_limit_service_ = std::make_unique<RateLimitServiceImpl>(
+        rate_limiters, config.default_namespace, &s->in_flight_, metrics);
+    s->health_names_.push_back("distkit.v1.RateLimitService");
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -85,12 +89,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& conf
   }
   builder.RegisterService(s->counter_service_.get());
   if (s->instance_counter_service_) builder.RegisterService(s->instance_counter_service_.get());
+  if (s->rate_limit_service_) builder.RegisterService(s->rate_limit_service_.get());
   builder.SetMaxReceiveMessageSize(64 << 20);  // a 10 000-item batch fits comfortably
   s->server_ = builder.BuildAndStart();
   if (!s->server_) {
-    return absl::UnavailableError(
-        absl::StrCat("--listen: could not listen on every address of ",
-                     absl::StrJoin(config.listen, ","), " (in use or not permitted?)"));
+    return absl::UnavailableError(absl::StrCat("--listen: could not listen on every address of ",
+                                               absl::StrJoin(config.listen, ","),
+                                               " (in use or not permitted?)"));
   }
   for (const auto& path : s->unix_paths_) {
     if (chmod(path.c_str(), config.socket_mode) != 0) {

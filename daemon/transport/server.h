@@ -15,9 +15,10 @@
 #include "daemon/core/instance_counters.h"
 #include "daemon/redis/redis_client.h"
 #include "daemon/transport/counter_service.h"
-#include "daemon/transport/instance_counter_service.h"
 #include "daemon/transport/in_flight.h"
+#include "daemon/transport/instance_counter_service.h"
 #include "daemon/transport/metrics.h"
+#include "daemon/transport/rate_limit_service.h"
 
 namespace distkit::transport {
 
@@ -26,15 +27,16 @@ namespace distkit::transport {
 // distkit.v1 service is SERVING only while Redis is healthy (polled every 100 ms).
 class Server {
  public:
-  // InstanceCounterService is served when `icounters` is given (else UNIMPLEMENTED).
-  // The services record their RPCs in `metrics`, which must outlive the server; without one
-  // (tests) they record in a private Metrics that nothing exports.
+  // InstanceCounterService is served when `icounters` is given (else UNIMPLEMENTED);
+  // RateLimitService when any of `rate_limiters` is given (a missing provider answers
+  // UNIMPLEMENTED). Everything passed in must outlive the server. The services record their
+  // RPCs in `metrics`; without one (tests) they record in a private Metrics that nothing exports.
   static absl::StatusOr<std::unique_ptr<Server>> Start(const config::Config& config,
                                                        core::Counters* counters,
                                                        const redis::RedisClient* redis,
                                                        Metrics* metrics = nullptr,
-                                                       core::InstanceCounters* icounters =
-                                                           nullptr);
+                                                       core::InstanceCounters* icounters = nullptr,
+                                                       RateLimiters rate_limiters = {});
   ~Server();
 
   // Turns every health entry NOT_SERVING, stops accepting calls and waits for in-flight RPCs
@@ -53,6 +55,7 @@ class Server {
   InFlight in_flight_;
   std::unique_ptr<CounterServiceImpl> counter_service_;
   std::unique_ptr<InstanceCounterServiceImpl> instance_counter_service_;
+  std::unique_ptr<RateLimitServiceImpl> rate_limit_service_;
   std::vector<std::string> health_names_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> unix_paths_;

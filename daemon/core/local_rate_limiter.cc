@@ -1,0 +1,125 @@
+#include "daemon/core/local_rate_limiter.h"
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+namespace distkit::core {
+
+LocalRateLimiter::LocalRateLimiter(LocalRateLimiterOptions options)
+    : options_(options),
+      // A state with no live bucket reads exactly like an unknown key, so removing it is
+      // invisible; idle_evict_ms may only delay that, never advance it.
+      idle_ms_(std::max(options.settings.window_ms, options.settings.idle_evict_ms > 0
+                                                        ? options.settings.idle_evict_ms
+                                                        : options.settings.window_ms + 1000)),
+      shards_(std::make_unique<Shard[]>(kShards)) {
+  if (options_.sweep_interval_ms > 0) sweep_thread_ = std::thread([this] { SweepLoop(); });
+}
+
+LocalRateLimiter::~LocalRateLimiter() {
+  {
+    std::lock_guard<std::mutex> lock(sweep_mu_);
+    stop_ = true;
+  }
+  sweep_cv_.notify_all();
+  if (sweep_thread_.joinable()) sweep_thread_.join();
+}
+
+LocalRateLimiter::Shard& LocalRateLimiter::ShardFor(const KeyView& k) const {
+  // The map mixes the same hash again internally; the top bits pick the shard.
+  return shards_[(KeyHash()(k) >> 32) % kShards];
+}
+
+RateIncResult LocalRateLimiter::Decide(const RateIncRequest& req) {
+  const KeyView kv{req.ns, req.key, req.strategy};
+  Shard& shard = ShardFor(kv);
+  const int64_t now = NowMs();
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.map.find(kv);
+  const bool created = it == shard.map.end();
+  if (created) it = shard.map.emplace(Key{req.ns, req.key, req.strategy}, State{}).first;
+  State& st = it->second;
+  st.last_rate = req.rate_per_second;
+  RateIncResult r =
+      req.strategy == RateStrategy::kAbsolute
+          ? AdmitAbsolute(st.window, options_.settings, now, req.rate_per_second, req.count)
+          : AdmitSuppressed(st.window, st.cache, options_.settings, now, req.rate_per_second,
+                            req.count, *options_.random);
+  if (st.window.empty()) {
+    // Rejected without recording (ABSOLUTE, count > capacity or an emptied window): keep no
+    // state that reads like an unknown key.
+    shard.map.erase(it);
+    if (!created) stats_.keys.fetch_sub(1, std::memory_order_relaxed);
+  } else if (created) {
+    stats_.keys.fetch_add(1, std::memory_order_relaxed);
+  }
+  return r;
+}
+
+RateGetResult LocalRateLimiter::Read(std::string_view ns, std::string_view key,
+                                     RateStrategy strategy) {
+  const KeyView kv{ns, key, strategy};
+  Shard& shard = ShardFor(kv);
+  const int64_t now = NowMs();
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.map.find(kv);
+  if (it == shard.map.end()) return RateGetResult{};  // unknown: zeros, nothing created
+  State& st = it->second;
+  return ReadWindow(st.window, st.cache, options_.settings, now, strategy, st.last_rate);
+}
+
+std::optional<absl::StatusOr<RateIncResult>> LocalRateLimiter::TryInc(const RateIncRequest& req) {
+  return Decide(req);
+}
+
+void LocalRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) { done(Decide(req)); }
+
+void LocalRateLimiter::Get(const std::string& ns, const std::string& key, RateStrategy strategy,
+                           RateGetCallback done) {
+  done(Read(ns, key, strategy));
+}
+
+size_t LocalRateLimiter::Sweep() {
+  size_t removed = 0;
+  for (size_t i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    const int64_t now = NowMs();
+    absl::MutexLock lock(&shard.mu);
+    for (auto it = shard.map.begin(); it != shard.map.end();) {
+      const RateWindow& w = it->second.window;
+      if (w.empty() || now - w.newest().ts_ms > idle_ms_) {
+        shard.map.erase(it++);
+        ++removed;
+      } else {
+        ++it;
+      }
+    }
+  }
+  stats_.keys.fetch_sub(static_cast<int64_t>(removed), std::memory_order_relaxed);
+  stats_.swept.fetch_add(removed, std::memory_order_relaxed);
+  stats_.sweeps.fetch_add(1, std::memory_order_relaxed);
+  return removed;
+}
+
+size_t LocalRateLimiter::size() const {
+  size_t n = 0;
+  for (size_t i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    n += shards_[i].map.size();
+  }
+  return n;
+}
+
+void LocalRateLimiter::SweepLoop() {
+  std::unique_lock<std::mutex> lock(sweep_mu_);
+  while (!stop_) {
+    sweep_cv_.wait_for(lock, std::chrono::milliseconds(options_.sweep_interval_ms));
+    if (stop_) break;
+    lock.unlock();
+    Sweep();
+    lock.lock();
+  }
+}
+
+}  // namespace distkit::core
