@@ -1,0 +1,226 @@
+#include "daemon/core/redis_rate_limiter.h"
+
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/common/logging.h"
+#include "daemon/core/counter_keys.h"
+#include "daemon/core/counter_script.h"
+
+namespace distkit::core {
+namespace {
+
+constexpr char kScript[] = "ratelimit";
+LogEvery g_redis_log(std::chrono::seconds(5));
+
+std::string_view StrategyArg(RateStrategy s) { return s == RateStrategy::kAbsolute ? "a" : "s"; }
+
+// Shortest text that parses back to the same double (Lua's tonumber is strtod).
+std::string DoubleArg(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+
+// Failures that mean "Redis cannot answer now" (the failure mode applies), as opposed to bugs.
+bool RedisDown(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsResourceExhausted(s);
+}
+
+absl::Status BadReply(const redis::Reply& r) {
+  return absl::InternalError(absl::StrCat("unexpected ratelimit reply: ", r.DebugString()));
+}
+
+bool IsInt(const redis::Reply& r) { return r.type == redis::Reply::Type::kInteger; }
+bool IsStr(const redis::Reply& r) { return r.type == redis::Reply::Type::kString; }
+
+std::optional<double> ParseFactor(const redis::Reply& r) {
+  if (!IsStr(r)) return std::nullopt;
+  double v = 0;
+  auto res = std::from_chars(r.str.data(), r.str.data() + r.str.size(), v);
+  if (res.ec != std::errc() || res.ptr != r.str.data() + r.str.size() || !(v >= 0 && v <= 1)) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+// {status, decision, retry_after_ms, remaining, factor, allowed, now}
+absl::StatusOr<RateIncResult> ParseIncReply(const redis::Reply& r) {
+  if (r.is_error()) return RedisErrorStatus(r.str);
+  const auto& e = r.elements;
+  if (r.type != redis::Reply::Type::kArray || e.size() != 7 || !IsStr(e[0]) || !IsStr(e[1]) ||
+      !IsInt(e[2]) || !IsInt(e[3]) || !IsInt(e[5]) || e[2].integer < 0 || e[3].integer < 0) {
+    return BadReply(r);
+  }
+  if (e[0].str == "range") {
+    return absl::OutOfRangeError(
+        "the observed units of this key would reach 2^53 within the window; nothing recorded");
+  }
+  auto factor = ParseFactor(e[4]);
+  if (e[0].str != "ok" || !factor) return BadReply(r);
+  RateIncResult out;
+  if (e[1].str == "allowed") {
+    out.decision = RateDecision::kAllowed;
+  } else if (e[1].str == "rejected") {
+    out.decision = RateDecision::kRejected;
+  } else if (e[1].str == "suppressed") {
+    out.decision = RateDecision::kSuppressed;
+  } else {
+    return BadReply(r);
+  }
+  out.retry_after_ms = e[2].integer;
+  out.remaining_after_waiting = static_cast<uint64_t>(e[3].integer);
+  out.suppression_factor = *factor;
+  out.allowed = e[5].integer != 0;
+  return out;
+}
+
+// {status, total, declined, factor, now}
+absl::StatusOr<RateGetResult> ParseGetReply(const redis::Reply& r) {
+  if (r.is_error()) return RedisErrorStatus(r.str);
+  const auto& e = r.elements;
+  if (r.type != redis::Reply::Type::kArray || e.size() != 5 || !IsStr(e[0]) || e[0].str != "ok" ||
+      !IsInt(e[1]) || !IsInt(e[2]) || e[1].integer < 0 || e[2].integer < 0) {
+    return BadReply(r);
+  }
+  auto factor = ParseFactor(e[3]);
+  if (!factor) return BadReply(r);
+  return RateGetResult{static_cast<uint64_t>(e[1].integer), static_cast<uint64_t>(e[2].integer),
+                       *factor};
+}
+
+}  // namespace
+
+std::string RedisRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy) {
+  std::string out;
+  out.reserve(22 + ns.size() + key.size());
+  out.append("dk:{").append(HashTag(ns, key)).append("}:r:");
+  out.append(StrategyArg(strategy)).append(":");
+  out.append(ns).append(":").append(key);
+  return out;
+}
+
+RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings settings,
+                                   RateFailureMode failure_mode, RandomSource* random,
+                                   RateLimiter* fallback)
+    : redis_(redis),
+      settings_(settings),
+      failure_mode_(failure_mode),
+      random_(random),
+      fallback_(fallback),
+      window_arg_(absl::StrCat(settings.window_ms)),
+      bucket_arg_(absl::StrCat(settings.bucket_ms)),
+      hlf_arg_(DoubleArg(settings.hard_limit_factor)),
+      cache_arg_(absl::StrCat(settings.suppression_cache_ms)) {
+  if (redis_ == nullptr || random_ == nullptr ||
+      (failure_mode_ == RateFailureMode::kLocal && fallback_ == nullptr)) {
+    spdlog::critical("RedisRateLimiter: missing Redis client, random source or LOCAL fallback");
+    std::abort();
+  }
+}
+
+void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
+  if (req.count > kMaxRateUnits) {
+    if (req.strategy == RateStrategy::kAbsolute) {
+      // Larger than every capacity (capped at 2^53 - 1): the answer needs no Redis.
+      RateIncResult r;
+      r.decision = RateDecision::kRejected;
+      r.allowed = false;
+      done(r);
+    } else {
+      done(absl::OutOfRangeError(
+          "count must be below 2^53 for the REDIS provider with STRATEGY_SUPPRESSED"));
+    }
+    return;
+  }
+  double u = random_->Uniform01();
+  if (!(u >= 0 && u < 1)) u = 0;  // a broken source must not make the script refuse the call
+  std::vector<std::string> args = {"inc",
+                                   std::string(StrategyArg(req.strategy)),
+                                   window_arg_,
+                                   bucket_arg_,
+                                   hlf_arg_,
+                                   cache_arg_,
+                                   DoubleArg(req.rate_per_second),
+                                   absl::StrCat(req.count == 0 ? 1 : req.count),
+                                   DoubleArg(u)};
+  // The callback needs the request only for the LOCAL failure mode.
+  redis_->Script(kScript, {RedisRateLimitKey(req.ns, req.key, req.strategy)}, std::move(args),
+                 [this, req = failure_mode_ == RateFailureMode::kLocal ? req : RateIncRequest{},
+                  done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
+                   absl::StatusOr<RateIncResult> r =
+                       raw.ok() ? ParseIncReply(*raw) : absl::StatusOr<RateIncResult>(raw.status());
+                   if (!r.ok() && RedisDown(r.status())) {
+                     Degrade(req, r.status(), std::move(done));
+                     return;
+                   }
+                   if (!r.ok() && g_redis_log.ShouldLog()) {
+                     spdlog::error("ratelimit.lua failed: {}", r.status().ToString());
+                   }
+                   done(std::move(r));
+                 });
+}
+
+void RedisRateLimiter::Degrade(const RateIncRequest& req, const absl::Status& why,
+                               RateIncCallback done) {
+  stats_.redis_failures.fetch_add(1, std::memory_order_relaxed);
+  stats_.degraded.fetch_add(1, std::memory_order_relaxed);
+  if (g_redis_log.ShouldLog()) {
+    spdlog::warn("REDIS rate limiter: Redis did not answer ({}); answering by failure mode {}",
+                 why.ToString(),
+                 failure_mode_ == RateFailureMode::kOpen     ? "open"
+                 : failure_mode_ == RateFailureMode::kClosed ? "closed"
+                                                             : "local");
+  }
+  RateIncResult r;
+  r.degraded = true;
+  switch (failure_mode_) {
+    case RateFailureMode::kOpen:
+      done(r);
+      return;
+    case RateFailureMode::kClosed:
+      r.decision = RateDecision::kRejected;
+      r.allowed = false;
+      done(r);
+      return;
+    case RateFailureMode::kLocal:
+      break;
+  }
+  auto mark = [](absl::StatusOr<RateIncResult> r) {
+    if (r.ok()) r->degraded = true;
+    return r;
+  };
+  if (auto now = fallback_->TryInc(req)) {
+    done(mark(std::move(*now)));
+    return;
+  }
+  fallback_->Inc(req, [mark, done = std::move(done)](absl::StatusOr<RateIncResult> r) mutable {
+    done(mark(std::move(r)));
+  });
+}
+
+void RedisRateLimiter::Get(const std::string& ns, const std::string& key, RateStrategy strategy,
+                           RateGetCallback done) {
+  redis_->Script(
+      kScript, {RedisRateLimitKey(ns, key, strategy)},
+      {"get", std::string(StrategyArg(strategy)), window_arg_, bucket_arg_, hlf_arg_, cache_arg_},
+      [this, done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
+        absl::StatusOr<RateGetResult> r =
+            raw.ok() ? ParseGetReply(*raw) : absl::StatusOr<RateGetResult>(raw.status());
+        if (!r.ok()) {
+          if (RedisDown(r.status())) {
+            stats_.redis_failures.fetch_add(1, std::memory_order_relaxed);
+          } else if (g_redis_log.ShouldLog()) {
+            spdlog::error("ratelimit.lua get failed: {}", r.status().ToString());
+          }
+        }
+        done(std::move(r));
+      });
+}
+
+}  // namespace distkit::core

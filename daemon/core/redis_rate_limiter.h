@@ -1,0 +1,70 @@
+#pragma once
+
+// The REDIS rate-limit provider (product.md §4.3): every Inc is one atomic lua/ratelimit.lua
+// call, so all daemons share one exact limit per (namespace, key, strategy). Layout, script
+// steps and failure modes: docs/rate_limiting.md, section REDIS.
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "daemon/core/rate_limit.h"
+#include "daemon/redis/redis_client.h"
+
+namespace distkit::core {
+
+// What Inc answers when Redis cannot (--rate_limit_failure_mode). core/ does not depend on
+// config/, so main.cc maps config's FailureMode onto this.
+enum class RateFailureMode {
+  kOpen,    // ALLOWED, degraded
+  kClosed,  // REJECTED (retry_after_ms 0), degraded
+  kLocal,   // the fallback provider's answer (the LOCAL provider's state), degraded
+};
+
+// Redis key of a (namespace, key, strategy) under the REDIS provider:
+// "dk:{TTTTTTTT}:r:<a|s>:<namespace>:<key>", with the hash tag of counter_keys.h (one slot per
+// key, a namespace spread over a cluster; SCAN MATCH 'dk:{*}:r:?:<ns>:*' finds a namespace's).
+std::string RedisRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy);
+
+// Units are exact in the script below 2^53 (Lua numbers are doubles): a count at or above it
+// is answered REJECTED (ABSOLUTE: it exceeds every capacity, which is capped at 2^53 - 1) or
+// OUT_OF_RANGE (SUPPRESSED: it would have to be recorded as observed).
+inline constexpr uint64_t kMaxRateUnits = (uint64_t{1} << 53) - 1;
+
+struct RedisRateLimiterStats {
+  std::atomic<uint64_t> redis_failures{0};  // Inc/Get calls Redis could not answer
+  std::atomic<uint64_t> degraded{0};        // Inc answers given by the failure mode
+};
+
+class RedisRateLimiter final : public RateLimiter {
+ public:
+  // `redis` and `random` must outlive this object; `fallback` too, and it is required for
+  // kLocal (ignored otherwise). Settings must be valid (§3.2 ranges).
+  RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings settings,
+                   RateFailureMode failure_mode, RandomSource* random,
+                   RateLimiter* fallback = nullptr);
+
+  void Inc(const RateIncRequest& req, RateIncCallback done) override;
+  // Redis unreachable: the transport status (UNAVAILABLE, or DEADLINE_EXCEEDED when Redis did
+  // not answer in time); no failure mode applies to reads.
+  void Get(const std::string& ns, const std::string& key, RateStrategy strategy,
+           RateGetCallback done) override;
+
+  const RedisRateLimiterStats& stats() const { return stats_; }
+
+ private:
+  // Answers `req` by the failure mode after Redis failed with `why`.
+  void Degrade(const RateIncRequest& req, const absl::Status& why, RateIncCallback done);
+
+  redis::RedisClient* const redis_;
+  const RateLimitSettings settings_;
+  const RateFailureMode failure_mode_;
+  RandomSource* const random_;
+  RateLimiter* const fallback_;
+  // The settings as the script's ARGV 3..6, formatted once.
+  std::string window_arg_, bucket_arg_, hlf_arg_, cache_arg_;
+  RedisRateLimiterStats stats_;
+};
+
+}  // namespace distkit::core

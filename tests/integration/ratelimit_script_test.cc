@@ -1,0 +1,739 @@
+// lua/ratelimit.lua against a real redis-server. The contract is documented at the top of the
+// script and in docs/rate_limiting.md (REDIS). The text under test is the embedded one
+// (lua/lib/*.lua prepended), exactly what the daemon loads.
+//
+// Redis time cannot be faked: every reply carries the script's `now`, and the hash carries the
+// bucket timestamps, so expectations that depend on time are computed from what Redis saw, and
+// "later" means polling Redis TIME (with a deadline) until it has passed a point.
+
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/core/counter_keys.h"
+#include "daemon/core/redis_rate_limiter.h"
+#include "daemon/redis/executor.h"
+#include "tests/support/process.h"
+#include "tests/support/redis_server.h"
+
+namespace distkit::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using core::RateStrategy;
+
+constexpr char kA[] = "dk:{00000000}:r:a:ns:key";
+constexpr char kS[] = "dk:{00000000}:r:s:ns:key";
+constexpr int64_t kTwo53 = int64_t{1} << 53;
+
+// Settings of one call (ARGV 3..6) plus the inc arguments.
+struct Params {
+  int64_t window = 60000;
+  int64_t bucket = 100;
+  std::string hlf = "1";
+  int64_t cache = 100;
+};
+
+struct IncReply {
+  std::string error;  // an error reply, else empty
+  std::string status, decision, factor;
+  int64_t retry = -1, remaining = -1, allowed = -1, now = 0;
+  double f() const { return std::stod(factor); }
+};
+
+struct GetReply {
+  std::string error;
+  std::string status, factor;
+  int64_t total = -1, declined = -1, now = 0;
+};
+
+class RateLimitScriptTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    script_ = redis::EmbeddedScripts().at("ratelimit");
+    server_ = RedisServer::Start();
+    ASSERT_NE(server_, nullptr);
+    ctx_ = server_->Connect();
+    ASSERT_NE(ctx_, nullptr);
+  }
+  void TearDown() override {
+    if (ctx_ != nullptr) redisFree(ctx_);
+  }
+
+  redisReply* Eval(const std::vector<std::string>& keys, const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"EVAL", script_, std::to_string(keys.size())};
+    argv.insert(argv.end(), keys.begin(), keys.end());
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (const auto& a : argv) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    return static_cast<redisReply*>(
+        redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
+  }
+
+  // Runs the script and checks the reply's shape: strings where strings are promised (a Lua
+  // number would be truncated by Redis), integers elsewhere.
+  IncReply RawInc(const std::string& key, const std::vector<std::string>& args) {
+    IncReply out;
+    redisReply* r = Eval({key}, args);
+    if (r == nullptr) {
+      out.error = std::string("IOERROR:") + ctx_->errstr;
+      return out;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      out.error = std::string(r->str, r->len);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
+      out.error = "BADSHAPE";
+    } else {
+      auto str = [&](size_t i, std::string* dst) {
+        EXPECT_EQ(r->element[i]->type, REDIS_REPLY_STRING) << "element " << i;
+        if (r->element[i]->type == REDIS_REPLY_STRING) {
+          *dst = std::string(r->element[i]->str, r->element[i]->len);
+        }
+      };
+      auto num = [&](size_t i, int64_t* dst) {
+        EXPECT_EQ(r->element[i]->type, REDIS_REPLY_INTEGER) << "element " << i;
+        if (r->element[i]->type == REDIS_REPLY_INTEGER) *dst = r->element[i]->integer;
+      };
+      str(0, &out.status);
+      str(1, &out.decision);
+      num(2, &out.retry);
+      num(3, &out.remaining);
+      str(4, &out.factor);
+      num(5, &out.allowed);
+      num(6, &out.now);
+    }
+    freeReplyObject(r);
+    return out;
+  }
+
+  std::vector<std::string> Settings(const std::string& op, const std::string& strategy,
+                                    const Params& p) {
+    return {op,
+            strategy,
+            std::to_string(p.window),
+            std::to_string(p.bucket),
+            p.hlf,
+            std::to_string(p.cache)};
+  }
+
+  IncReply Inc(const std::string& key, const std::string& rate, const std::string& count,
+               const Params& p = {}, const std::string& random = "0") {
+    auto args = Settings("inc", absl::StrContains(key, ":r:s:") ? "s" : "a", p);
+    args.push_back(rate);
+    args.push_back(count);
+    args.push_back(random);
+    IncReply r = RawInc(key, args);
+    EXPECT_EQ(r.error, "");
+    return r;
+  }
+
+  GetReply Get(const std::string& key, const Params& p = {}) {
+    GetReply out;
+    redisReply* r = Eval({key}, Settings("get", absl::StrContains(key, ":r:s:") ? "s" : "a", p));
+    if (r == nullptr) {
+      out.error = "IOERROR";
+      return out;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      out.error = std::string(r->str, r->len);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+               r->element[0]->type != REDIS_REPLY_STRING ||
+               r->element[1]->type != REDIS_REPLY_INTEGER ||
+               r->element[2]->type != REDIS_REPLY_INTEGER ||
+               r->element[3]->type != REDIS_REPLY_STRING ||
+               r->element[4]->type != REDIS_REPLY_INTEGER) {
+      out.error = "BADSHAPE";
+    } else {
+      out.status = r->element[0]->str;
+      out.total = r->element[1]->integer;
+      out.declined = r->element[2]->integer;
+      out.factor = r->element[3]->str;
+      out.now = r->element[4]->integer;
+    }
+    freeReplyObject(r);
+    EXPECT_EQ(out.error, "");
+    return out;
+  }
+
+  std::string Cmd(const std::vector<std::string>& argv) { return server_->Command(argv); }
+  std::map<std::string, std::string> Hash(const std::string& key) {
+    std::map<std::string, std::string> out;
+    auto* r = static_cast<redisReply*>(redisCommand(ctx_, "HGETALL %s", key.c_str()));
+    if (r != nullptr && r->type == REDIS_REPLY_ARRAY) {
+      for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        out[r->element[i]->str] = r->element[i + 1]->str;
+      }
+    }
+    if (r != nullptr) freeReplyObject(r);
+    return out;
+  }
+  static int Buckets(const std::map<std::string, std::string>& h) {
+    int n = 0;
+    for (const auto& [f, v] : h) n += absl::StartsWith(f, "b:") ? 1 : 0;
+    return n;
+  }
+  int64_t Field(const std::string& key, const std::string& field) {
+    std::string v = Cmd({"HGET", key, field});
+    return v == "(nil)" ? -1 : std::stoll(v);
+  }
+  int64_t Pttl(const std::string& key) { return std::stoll(Cmd({"PTTL", key})); }
+  bool Exists(const std::string& key) { return Cmd({"EXISTS", key}) == "1"; }
+  int64_t RedisNowMs() {
+    auto* r = static_cast<redisReply*>(redisCommand(ctx_, "TIME"));
+    int64_t ms = std::stoll(r->element[0]->str) * 1000 + std::stoll(r->element[1]->str) / 1000;
+    freeReplyObject(r);
+    return ms;
+  }
+  // Polls until Redis' clock is past `ms` (deadline: 10 s).
+  void WaitRedisPast(int64_t ms) {
+    ASSERT_TRUE(PollUntil([&] { return RedisNowMs() > ms; }, 10s)) << "Redis time stuck";
+  }
+  // Every written key carries a TTL in (0, window + bucket].
+  void ExpectTtl(const std::string& key, const Params& p) {
+    int64_t pttl = Pttl(key);
+    EXPECT_GT(pttl, 0) << key;
+    EXPECT_LE(pttl, p.window + p.bucket) << key;
+  }
+
+  std::string script_;
+  std::unique_ptr<RedisServer> server_;
+  redisContext* ctx_ = nullptr;
+};
+
+// ---------------------------------------------------------------- key layout
+
+TEST(RateLimitKeyTest, OneHashTaggedKeyPerNamespaceKeyAndStrategy) {
+  const std::string tag = core::HashTag("ns", "key");
+  EXPECT_EQ(core::RedisRateLimitKey("ns", "key", RateStrategy::kAbsolute),
+            "dk:{" + tag + "}:r:a:ns:key");
+  EXPECT_EQ(core::RedisRateLimitKey("ns", "key", RateStrategy::kSuppressed),
+            "dk:{" + tag + "}:r:s:ns:key");
+  // Braces in names cannot move the hash tag; distinct pairs differ.
+  EXPECT_EQ(core::RedisRateLimitKey("{x}", "k}", RateStrategy::kAbsolute),
+            "dk:{" + core::HashTag("{x}", "k}") + "}:r:a:{x}:k}");
+  EXPECT_NE(core::RedisRateLimitKey("ns", "ab", RateStrategy::kAbsolute),
+            core::RedisRateLimitKey("nsa", "b", RateStrategy::kAbsolute));
+}
+
+// ---------------------------------------------------------------- ABSOLUTE
+
+TEST_F(RateLimitScriptTest, AbsoluteAdmitsAllOrNothing) {
+  Params p;
+  p.window = 10000;  // rate 1/s: capacity 10
+  const std::string rate = "1";
+  auto r = Inc(kA, rate, "9", p);
+  EXPECT_EQ(r.decision, "allowed");
+  EXPECT_EQ(r.allowed, 1);
+  EXPECT_EQ(r.factor, "0");
+  EXPECT_EQ(r.retry, 0);
+  EXPECT_EQ(r.remaining, 0);
+  auto before = Hash(kA);
+  r = Inc(kA, rate, "2", p);
+  EXPECT_EQ(r.decision, "rejected");
+  EXPECT_EQ(r.allowed, 0);
+  EXPECT_EQ(Hash(kA), before) << "a rejected request records nothing";
+  EXPECT_EQ(Inc(kA, rate, "1", p).decision, "allowed");
+  EXPECT_EQ(Inc(kA, rate, "1", p).decision, "rejected");
+  EXPECT_EQ(Field(kA, "t"), 10);
+  EXPECT_EQ(Get(kA, p).total, 10);
+}
+
+TEST_F(RateLimitScriptTest, CapacityIsFloorOfRateTimesWindow) {
+  Params p;
+  p.window = 1000;
+  // 2.9/s over 1 s: capacity 2.
+  EXPECT_EQ(Inc(kA, "2.9", "2", p).decision, "allowed");
+  EXPECT_EQ(Inc(kA, "2.9", "1", p).decision, "rejected");
+  // 0.05/s over 10 s: capacity 0, every request is rejected with (0, 0) and nothing is written.
+  p.window = 10000;
+  const std::string other = "dk:{00000000}:r:a:ns:other";
+  auto r = Inc(other, "0.05", "1", p);
+  EXPECT_EQ(r.decision, "rejected");
+  EXPECT_EQ(r.retry, 0);
+  EXPECT_EQ(r.remaining, 0);
+  EXPECT_FALSE(Exists(other));
+}
+
+TEST_F(RateLimitScriptTest, RequestLargerThanCapacityIsRejectedWithZeros) {
+  Params p;
+  auto r = Inc(kA, "1", "61", p);  // capacity 60
+  EXPECT_EQ(r.decision, "rejected");
+  EXPECT_EQ(r.retry, 0);
+  EXPECT_EQ(r.remaining, 0);
+  EXPECT_FALSE(Exists(kA)) << "nothing written";
+  ASSERT_EQ(Inc(kA, "1", "5", p).decision, "allowed");
+  r = Inc(kA, "1", "61", p);
+  EXPECT_EQ(r.decision, "rejected");
+  EXPECT_EQ(r.retry, 0) << "even when a bucket is live";
+  EXPECT_EQ(r.remaining, 0);
+}
+
+TEST_F(RateLimitScriptTest, RateIsPerRequestNotSticky) {
+  Params p;                                              // 60 s
+  EXPECT_EQ(Inc(kA, "1", "60", p).decision, "allowed");  // capacity 60
+  EXPECT_EQ(Inc(kA, "1", "1", p).decision, "rejected");
+  EXPECT_EQ(Inc(kA, "2", "1", p).decision, "allowed") << "capacity 120 for this request";
+  EXPECT_EQ(Inc(kA, "0.5", "1", p).decision, "rejected") << "capacity 30 for this one";
+}
+
+TEST_F(RateLimitScriptTest, RejectedCarriesRetryAfterAndTheOldestBucketsUnits) {
+  Params p;  // window 60 s, bucket 100 ms
+  auto first = Inc(kA, "1", "3", p);
+  ASSERT_EQ(first.decision, "allowed");
+  const int64_t ts1 = Field(kA, "o");
+  EXPECT_EQ(ts1, first.now) << "a new bucket is stamped with Redis' now";
+  WaitRedisPast(ts1 + p.bucket);
+  auto second = Inc(kA, "1", "57", p);  // capacity 60: full
+  ASSERT_EQ(second.decision, "allowed");
+  EXPECT_EQ(Buckets(Hash(kA)), 2);
+  auto r = Inc(kA, "1", "1", p);
+  ASSERT_EQ(r.decision, "rejected");
+  EXPECT_EQ(r.retry, p.window - (r.now - ts1)) << "until the oldest bucket leaves the window";
+  EXPECT_EQ(r.remaining, 3) << "what the oldest bucket frees";
+  EXPECT_EQ(r.allowed, 0);
+  EXPECT_EQ(r.factor, "0");
+}
+
+TEST_F(RateLimitScriptTest, IncrementsJoinTheNewestBucketWithinBucketMs) {
+  Params p;
+  p.bucket = 60000;  // = window: every increment of this test joins the first bucket
+  auto a = Inc(kA, "10", "2", p);
+  auto b = Inc(kA, "10", "3", p);
+  ASSERT_LE(b.now - a.now, p.bucket);
+  auto h = Hash(kA);
+  EXPECT_EQ(Buckets(h), 1);
+  EXPECT_EQ(h["b:" + std::to_string(a.now)], "5");
+  EXPECT_EQ(h["o"], std::to_string(a.now));
+  EXPECT_EQ(h["n"], std::to_string(a.now));
+  EXPECT_EQ(h["t"], "5");
+
+  // With 1 ms buckets, an increment a few ms later opens a new bucket stamped with its time.
+  p.bucket = 1;
+  const std::string other = "dk:{00000000}:r:a:ns:other";
+  auto c = Inc(other, "10", "1", p);
+  WaitRedisPast(c.now + 1);
+  auto d = Inc(other, "10", "1", p);
+  h = Hash(other);
+  EXPECT_EQ(Buckets(h), 2);
+  EXPECT_EQ(h["b:" + std::to_string(c.now)], "1");
+  EXPECT_EQ(h["b:" + std::to_string(d.now)], "1");
+  EXPECT_EQ(h["n"], std::to_string(d.now));
+  EXPECT_EQ(h["o"], std::to_string(c.now));
+}
+
+TEST_F(RateLimitScriptTest, ExpiredBucketsAreEvictedAndFreeCapacity) {
+  Params p;
+  p.window = 1000;  // rate 10: capacity 10
+  auto a = Inc(kA, "10", "6", p);
+  ASSERT_EQ(a.decision, "allowed");
+  EXPECT_EQ(Inc(kA, "10", "5", p).decision, "rejected");
+  WaitRedisPast(a.now + p.window);  // the bucket is now older than the window
+  EXPECT_EQ(Get(kA, p).total, 0) << "Get does not count expired buckets";
+  auto b = Inc(kA, "10", "10", p);
+  EXPECT_EQ(b.decision, "allowed") << "the whole capacity is free again";
+  auto h = Hash(kA);
+  EXPECT_EQ(Buckets(h), 1);
+  EXPECT_EQ(h.count("b:" + std::to_string(a.now)), 0u) << "evicted";
+  EXPECT_EQ(h["t"], "10");
+  EXPECT_EQ(h["o"], std::to_string(b.now));
+}
+
+TEST_F(RateLimitScriptTest, RejectionAfterEvictionKeepsTheLiveState) {
+  Params p;
+  p.window = 1000;
+  p.bucket = 1;
+  auto a = Inc(kA, "10", "4", p);
+  WaitRedisPast(a.now + p.bucket);
+  auto b = Inc(kA, "10", "6", p);  // full (10)
+  ASSERT_EQ(b.decision, "allowed");
+  ASSERT_GT(b.now, a.now);
+  WaitRedisPast(a.now + p.window);  // the first bucket expired, the second maybe not
+  auto r = Inc(kA, "10", "7", p);
+  const bool second_live = r.now - b.now <= p.window;
+  if (second_live) {
+    EXPECT_EQ(r.decision, "rejected");  // 6 + 7 > 10
+    EXPECT_EQ(r.remaining, 6);
+    EXPECT_EQ(r.retry, p.window - (r.now - b.now));
+    EXPECT_EQ(Field(kA, "t"), 6) << "the eviction was written";
+    EXPECT_EQ(Field(kA, "o"), b.now);
+    ExpectTtl(kA, p);
+  } else {
+    EXPECT_EQ(r.decision, "allowed");  // the machine stalled for a whole window
+  }
+}
+
+TEST_F(RateLimitScriptTest, AbsoluteGetReadsWithoutWriting) {
+  Params p;
+  auto g = Get(kA, p);
+  EXPECT_EQ(g.status, "ok");
+  EXPECT_EQ(g.total, 0);
+  EXPECT_EQ(g.declined, 0);
+  EXPECT_EQ(g.factor, "0");
+  EXPECT_FALSE(Exists(kA)) << "Get creates nothing";
+  Inc(kA, "1", "7", p);
+  auto before = Hash(kA);
+  g = Get(kA, p);
+  EXPECT_EQ(g.total, 7);
+  EXPECT_EQ(g.declined, 0);
+  EXPECT_EQ(Hash(kA), before);
+}
+
+// ---------------------------------------------------------------- expiry
+
+TEST_F(RateLimitScriptTest, EveryWrittenKeyHasATtlOfWindowPlusBucket) {
+  Params p;
+  p.window = 5000;
+  p.bucket = 250;
+  Inc(kA, "100", "1", p);
+  ExpectTtl(kA, p);
+  Inc(kS, "100", "1", p);
+  ExpectTtl(kS, p);
+  // A declined SUPPRESSED request writes too (observed units).
+  auto r = Inc(kS, "0.1", "5", p, "0.5");  // hard 0: declined
+  EXPECT_EQ(r.allowed, 0);
+  ExpectTtl(kS, p);
+}
+
+TEST_F(RateLimitScriptTest, KeysDisappearAfterTheWindow) {
+  Params p;
+  p.window = 1000;
+  p.bucket = 100;
+  auto a = Inc(kA, "100", "3", p);
+  ASSERT_EQ(a.decision, "allowed");
+  WaitRedisPast(a.now + p.bucket);
+  Inc(kA, "100", "3", p);  // a second bucket
+  Params ps = p;
+  ps.hlf = "10";  // rate 10: soft 10, hard 100
+  ASSERT_EQ(Inc(kS, "10", "10", ps).decision, "allowed");
+  ASSERT_EQ(Inc(kS, "10", "5", ps, "0.999999").decision, "suppressed");  // cache fields
+  ASSERT_EQ(Inc(kS, "10", "500", ps).allowed, 0);                        // declines
+  ASSERT_EQ(Field(kS, "d"), 500);
+  ASSERT_TRUE(Exists(kA));
+  ASSERT_TRUE(Exists(kS));
+  EXPECT_TRUE(PollUntil([&] { return !Exists(kA) && !Exists(kS); }, 10s))
+      << "PTTL a=" << Pttl(kA) << " s=" << Pttl(kS);
+  EXPECT_EQ(Cmd({"DBSIZE"}), "0");
+}
+
+TEST_F(RateLimitScriptTest, BucketsStayBoundedUnderSteadyTraffic) {
+  Params p;
+  p.window = 1000;
+  p.bucket = 100;
+  const int64_t start = RedisNowMs();
+  int max_buckets = 0, calls = 0;
+  // 1.6 windows of traffic: at most window/bucket + 1 = 11 live buckets at any time.
+  while (RedisNowMs() < start + 1600) {
+    auto r = Inc(kA, "1000000", "1", p);
+    ASSERT_EQ(r.decision, "allowed");
+    max_buckets = std::max(max_buckets, Buckets(Hash(kA)));
+    ++calls;
+  }
+  EXPECT_LE(max_buckets, 11) << calls << " calls";
+  EXPECT_GE(max_buckets, 2);
+  auto h = Hash(kA);
+  int64_t sum = 0;
+  for (const auto& [f, v] : h) sum += absl::StartsWith(f, "b:") ? std::stoll(v) : 0;
+  EXPECT_EQ(std::to_string(sum), h["t"]) << "t is the sum of the live buckets";
+}
+
+// ---------------------------------------------------------------- SUPPRESSED
+
+TEST_F(RateLimitScriptTest, SuppressedBelowSoftIsAllowedWithFactorZero) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "2";  // rate 1: soft 10, hard 20
+  for (int i = 0; i < 10; ++i) {
+    auto r = Inc(kS, "1", "1", p, "0.999");
+    EXPECT_EQ(r.decision, "allowed");
+    EXPECT_EQ(r.factor, "0");
+    EXPECT_EQ(r.allowed, 1);
+  }
+  auto g = Get(kS, p);
+  EXPECT_EQ(g.total, 10);
+  EXPECT_EQ(g.declined, 0);
+}
+
+TEST_F(RateLimitScriptTest, SuppressedFactorFollowsTheObservedRate) {
+  Params p;
+  p.window = 10000;
+  p.bucket = 10000;  // one bucket
+  p.hlf = "2";       // soft 10, hard 20
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
+  auto r = Inc(kS, "1", "1", p, "0");  // forecast 11: in the band
+  ASSERT_EQ(r.decision, "suppressed");
+  // trypema §3.3: 1 - (soft / window_s) / max(observed / window_s, observed in the last second).
+  const int64_t ts = Field(kS, "o");
+  const double last_second = r.now - ts <= 1000 ? 10 : 0;
+  const double expected = 1 - (10.0 / 10) / std::max(10.0 / 10, last_second);
+  EXPECT_DOUBLE_EQ(r.f(), expected);
+  EXPECT_EQ(r.allowed, 1) << "random 0 < 1 - factor";
+  EXPECT_EQ(Cmd({"HGET", kS, "f"}), r.factor) << "cached";
+  EXPECT_EQ(Field(kS, "ft"), r.now);
+}
+
+TEST_F(RateLimitScriptTest, SuppressedDrawUsesThePassedRandomNumber) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "10";      // rate 1: soft 10, hard 100
+  p.cache = 600000;  // the factor computed first stays for the whole test
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
+  // Push observed units up with declines past the hard limit (forecast > hard: factor 1).
+  auto big = Inc(kS, "1", "95", p, "0");
+  EXPECT_EQ(big.decision, "suppressed");
+  EXPECT_EQ(big.factor, "1");
+  EXPECT_EQ(big.allowed, 0);
+  auto first = Inc(kS, "1", "1", p, "0");
+  ASSERT_EQ(first.decision, "suppressed");
+  const double f = first.f();
+  // observed 105 over 10 s: perceived >= 10.5 per second, soft rate 1: f in [0.9, 1).
+  ASSERT_GE(f, 0.9);
+  ASSERT_LT(f, 1.0);
+  EXPECT_EQ(first.allowed, 1);
+  char below[64], above[64];
+  std::snprintf(below, sizeof(below), "%.17g", (1 - f) * 0.999);
+  std::snprintf(above, sizeof(above), "%.17g", (1 - f) * 1.001);
+  auto admitted = Inc(kS, "1", "2", p, below);
+  EXPECT_EQ(admitted.decision, "suppressed");
+  EXPECT_EQ(admitted.factor, first.factor) << "the cached factor";
+  EXPECT_EQ(admitted.allowed, 1);
+  auto declined = Inc(kS, "1", "3", p, above);
+  EXPECT_EQ(declined.factor, first.factor);
+  EXPECT_EQ(declined.allowed, 0);
+  auto g = Get(kS, p);
+  EXPECT_EQ(g.total, 10 + 95 + 1 + 2 + 3);
+  EXPECT_EQ(g.declined, 95 + 3);
+  EXPECT_EQ(g.factor, first.factor) << "Get reads the cached factor";
+  EXPECT_EQ(Field(kS, "d"), 98);
+}
+
+TEST_F(RateLimitScriptTest, AcceptedUnitsNeverExceedTheHardLimit) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "2";  // soft 10, hard 20
+  int64_t accepted = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto r = Inc(kS, "1", "1", p, "0");  // random 0: admitted whenever the factor is < 1
+    if (r.allowed == 1) ++accepted;
+  }
+  EXPECT_EQ(accepted, 20);
+  auto r = Inc(kS, "1", "1", p, "0");
+  EXPECT_EQ(r.decision, "suppressed");
+  EXPECT_EQ(r.factor, "1");
+  EXPECT_EQ(r.allowed, 0);
+  auto g = Get(kS, p);
+  EXPECT_EQ(g.total - g.declined, 20);
+  EXPECT_EQ(g.total, 41);
+}
+
+TEST_F(RateLimitScriptTest, BatchCrossingTheHardLimitIsDeclinedWhole) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "2";  // soft 10, hard 20
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
+  auto r = Inc(kS, "1", "11", p, "0");
+  EXPECT_EQ(r.decision, "suppressed");
+  EXPECT_EQ(r.factor, "1");
+  EXPECT_EQ(r.allowed, 0);
+  auto g = Get(kS, p);
+  EXPECT_EQ(g.total, 21);
+  EXPECT_EQ(g.declined, 11);
+}
+
+// The fix over trypema (§10.4): declined units do not pin the factor at 1 once the observed
+// total passes the hard limit; only accepted units count against it.
+TEST_F(RateLimitScriptTest, DeclinesPilingUpDoNotCollapseAdmission) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "2";  // soft 10, hard 20
+  p.cache = 1;  // recompute on every call
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
+  for (int i = 0; i < 4; ++i) {
+    auto r = Inc(kS, "1", "15", p, "0");  // forecast 25 > hard: declined
+    ASSERT_EQ(r.allowed, 0);
+  }
+  ASSERT_GE(Get(kS, p).total, 70);  // observed 70 >= hard 20, accepted 10
+  auto r = Inc(kS, "1", "1", p, "0");
+  EXPECT_EQ(r.decision, "suppressed");
+  EXPECT_LT(r.f(), 1.0) << "observed >= hard must not force factor 1";
+  EXPECT_GE(r.f(), 0.8);  // perceived >= 7/s, soft 1/s
+  EXPECT_EQ(r.allowed, 1);
+}
+
+TEST_F(RateLimitScriptTest, HardLimitFactorOneHasNoBand) {
+  Params p;
+  p.window = 10000;  // rate 1: soft = hard = 10
+  ASSERT_EQ(Inc(kS, "1", "10", p, "0").decision, "allowed");
+  auto r = Inc(kS, "1", "1", p, "0");
+  EXPECT_EQ(r.decision, "suppressed");
+  EXPECT_EQ(r.factor, "1");
+  EXPECT_EQ(r.allowed, 0);
+}
+
+TEST_F(RateLimitScriptTest, FactorCacheIsPerRateAndExpires) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "10";  // rate 1: soft 10, hard 100
+  p.cache = 200;
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
+  auto a = Inc(kS, "1", "1", p, "0");
+  ASSERT_EQ(a.decision, "suppressed");
+  EXPECT_EQ(Field(kS, "ft"), a.now);
+  EXPECT_EQ(Cmd({"HGET", kS, "r"}), "1");
+  // Another rate: the cached factor does not apply (soft is 20 now: accepted 11 < soft).
+  auto b = Inc(kS, "2", "10", p, "0");  // forecast 21 > soft 20, <= hard 200
+  ASSERT_EQ(b.decision, "suppressed");
+  EXPECT_EQ(b.factor, "0") << "recomputed for rate 2";
+  EXPECT_EQ(Cmd({"HGET", kS, "r"}), "2") << "Get uses the last rate";
+  EXPECT_EQ(Field(kS, "ft"), b.now);
+  // The cache expires after cache_ms: a later call recomputes (a new ft).
+  WaitRedisPast(b.now + p.cache);
+  auto c = Inc(kS, "2", "1", p, "0");
+  EXPECT_EQ(Field(kS, "ft"), c.now);
+  EXPECT_GT(c.now, b.now);
+}
+
+TEST_F(RateLimitScriptTest, CachedFactorBelongsToTheLimitsItWasComputedFor) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "10";
+  p.cache = 600000;
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");  // soft 10, hard 100
+  auto a = Inc(kS, "1", "1", p, "0");                    // band: computed and cached
+  ASSERT_EQ(a.decision, "suppressed");
+  ASSERT_GT(a.f(), 0);
+  EXPECT_EQ(Cmd({"HGET", kS, "fk"}), "10:100");
+  // rate 3: soft 30, hard 300. Below soft: ALLOWED, the last rate becomes 3.
+  ASSERT_EQ(Inc(kS, "3", "1", p, "0").decision, "allowed");
+  // In rate 3's band the factor cached for rate 1's limits does not apply: accepted 12 < 30.
+  auto b = Inc(kS, "3", "20", p, "0");
+  EXPECT_EQ(b.decision, "suppressed");
+  EXPECT_EQ(b.factor, "0");
+  EXPECT_EQ(Cmd({"HGET", kS, "fk"}), "30:300");
+}
+
+TEST_F(RateLimitScriptTest, SuppressedGetOnUnknownKeyIsZeroAndWritesNothing) {
+  auto g = Get(kS, {});
+  EXPECT_EQ(g.total, 0);
+  EXPECT_EQ(g.declined, 0);
+  EXPECT_EQ(g.factor, "0");
+  EXPECT_FALSE(Exists(kS));
+}
+
+TEST_F(RateLimitScriptTest, SuppressedGetComputesTheFactorWithTheLastRate) {
+  Params p;
+  p.window = 10000;
+  p.bucket = 10000;  // one bucket
+  p.hlf = "10";      // rate 1: soft 10, hard 100
+  p.cache = 1;       // Get will have to compute
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
+  auto r = Inc(kS, "1", "40", p, "0");  // in the band, admitted
+  ASSERT_EQ(r.allowed, 1);
+  WaitRedisPast(r.now + p.cache);
+  auto before = Hash(kS);
+  auto g = Get(kS, p);
+  // accepted 50 >= soft 10: 1 - 1 / max(5, last second), with last second 50 or 0.
+  const double last_second = g.now - Field(kS, "o") <= 1000 ? 50 : 0;
+  EXPECT_DOUBLE_EQ(std::stod(g.factor), 1 - 1.0 / std::max(5.0, last_second));
+  EXPECT_EQ(Hash(kS), before) << "Get writes nothing, not even the cache";
+}
+
+TEST_F(RateLimitScriptTest, StrategiesAndKeysAreIndependent) {
+  Params p;  // capacity 60 at rate 1
+  ASSERT_EQ(Inc(kA, "1", "60", p).decision, "allowed");
+  EXPECT_EQ(Inc(kA, "1", "1", p).decision, "rejected");
+  EXPECT_EQ(Inc(kS, "1", "60", p).decision, "allowed") << "the SUPPRESSED state is another key";
+  EXPECT_EQ(Inc("dk:{00000000}:r:a:ns:key2", "1", "60", p).decision, "allowed");
+}
+
+// ---------------------------------------------------------------- numbers
+
+TEST_F(RateLimitScriptTest, UnitsStayExactUpTo2To53) {
+  Params p;
+  const std::string max = std::to_string(kTwo53 - 1);
+  // A huge rate caps the capacity at 2^53 - 1: usage stays exact.
+  auto r = Inc(kA, "1e300", max, p);
+  EXPECT_EQ(r.decision, "allowed");
+  EXPECT_EQ(Cmd({"HGET", kA, "t"}), max);
+  EXPECT_EQ(Inc(kA, "1e300", "1", p).decision, "rejected");
+  EXPECT_EQ(Get(kA, p).total, kTwo53 - 1);
+  // SUPPRESSED: a request that would push observed units to 2^53 is refused, nothing written.
+  ASSERT_EQ(Inc(kS, "1e300", max, p).decision, "allowed");
+  auto before = Hash(kS);
+  r = RawInc(kS, {"inc", "s", "60000", "100", "1", "100", "1e300", "1", "0"});
+  EXPECT_EQ(r.error, "");
+  EXPECT_EQ(r.status, "range");
+  EXPECT_EQ(Hash(kS), before);
+}
+
+TEST_F(RateLimitScriptTest, InvalidArgumentsAreRefusedBeforeAnyWrite) {
+  const std::vector<std::string> good = {"inc", "a", "1000", "100", "1.5", "100", "5", "1", "0.5"};
+  ASSERT_EQ(RawInc(kA, good).error, "");
+  ASSERT_EQ(Cmd({"DEL", kA}), "1");
+  struct Case {
+    size_t index;
+    std::string value;
+  };
+  const std::vector<Case> cases = {{0, "set"},  {1, "x"},
+                                   {1, "s"},    {2, "0"},
+                                   {2, "-5"},   {2, "1.5"},
+                                   {3, "0"},    {3, "1001"},
+                                   {4, "0.5"},  {4, "inf"},
+                                   {4, "nan"},  {4, "abc"},
+                                   {5, "0"},    {6, "0"},
+                                   {6, "-1"},   {6, "nan"},
+                                   {6, "inf"},  {6, "1e999"},
+                                   {6, "0x10"}, {6, " 5"},
+                                   {7, "0"},    {7, "-1"},
+                                   {7, "1.5"},  {7, "abc"},
+                                   {7, "01"},   {7, std::to_string(kTwo53)},
+                                   {8, "1"},    {8, "-0.1"},
+                                   {8, "x"}};
+  for (const auto& c : cases) {
+    auto args = good;
+    args[c.index] = c.value;
+    auto r = RawInc(kA, args);
+    EXPECT_TRUE(absl::StartsWith(r.error, "ERR distkit: "))
+        << "ARGV[" << c.index + 1 << "] = '" << c.value << "': " << r.error;
+    EXPECT_FALSE(Exists(kA)) << c.value;
+  }
+  // Argument count, key count.
+  auto shorter = good;
+  shorter.pop_back();
+  EXPECT_TRUE(absl::StartsWith(RawInc(kA, shorter).error, "ERR distkit: "));
+  redisReply* r = Eval({kA, kS}, good);
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->type, REDIS_REPLY_ERROR);
+  freeReplyObject(r);
+  EXPECT_FALSE(Exists(kA));
+  EXPECT_FALSE(Exists(kS));
+}
+
+TEST_F(RateLimitScriptTest, MalformedStateIsRebuiltFromTheBuckets) {
+  Params p;
+  p.bucket = 60000;
+  auto a = Inc(kA, "1", "5", p);
+  ASSERT_EQ(a.decision, "allowed");
+  Cmd({"HSET", kA, "t", "garbage"});
+  Cmd({"HDEL", kA, "o"});
+  auto r = Inc(kA, "1", "55", p);  // capacity 60: fits exactly when t is rebuilt as 5
+  EXPECT_EQ(r.decision, "allowed");
+  EXPECT_EQ(Field(kA, "t"), 60);
+  EXPECT_EQ(Field(kA, "o"), a.now);
+  EXPECT_EQ(Inc(kA, "1", "1", p).decision, "rejected");
+}
+
+}  // namespace
+}  // namespace distkit::testing

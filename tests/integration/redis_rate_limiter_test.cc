@@ -1,0 +1,430 @@
+// core::RedisRateLimiter with a real Executor and redis-server: decisions, two daemons' worth
+// of limiters sharing one limit, and the failure modes (open | closed | local) with Redis
+// paused (SIGSTOP) or stopped. Reply handling that needs a misbehaving Redis uses a stub client.
+
+#include "daemon/core/redis_rate_limiter.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/redis/executor.h"
+#include "daemon/redis/redis_url.h"
+#include "tests/support/process.h"
+#include "tests/support/redis_server.h"
+
+namespace distkit::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using core::RateDecision;
+using core::RateFailureMode;
+using core::RateGetResult;
+using core::RateIncRequest;
+using core::RateIncResult;
+using core::RateLimiter;
+using core::RateLimitSettings;
+using core::RateStrategy;
+using core::RedisRateLimiter;
+
+constexpr auto kCommandTimeout = 300ms;
+// How long a test waits for any answer: far above the command deadline, so only a hang fails.
+constexpr auto kAnswerBound = 20s;
+
+class FixedRandom : public core::RandomSource {
+ public:
+  explicit FixedRandom(double v = 0) : v_(v) {}
+  double Uniform01() override {
+    calls_++;
+    return v_.load();
+  }
+  void Set(double v) { v_ = v; }
+  int calls() const { return calls_.load(); }
+
+ private:
+  std::atomic<double> v_;
+  std::atomic<int> calls_{0};
+};
+
+// A fallback with a recognisable answer, counting its calls.
+class StubLimiter : public RateLimiter {
+ public:
+  void Inc(const RateIncRequest& req, core::RateIncCallback done) override {
+    calls++;
+    last_key = req.key;
+    RateIncResult r;
+    r.decision = RateDecision::kRejected;
+    r.retry_after_ms = 1234;
+    r.remaining_after_waiting = 7;
+    r.allowed = false;
+    done(r);
+  }
+  void Get(const std::string&, const std::string&, RateStrategy,
+           core::RateGetCallback done) override {
+    done(RateGetResult{});
+  }
+  std::atomic<int> calls{0};
+  std::string last_key;
+};
+
+std::unique_ptr<redis::Executor> MakeExecutor(const std::string& url) {
+  redis::ExecutorOptions o;
+  auto ep = redis::ParseRedisUrl(url);
+  EXPECT_TRUE(ep.ok()) << ep.status();
+  o.endpoint = *ep;
+  o.command_timeout = kCommandTimeout;
+  o.ping_interval = 100ms;
+  o.unhealthy_after = 500ms;
+  o.max_backoff = 200ms;
+  auto ex = std::make_unique<redis::Executor>(o);
+  ex->Start();
+  return ex;
+}
+
+RateLimitSettings Settings(int64_t window_ms = 10000) {
+  RateLimitSettings s;
+  s.window_ms = window_ms;
+  s.bucket_ms = 100;
+  s.hard_limit_factor = 2;
+  s.suppression_cache_ms = 100;
+  return s;
+}
+
+RateIncRequest Req(std::string key, double rate, uint64_t count,
+                   RateStrategy strategy = RateStrategy::kAbsolute) {
+  RateIncRequest r;
+  r.ns = "ns";
+  r.key = std::move(key);
+  r.rate_per_second = rate;
+  r.count = count;
+  r.strategy = strategy;
+  return r;
+}
+
+absl::StatusOr<RateIncResult> IncSync(RateLimiter& l, const RateIncRequest& req) {
+  auto p = std::make_shared<std::promise<absl::StatusOr<RateIncResult>>>();
+  auto f = p->get_future();
+  l.Inc(req, [p](absl::StatusOr<RateIncResult> r) { p->set_value(std::move(r)); });
+  if (f.wait_for(kAnswerBound) != std::future_status::ready) {
+    ADD_FAILURE() << "Inc did not answer";
+    return absl::InternalError("test: Inc hung");
+  }
+  return f.get();
+}
+
+absl::StatusOr<RateGetResult> GetSync(RateLimiter& l, const std::string& key,
+                                      RateStrategy s = RateStrategy::kAbsolute) {
+  auto p = std::make_shared<std::promise<absl::StatusOr<RateGetResult>>>();
+  auto f = p->get_future();
+  l.Get("ns", key, s, [p](absl::StatusOr<RateGetResult> r) { p->set_value(std::move(r)); });
+  if (f.wait_for(kAnswerBound) != std::future_status::ready) {
+    ADD_FAILURE() << "Get did not answer";
+    return absl::InternalError("test: Get hung");
+  }
+  return f.get();
+}
+
+class RedisRateLimiterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = RedisServer::Start();
+    ASSERT_NE(server_, nullptr);
+    executor_ = MakeExecutor(server_->url());
+    ASSERT_TRUE(PollUntil([&] { return executor_->Healthy(); }, 10s));
+  }
+  void TearDown() override {
+    if (server_) server_->Resume();  // a test may have left it stopped
+    if (executor_) executor_->Stop();
+  }
+  std::unique_ptr<RedisRateLimiter> Make(RateFailureMode mode, RateLimiter* fallback = nullptr,
+                                         RateLimitSettings s = Settings()) {
+    return std::make_unique<RedisRateLimiter>(executor_.get(), s, mode, &random_, fallback);
+  }
+
+  FixedRandom random_;
+  std::unique_ptr<RedisServer> server_;
+  std::unique_ptr<redis::Executor> executor_;
+};
+
+// ---------------------------------------------------------------- decisions
+
+TEST_F(RedisRateLimiterTest, AbsoluteDecisionsAndGet) {
+  auto l = Make(RateFailureMode::kClosed);
+  // rate 1/s over 10 s: capacity 10.
+  auto r = IncSync(*l, Req("k", 1, 9));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->decision, RateDecision::kAllowed);
+  EXPECT_TRUE(r->allowed);
+  EXPECT_FALSE(r->degraded);
+  EXPECT_EQ(r->suppression_factor, 0);
+  r = IncSync(*l, Req("k", 1, 2));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decision, RateDecision::kRejected);
+  EXPECT_FALSE(r->allowed);
+  EXPECT_FALSE(r->degraded);
+  EXPECT_GT(r->retry_after_ms, 0);
+  EXPECT_LE(r->retry_after_ms, 10000);
+  EXPECT_EQ(r->remaining_after_waiting, 9u);
+  r = IncSync(*l, Req("k", 1, 1));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decision, RateDecision::kAllowed);
+  auto g = GetSync(*l, "k");
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->total, 10u);
+  EXPECT_EQ(g->declined, 0u);
+  // The state lives in Redis under the documented key, with a TTL.
+  const std::string key = core::RedisRateLimitKey("ns", "k", RateStrategy::kAbsolute);
+  EXPECT_EQ(server_->Command({"HGET", key, "t"}), "10");
+  EXPECT_GT(std::stoll(server_->Command({"PTTL", key})), 0);
+  EXPECT_EQ(random_.calls(), 3) << "one draw per Inc, passed to the script";
+}
+
+TEST_F(RedisRateLimiterTest, SuppressedUsesTheInjectedRandomNumber) {
+  auto l = Make(RateFailureMode::kClosed);
+  // rate 1, hlf 2, 10 s: soft 10, hard 20.
+  auto r = IncSync(*l, Req("s", 1, 10, RateStrategy::kSuppressed));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->decision, RateDecision::kAllowed);
+  random_.Set(0.9999999);  // declines whenever the factor is > 0.0000001
+  r = IncSync(*l, Req("s", 1, 1, RateStrategy::kSuppressed));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decision, RateDecision::kSuppressed);
+  // accepted 10 = soft: factor 1 - 1 / max(1, last second) — 0.9 unless a second passed.
+  if (r->suppression_factor > 0) {
+    EXPECT_FALSE(r->allowed);
+  }
+  random_.Set(0);  // admits whenever the factor is < 1
+  r = IncSync(*l, Req("s", 1, 1, RateStrategy::kSuppressed));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decision, RateDecision::kSuppressed);
+  EXPECT_TRUE(r->allowed);
+  EXPECT_LT(r->suppression_factor, 1);
+  // Crossing the hard limit is declined whatever the draw.
+  r = IncSync(*l, Req("s", 1, 20, RateStrategy::kSuppressed));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->decision, RateDecision::kSuppressed);
+  EXPECT_EQ(r->suppression_factor, 1);
+  EXPECT_FALSE(r->allowed);
+  auto g = GetSync(*l, "s", RateStrategy::kSuppressed);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->total, 32u);
+  EXPECT_GE(g->declined, 20u);
+  EXPECT_LE(g->declined, 21u);
+  EXPECT_GT(g->suppression_factor, 0);
+}
+
+TEST_F(RedisRateLimiterTest, CountsBeyond2To53) {
+  auto l = Make(RateFailureMode::kOpen);
+  server_->Stop();  // the ABSOLUTE answer needs no Redis
+  auto r = IncSync(*l, Req("k", 1e300, uint64_t{1} << 53));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->decision, RateDecision::kRejected);
+  EXPECT_EQ(r->retry_after_ms, 0);
+  EXPECT_EQ(r->remaining_after_waiting, 0u);
+  EXPECT_FALSE(r->degraded);
+  r = IncSync(*l, Req("k", 1e300, ~uint64_t{0}, RateStrategy::kSuppressed));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kOutOfRange) << r.status();
+}
+
+TEST_F(RedisRateLimiterTest, TwoLimitersShareOneExactLimit) {
+  // Two executors = two daemons' connections to the same Redis.
+  auto executor2 = MakeExecutor(server_->url());
+  ASSERT_TRUE(PollUntil([&] { return executor2->Healthy(); }, 10s));
+  auto a = Make(RateFailureMode::kOpen);
+  RedisRateLimiter b(executor2.get(), Settings(), RateFailureMode::kOpen, &random_);
+  // capacity 50 (5/s over 10 s); 4 threads × 40 requests of 1 unit, pipelined.
+  std::atomic<int> allowed{0}, rejected{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      RateLimiter& l = t % 2 == 0 ? static_cast<RateLimiter&>(*a) : b;
+      std::vector<std::future<absl::StatusOr<RateIncResult>>> futures;
+      for (int i = 0; i < 40; ++i) {
+        auto p = std::make_shared<std::promise<absl::StatusOr<RateIncResult>>>();
+        futures.push_back(p->get_future());
+        l.Inc(Req("shared", 5, 1), [p](absl::StatusOr<RateIncResult> r) { p->set_value(r); });
+      }
+      for (auto& f : futures) {
+        if (f.wait_for(kAnswerBound) != std::future_status::ready) {
+          other++;
+          continue;
+        }
+        auto r = f.get();
+        if (!r.ok() || r->degraded) {
+          other++;
+        } else if (r->decision == RateDecision::kAllowed) {
+          allowed++;
+        } else {
+          rejected++;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(allowed.load(), 50);
+  EXPECT_EQ(rejected.load(), 110);
+  auto g = GetSync(b, "shared");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->total, 50u);
+  executor2->Stop();
+}
+
+TEST_F(RedisRateLimiterTest, KeysExpireAfterTheWindow) {
+  auto l = Make(RateFailureMode::kClosed, nullptr, Settings(1000));
+  ASSERT_TRUE(IncSync(*l, Req("gone", 100, 5)).ok());
+  ASSERT_TRUE(IncSync(*l, Req("gone", 100, 500, RateStrategy::kSuppressed)).ok());
+  EXPECT_EQ(server_->Command({"DBSIZE"}), "2");
+  EXPECT_TRUE(PollUntil([&] { return server_->Command({"DBSIZE"}) == "0"; }, 10s));
+}
+
+// ---------------------------------------------------------------- failure modes
+
+// Sends one Inc with Redis unable to answer and checks the degraded answer.
+void ExpectDegradedAnswers(RedisRateLimiter& l,
+                           const std::function<void(const RateIncResult&)>& check) {
+  for (auto strategy : {RateStrategy::kAbsolute, RateStrategy::kSuppressed}) {
+    auto r = IncSync(l, Req("k", 1, 1, strategy));
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->degraded);
+    check(*r);
+  }
+}
+
+TEST_F(RedisRateLimiterTest, OpenModeAllowsWhileRedisIsPausedOrDown) {
+  auto l = Make(RateFailureMode::kOpen);
+  // Use up the capacity first, so an ALLOWED can only come from the failure mode.
+  ASSERT_EQ(IncSync(*l, Req("k", 1, 10))->decision, RateDecision::kAllowed);
+  ASSERT_EQ(IncSync(*l, Req("k", 1, 1))->decision, RateDecision::kRejected);
+  auto check = [](const RateIncResult& r) {
+    EXPECT_EQ(r.decision, RateDecision::kAllowed);
+    EXPECT_TRUE(r.allowed);
+    EXPECT_EQ(r.suppression_factor, 0);
+  };
+  server_->Pause();  // SIGSTOP: connected, no answers: the command deadline decides
+  ExpectDegradedAnswers(*l, check);
+  server_->Resume();
+  // Back to Redis' own answers once the executor reconnected.
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        auto r = IncSync(*l, Req("k", 1, 1));
+        return r.ok() && !r->degraded && r->decision == RateDecision::kRejected;
+      },
+      10s));
+  server_->Stop();  // connection refused: fails fast
+  ExpectDegradedAnswers(*l, check);
+  EXPECT_GE(l->stats().degraded.load(), 4u);
+}
+
+TEST_F(RedisRateLimiterTest, ClosedModeRejectsWhileRedisIsPaused) {
+  auto l = Make(RateFailureMode::kClosed);
+  auto check = [](const RateIncResult& r) {
+    EXPECT_EQ(r.decision, RateDecision::kRejected);
+    EXPECT_FALSE(r.allowed);
+    EXPECT_EQ(r.retry_after_ms, 0);
+    EXPECT_EQ(r.remaining_after_waiting, 0u);
+  };
+  server_->Pause();
+  ExpectDegradedAnswers(*l, check);
+  server_->Resume();
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        auto r = IncSync(*l, Req("k", 1, 1));
+        return r.ok() && !r->degraded && r->decision == RateDecision::kAllowed;
+      },
+      10s));
+}
+
+TEST_F(RedisRateLimiterTest, LocalModeAnswersWithTheFallback) {
+  StubLimiter local;
+  auto l = Make(RateFailureMode::kLocal, &local);
+  ASSERT_EQ(IncSync(*l, Req("k", 1, 1))->decision, RateDecision::kAllowed);
+  EXPECT_EQ(local.calls.load(), 0) << "the fallback is not asked while Redis answers";
+  server_->Pause();
+  auto check = [](const RateIncResult& r) {
+    EXPECT_EQ(r.decision, RateDecision::kRejected);
+    EXPECT_EQ(r.retry_after_ms, 1234);
+    EXPECT_EQ(r.remaining_after_waiting, 7u);
+  };
+  ExpectDegradedAnswers(*l, check);
+  EXPECT_EQ(local.calls.load(), 2);
+  EXPECT_EQ(local.last_key, "k");
+  server_->Resume();
+}
+
+TEST_F(RedisRateLimiterTest, GetFailsWhileRedisIsDown) {
+  auto l = Make(RateFailureMode::kOpen);
+  ASSERT_TRUE(IncSync(*l, Req("k", 1, 1)).ok());
+  server_->Pause();
+  auto g = GetSync(*l, "k");
+  EXPECT_TRUE(g.status().code() == absl::StatusCode::kDeadlineExceeded ||
+              g.status().code() == absl::StatusCode::kUnavailable)
+      << g.status();
+  server_->Resume();
+  server_->Stop();
+  g = GetSync(*l, "k");
+  EXPECT_EQ(g.status().code(), absl::StatusCode::kUnavailable) << g.status();
+}
+
+// ---------------------------------------------------------------- replies of a misbehaving Redis
+
+// Answers every script call with a fixed reply.
+class ReplyingClient : public redis::RedisClient {
+ public:
+  explicit ReplyingClient(redis::Reply reply) : reply_(std::move(reply)) {}
+  void Command(std::vector<std::string>, redis::ReplyCallback done) override { done(reply_); }
+  void Script(std::string_view, std::vector<std::string>, std::vector<std::string> args,
+              redis::ReplyCallback done) override {
+    last_args = args;
+    done(reply_);
+  }
+  bool Healthy() const override { return true; }
+  std::vector<std::string> last_args;
+
+ private:
+  redis::Reply reply_;
+};
+
+TEST(RedisRateLimiterReplies, TransientRedisErrorsDegradeScriptErrorsDoNot) {
+  FixedRandom random(0.25);
+  StubLimiter local;
+  for (const char* transient : {"LOADING Redis is loading", "BUSY running a script",
+                                "OOM command not allowed", "READONLY replica"}) {
+    ReplyingClient client(redis::Reply::Error(transient));
+    RedisRateLimiter l(&client, Settings(), RateFailureMode::kLocal, &random, &local);
+    auto r = IncSync(l, Req("k", 1, 1));
+    ASSERT_TRUE(r.ok()) << transient << ": " << r.status();
+    EXPECT_TRUE(r->degraded) << transient;
+  }
+  ReplyingClient broken(redis::Reply::Error("ERR distkit: unknown op"));
+  RedisRateLimiter l(&broken, Settings(), RateFailureMode::kOpen, &random);
+  auto r = IncSync(l, Req("k", 1, 1));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
+  ReplyingClient odd(redis::Reply::Array({redis::Reply::String("ok")}));
+  RedisRateLimiter l2(&odd, Settings(), RateFailureMode::kOpen, &random);
+  r = IncSync(l2, Req("k", 1, 1));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
+}
+
+TEST(RedisRateLimiterReplies, PassesSettingsRateCountAndRandomAsArguments) {
+  FixedRandom random(0.25);
+  ReplyingClient client(redis::Reply::Error("ERR distkit: x"));
+  RateLimitSettings s = Settings();
+  s.hard_limit_factor = 1.5;
+  RedisRateLimiter l(&client, s, RateFailureMode::kOpen, &random);
+  (void)IncSync(l, Req("k", 0.1, 3, RateStrategy::kSuppressed));
+  EXPECT_EQ(client.last_args, (std::vector<std::string>{"inc", "s", "10000", "100", "1.5", "100",
+                                                        "0.1", "3", "0.25"}));
+  (void)GetSync(l, "k");
+  EXPECT_EQ(client.last_args, (std::vector<std::string>{"get", "a", "10000", "100", "1.5", "100"}));
+}
+
+}  // namespace
+}  // namespace distkit::testing
