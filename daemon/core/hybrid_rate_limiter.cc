@@ -1,0 +1,775 @@
+#include "daemon/core/hybrid_rate_limiter.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/common/logging.h"
+#include "daemon/core/counter_keys.h"
+#include "daemon/core/rate_window.h"
+
+namespace distkit::core {
+namespace {
+
+constexpr char kScript[] = "ratelimit_hybrid";
+constexpr uint64_t kCumMask = (uint64_t{1} << 62) - 1;  // usage cumulatives wrap at 2^62
+// Usage not yet confirmed by Redis stays below this (the script's differences must stay far
+// below 2^61); declined units beyond it are not recorded (they only feed the factor).
+constexpr uint64_t kMaxUnpushed = uint64_t{1} << 52;
+constexpr uint64_t kMaxCount = uint64_t{1} << 53;  // SUPPRESSED counts must stay below (REDIS too)
+constexpr int64_t kNsPerMs = 1'000'000;
+constexpr uint64_t kU64Max = std::numeric_limits<uint64_t>::max();
+
+LogEvery g_sync_log(std::chrono::seconds(5));
+
+uint64_t SatAdd(uint64_t a, uint64_t b) { return b > kU64Max - a ? kU64Max : a + b; }
+uint64_t CumDiff(uint64_t newer, uint64_t older) { return (newer - older) & kCumMask; }
+
+std::string Num(uint64_t v) { return absl::StrCat(v); }
+std::string RateText(double rate) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof(buf), rate);
+  return std::string(buf, r.ptr);
+}
+
+absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// The suppression factor of rate_window.h's ComputeSuppressionFactor, from totals instead of a
+// window (HYBRID knows the global window only as totals from its last sync).
+double FactorFromTotals(uint64_t accepted, uint64_t observed, uint64_t last_second,
+                        int64_t window_ms, SuppressedLimits limits) {
+  if (observed == 0) return 0;
+  if (accepted >= limits.hard) return 1;
+  if (accepted < limits.soft) return 0;
+  const double window_s = static_cast<double>(window_ms) / 1000.0;
+  const double perceived =
+      std::max(static_cast<double>(observed) / window_s, static_cast<double>(last_second));
+  if (!(perceived > 0)) return limits.soft == 0 ? 1 : 0;
+  return std::clamp(1 - (static_cast<double>(limits.soft) / window_s) / perceived, 0.0, 1.0);
+}
+
+SuppressedLimits Clamp(SuppressedLimits l) {
+  return {std::min(l.soft, kHybridMaxCapacity), std::min(l.hard, kHybridMaxCapacity)};
+}
+
+struct KeyRef {
+  RateStrategy strategy;
+  std::string_view ns, key;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- state
+
+struct HybridRateLimiter::MapKey {
+  RateStrategy strategy;
+  std::string ns, key;
+};
+
+namespace {
+
+using MapKey = HybridRateLimiter::MapKey;
+
+struct MapKeyHash {
+  using is_transparent = void;
+  size_t operator()(const KeyRef& k) const {
+    return absl::HashOf(static_cast<int>(k.strategy), AV(k.ns), AV(k.key));
+  }
+  size_t operator()(const MapKey& k) const { return (*this)(KeyRef{k.strategy, k.ns, k.key}); }
+};
+
+struct MapKeyEq {
+  using is_transparent = void;
+  static KeyRef Ref(const KeyRef& k) { return k; }
+  static KeyRef Ref(const MapKey& k) { return {k.strategy, k.ns, k.key}; }
+  template <typename A, typename B>
+  bool operator()(const A& a, const B& b) const {
+    const KeyRef x = Ref(a), y = Ref(b);
+    return x.strategy == y.strategy && x.ns == y.ns && x.key == y.key;
+  }
+};
+
+}  // namespace
+
+struct HybridRateLimiter::KeyState {
+  std::string member;     // this state's name in Redis: dedup id + "." + serial
+  std::string redis_key;  // HybridRateLimitKey
+
+  // Usage this state recorded (modulo 2^62) and how much of it Redis confirmed.
+  uint64_t cum_acc = 0, cum_dec = 0;
+  uint64_t stored_acc = 0, stored_dec = 0;
+
+  // Lease: units that may still be admitted from memory, until lease_until_ns.
+  uint64_t avail = 0;
+  int64_t lease_until_ns = 0;
+
+  // The global state from the last successful sync (sent at synced_ns).
+  bool synced = false;
+  int64_t synced_ns = 0;
+  uint64_t g_acc = 0, g_dec = 0, g_last_second = 0;
+  int64_t oldest_age_ms = -1;
+  uint64_t oldest_acc = 0;
+  int64_t n_active = 1;
+  int64_t free = 0;  // capacity − used − every lease, after our grant
+  double redis_rate = 0;
+  // This state's usage since that sync was sent (not in the g_* totals).
+  uint64_t acc_since = 0, dec_since = 0;
+
+  // Every unit this state admitted or declined, by local time: the degraded budget, the
+  // units of the unpushed usage that already left the window, retry hints.
+  RateWindow own;
+  FactorCache factor;        // over the global view
+  FactorCache local_factor;  // over `own` (degraded decisions)
+
+  uint64_t capacity = 0;  // lease capacity of the last request (ABSOLUTE capacity / hard limit)
+  double rate = 0;        // rate of the last request
+  int64_t last_request_ns = 0;
+
+  // Sync bookkeeping: one script call in flight at a time.
+  bool in_flight = false;
+  uint64_t sync_id = 0;
+  bool last_failed = false;  // the last sync failed: answers are degraded
+  uint64_t need = 0;         // largest count waiting for the next sync
+
+  struct IncWaiter {
+    RateIncRequest req;
+    RateIncCallback done;
+    bool synced_for = false;  // a sync that carried its count completed
+  };
+  std::vector<IncWaiter> inc_waiters;
+  std::vector<RateGetCallback> get_waiters;
+
+  uint64_t unpushed_acc() const { return CumDiff(cum_acc, stored_acc); }
+  uint64_t unpushed_dec() const { return CumDiff(cum_dec, stored_dec); }
+};
+
+struct HybridRateLimiter::Shard {
+  absl::Mutex mu;
+  absl::flat_hash_map<MapKey, std::unique_ptr<KeyState>, MapKeyHash, MapKeyEq> map
+      ABSL_GUARDED_BY(mu);
+};
+
+struct HybridRateLimiter::SyncCall {
+  MapKey key;
+  uint64_t id = 0;
+  std::string redis_key;
+  std::vector<std::string> args;
+  int64_t send_ns = 0;
+  uint64_t acc_since_at_send = 0, dec_since_at_send = 0;
+  uint64_t need = 0;
+  uint64_t held = 0;
+};
+
+struct HybridRateLimiter::Outcome {
+  bool need_sync = false;
+  absl::StatusOr<RateIncResult> result;
+};
+
+std::string HybridRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy) {
+  std::string out;
+  out.reserve(24 + ns.size() + key.size());
+  out.append("dk:{").append(HashTag(ns, key)).append("}:rh:");
+  out.append(strategy == RateStrategy::kSuppressed ? "s:" : "a:");
+  out.append(ns).append(":").append(key);
+  return out;
+}
+
+namespace {
+
+int64_t DerivedLeaseMs(const RateLimitSettings& s) {
+  return std::max(std::clamp<int64_t>(20 * s.sync_interval_ms, 200, 5000), 3 * s.sync_interval_ms);
+}
+
+// Parsed ratelimit_hybrid.lua reply.
+struct SyncReply {
+  uint64_t grant = 0, limit = 0, acc = 0, dec = 0, last_second = 0, oldest_acc = 0;
+  int64_t oldest_age = -1, active = 1, free = 0;
+  uint64_t cum_acc = 0, cum_dec = 0;
+  double rate = 0;
+};
+
+bool ParseU64(const redis::Reply& r, uint64_t* out) {
+  if (r.type == redis::Reply::Type::kInteger) {
+    if (r.integer < 0) return false;
+    *out = static_cast<uint64_t>(r.integer);
+    return true;
+  }
+  return r.type == redis::Reply::Type::kString && absl::SimpleAtoi(r.str, out);
+}
+
+bool ParseI64(const redis::Reply& r, int64_t* out) {
+  if (r.type == redis::Reply::Type::kInteger) {
+    *out = r.integer;
+    return true;
+  }
+  return r.type == redis::Reply::Type::kString && absl::SimpleAtoi(r.str, out);
+}
+
+absl::StatusOr<SyncReply> ParseSyncReply(absl::StatusOr<redis::Reply> raw) {
+  if (!raw.ok()) return raw.status();
+  const redis::Reply& r = *raw;
+  if (r.is_error()) return absl::InternalError(absl::StrCat("ratelimit_hybrid.lua: ", r.str));
+  SyncReply out;
+  const auto& e = r.elements;
+  int64_t now = 0;
+  if (r.type != redis::Reply::Type::kArray || e.size() != 13 || !ParseU64(e[0], &out.grant) ||
+      !ParseU64(e[1], &out.limit) || !ParseU64(e[2], &out.acc) || !ParseU64(e[3], &out.dec) ||
+      !ParseU64(e[4], &out.last_second) || !ParseI64(e[5], &out.oldest_age) ||
+      !ParseU64(e[6], &out.oldest_acc) || !ParseI64(e[7], &out.active) ||
+      !ParseI64(e[8], &out.free) || !ParseU64(e[9], &out.cum_acc) ||
+      !ParseU64(e[10], &out.cum_dec) || !ParseI64(e[11], &now) ||
+      e[12].type != redis::Reply::Type::kString) {
+    return absl::InternalError(
+        absl::StrCat("unexpected ratelimit_hybrid.lua reply: ", r.DebugString()));
+  }
+  if (!e[12].str.empty() && !absl::SimpleAtod(e[12].str, &out.rate)) out.rate = 0;
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- construction
+
+HybridRateLimiter::HybridRateLimiter(redis::RedisClient* redis, HybridRateLimiterOptions options,
+                                     const Clock* clock)
+    : redis_(redis),
+      options_(std::move(options)),
+      s_(options_.settings),
+      clock_(clock),
+      random_(options_.random != nullptr ? *options_.random : DefaultRandom()),
+      lease_ms_(options_.lease_ms > 0 ? options_.lease_ms : DerivedLeaseMs(options_.settings)),
+      lease_grace_ms_(options_.lease_grace_ms > 0 ? options_.lease_grace_ms
+                                                  : std::max<int64_t>(50, lease_ms_ / 4)),
+      active_ms_(std::max<int64_t>(lease_ms_ / 2, 2 * options_.settings.sync_interval_ms)),
+      idle_evict_ms_(options_.settings.idle_evict_ms > 0 ? options_.settings.idle_evict_ms
+                                                         : options_.settings.window_ms + 1000),
+      shards_(std::make_unique<Shard[]>(kShards)) {}
+
+HybridRateLimiter::~HybridRateLimiter() {
+  {
+    std::lock_guard<std::mutex> lock(loop_mu_);
+    stop_loop_ = true;
+  }
+  loop_cv_.notify_all();
+  if (loop_thread_.joinable()) loop_thread_.join();
+  // Replies capture `this`: the client answers every command (its deadline), so this ends.
+  while (outstanding_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void HybridRateLimiter::Start() {
+  loop_thread_ = std::thread([this] { SyncLoop(); });
+}
+
+HybridRateLimiter::Shard& HybridRateLimiter::ShardFor(RateStrategy strategy, std::string_view ns,
+                                                      std::string_view key) {
+  return shards_[MapKeyHash{}(KeyRef{strategy, ns, key}) % kShards];
+}
+
+// ---------------------------------------------------------------- decisions
+
+HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateIncRequest& req,
+                                                     int64_t now_ns, bool may_sync) {
+  const int64_t now_ms = now_ns / kNsPerMs;
+  const bool suppressed = req.strategy == RateStrategy::kSuppressed;
+  const uint64_t count = req.count;
+  st.last_request_ns = now_ns;
+  st.rate = req.rate_per_second;
+  if (st.own.Evict(now_ms, s_.window_ms)) st.local_factor.valid = false;
+
+  SuppressedLimits limits;
+  if (suppressed) {
+    if (count >= kMaxCount) {
+      return {false, absl::OutOfRangeError("count must be below 2^53 for SUPPRESSED")};
+    }
+    limits = Clamp(SuppressedLimitsFor(req.rate_per_second, s_.window_ms, s_.hard_limit_factor));
+    st.capacity = limits.hard;
+  } else {
+    st.capacity = std::min(RateCapacity(req.rate_per_second, s_.window_ms), kHybridMaxCapacity);
+  }
+  const uint64_t capacity = st.capacity;
+  const bool degraded = st.last_failed;
+  const bool lease_valid = st.synced && now_ns < st.lease_until_ns;
+
+  RateIncResult r;
+  r.degraded = degraded;
+  auto answer = [&](RateIncResult res) -> Outcome {
+    if (res.degraded) stats_.degraded++;
+    return {false, res};
+  };
+  if (!suppressed && count > capacity) {  // can never fit: REJECTED (0, 0), nothing recorded
+    r.decision = RateDecision::kRejected;
+    r.allowed = false;
+    return answer(r);
+  }
+  // First touch, or the lease ran out while Redis answers: ask Redis before deciding.
+  if (!lease_valid && !degraded && may_sync) return {true, r};
+
+  // Degraded (the last sync failed) and the lease lapsed (no sync for lease_ms): decide like
+  // LOCAL over this daemon's own usage, with 1/N of the rate (N = daemons active at the last
+  // successful sync). While the lease is valid, a failed sync changes nothing but `degraded`.
+  const double local_rate =
+      req.rate_per_second / static_cast<double>(std::max<int64_t>(1, st.n_active));
+  const uint64_t view_acc = SatAdd(st.g_acc, st.acc_since);
+  const auto fits_lease = [&](uint64_t c) {
+    return lease_valid && c <= st.avail && c <= capacity && view_acc <= capacity - c;
+  };
+  // A sync may grant more: worth waiting for when the request fits in what no one holds.
+  const auto sync_may_help = [&](uint64_t c) {
+    if (degraded || !may_sync) return false;
+    if (!lease_valid) return true;
+    return st.free > 0 && c <= SatAdd(st.avail, static_cast<uint64_t>(st.free));
+  };
+  const auto take = [&](uint64_t c, bool from_lease) {
+    if (from_lease) st.avail -= c;
+    st.cum_acc = (st.cum_acc + c) & kCumMask;
+    st.acc_since = SatAdd(st.acc_since, c);
+    st.own.Record(now_ms, s_.bucket_ms, c, 0);
+  };
+  const auto record_declined = [&](uint64_t c) {
+    if (st.unpushed_dec() + c > kMaxUnpushed) return;  // see kMaxUnpushed
+    st.cum_dec = (st.cum_dec + c) & kCumMask;
+    st.dec_since = SatAdd(st.dec_since, c);
+    st.own.Record(now_ms, s_.bucket_ms, c, c);
+  };
+  // A SUPPRESSED answer of the degraded budget (AdmitSuppressed recorded it in `own`).
+  const auto local_suppressed = [&]() -> Outcome {
+    RateIncResult local =
+        AdmitSuppressed(st.own, st.local_factor, s_, now_ms, local_rate, count, random_);
+    if (local.allowed) {
+      st.cum_acc = (st.cum_acc + count) & kCumMask;
+      st.acc_since = SatAdd(st.acc_since, count);
+    } else if (st.unpushed_dec() + count <= kMaxUnpushed) {
+      st.cum_dec = (st.cum_dec + count) & kCumMask;
+      st.dec_since = SatAdd(st.dec_since, count);
+    }
+    local.degraded = true;
+    return answer(local);
+  };
+
+  if (!suppressed) {
+    if (fits_lease(count)) {
+      take(count, true);
+      return answer(r);
+    }
+    if (sync_may_help(count)) return {true, r};
+    if (degraded && !lease_valid) {
+      // Cut off for longer than a lease: the degraded budget (AdmitAbsolute records an admitted
+      // request in `own` itself).
+      RateIncResult local = AdmitAbsolute(st.own, s_, now_ms, local_rate, count);
+      if (local.allowed) {
+        st.cum_acc = (st.cum_acc + count) & kCumMask;
+        st.acc_since = SatAdd(st.acc_since, count);
+        return answer(r);
+      }
+      local.degraded = true;
+      return answer(local);
+    }
+    r.decision = RateDecision::kRejected;
+    r.allowed = false;
+    // Retry hint: the oldest live bucket of the last synced state, else our own oldest, else the
+    // next sync (the capacity is leased to other daemons).
+    const int64_t since_sync_ms = (now_ns - st.synced_ns) / kNsPerMs;
+    if (st.synced && st.oldest_age_ms >= 0 && st.oldest_age_ms + since_sync_ms <= s_.window_ms) {
+      r.retry_after_ms = s_.window_ms - (st.oldest_age_ms + since_sync_ms);
+      r.remaining_after_waiting = st.oldest_acc;
+    } else if (!st.own.empty()) {
+      r.retry_after_ms = std::max<int64_t>(0, s_.window_ms - (now_ms - st.own.oldest().ts_ms));
+      r.remaining_after_waiting = st.own.oldest().count - st.own.oldest().declined;
+    } else {
+      r.retry_after_ms = s_.sync_interval_ms;
+    }
+    return answer(r);
+  }
+
+  // SUPPRESSED (rate_window.h AdmitSuppressed over the global view; the hard limit is leased).
+  if (!lease_valid && degraded) return local_suppressed();
+  const uint64_t forecast = SatAdd(view_acc, count);
+  double f = 0;
+  bool admit = true;
+  if (forecast > limits.soft) {
+    r.decision = RateDecision::kSuppressed;
+    if (forecast > limits.hard) {
+      f = 1;
+    } else {
+      const int64_t since_sync_ms = (now_ns - st.synced_ns) / kNsPerMs;
+      const uint64_t observed =
+          SatAdd(SatAdd(st.g_acc, st.g_dec), SatAdd(st.acc_since, st.dec_since));
+      const uint64_t last_second =
+          SatAdd(since_sync_ms <= 1000 ? st.g_last_second : 0, SatAdd(st.acc_since, st.dec_since));
+      if (st.factor.valid && now_ms - st.factor.computed_at_ms >= 0 &&
+          now_ms - st.factor.computed_at_ms < s_.suppression_cache_ms &&
+          st.factor.limits.soft == limits.soft && st.factor.limits.hard == limits.hard) {
+        f = st.factor.factor;
+      } else {
+        f = FactorFromTotals(view_acc, observed, last_second, s_.window_ms, limits);
+        st.factor = FactorCache{true, now_ms, f, limits};
+      }
+    }
+    admit = f <= 0 ? true : (f >= 1 ? false : random_.Uniform01() < 1 - f);
+  }
+  if (admit) {
+    if (fits_lease(count)) {
+      take(count, true);
+      r.suppression_factor = r.decision == RateDecision::kSuppressed ? f : 0;
+      return answer(r);
+    }
+    if (sync_may_help(count)) return {true, r};
+    f = 1;  // the rest of the hard limit is leased to other daemons
+  }
+  record_declined(count);
+  r.decision = RateDecision::kSuppressed;
+  r.suppression_factor = f;
+  r.allowed = false;
+  return answer(r);
+}
+
+std::optional<absl::StatusOr<RateIncResult>> HybridRateLimiter::TryInc(const RateIncRequest& req) {
+  Shard& shard = ShardFor(req.strategy, req.ns, req.key);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.map.find(KeyRef{req.strategy, req.ns, req.key});
+  if (it == shard.map.end()) return std::nullopt;
+  KeyState& st = *it->second;
+  if (!st.inc_waiters.empty()) return std::nullopt;  // keep the order of waiting requests
+  Outcome o = Decide(st, req, NowNs(), /*may_sync=*/true);
+  if (o.need_sync) return std::nullopt;
+  return std::move(o.result);
+}
+
+void HybridRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
+  std::optional<SyncCall> call;
+  std::optional<absl::StatusOr<RateIncResult>> now_result;
+  {
+    Shard& shard = ShardFor(req.strategy, req.ns, req.key);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(KeyRef{req.strategy, req.ns, req.key});
+    if (it == shard.map.end()) {
+      auto st = std::make_unique<KeyState>();
+      st->member = absl::StrCat(options_.dedup_id, ".", next_serial_++);
+      st->redis_key = HybridRateLimitKey(req.ns, req.key, req.strategy);
+      it = shard.map.emplace(MapKey{req.strategy, req.ns, req.key}, std::move(st)).first;
+      stats_.keys++;
+    }
+    KeyState& st = *it->second;
+    const int64_t now = NowNs();
+    Outcome o;
+    if (st.inc_waiters.empty()) o = Decide(st, req, now, /*may_sync=*/true);
+    if (!st.inc_waiters.empty() || o.need_sync) {
+      st.need = std::max(st.need, req.count);
+      st.last_request_ns = now;
+      st.inc_waiters.push_back({req, std::move(done)});
+      if (!st.in_flight) call = BeginSync(it->first, st, now);
+    } else {
+      now_result = std::move(o.result);
+    }
+  }
+  if (now_result) return done(std::move(*now_result));
+  if (call) Send(std::move(*call));
+}
+
+void HybridRateLimiter::Get(const std::string& ns, const std::string& key, RateStrategy strategy,
+                            RateGetCallback done) {
+  std::optional<SyncCall> call;
+  {
+    Shard& shard = ShardFor(strategy, ns, key);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(KeyRef{strategy, ns, key});
+    if (it != shard.map.end()) {
+      // Known key: answer after a sync (pushes our usage, reads everyone's).
+      KeyState& st = *it->second;
+      st.get_waiters.push_back(std::move(done));
+      if (!st.in_flight) call = BeginSync(it->first, st, NowNs());
+    }
+  }
+  if (call) return Send(std::move(*call));
+  if (!done) return;
+  // Unknown here: read the global state without creating anything.
+  std::vector<std::string> args = {"read",
+                                   absl::StrCat(options_.dedup_id, ".read"),
+                                   "0",
+                                   "0",
+                                   "0",
+                                   "0",
+                                   "0",
+                                   "0",
+                                   "0",
+                                   "0",
+                                   "0",
+                                   "0",
+                                   Num(s_.window_ms),
+                                   Num(s_.bucket_ms),
+                                   "1",
+                                   ""};
+  outstanding_++;
+  redis_->Script(
+      kScript, {HybridRateLimitKey(ns, key, strategy)}, std::move(args),
+      [this, strategy, done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
+        auto r = ParseSyncReply(std::move(raw));
+        if (!r.ok()) {
+          done(r.status());
+        } else {
+          RateGetResult g;
+          if (strategy == RateStrategy::kSuppressed) {
+            g.total = SatAdd(r->acc, r->dec);
+            g.declined = r->dec;
+            const auto limits =
+                Clamp(SuppressedLimitsFor(r->rate, s_.window_ms, s_.hard_limit_factor));
+            g.suppression_factor =
+                FactorFromTotals(r->acc, g.total, r->last_second, s_.window_ms, limits);
+          } else {
+            g.total = r->acc;
+          }
+          done(g);
+        }
+        outstanding_--;
+      });
+}
+
+// ---------------------------------------------------------------- sync
+
+bool HybridRateLimiter::NeedsPeriodicSync(const KeyState& st, int64_t now_ns) const {
+  if (st.in_flight) return false;
+  if (st.unpushed_acc() != 0 || st.unpushed_dec() != 0) return true;
+  if (!st.inc_waiters.empty() || !st.get_waiters.empty()) return true;
+  if (now_ns - st.last_request_ns <= active_ms_ * kNsPerMs && !releasing_.load()) return true;
+  // Idle with a lease left: give it back.
+  return st.avail > 0 && now_ns < st.lease_until_ns;
+}
+
+HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyState& st,
+                                                         int64_t now_ns) {
+  const int64_t now_ms = now_ns / kNsPerMs;
+  if (st.own.Evict(now_ms, s_.window_ms)) st.local_factor.valid = false;
+  const bool want = !releasing_.load() && (now_ns - st.last_request_ns <= active_ms_ * kNsPerMs ||
+                                           !st.inc_waiters.empty());
+  if (!want || !(st.synced && now_ns < st.lease_until_ns)) st.avail = 0;  // released or expired
+  // Usage older than the window (admitted while Redis was unreachable) is not put in a bucket.
+  const uint64_t un_acc = st.unpushed_acc(), un_dec = st.unpushed_dec();
+  const uint64_t live_acc = st.own.accepted(), live_dec = st.own.declined();
+  SyncCall call;
+  call.key = key;
+  call.id = next_sync_id_++;
+  call.send_ns = now_ns;
+  call.acc_since_at_send = st.acc_since;
+  call.dec_since_at_send = st.dec_since;
+  call.need = want ? std::min(st.need, st.capacity) : 0;
+  call.held = st.avail;
+  call.redis_key = st.redis_key;
+  call.args = {"sync",
+               st.member,
+               Num(st.cum_acc),
+               Num(st.cum_dec),
+               Num(st.stored_acc),
+               Num(st.stored_dec),
+               Num(un_acc > live_acc ? un_acc - live_acc : 0),
+               Num(un_dec > live_dec ? un_dec - live_dec : 0),
+               Num(st.avail),
+               want ? "1" : "0",
+               Num(call.need),
+               Num(st.capacity),
+               Num(s_.window_ms),
+               Num(s_.bucket_ms),
+               Num(lease_ms_ + lease_grace_ms_),
+               st.rate > 0 ? RateText(st.rate) : ""};
+  st.in_flight = true;
+  st.sync_id = call.id;
+  st.need = 0;
+  return call;
+}
+
+void HybridRateLimiter::Send(SyncCall call) {
+  stats_.syncs++;
+  outstanding_++;
+  auto keys = std::vector<std::string>{call.redis_key};
+  auto args = std::move(call.args);
+  redis_->Script(kScript, std::move(keys), std::move(args),
+                 [this, call = std::move(call)](absl::StatusOr<redis::Reply> raw) {
+                   Complete(call, std::move(raw));
+                   outstanding_--;
+                 });
+}
+
+void HybridRateLimiter::Complete(const SyncCall& call, absl::StatusOr<redis::Reply> raw) {
+  auto reply = ParseSyncReply(std::move(raw));
+  if (!reply.ok()) {
+    stats_.sync_failures++;
+    if (g_sync_log.ShouldLog()) {
+      spdlog::warn("HYBRID rate limit sync of {}/{} failed (deciding locally, will retry): {}",
+                   call.key.ns, call.key.key, reply.status().ToString());
+    }
+  }
+  struct IncReady {
+    RateIncCallback done;
+    absl::StatusOr<RateIncResult> result;
+  };
+  std::vector<IncReady> inc_ready;
+  std::vector<std::pair<RateGetCallback, RateGetResult>> get_ready;
+  std::optional<SyncCall> next;
+  {
+    Shard& shard = ShardFor(call.key.strategy, call.key.ns, call.key.key);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(call.key);
+    if (it == shard.map.end() || !it->second->in_flight || it->second->sync_id != call.id) {
+      return;  // cannot happen: a state with a sync in flight is never evicted
+    }
+    KeyState& st = *it->second;
+    st.in_flight = false;
+    const int64_t now = NowNs();
+    if (reply.ok()) {
+      const SyncReply& r = *reply;
+      st.stored_acc = r.cum_acc & kCumMask;
+      st.stored_dec = r.cum_dec & kCumMask;
+      // Lease units used since the send (x) were taken from `held`, which Redis kept reserved;
+      // beyond the member's limit (its fair share) the lease is trimmed, and the next sync
+      // reserves only what is left.
+      const uint64_t x = call.held - std::min(call.held, st.avail);
+      st.avail = std::min(SatAdd(st.avail, r.grant), r.limit > x ? r.limit - x : 0);
+      st.lease_until_ns = call.send_ns + lease_ms_ * kNsPerMs;
+      st.synced = true;
+      st.synced_ns = call.send_ns;
+      st.g_acc = r.acc;
+      st.g_dec = r.dec;
+      st.g_last_second = r.last_second;
+      st.oldest_age_ms = r.oldest_age;
+      st.oldest_acc = r.oldest_acc;
+      st.n_active = std::max<int64_t>(1, r.active);
+      st.free = r.free;
+      st.redis_rate = r.rate;
+      st.acc_since -= std::min(st.acc_since, call.acc_since_at_send);
+      st.dec_since -= std::min(st.dec_since, call.dec_since_at_send);
+      st.factor.valid = false;
+      st.last_failed = false;
+    } else {
+      st.last_failed = true;
+    }
+    // Waiting requests: decided now; one whose count this sync did not carry may ask once more.
+    std::vector<KeyState::IncWaiter> waiting;
+    waiting.swap(st.inc_waiters);
+    for (auto& w : waiting) {
+      const bool may_sync = reply.ok() && !w.synced_for && w.req.count > call.need;
+      Outcome o = Decide(st, w.req, now, may_sync);
+      if (o.need_sync) {
+        w.synced_for = true;
+        st.need = std::max(st.need, w.req.count);
+        st.inc_waiters.push_back(std::move(w));
+      } else {
+        stats_.waited++;
+        inc_ready.push_back({std::move(w.done), std::move(o.result)});
+      }
+    }
+    for (auto& done : st.get_waiters) {
+      RateGetResult g;
+      const uint64_t acc = SatAdd(st.g_acc, st.acc_since);
+      const uint64_t dec = SatAdd(st.g_dec, st.dec_since);
+      if (call.key.strategy == RateStrategy::kSuppressed) {
+        g.total = SatAdd(acc, dec);
+        g.declined = dec;
+        const double rate = st.rate > 0 ? st.rate : st.redis_rate;
+        const auto limits = Clamp(SuppressedLimitsFor(rate, s_.window_ms, s_.hard_limit_factor));
+        g.suppression_factor = FactorFromTotals(
+            acc, g.total, SatAdd(st.g_last_second, SatAdd(st.acc_since, st.dec_since)),
+            s_.window_ms, limits);
+      } else {
+        g.total = acc;
+      }
+      get_ready.emplace_back(std::move(done), g);
+    }
+    st.get_waiters.clear();
+    if (!st.inc_waiters.empty()) next = BeginSync(it->first, st, now);
+  }
+  for (auto& r : inc_ready) r.done(std::move(r.result));
+  for (auto& [done, g] : get_ready) done(g);
+  if (next) Send(std::move(*next));
+}
+
+void HybridRateLimiter::SyncNow() {
+  std::vector<SyncCall> calls;
+  const int64_t now = NowNs();
+  for (int i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    for (auto& [k, st] : shard.map) {
+      if (NeedsPeriodicSync(*st, now)) calls.push_back(BeginSync(k, *st, now));
+    }
+  }
+  // All enqueued at once: the executor writes them as one pipeline.
+  for (auto& c : calls) Send(std::move(c));
+}
+
+void HybridRateLimiter::EvictIdle() {
+  const int64_t now = NowNs();
+  const int64_t now_ms = now / kNsPerMs;
+  int64_t total = 0;
+  for (int i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    absl::erase_if(shard.map, [&](auto& kv) {
+      KeyState& st = *kv.second;
+      if (st.in_flight || !st.inc_waiters.empty() || !st.get_waiters.empty()) return false;
+      if (now - st.last_request_ns <= idle_evict_ms_ * kNsPerMs) return false;
+      if (st.avail > 0 && now < st.lease_until_ns) return false;  // release it first
+      st.own.Evict(now_ms, s_.window_ms);
+      // Usage Redis has not confirmed is kept until pushed, unless all of it left the window.
+      return (st.unpushed_acc() == 0 && st.unpushed_dec() == 0) || st.own.empty();
+    });
+    total += static_cast<int64_t>(shard.map.size());
+  }
+  stats_.keys = total;
+}
+
+void HybridRateLimiter::SyncLoop() {
+  const auto interval = std::chrono::milliseconds(s_.sync_interval_ms);
+  auto next_evict = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(loop_mu_);
+  while (!stop_loop_) {
+    loop_cv_.wait_for(lock, interval, [this] { return stop_loop_; });
+    if (stop_loop_) break;
+    lock.unlock();
+    SyncNow();
+    if (std::chrono::steady_clock::now() >= next_evict) {
+      EvictIdle();
+      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
+    lock.lock();
+  }
+}
+
+int64_t HybridRateLimiter::Shutdown(std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard<std::mutex> lock(loop_mu_);
+    stop_loop_ = true;
+  }
+  loop_cv_.notify_all();
+  if (loop_thread_.joinable()) loop_thread_.join();
+  releasing_ = true;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto left = [&] {
+    int64_t n = 0;
+    const int64_t now = NowNs();
+    for (int i = 0; i < kShards; ++i) {
+      absl::MutexLock lock(&shards_[i].mu);
+      for (auto& [k, st] : shards_[i].map) {
+        if (st->in_flight || NeedsPeriodicSync(*st, now)) ++n;
+      }
+    }
+    return n;
+  };
+  while (std::chrono::steady_clock::now() < deadline) {
+    SyncNow();
+    while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (left() == 0) return 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Redis down: retry
+  }
+  return left();
+}
+
+}  // namespace distkit::core
