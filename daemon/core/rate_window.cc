@@ -52,6 +52,8 @@ SuppressedLimits SuppressedLimitsFor(double rate_per_second, int64_t window_ms,
 
 // ---- RateWindow ----
 
+uint64_t RateWindow::observed() const { return SatAdd(accepted_, declined_); }
+
 RateWindow::RateWindow(const RateWindow& other) { *this = other; }
 
 RateWindow& RateWindow::operator=(const RateWindow& other) {
@@ -64,7 +66,7 @@ RateWindow& RateWindow::operator=(const RateWindow& other) {
     for (uint32_t i = 0; i < other.size_; ++i) buf_[i] = other.bucket(i);
     size_ = other.size_;
   }
-  observed_ = other.observed_;
+  accepted_ = other.accepted_;
   declined_ = other.declined_;
   return *this;
 }
@@ -79,19 +81,20 @@ void RateWindow::Grow() {
 }
 
 void RateWindow::Recount() {
-  observed_ = declined_ = 0;
+  accepted_ = declined_ = 0;
   for (uint32_t i = 0; i < size_; ++i) {
-    observed_ = SatAdd(observed_, bucket(i).count);
+    accepted_ = SatAdd(accepted_, bucket(i).accepted);
     declined_ = SatAdd(declined_, bucket(i).declined);
   }
 }
 
 bool RateWindow::Evict(int64_t now_ms, int64_t window_ms) {
-  const bool saturated = observed_ == kMax;
+  // A saturated total cannot be decremented: recount it from the buckets left.
+  const bool saturated = accepted_ == kMax || declined_ == kMax;
   bool evicted = false;
   while (size_ > 0 && now_ms - oldest().ts_ms > window_ms) {
     if (!saturated) {
-      observed_ -= oldest().count;
+      accepted_ -= oldest().accepted;
       declined_ -= oldest().declined;
     }
     head_ = (head_ + 1) & (cap_ - 1);
@@ -110,13 +113,14 @@ void RateWindow::Record(int64_t now_ms, int64_t bucket_ms, uint64_t count, uint6
   declined = std::min(declined, count);
   if (size_ == 0 || now_ms - newest().ts_ms < 0 || now_ms - newest().ts_ms > bucket_ms) {
     if (size_ == cap_) Grow();
-    at(size_) = RateBucket{now_ms, 0, 0};
+    at(size_) = RateBucket{now_ms, 0, 0, 0};
     ++size_;
   }
   RateBucket& b = at(size_ - 1);
   b.count = SatAdd(b.count, count);
+  b.accepted = SatAdd(b.accepted, count - declined);
   b.declined = SatAdd(b.declined, declined);
-  observed_ = SatAdd(observed_, count);
+  accepted_ = SatAdd(accepted_, count - declined);
   declined_ = SatAdd(declined_, declined);
 }
 
@@ -173,6 +177,10 @@ double ComputeSuppressionFactor(const RateWindow& w, int64_t now_ms, int64_t win
 
 double SuppressionFactor(const RateWindow& w, FactorCache& cache, const RateLimitSettings& s,
                          int64_t now_ms, SuppressedLimits limits) {
+  // The deterministic cases are cheap and always current; only the formula is cached.
+  if (w.empty()) return 0;
+  if (w.accepted() >= limits.hard) return 1;
+  if (w.accepted() < limits.soft) return 0;
   if (cache.valid && now_ms - cache.computed_at_ms >= 0 &&
       now_ms - cache.computed_at_ms < s.suppression_cache_ms && cache.limits.soft == limits.soft &&
       cache.limits.hard == limits.hard && cache.factor >= 0 && cache.factor <= 1) {

@@ -10,9 +10,9 @@
 //    increment joins the newest bucket if 0 ≤ now − newest.ts ≤ B, else it opens a bucket
 //    stamped `now`. A bucket is live while now − ts ≤ W; Evict drops the others. At most
 //    W/B + 1 live buckets exist (when the clock never goes backwards).
-//  - observed = Σ count of the buckets, declined = Σ declined, accepted = observed − declined.
-//    ABSOLUTE records only admitted units (declined stays 0, observed = used); SUPPRESSED
-//    records every request (trypema §3.2 step 7) and marks the declined ones.
+//  - accepted = Σ accepted of the buckets, declined = Σ declined, observed = accepted +
+//    declined. ABSOLUTE records only admitted units (declined stays 0, observed = used);
+//    SUPPRESSED records every request (trypema §3.2 step 7) and marks the declined ones.
 //  - Limits come from the request's rate (never sticky): RateCapacity / SuppressedLimitsFor.
 
 #include <cstdint>
@@ -40,12 +40,13 @@ uint64_t SaturatingFloor(double x);
 
 struct RateBucket {
   int64_t ts_ms = 0;      // creation time; never moves
-  uint64_t count = 0;     // units observed in this bucket (admitted + declined)
-  uint64_t declined = 0;  // of which declined (SUPPRESSED only)
+  uint64_t count = 0;     // units observed in this bucket (admitted + declined), saturating
+  uint64_t declined = 0;  // of which declined (SUPPRESSED only), saturating
+  uint64_t accepted = 0;  // of which admitted (exact: admission keeps it ≤ a limit)
 };
 
 // Cached suppression factor of one key (trypema §3.3 "Caching"): fresh while
-// now − computed_at_ms < settings.suppression_cache_ms; dropped when Evict removes a bucket.
+// 0 ≤ now − computed_at_ms < settings.suppression_cache_ms; dropped when Evict removes a bucket.
 // The cache also remembers the limits it was computed for: a request with another rate (rates
 // are per request) recomputes.
 struct FactorCache {
@@ -55,8 +56,9 @@ struct FactorCache {
   SuppressedLimits limits;
 };
 
-// The bucket list of one key with its running totals. Totals saturate at UINT64_MAX (then Evict
-// recomputes them from the buckets), so no request size can wrap them.
+// The bucket list of one key with its running totals. Accepted and declined units are kept
+// apart, so huge declined requests (they saturate at UINT64_MAX; Evict then recounts from the
+// buckets) never disturb the accepted total that admission relies on.
 class RateWindow {
  public:
   RateWindow() = default;
@@ -73,9 +75,9 @@ class RateWindow {
   // Σ count of the buckets with now − ts ≤ age_ms (the "last second" with age_ms = 1000).
   uint64_t ObservedWithin(int64_t now_ms, int64_t age_ms) const;
 
-  uint64_t observed() const { return observed_; }
+  uint64_t observed() const;
   uint64_t declined() const { return declined_; }
-  uint64_t accepted() const { return observed_ - declined_; }
+  uint64_t accepted() const { return accepted_; }
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
   // i = 0 is the oldest bucket; requires i < size().
@@ -91,7 +93,7 @@ class RateWindow {
   // Ring buffer of buckets, oldest at head_; cap_ is 0 or a power of two.
   std::unique_ptr<RateBucket[]> buf_;
   uint32_t cap_ = 0, head_ = 0, size_ = 0;
-  uint64_t observed_ = 0, declined_ = 0;
+  uint64_t accepted_ = 0, declined_ = 0;
 };
 
 // ABSOLUTE admission (every provider): evicts, then admits iff used + count ≤ capacity
@@ -109,8 +111,10 @@ RateIncResult AdmitAbsolute(RateWindow& w, const RateLimitSettings& s, int64_t n
 double ComputeSuppressionFactor(const RateWindow& w, int64_t now_ms, int64_t window_ms,
                                 SuppressedLimits limits);
 
-// The factor through `cache`: the cached value while fresh and computed for the same limits,
-// else computed and stored. Call after Evict (and drop the cache when Evict returned true).
+// The factor to apply now: no bucket → 0, accepted ≥ hard → 1, accepted < soft → 0 (these
+// are always evaluated live), else the formula's value through `cache` (reused while fresh and
+// computed for the same limits, else computed and stored). Call after Evict (and drop the
+// cache when Evict returned true).
 double SuppressionFactor(const RateWindow& w, FactorCache& cache, const RateLimitSettings& s,
                          int64_t now_ms, SuppressedLimits limits);
 

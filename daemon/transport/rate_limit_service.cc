@@ -71,6 +71,10 @@ ItemKey KeyOf(const v1::RateLimitIncRequest& req, const std::string& default_ns)
 // inline or on the Redis thread; a trampoline (`pumping_`) keeps the stack flat.
 class BatchRun : public std::enable_shared_from_this<BatchRun> {
  public:
+  // Asynchronous items in flight at once (as the counter batches): enough to pipeline, few
+  // enough that the last one does not queue behind thousands and miss --redis_timeout_ms.
+  static constexpr int kMaxInFlight = 256;
+
   BatchRun(RateLimitServiceImpl* svc, const v1::RateLimitBatchRequest* req,
            v1::RateLimitBatchResponse* resp, core::StatusCallback finish)
       : svc_(svc), req_(req), resp_(resp), finish_(std::move(finish)) {
@@ -122,9 +126,10 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
   }
 
  private:
-  // False while an earlier item on the same state is outstanding. Builds the item's key only
-  // when some item is outstanding (the all-inline LOCAL batch never does).
+  // False while kMaxInFlight items or an earlier item on the same state are outstanding. Builds the
+  // item's key only when some item is outstanding (the all-inline LOCAL batch never does).
   bool Ready(const v1::RateLimitBatchOp& op, std::optional<ItemKey>* key) const {
+    if (outstanding_ >= kMaxInFlight) return false;
     if (busy_.empty() || !op.has_inc()) return true;
     *key = KeyOf(op.inc(), svc_->default_namespace());
     return !busy_.contains(**key);
