@@ -1,6 +1,6 @@
 // distkit: the command-line client of distkitd (product.md §3.3). `distkit health` is the
-// Kubernetes exec probe; the counter and icounter subcommands mirror CounterService and
-// InstanceCounterService for people at a terminal.
+// Kubernetes exec probe; the counter, icounter and ratelimit subcommands mirror CounterService,
+// InstanceCounterService and RateLimitService for people at a terminal.
 //
 // Exit codes: 0 success (health: SERVING), 1 health not SERVING or unreachable, 2 a call failed,
 // 64 usage error (EX_USAGE).
@@ -48,8 +48,9 @@ Commands:
   health [--service NAME]
       Exit 0 when the service is SERVING, 1 otherwise (also when the daemon is
       unreachable or does not answer within the timeout). NAME "" (the default)
-      is the process; distkit.v1.CounterService and
-      distkit.v1.InstanceCounterService follow Redis (readiness).
+      is the process; distkit.v1.CounterService,
+      distkit.v1.InstanceCounterService and distkit.v1.RateLimitService follow
+      Redis (readiness).
   counter inc KEY [--delta N] [--lax] [--if OP:OPERAND]    (N defaults to 1)
   counter get KEY [--lax]
   counter set KEY VALUE [--if OP:OPERAND]
@@ -71,7 +72,16 @@ Commands:
       daemon's --namespace). --lax answers from daemon memory (eventually
       consistent); the default is STRICT. OP is eq, ne, lt, le, gt or ge:
       `--if ge:10` applies the operation only when the current value is >= 10.
-  ratelimit ...   (not implemented yet)
+  ratelimit inc KEY --rate R [--count N] [--provider P] [--strategy S]
+  ratelimit get KEY [--provider P] [--strategy S]
+      Sliding-window rate limiting (window and bucket are daemon settings).
+      inc prints decision (ALLOWED, REJECTED or SUPPRESSED), allowed,
+      retry_after_ms, remaining_after_waiting, suppression_factor, degraded;
+      a REJECTED or declined request is a successful call (exit 0). get prints
+      total, declined, suppression_factor. R is the limit in units per second
+      (> 0); N the units of this request (default 1); P is local (default),
+      redis or hybrid; S is absolute (default) or suppressed. Both take
+      --namespace NS.
 
 Flags take `--flag value` or `--flag=value`; `--` ends the flags (for keys that
 start with "--").
@@ -92,6 +102,20 @@ int Usage(const UsageError& error) {
 
 std::optional<int64_t> ParseInt64(std::string_view s) {
   int64_t value = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<uint64_t> ParseUint64(std::string_view s) {
+  uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return value;
+}
+
+std::optional<double> ParseDouble(std::string_view s) {
+  double value = 0;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
   return value;
@@ -443,6 +467,108 @@ int RunInstanceCounter(const Globals& globals, const Args& args) {
   return CallResult(status);
 }
 
+// "ALLOWED", "REJECTED", "SUPPRESSED" (the enum name without its prefix).
+std::string DecisionName(distkit::v1::Decision d) {
+  const std::string& name = distkit::v1::Decision_Name(d);
+  constexpr std::string_view kPrefix = "DECISION_";
+  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
+}
+
+int RunRateLimit(const Globals& globals, const Args& args) {
+  static const std::map<std::string, Shape> kShapes = {
+      {"inc", {1, {"namespace", "rate", "count", "provider", "strategy"}}},
+      {"get", {1, {"namespace", "provider", "strategy"}}},
+  };
+  auto parsed_or = ParseSubcommand("ratelimit", args, kShapes, "inc or get");
+  if (auto* error = std::get_if<UsageError>(&parsed_or)) return Usage(*error);
+  const Parsed& p = std::get<Parsed>(parsed_or);
+  const std::string& op = args.positional[0];
+
+  auto value = [&](const std::string& flag) -> std::optional<std::string> {
+    const auto it = args.values.find(flag);
+    if (it == args.values.end()) return std::nullopt;
+    return it->second;
+  };
+  distkit::v1::Provider provider = distkit::v1::PROVIDER_UNSPECIFIED;
+  if (auto v = value("provider")) {
+    const std::string lower = absl::AsciiStrToLower(*v);
+    if (lower == "local") {
+      provider = distkit::v1::PROVIDER_LOCAL;
+    } else if (lower == "redis") {
+      provider = distkit::v1::PROVIDER_REDIS;
+    } else if (lower == "hybrid") {
+      provider = distkit::v1::PROVIDER_HYBRID;
+    } else {
+      return Usage({absl::StrCat("--provider: expected local, redis or hybrid, got '", *v, "'")});
+    }
+  }
+  distkit::v1::Strategy strategy = distkit::v1::STRATEGY_UNSPECIFIED;
+  if (auto v = value("strategy")) {
+    const std::string lower = absl::AsciiStrToLower(*v);
+    if (lower == "absolute") {
+      strategy = distkit::v1::STRATEGY_ABSOLUTE;
+    } else if (lower == "suppressed") {
+      strategy = distkit::v1::STRATEGY_SUPPRESSED;
+    } else {
+      return Usage({absl::StrCat("--strategy: expected absolute or suppressed, got '", *v, "'")});
+    }
+  }
+  double rate = 0;
+  uint64_t count = 1;
+  if (op == "inc") {
+    const auto v = value("rate");
+    if (!v) return Usage({"ratelimit inc: --rate is required"});
+    const auto r = ParseDouble(*v);
+    if (!r) return Usage({absl::StrCat("--rate: not a number: '", *v, "'")});
+    rate = *r;  // the daemon checks that it is finite and > 0
+    if (auto c = value("count")) {
+      const auto n = ParseUint64(*c);
+      if (!n) return Usage({absl::StrCat("--count: not a uint64: '", *c, "'")});
+      count = *n;
+    }
+  }
+
+  auto connected = Connect(globals);
+  if (auto* code = std::get_if<int>(&connected)) return *code;
+  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+
+  absl::Status status;
+  if (op == "inc") {
+    status = Show(
+        client->RateLimitInc(p.ns, p.rest[0], rate, count, provider, strategy), globals.json,
+        [](const distkit::v1::RateLimitIncResponse& r, bool j) {
+          const std::string decision = DecisionName(r.decision());
+          if (j) {
+            std::cout << "{\"decision\":\"" << decision << "\",\"allowed\":" << Bool(r.allowed())
+                      << ",\"retry_after_ms\":" << r.retry_after_ms()
+                      << ",\"remaining_after_waiting\":" << r.remaining_after_waiting()
+                      << ",\"suppression_factor\":" << absl::StrCat(r.suppression_factor())
+                      << ",\"degraded\":" << Bool(r.degraded()) << "}\n";
+          } else {
+            std::cout << "decision=" << decision << " allowed=" << Bool(r.allowed())
+                      << " retry_after_ms=" << r.retry_after_ms()
+                      << " remaining_after_waiting=" << r.remaining_after_waiting()
+                      << " suppression_factor=" << absl::StrCat(r.suppression_factor())
+                      << " degraded=" << Bool(r.degraded()) << "\n";
+          }
+        });
+  } else {  // get
+    status = Show(client->RateLimitGet(p.ns, p.rest[0], provider, strategy), globals.json,
+                  [](const distkit::v1::RateLimitGetResponse& r, bool j) {
+                    if (j) {
+                      std::cout << "{\"total\":" << r.total() << ",\"declined\":" << r.declined()
+                                << ",\"suppression_factor\":"
+                                << absl::StrCat(r.suppression_factor()) << "}\n";
+                    } else {
+                      std::cout << "total=" << r.total() << " declined=" << r.declined()
+                                << " suppression_factor=" << absl::StrCat(r.suppression_factor())
+                                << "\n";
+                    }
+                  });
+  }
+  return CallResult(status);
+}
+
 int Run(const std::vector<std::string>& args) {
   Globals globals;
   if (const char* env = std::getenv("DISTKIT_ADDR"); env != nullptr && *env != '\0') {
@@ -516,8 +642,20 @@ int Run(const std::vector<std::string>& args) {
                                 : RunInstanceCounter(globals, counter_args);
   }
   if (command == "ratelimit") {
-    std::cerr << "distkit: " << command << ": not implemented yet\n";
-    return kExitUsage;
+    auto parsed = ParseArgs(args, i + 1,
+                            {{"namespace", true},
+                             {"rate", true},
+                             {"count", true},
+                             {"provider", true},
+                             {"strategy", true}},
+                            &globals.json);
+    if (auto* error = std::get_if<UsageError>(&parsed)) return Usage(*error);
+    const Args& rate_args = std::get<Args>(parsed);
+    if (rate_args.help) {
+      std::cout << kUsage;
+      return kExitOk;
+    }
+    return RunRateLimit(globals, rate_args);
   }
   return Usage({absl::StrCat("unknown command '", command, "'")});
 }

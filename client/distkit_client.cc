@@ -320,6 +320,47 @@ absl::StatusOr<v1::InstanceBatchResponse> Client::InstanceBatch(
   return Finish(status, std::move(response));
 }
 
+absl::StatusOr<v1::RateLimitIncResponse> Client::RateLimitInc(
+    std::string_view ns, std::string_view key, double rate_per_second, uint64_t count,
+    v1::Provider provider, v1::Strategy strategy, const CallOptions& call) {
+  v1::RateLimitIncRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  request.set_rate_per_second(rate_per_second);
+  request.set_count(count);
+  request.set_provider(provider);
+  request.set_strategy(strategy);
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::RateLimitIncResponse response;
+  const grpc::Status status = rate_limit_->Inc(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<v1::RateLimitGetResponse> Client::RateLimitGet(std::string_view ns,
+                                                              std::string_view key,
+                                                              v1::Provider provider,
+                                                              v1::Strategy strategy,
+                                                              const CallOptions& call) {
+  v1::RateLimitGetRequest request;
+  CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
+  request.set_provider(provider);
+  request.set_strategy(strategy);
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::RateLimitGetResponse response;
+  const grpc::Status status = rate_limit_->Get(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
+absl::StatusOr<v1::RateLimitBatchResponse> Client::RateLimitBatch(
+    const v1::RateLimitBatchRequest& request, const CallOptions& call) {
+  grpc::ClientContext context;
+  Configure(&context, call);
+  v1::RateLimitBatchResponse response;
+  const grpc::Status status = rate_limit_->Batch(&context, request, &response);
+  return Finish(status, std::move(response));
+}
+
 absl::StatusOr<ServingStatus> Client::CheckHealth(std::string_view service,
                                                   const CallOptions& call) {
   grpc::health::v1::HealthCheckRequest request;

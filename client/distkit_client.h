@@ -1,9 +1,8 @@
 #pragma once
 
-// A thin convenience wrapper over the generated distkit.v1 stubs: one method per CounterService
-// and InstanceCounterService RPC with plain arguments, absl::Status errors (same code and message
-// as the gRPC status), per-call deadlines, and the standard health check. RateLimitService is
-// reached through the raw stub (rate_limit_stub()).
+// A thin convenience wrapper over the generated distkit.v1 stubs: one method per CounterService,
+// InstanceCounterService and RateLimitService RPC with plain arguments, absl::Status errors (same
+// code and message as the gRPC status), per-call deadlines, and the standard health check.
 //
 //   auto client = distkit::client::Client::Connect("unix:/tmp/distkitd.sock");
 //   if (!client.ok()) ...;
@@ -115,6 +114,21 @@ class Client {
   // Per-item failures are reported in the results, as for Batch.
   absl::StatusOr<v1::InstanceBatchResponse> InstanceBatch(const v1::InstanceBatchRequest& request,
                                                           const CallOptions& call = {});
+
+  // ---- RateLimitService ----
+  // `count` 0 means 1; PROVIDER_UNSPECIFIED is LOCAL, STRATEGY_UNSPECIFIED is ABSOLUTE. The
+  // decision is in the response (REJECTED is an OK call); the status fails for bad input
+  // (INVALID_ARGUMENT), a provider the daemon does not serve (UNIMPLEMENTED), etc.
+  absl::StatusOr<v1::RateLimitIncResponse> RateLimitInc(
+      std::string_view ns, std::string_view key, double rate_per_second, uint64_t count = 1,
+      v1::Provider provider = v1::PROVIDER_UNSPECIFIED,
+      v1::Strategy strategy = v1::STRATEGY_UNSPECIFIED, const CallOptions& call = {});
+  absl::StatusOr<v1::RateLimitGetResponse> RateLimitGet(
+      std::string_view ns, std::string_view key, v1::Provider provider = v1::PROVIDER_UNSPECIFIED,
+      v1::Strategy strategy = v1::STRATEGY_UNSPECIFIED, const CallOptions& call = {});
+  // Per-item failures are reported in the results, as for Batch.
+  absl::StatusOr<v1::RateLimitBatchResponse> RateLimitBatch(
+      const v1::RateLimitBatchRequest& request, const CallOptions& call = {});
 
   // ---- grpc.health.v1.Health/Check ----
   // `service` "" is the process itself; "distkit.v1.CounterService" etc. follow Redis.

@@ -158,6 +158,13 @@ void RpcMetrics::Record(size_t method, grpc::StatusCode code,
   m.duration->Observe(std::chrono::duration<double>(elapsed).count());
 }
 
+void RateLimitMetrics::Record(size_t provider, size_t strategy, size_t decision,
+                              bool degraded) const {
+  if (provider >= kProviders || strategy >= kStrategies || decision >= kDecisions) return;
+  decisions_[(provider * kStrategies + strategy) * kDecisions + decision]->Increment();
+  if (degraded) degraded_[provider]->Increment();
+}
+
 Metrics::Metrics() : Metrics(Sources{}) {}
 
 Metrics::Metrics(Sources sources)
@@ -175,6 +182,31 @@ Metrics::Metrics(Sources sources)
                       .Name("distkit_batch_items_total")
                       .Help("Operations received in Batch RPCs.")
                       .Register(*registry_);
+  auto& decisions = prometheus::BuildCounter()
+                        .Name("distkit_ratelimit_decisions_total")
+                        .Help(
+                            "Rate-limit Inc answers by provider, strategy and decision "
+                            "(suppressed = a SUPPRESSED answer, admitted or declined).")
+                        .Register(*registry_);
+  auto& degraded = prometheus::BuildCounter()
+                       .Name("distkit_ratelimit_degraded_total")
+                       .Help(
+                           "Rate-limit answers not given by the configured provider "
+                           "(degraded = true, e.g. Redis unreachable).")
+                       .Register(*registry_);
+  using R = RateLimitMetrics;
+  for (size_t p = 0; p < R::kProviders; ++p) {
+    const std::string provider(R::kProviderNames[p]);
+    rate_limit_.degraded_[p] = &degraded.Add({{"provider", provider}});
+    for (size_t s = 0; s < R::kStrategies; ++s) {
+      for (size_t d = 0; d < R::kDecisions; ++d) {
+        rate_limit_.decisions_[(p * R::kStrategies + s) * R::kDecisions + d] =
+            &decisions.Add({{"provider", provider},
+                            {"strategy", std::string(R::kStrategyNames[s])},
+                            {"decision", std::string(R::kDecisionNames[d])}});
+      }
+    }
+  }
 }
 
 Metrics::~Metrics() { exposer_.reset(); }  // no scrape may run while the rest is destroyed

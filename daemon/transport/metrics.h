@@ -61,6 +61,30 @@ class RpcMetrics {
   std::vector<Method> methods_;  // fixed after construction
 };
 
+// Rate-limit decisions (product.md §5 "degraded answers"), every series created up front:
+//   distkit_ratelimit_decisions_total{provider,strategy,decision}
+//   distkit_ratelimit_degraded_total{provider}
+// provider: local, redis, hybrid; strategy: absolute, suppressed; decision: allowed, rejected,
+// suppressed (a SUPPRESSED answer, admitted or not). Never a key.
+class RateLimitMetrics {
+ public:
+  static constexpr size_t kProviders = 3, kStrategies = 2, kDecisions = 3;
+  static constexpr std::array<std::string_view, kProviders> kProviderNames = {"local", "redis",
+                                                                              "hybrid"};
+  static constexpr std::array<std::string_view, kStrategies> kStrategyNames = {"absolute",
+                                                                               "suppressed"};
+  static constexpr std::array<std::string_view, kDecisions> kDecisionNames = {"allowed", "rejected",
+                                                                              "suppressed"};
+
+  // One answer; indexes into the name arrays above (out of range: ignored).
+  void Record(size_t provider, size_t strategy, size_t decision, bool degraded) const;
+
+ private:
+  friend class Metrics;
+  std::array<prometheus::Counter*, kProviders * kStrategies * kDecisions> decisions_{};
+  std::array<prometheus::Counter*, kProviders> degraded_{};
+};
+
 // Prometheus metrics (product.md §5 "Observability"), never with per-key labels:
 //   distkit_rpc_total{service,method,code}, distkit_rpc_duration_seconds{service,method},
 //   distkit_batch_items_total{service}, and, read from core and redis at scrape time,
@@ -96,6 +120,8 @@ class Metrics {
   const RpcMetrics& Rpc(std::string_view service, std::span<const std::string_view> methods);
   // distkit_batch_items_total{service}; setup time only.
   prometheus::Counter& BatchItems(std::string_view service);
+  // The rate-limit decision counters (created by the constructor).
+  const RateLimitMetrics& RateLimit() const { return rate_limit_; }
 
   // The text exposition /metrics serves (for tests and debugging).
   std::string Text() const;
@@ -106,6 +132,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* rpc_total_ = nullptr;
   prometheus::Family<prometheus::Histogram>* rpc_duration_ = nullptr;
   prometheus::Family<prometheus::Counter>* batch_items_ = nullptr;
+  RateLimitMetrics rate_limit_;
   std::vector<std::unique_ptr<RpcMetrics>> rpc_;
   std::string address_;
   std::unique_ptr<prometheus::Exposer> exposer_;  // last: destroyed first

@@ -44,9 +44,27 @@ v1::Decision DecisionToProto(core::RateDecision d) {
   return v1::DECISION_UNSPECIFIED;
 }
 
-core::RateIncCallback FillInc(v1::RateLimitIncResponse* resp, core::StatusCallback done) {
-  return [resp, done = std::move(done)](absl::StatusOr<core::RateIncResult> r) mutable {
-    if (r.ok()) ToProto(*r, resp);
+// Indexes into RateLimitMetrics' label values (the request was validated).
+size_t ProviderIndex(v1::Provider p) {
+  return p == v1::PROVIDER_REDIS ? 1 : p == v1::PROVIDER_HYBRID ? 2 : 0;
+}
+size_t StrategyIndex(core::RateStrategy s) { return s == core::RateStrategy::kSuppressed ? 1 : 0; }
+
+void Count(const RateLimitMetrics* metrics, size_t provider, size_t strategy,
+           const core::RateIncResult& r) {
+  metrics->Record(provider, strategy, static_cast<size_t>(r.decision), r.degraded);
+}
+
+// Fills the response from the provider's answer and counts it.
+core::RateIncCallback FillInc(const RateLimitMetrics* metrics, v1::Provider provider,
+                              core::RateStrategy strategy, v1::RateLimitIncResponse* resp,
+                              core::StatusCallback done) {
+  return [metrics, p = ProviderIndex(provider), s = StrategyIndex(strategy), resp,
+          done = std::move(done)](absl::StatusOr<core::RateIncResult> r) mutable {
+    if (r.ok()) {
+      ToProto(*r, resp);
+      Count(metrics, p, s, *r);
+    }
     done(r.status());
   };
 }
@@ -108,7 +126,7 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
         ++busy_[*key];
         ++outstanding_;
         lock.unlock();
-        Dispatch(res, limiter, creq, std::move(*key));
+        Dispatch(res, limiter, op.inc().provider(), creq, std::move(*key));
         lock.lock();
         continue;
       }
@@ -142,20 +160,21 @@ class BatchRun : public std::enable_shared_from_this<BatchRun> {
     res->set_message(std::string(s.message()));
   }
 
-  void Dispatch(v1::RateLimitBatchResult* res, core::RateLimiter* limiter,
+  void Dispatch(v1::RateLimitBatchResult* res, core::RateLimiter* limiter, v1::Provider provider,
                 const core::RateIncRequest& creq, ItemKey key) {
     auto self = shared_from_this();
-    limiter->Inc(creq,
-                 FillInc(res->mutable_inc(), [self, res, key = std::move(key)](absl::Status s) {
-                   SetError(res, s);
-                   {
-                     std::lock_guard<std::mutex> lock(self->mu_);
-                     auto it = self->busy_.find(key);
-                     if (--it->second == 0) self->busy_.erase(it);
-                     --self->outstanding_;
-                   }
-                   self->Pump();
-                 }));
+    auto done = [self, res, key = std::move(key)](absl::Status s) {
+      SetError(res, s);
+      {
+        std::lock_guard<std::mutex> lock(self->mu_);
+        auto it = self->busy_.find(key);
+        if (--it->second == 0) self->busy_.erase(it);
+        --self->outstanding_;
+      }
+      self->Pump();
+    };
+    limiter->Inc(creq, FillInc(svc_->rate_limit_metrics(), provider, creq.strategy,
+                               res->mutable_inc(), std::move(done)));
   }
 
   RateLimitServiceImpl* const svc_;
@@ -186,7 +205,8 @@ RateLimitServiceImpl::RateLimitServiceImpl(RateLimiters limiters, std::string de
       default_namespace_(std::move(default_namespace)),
       in_flight_(in_flight),
       rpc_metrics_(&metrics->Rpc(v1::RateLimitService::service_full_name(), kMethodNames)),
-      batch_items_(&metrics->BatchItems(v1::RateLimitService::service_full_name())) {}
+      batch_items_(&metrics->BatchItems(v1::RateLimitService::service_full_name())),
+      rate_limit_metrics_(&metrics->RateLimit()) {}
 
 absl::Status RateLimitServiceImpl::Names(const std::string& ns_in, const std::string& key,
                                          std::string* ns) const {
@@ -250,7 +270,10 @@ std::optional<absl::Status> RateLimitServiceImpl::Start(const v1::RateLimitIncRe
   if (auto s = Convert(req, creq, limiter); !s.ok()) return s;
   auto r = (*limiter)->TryInc(*creq);
   if (!r) return std::nullopt;
-  if (r->ok()) ToProto(**r, resp);
+  if (r->ok()) {
+    ToProto(**r, resp);
+    Count(rate_limit_metrics_, ProviderIndex(req.provider()), StrategyIndex(creq->strategy), **r);
+  }
   return r->status();
 }
 
@@ -259,7 +282,8 @@ void RateLimitServiceImpl::DoInc(const v1::RateLimitIncRequest& req, v1::RateLim
   core::RateIncRequest creq;
   core::RateLimiter* limiter = nullptr;
   if (auto st = Start(req, resp, &creq, &limiter)) return done(*st);
-  limiter->Inc(creq, FillInc(resp, std::move(done)));
+  limiter->Inc(creq,
+               FillInc(rate_limit_metrics_, req.provider(), creq.strategy, resp, std::move(done)));
 }
 
 void RateLimitServiceImpl::DoGet(const v1::RateLimitGetRequest& req, v1::RateLimitGetResponse* resp,
@@ -290,7 +314,8 @@ grpc::ServerUnaryReactor* RateLimitServiceImpl::Inc(grpc::CallbackServerContext*
                  core::RateIncRequest creq;
                  core::RateLimiter* limiter = nullptr;
                  if (auto st = Start(*req, resp, &creq, &limiter)) return st;  // inline
-                 limiter->Inc(creq, FillInc(resp, callback()));
+                 limiter->Inc(creq, FillInc(rate_limit_metrics_, req->provider(), creq.strategy,
+                                            resp, callback()));
                  return std::nullopt;
                });
 }

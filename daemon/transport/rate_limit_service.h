@@ -52,6 +52,7 @@ class RateLimitServiceImpl final : public v1::RateLimitService::CallbackService 
              core::StatusCallback done);
 
   const std::string& default_namespace() const { return default_namespace_; }
+  const RateLimitMetrics* rate_limit_metrics() const { return rate_limit_metrics_; }
 
  private:
   // Validates and converts an Inc request; on success also returns its provider.
@@ -65,6 +66,7 @@ class RateLimitServiceImpl final : public v1::RateLimitService::CallbackService 
   InFlight* const in_flight_;
   const RpcMetrics* const rpc_metrics_;
   prometheus::Counter* const batch_items_;
+  const RateLimitMetrics* const rate_limit_metrics_;
 };
 
 // Fills `resp` from a core result (the decision mapped to its proto enum).

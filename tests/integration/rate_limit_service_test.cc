@@ -7,7 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
 
 #include "daemon/config/config.h"
 #include "daemon/core/counters.h"
@@ -29,6 +34,88 @@ using testing::ManualClock;
 using testing::PollUntil;
 using testing::RedisServer;
 using testing::ScriptedRandom;
+
+bool HasLine(const std::string& text, const std::string& line) {
+  return text.find("\n" + line + "\n") != std::string::npos;
+}
+
+// A provider that always answers later, from its own thread, in a random order: it exercises
+// the asynchronous paths of the service (REDIS/HYBRID). Answer n of a key carries
+// remaining_after_waiting = n (so a test sees the order in which one key's calls were made);
+// key "fail" answers UNAVAILABLE, key "deg" answers degraded.
+class FakeAsyncLimiter final : public core::RateLimiter {
+ public:
+  FakeAsyncLimiter() : worker_([this] { Loop(); }) {}
+  ~FakeAsyncLimiter() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();
+  }
+  void Inc(const core::RateIncRequest& req, core::RateIncCallback done) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& p : pending_) same_key_overlaps_ += p.key == req.key ? 1 : 0;
+    pending_.push_back({req.key, std::move(done)});
+    max_outstanding_ = std::max(max_outstanding_, pending_.size());
+    ++calls_;
+    cv_.notify_one();
+  }
+  void Get(const std::string& ns, const std::string& key, core::RateStrategy strategy,
+           core::RateGetCallback done) override {
+    done(core::RateGetResult{7, 2, 0.5});
+  }
+  size_t max_outstanding() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return max_outstanding_;
+  }
+  int same_key_overlaps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return same_key_overlaps_;
+  }
+  int calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+
+ private:
+  struct Pending {
+    std::string key;
+    core::RateIncCallback done;
+  };
+  void Loop() {
+    std::mt19937 gen(7);
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // stopping
+      const size_t i = gen() % pending_.size();
+      Pending p = std::move(pending_[i]);
+      pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+      const uint64_t n = ++seq_[p.key];
+      lock.unlock();
+      if (p.key == "fail") {
+        p.done(absl::UnavailableError("fake: Redis is unreachable"));
+      } else {
+        core::RateIncResult r;
+        r.remaining_after_waiting = n;
+        r.degraded = p.key == "deg";
+        p.done(r);
+      }
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Pending> pending_;
+  std::map<std::string, uint64_t> seq_;
+  size_t max_outstanding_ = 0;
+  int same_key_overlaps_ = 0, calls_ = 0;
+  bool stop_ = false;
+  std::thread worker_;
+};
 
 // W = 10 s, B = 100 ms, hard_limit_factor 2, cache 100 ms.
 core::RateLimitSettings Settings() {
@@ -66,7 +153,8 @@ class RateLimitServiceTest : public ::testing::Test {
     local_ = std::make_unique<core::LocalRateLimiter>(lo);
     transport::RateLimiters limiters;
     limiters.local = local_.get();
-    auto server = transport::Server::Start(config_, counters_.get(), executor_.get(), nullptr,
+    if (with_async_) limiters.redis = &async_;
+    auto server = transport::Server::Start(config_, counters_.get(), executor_.get(), &metrics_,
                                            nullptr, limiters);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = std::move(*server);
@@ -131,8 +219,11 @@ class RateLimitServiceTest : public ::testing::Test {
     return stub_->Batch(&ctx, req, resp);
   }
 
+  bool with_async_ = false;
+  FakeAsyncLimiter async_;
   ManualClock clock_;
   ScriptedRandom random_;
+  transport::Metrics metrics_;
   config::Config config_;
   std::unique_ptr<RedisServer> redis_;
   std::unique_ptr<redis::Executor> executor_;
@@ -357,6 +448,110 @@ TEST_F(RateLimitServiceTest, BatchOfTenThousandCountsExactlyAndMoreIsRefused) {
   auto s = Batch(req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("10000"), std::string::npos);
+}
+
+// The same server with an asynchronous provider as REDIS.
+class RateLimitServiceAsyncTest : public RateLimitServiceTest {
+ protected:
+  RateLimitServiceAsyncTest() { with_async_ = true; }
+};
+
+TEST_F(RateLimitServiceAsyncTest, UnaryCallsCompleteFromTheProvidersThread) {
+  v1::RateLimitIncResponse resp;
+  ASSERT_TRUE(Call(IncReq("x", 1, 1, v1::STRATEGY_SUPPRESSED, v1::PROVIDER_REDIS), &resp).ok());
+  EXPECT_EQ(resp.remaining_after_waiting(), 1u);
+  ASSERT_TRUE(Call(IncReq("x", 1, 1, v1::STRATEGY_ABSOLUTE, v1::PROVIDER_REDIS), &resp).ok());
+  EXPECT_EQ(resp.remaining_after_waiting(), 2u);
+  auto s = Call(IncReq("fail", 1, 1, v1::STRATEGY_ABSOLUTE, v1::PROVIDER_REDIS), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(s.error_message(), "fake: Redis is unreachable");
+  v1::RateLimitGetResponse g;
+  ASSERT_TRUE(GetStatus("x", v1::STRATEGY_SUPPRESSED, v1::PROVIDER_REDIS, &g).ok());
+  EXPECT_EQ(g.total(), 7u);
+  EXPECT_EQ(g.declined(), 2u);
+  EXPECT_EQ(g.suppression_factor(), 0.5);
+  // HYBRID is still not given.
+  s = Call(IncReq("x", 1, 1, v1::STRATEGY_ABSOLUTE, v1::PROVIDER_HYBRID), &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+// Items of one state run one at a time and in order (answer n of a key is its n-th item);
+// items of distinct states are pipelined (never more than 256 at once); inline LOCAL items
+// and failed items keep their places.
+TEST_F(RateLimitServiceAsyncTest, BatchPipelinesDistinctStatesAndKeepsEachStatesOrder) {
+  v1::RateLimitBatchRequest req;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 3000; ++i) {
+    const std::string key = i % 7 == 0   ? "fail"
+                            : i % 5 == 0 ? "deg"
+                            : i % 3 == 0 ? "a"
+                                         : "k" + std::to_string(i % 1000);
+    keys.push_back(key);
+    const auto provider = i % 11 == 0 ? v1::PROVIDER_LOCAL : v1::PROVIDER_REDIS;
+    *req.add_ops()->mutable_inc() = IncReq(key, 1e6, 1, v1::STRATEGY_ABSOLUTE, provider);
+  }
+  v1::RateLimitBatchResponse resp;
+  ASSERT_TRUE(Batch(req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 3000);
+  std::map<std::string, uint64_t> seen;
+  int local = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const auto& r = resp.results(i);
+    if (i % 11 == 0) {  // LOCAL: answered inline
+      EXPECT_EQ(r.code(), 0) << i;
+      EXPECT_EQ(r.inc().decision(), v1::DECISION_ALLOWED);
+      ++local;
+      continue;
+    }
+    if (keys[i] == "fail") {
+      ++seen[keys[i]];
+      EXPECT_EQ(r.code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE)) << i;
+      EXPECT_FALSE(r.has_inc());
+      continue;
+    }
+    ASSERT_EQ(r.code(), 0) << i << ": " << r.message();
+    EXPECT_EQ(r.inc().remaining_after_waiting(), ++seen[keys[i]]) << i << " " << keys[i];
+    EXPECT_EQ(r.inc().degraded(), keys[i] == "deg");
+  }
+  EXPECT_EQ(async_.calls(), 3000 - local);
+  EXPECT_EQ(async_.same_key_overlaps(), 0);
+  EXPECT_LE(async_.max_outstanding(), 256u);
+  EXPECT_GE(async_.max_outstanding(), 2u);  // pipelined
+  EXPECT_TRUE(HasLine(metrics_.Text(), R"(distkit_ratelimit_degraded_total{provider="redis"} )" +
+                                           std::to_string(seen["deg"])));
+}
+
+// distkit_ratelimit_decisions_total{provider,strategy,decision}: every answer of Inc and of
+// Batch items, never a key in a label; errors are not decisions.
+TEST_F(RateLimitServiceTest, DecisionsAreCountedByProviderStrategyAndDecision) {
+  const std::string before = metrics_.Text();
+  EXPECT_TRUE(HasLine(before, R"(distkit_ratelimit_decisions_total{decision="allowed",)"
+                              R"(provider="hybrid",strategy="suppressed"} 0)"))
+      << before;
+  EXPECT_TRUE(HasLine(before, R"(distkit_ratelimit_degraded_total{provider="redis"} 0)"));
+  Inc("secret-key", 1, 10);                           // allowed
+  Inc("secret-key", 1, 1);                            // rejected
+  Inc("secret-key", 1, 10, v1::STRATEGY_SUPPRESSED);  // allowed (soft 10)
+  Inc("secret-key", 1, 11, v1::STRATEGY_SUPPRESSED);  // suppressed (> hard 20)
+  v1::RateLimitIncResponse resp;
+  EXPECT_FALSE(Call(IncReq("secret-key", 0, 1), &resp).ok());  // not a decision
+  v1::RateLimitBatchRequest req;
+  *req.add_ops()->mutable_inc() = IncReq("other", 1, 1, v1::STRATEGY_ABSOLUTE, v1::PROVIDER_LOCAL);
+  *req.add_ops()->mutable_inc() = IncReq("secret-key", 1, 1);
+  v1::RateLimitBatchResponse batch;
+  ASSERT_TRUE(Batch(req, &batch).ok());
+  const std::string text = metrics_.Text();
+  auto line = [](const char* decision, const char* strategy, int n) {
+    return std::string("distkit_ratelimit_decisions_total{decision=\"") + decision +
+           "\",provider=\"local\",strategy=\"" + strategy + "\"} " + std::to_string(n);
+  };
+  EXPECT_TRUE(HasLine(text, line("allowed", "absolute", 2))) << text;
+  EXPECT_TRUE(HasLine(text, line("rejected", "absolute", 2))) << text;
+  EXPECT_TRUE(HasLine(text, line("allowed", "suppressed", 1))) << text;
+  EXPECT_TRUE(HasLine(text, line("suppressed", "suppressed", 1))) << text;
+  EXPECT_TRUE(HasLine(text, line("rejected", "suppressed", 0))) << text;
+  EXPECT_TRUE(HasLine(text, R"(distkit_ratelimit_degraded_total{provider="local"} 0)"));
+  EXPECT_EQ(text.find("secret-key"), std::string::npos);
 }
 
 }  // namespace
