@@ -132,6 +132,7 @@ struct HybridRateLimiter::KeyState {
   uint64_t capacity = 0;  // lease capacity of the last request (ABSOLUTE capacity / hard limit)
   double rate = 0;        // rate of the last request
   int64_t last_request_ns = 0;
+  uint64_t requests_since_sync = 0;
 
   // Sync bookkeeping: one script call in flight at a time.
   bool in_flight = false;
@@ -281,6 +282,7 @@ HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateInc
   const bool suppressed = req.strategy == RateStrategy::kSuppressed;
   const uint64_t count = req.count;
   st.last_request_ns = now_ns;
+  st.requests_since_sync++;
   st.rate = req.rate_per_second;
   if (st.own.Evict(now_ms, s_.window_ms)) st.local_factor.valid = false;
 
@@ -538,9 +540,10 @@ bool HybridRateLimiter::NeedsPeriodicSync(const KeyState& st, int64_t now_ns) co
   if (st.in_flight) return false;
   if (st.unpushed_acc() != 0 || st.unpushed_dec() != 0) return true;
   if (!st.inc_waiters.empty() || !st.get_waiters.empty()) return true;
-  if (now_ns - st.last_request_ns <= active_ms_ * kNsPerMs && !releasing_.load()) return true;
-  // Idle with a lease left: give it back.
-  return st.avail > 0 && now_ns < st.lease_until_ns;
+  if (releasing_.load()) return st.avail > 0 && now_ns < st.lease_until_ns;  // give it back
+  // Requests (admitted or not) since the last sync: push, renew the lease, see what was freed.
+  // A key without requests costs nothing: its lease lapses by itself.
+  return st.requests_since_sync > 0;
 }
 
 HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyState& st,
@@ -581,6 +584,7 @@ HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyS
   st.in_flight = true;
   st.sync_id = call.id;
   st.need = 0;
+  st.requests_since_sync = 0;
   return call;
 }
 

@@ -279,6 +279,10 @@ struct Node {
     o.random = random;
     rl = std::make_unique<HybridRateLimiter>(&client, o, clock);
   }
+  ~Node() {  // the limiter waits for the replies it is owed: fail what the test left queued
+    while (client.pending() > 0) client.FailNotSent();
+    rl.reset();
+  }
   // The answer to an Inc: from memory when possible, else after the client answered the syncs
   // it waits for (all of them, in order).
   absl::StatusOr<RateIncResult> Inc(const RateIncRequest& req) {
@@ -400,15 +404,19 @@ TEST_F(HybridUnitTest, LeaseIsTrimmedToTheFairShareSoOthersGetCapacity) {
   auto rb = b.Inc(Req(10));          // everything is leased to a
   ASSERT_TRUE(rb.ok());
   EXPECT_EQ(rb->decision, RateDecision::kRejected);
-  // a's next sync: its limit is its share ceil(99 / 2) = 50; the next one reserves only that.
+  // Both keep getting requests, so both sync: a's limit is now its share, its next sync
+  // reserves only that, and b's syncs get the rest.
+  int b_allowed = 0;
   for (int round = 0; round < 3; ++round) {
     clock_.AdvanceMs(10);
-    a.rl->SyncNow();
-    a.client.AnswerAll();
-    b.rl->SyncNow();
-    b.client.AnswerAll();
+    for (Node* n : {&a, &b}) {
+      auto r = n->Inc(Req(10));
+      ASSERT_TRUE(r.ok());
+      if (n == &b && r->allowed) ++b_allowed;
+      n->rl->SyncNow();
+      n->client.AnswerAll();
+    }
   }
-  int b_allowed = 0;
   for (int i = 0; i < 100; ++i) {
     auto t = b.Inc(Req(10));
     ASSERT_TRUE(t.ok());
@@ -416,6 +424,22 @@ TEST_F(HybridUnitTest, LeaseIsTrimmedToTheFairShareSoOthersGetCapacity) {
   }
   EXPECT_GE(b_allowed, 40);
   EXPECT_LE(b_allowed, 50);
+}
+
+TEST_F(HybridUnitTest, AKeyWithoutRequestsIsNotSynced) {
+  Node a(&redis_, &clock_);
+  ASSERT_TRUE(a.Inc(Req(10)).ok());
+  a.rl->SyncNow();  // the request's unit
+  a.client.AnswerAll();
+  const uint64_t syncs = a.rl->stats().syncs.load();
+  for (int i = 0; i < 10; ++i) {
+    clock_.AdvanceMs(10);
+    a.rl->SyncNow();
+  }
+  EXPECT_EQ(a.rl->stats().syncs.load(), syncs);
+  ASSERT_TRUE(a.rl->TryInc(Req(10)).has_value());  // still within its lease
+  a.rl->SyncNow();
+  EXPECT_EQ(a.rl->stats().syncs.load(), syncs + 1);
 }
 
 TEST_F(HybridUnitTest, IdleDaemonReleasesItsLease) {
@@ -437,8 +461,9 @@ TEST_F(HybridUnitTest, LargeRequestWaitsForASyncThatReservesItsCount) {
   Node a(&redis_, &clock_), b(&redis_, &clock_);
   ASSERT_TRUE(a.Inc(Req(10)).ok());  // lease 100
   ASSERT_TRUE(b.Inc(Req(10)).ok());  // rejected (all leased to a), but b now counts as active
-  for (int round = 0; round < 2; ++round) {  // a's lease shrinks to its share ceil(99 / 2)
+  for (int round = 0; round < 2; ++round) {  // a's lease shrinks to its share ceil(98 / 2)
     clock_.AdvanceMs(10);
+    ASSERT_TRUE(a.rl->TryInc(Req(10)).has_value());
     a.rl->SyncNow();
     a.client.AnswerAll();
   }
@@ -462,12 +487,20 @@ TEST_F(HybridUnitTest, RedisDownDecidesLocallyDegradedThenResyncs) {
   for (int round = 0; round < 3; ++round) {  // both active: N = 2 everywhere
     clock_.AdvanceMs(10);
     for (Node* n : {&a, &b}) {
+      ASSERT_TRUE(n->Inc(Req(10)).ok());
       n->rl->SyncNow();
       n->client.AnswerAll();
     }
   }
-  a.client.set_refuse(true);               // a loses Redis
-  a.rl->SyncNow();                         // refused at once: degraded from now on
+  a.client.set_refuse(true);    // a loses Redis
+  auto first = a.Inc(Req(10));  // from the lease
+  ASSERT_TRUE(first.ok());
+  EXPECT_TRUE(first->allowed);
+  a.rl->SyncNow();  // refused at once: degraded from now on
+  auto second = a.rl->TryInc(Req(10));
+  ASSERT_TRUE(second.has_value() && second->ok());
+  EXPECT_TRUE((*second)->allowed);  // still from the lease, but degraded
+  EXPECT_TRUE((*second)->degraded);
   clock_.AdvanceMs(a.rl->lease_ms() + 1);  // the lease may no longer be used
   int allowed = 0;
   for (int i = 0; i < 200; ++i) {
@@ -485,7 +518,8 @@ TEST_F(HybridUnitTest, RedisDownDecidesLocallyDegradedThenResyncs) {
   clock_.AdvanceMs(10);
   a.rl->SyncNow();
   a.client.AnswerAll();
-  EXPECT_EQ(redis_.Accepted(KeyA()), before + static_cast<uint64_t>(allowed));  // re-synced once
+  // Re-synced once: the two lease units and the degraded budget's.
+  EXPECT_EQ(redis_.Accepted(KeyA()), before + 2 + static_cast<uint64_t>(allowed));
   auto t = a.Inc(Req(10));
   ASSERT_TRUE(t.ok());
   EXPECT_FALSE(t->degraded);
