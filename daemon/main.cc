@@ -16,6 +16,7 @@
 #include "daemon/core/instance_counters.h"
 #include "daemon/core/local_rate_limiter.h"
 #include "daemon/core/rate_limit.h"
+#include "daemon/core/redis_rate_limiter.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
 #include "daemon/transport/metrics.h"
@@ -94,9 +95,18 @@ int Run(int argc, char** argv) {
   distkit::core::LocalRateLimiter local_rate_limiter(local_rate_options);
   distkit::transport::RateLimiters rate_limiters;
   rate_limiters.local = &local_rate_limiter;
-  // REDIS provider: construct it above (it gets &executor, rate_settings,
-  // config->rate_limit_failure_mode and &local_rate_limiter for the `local` failure mode) and
-  // set rate_limiters.redis here.
+  // REDIS provider: one ratelimit.lua call per Inc; when Redis cannot answer it follows
+  // --rate_limit_failure_mode (`local` decides with the LOCAL provider's state).
+  const auto redis_failure_mode =
+      config->rate_limit_failure_mode == distkit::config::FailureMode::kClosed
+          ? distkit::core::RateFailureMode::kClosed
+      : config->rate_limit_failure_mode == distkit::config::FailureMode::kLocal
+          ? distkit::core::RateFailureMode::kLocal
+          : distkit::core::RateFailureMode::kOpen;
+  distkit::core::RedisRateLimiter redis_rate_limiter(&executor, rate_settings, redis_failure_mode,
+                                                     &distkit::core::DefaultRandom(),
+                                                     &local_rate_limiter);
+  rate_limiters.redis = &redis_rate_limiter;
   // HYBRID provider: construct it above (&executor, rate_settings) and set
   // rate_limiters.hybrid here.
 

@@ -144,35 +144,30 @@ if malformed or (oldest and now - oldest > window) or (total > 0 and not (oldest
 end
 
 -- Suppression factor of the state before this request (trypema §3.3, with the hard-limit
--- check on accepted units; docs/rate_limiting.md).
-local function compute_factor(soft, hard)
-  if total <= 0 then return 0 end
+-- check on accepted units; docs/rate_limiting.md). The deterministic cases are cheap and always
+-- current; only the formula is cached (in f, ft, fk: fresh while 0 <= now - ft < cache_ms, for
+-- the same limits, and while no bucket expired). Returns the factor and whether the formula
+-- was computed now (the caller caches it).
+local function limits_key(soft, hard) return int(soft) .. ":" .. int(hard) end
+local function factor_of(soft, hard)
+  if total <= 0 then return 0, false end
   local accepted = total - declined
-  if accepted >= hard then return 1 end
-  if accepted < soft then return 0 end
+  if accepted >= hard then return 1, false end
+  if accepted < soft then return 0, false end
+  if cached_f and cached_ft and #dead == 0 and cached_fk == limits_key(soft, hard) and
+      now >= cached_ft and now - cached_ft < cache_ms and cached_f >= 0 and cached_f <= 1 then
+    return cached_f, false
+  end
   if not scanned then scan() end
   local last_second = 0
   for ts, b in pairs(live) do
     if now - ts <= 1000 then last_second = last_second + b.c end
   end
   local perceived = math.max(total / window_s, last_second)
-  if perceived <= 0 then return soft == 0 and 1 or 0 end
+  if perceived <= 0 then return (soft == 0 and 1 or 0), true end
   local f = 1 - (soft / window_s) / perceived
-  if f < 0 then return 0 end
-  if f > 1 then return 1 end
-  return f
-end
-
--- A cached factor is used while fresh, for the same limits, and while no bucket expired.
-local function limits_key(soft, hard) return int(soft) .. ":" .. int(hard) end
-local function cached_factor(soft, hard)
-  if not cached_f or not cached_ft or #dead > 0 or cached_fk ~= limits_key(soft, hard) then
-    return nil
-  end
-  if now < cached_ft or now - cached_ft >= cache_ms or cached_f < 0 or cached_f > 1 then
-    return nil
-  end
-  return cached_f
+  if f < 0 then f = 0 elseif f > 1 then f = 1 end
+  return f, true
 end
 
 -- ---------------------------------------------------------------- get (read only)
@@ -182,10 +177,7 @@ if op == "get" then
   if not suppressed then return {"ok", total, 0, "0", now} end
   local f = 0
   local r = total > 0 and last_rate and parse_float(last_rate)
-  if r and r > 0 then
-    local soft, hard = limits(r)
-    f = cached_factor(soft, hard) or compute_factor(soft, hard)
-  end
+  if r and r > 0 then f = factor_of(limits(r)) end
   return {"ok", total, declined, string.format("%.17g", f), now}
 end
 
@@ -256,9 +248,9 @@ local decision, factor, admitted = "suppressed", 1, false
 if forecast <= soft then
   decision, factor, admitted = "allowed", 0, true
 elseif forecast <= hard then
-  factor = cached_factor(soft, hard)
-  if not factor then
-    factor = compute_factor(soft, hard)
+  local computed
+  factor, computed = factor_of(soft, hard)
+  if computed then
     extra[#extra + 1], extra[#extra + 2] = "f", string.format("%.17g", factor)
     extra[#extra + 1], extra[#extra + 2] = "ft", int(now)
     extra[#extra + 1], extra[#extra + 2] = "fk", limits_key(soft, hard)

@@ -582,46 +582,65 @@ TEST_F(RateLimitScriptTest, HardLimitFactorOneHasNoBand) {
   EXPECT_EQ(r.allowed, 0);
 }
 
-TEST_F(RateLimitScriptTest, FactorCacheIsPerRateAndExpires) {
+TEST_F(RateLimitScriptTest, FactorCacheExpiresAfterCacheMs) {
   Params p;
   p.window = 10000;
   p.hlf = "10";  // rate 1: soft 10, hard 100
   p.cache = 200;
   ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
-  auto a = Inc(kS, "1", "1", p, "0");
+  auto a = Inc(kS, "1", "1", p, "0");  // accepted 10 = soft: the formula, cached
   ASSERT_EQ(a.decision, "suppressed");
   EXPECT_EQ(Field(kS, "ft"), a.now);
-  EXPECT_EQ(Cmd({"HGET", kS, "r"}), "1");
-  // Another rate: the cached factor does not apply (soft is 20 now: accepted 11 < soft).
-  auto b = Inc(kS, "2", "10", p, "0");  // forecast 21 > soft 20, <= hard 200
-  ASSERT_EQ(b.decision, "suppressed");
-  EXPECT_EQ(b.factor, "0") << "recomputed for rate 2";
-  EXPECT_EQ(Cmd({"HGET", kS, "r"}), "2") << "Get uses the last rate";
-  EXPECT_EQ(Field(kS, "ft"), b.now);
-  // The cache expires after cache_ms: a later call recomputes (a new ft).
-  WaitRedisPast(b.now + p.cache);
-  auto c = Inc(kS, "2", "1", p, "0");
-  EXPECT_EQ(Field(kS, "ft"), c.now);
-  EXPECT_GT(c.now, b.now);
+  EXPECT_EQ(Cmd({"HGET", kS, "fk"}), "10:100");
+  EXPECT_EQ(Cmd({"HGET", kS, "r"}), "1") << "Get uses the last rate";
+  auto b = Inc(kS, "1", "1", p, "0");
+  if (b.now - a.now < p.cache) {
+    EXPECT_EQ(b.factor, a.factor) << "fresh: the cached value";
+    EXPECT_EQ(Field(kS, "ft"), a.now);
+  }
+  WaitRedisPast(a.now + p.cache);
+  auto c = Inc(kS, "1", "1", p, "0");
+  EXPECT_EQ(Field(kS, "ft"), c.now) << "expired: computed again";
 }
 
 TEST_F(RateLimitScriptTest, CachedFactorBelongsToTheLimitsItWasComputedFor) {
   Params p;
   p.window = 10000;
+  p.bucket = 10000;  // one bucket
   p.hlf = "10";
   p.cache = 600000;
-  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");  // soft 10, hard 100
+  ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");  // rate 1: soft 10, hard 100
   auto a = Inc(kS, "1", "1", p, "0");                    // band: computed and cached
   ASSERT_EQ(a.decision, "suppressed");
-  ASSERT_GT(a.f(), 0);
   EXPECT_EQ(Cmd({"HGET", kS, "fk"}), "10:100");
-  // rate 3: soft 30, hard 300. Below soft: ALLOWED, the last rate becomes 3.
-  ASSERT_EQ(Inc(kS, "3", "1", p, "0").decision, "allowed");
-  // In rate 3's band the factor cached for rate 1's limits does not apply: accepted 12 < 30.
-  auto b = Inc(kS, "3", "20", p, "0");
-  EXPECT_EQ(b.decision, "suppressed");
-  EXPECT_EQ(b.factor, "0");
-  EXPECT_EQ(Cmd({"HGET", kS, "fk"}), "30:300");
+  // rate 0.5: soft 5, hard 50; accepted 11 is in its band too, but the factor cached for rate
+  // 1's limits does not apply: 1 - (5/10) / perceived differs from 1 - (10/10) / perceived.
+  auto b = Inc(kS, "0.5", "1", p, "0");
+  ASSERT_EQ(b.decision, "suppressed");
+  EXPECT_NE(b.factor, a.factor);
+  EXPECT_EQ(Cmd({"HGET", kS, "fk"}), "5:50");
+  EXPECT_EQ(Field(kS, "ft"), b.now);
+  const double last_second = b.now - Field(kS, "o") <= 1000 ? 11 : 0;
+  EXPECT_DOUBLE_EQ(b.f(), 1 - 0.5 / std::max(1.1, last_second));
+}
+
+TEST_F(RateLimitScriptTest, DeterministicFactorsAreNotCached) {
+  Params p;
+  p.window = 10000;
+  p.hlf = "10";  // rate 1: soft 10, hard 100
+  p.cache = 600000;
+  ASSERT_EQ(Inc(kS, "1", "9", p).decision, "allowed");
+  // In the band, but accepted 9 < soft: factor 0 without the formula, and nothing cached...
+  auto a = Inc(kS, "1", "3", p, "0");
+  EXPECT_EQ(a.decision, "suppressed");
+  EXPECT_EQ(a.factor, "0");
+  EXPECT_EQ(a.allowed, 1);
+  EXPECT_FALSE(Cmd({"HEXISTS", kS, "f"}) == "1");
+  // ...so with accepted 12 >= soft the next request gets the formula at once, not a cached 0.
+  auto b = Inc(kS, "1", "1", p, "0.99999");
+  EXPECT_GT(b.f(), 0);
+  EXPECT_EQ(Cmd({"HGET", kS, "f"}), b.factor);
+  EXPECT_EQ(b.allowed, 0);
 }
 
 TEST_F(RateLimitScriptTest, SuppressedGetOnUnknownKeyIsZeroAndWritesNothing) {

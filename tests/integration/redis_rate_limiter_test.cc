@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/core/local_rate_limiter.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
 #include "tests/support/process.h"
@@ -357,6 +358,42 @@ TEST_F(RedisRateLimiterTest, LocalModeAnswersWithTheFallback) {
   EXPECT_EQ(local.calls.load(), 2);
   EXPECT_EQ(local.last_key, "k");
   server_->Resume();
+}
+
+TEST_F(RedisRateLimiterTest, LocalModeSharesTheLocalProvidersState) {
+  core::LocalRateLimiterOptions lo;
+  lo.settings = Settings();
+  lo.sweep_interval_ms = 0;
+  lo.random = &random_;
+  core::LocalRateLimiter local(lo);
+  auto l = Make(RateFailureMode::kLocal, &local);
+  // LOCAL requests use 8 of the key's 10 (1/s over 10 s); REDIS still has all 10.
+  ASSERT_EQ(local.Decide(Req("k", 1, 8)).decision, RateDecision::kAllowed);
+  server_->Pause();
+  auto r = IncSync(*l, Req("k", 1, 2));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->degraded);
+  EXPECT_EQ(r->decision, RateDecision::kAllowed);  // 8 + 2 = 10
+  r = IncSync(*l, Req("k", 1, 1));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->degraded);
+  EXPECT_EQ(r->decision, RateDecision::kRejected) << "LOCAL's window is full";
+  EXPECT_GT(r->retry_after_ms, 0);
+  EXPECT_EQ(local.Read("ns", "k", RateStrategy::kAbsolute).total, 10u)
+      << "degraded answers are recorded in the LOCAL state";
+  server_->Resume();
+  // Redis' own state: the second call was never sent (the executor had dropped the connection:
+  // fail fast); the first one timed out but sat in the socket, so the resumed Redis may still
+  // run it: an outcome unknown to the daemon (docs/rate_limiting.md, REDIS failure modes).
+  absl::StatusOr<RateGetResult> g;
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        g = GetSync(*l, "k");
+        return g.ok();
+      },
+      10s));
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_TRUE(g->total == 0 || g->total == 2) << g->total;
 }
 
 TEST_F(RedisRateLimiterTest, GetFailsWhileRedisIsDown) {
