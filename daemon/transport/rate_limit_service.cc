@@ -268,6 +268,7 @@ std::optional<absl::Status> RateLimitServiceImpl::Start(const v1::RateLimitIncRe
                                                         core::RateIncRequest* creq,
                                                         core::RateLimiter** limiter) {
   if (auto s = Convert(req, creq, limiter); !s.ok()) return s;
+  if (*limiter == nullptr) return absl::InternalError("provider: none picked");  // a bug
   auto r = (*limiter)->TryInc(*creq);
   if (!r) return std::nullopt;
   if (r->ok()) {
