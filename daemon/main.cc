@@ -13,6 +13,7 @@
 #include "daemon/common/logging.h"
 #include "daemon/config/config.h"
 #include "daemon/core/counters.h"
+#include "daemon/core/hybrid_rate_limiter.h"
 #include "daemon/core/instance_counters.h"
 #include "daemon/core/local_rate_limiter.h"
 #include "daemon/core/rate_limit.h"
@@ -107,8 +108,14 @@ int Run(int argc, char** argv) {
                                                      &distkit::core::DefaultRandom(),
                                                      &local_rate_limiter);
   rate_limiters.redis = &redis_rate_limiter;
-  // HYBRID provider: construct it above (&executor, rate_settings) and set
-  // rate_limiters.hybrid here.
+  // HYBRID provider: decisions from memory against a lease, synced with Redis every
+  // --sync_interval_ms by lua/ratelimit_hybrid.lua (docs/rate_limiting.md, HYBRID).
+  distkit::core::HybridRateLimiterOptions hybrid_rate_options;
+  hybrid_rate_options.settings = rate_settings;
+  hybrid_rate_options.dedup_id = counter_options.dedup_id;  // fresh per process start
+  distkit::core::HybridRateLimiter hybrid_rate_limiter(&executor, hybrid_rate_options);
+  hybrid_rate_limiter.Start();
+  rate_limiters.hybrid = &hybrid_rate_limiter;
 
   auto fail_start = [&](const absl::Status& status) {
     spdlog::error("{}", status.ToString());

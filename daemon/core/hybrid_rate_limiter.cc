@@ -148,6 +148,15 @@ struct HybridRateLimiter::KeyState {
   std::vector<IncWaiter> inc_waiters;
   std::vector<RateGetCallback> get_waiters;
 
+  // `own` keeps ABSOLUTE units W + B: a unit shares its bucket's opening time (up to B before
+  // the unit), and must count for at least W after its admission in the degraded budget.
+  // SUPPRESSED keeps rate_window.h's W (AdmitSuppressed evicts by it).
+  bool EvictOwn(int64_t now_ms, const RateLimitSettings& s) {
+    return own.Evict(now_ms,
+                     strategy == RateStrategy::kAbsolute ? s.window_ms + s.bucket_ms : s.window_ms);
+  }
+  RateStrategy strategy = RateStrategy::kAbsolute;
+
   uint64_t unpushed_acc() const { return CumDiff(cum_acc, stored_acc); }
   uint64_t unpushed_dec() const { return CumDiff(cum_dec, stored_dec); }
 };
@@ -284,7 +293,7 @@ HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateInc
   st.last_request_ns = now_ns;
   st.requests_since_sync++;
   st.rate = req.rate_per_second;
-  if (st.own.Evict(now_ms, s_.window_ms)) st.local_factor.valid = false;
+  if (st.EvictOwn(now_ms, s_)) st.local_factor.valid = false;
 
   SuppressedLimits limits;
   if (suppressed) {
@@ -363,16 +372,21 @@ HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateInc
     }
     if (sync_may_help(count)) return {true, r};
     if (degraded && !lease_valid) {
-      // Cut off for longer than a lease: the degraded budget (AdmitAbsolute records an admitted
-      // request in `own` itself).
-      RateIncResult local = AdmitAbsolute(st.own, s_, now_ms, local_rate, count);
-      if (local.allowed) {
-        st.cum_acc = (st.cum_acc + count) & kCumMask;
-        st.acc_since = SatAdd(st.acc_since, count);
+      // Cut off for longer than a lease: the degraded budget, all-or-nothing over this daemon's
+      // own units of the last W (+ B, see EvictOwn).
+      const uint64_t budget = std::min(RateCapacity(local_rate, s_.window_ms), kHybridMaxCapacity);
+      if (count <= budget && st.own.accepted() <= budget - count) {
+        take(count, /*from_lease=*/false);
         return answer(r);
       }
-      local.degraded = true;
-      return answer(local);
+      r.decision = RateDecision::kRejected;
+      r.allowed = false;
+      if (count <= budget && !st.own.empty()) {
+        r.retry_after_ms =
+            std::max<int64_t>(0, s_.window_ms + s_.bucket_ms - (now_ms - st.own.oldest().ts_ms));
+        r.remaining_after_waiting = st.own.oldest().count - st.own.oldest().declined;
+      }
+      return answer(r);
     }
     r.decision = RateDecision::kRejected;
     r.allowed = false;
@@ -456,6 +470,7 @@ void HybridRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
       auto st = std::make_unique<KeyState>();
       st->member = absl::StrCat(options_.dedup_id, ".", next_serial_++);
       st->redis_key = HybridRateLimitKey(req.ns, req.key, req.strategy);
+      st->strategy = req.strategy;
       it = shard.map.emplace(MapKey{req.strategy, req.ns, req.key}, std::move(st)).first;
       stats_.keys++;
     }
@@ -549,7 +564,7 @@ bool HybridRateLimiter::NeedsPeriodicSync(const KeyState& st, int64_t now_ns) co
 HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyState& st,
                                                          int64_t now_ns) {
   const int64_t now_ms = now_ns / kNsPerMs;
-  if (st.own.Evict(now_ms, s_.window_ms)) st.local_factor.valid = false;
+  if (st.EvictOwn(now_ms, s_)) st.local_factor.valid = false;
   const bool want = !releasing_.load() && (now_ns - st.last_request_ns <= active_ms_ * kNsPerMs ||
                                            !st.inc_waiters.empty());
   if (!want || !(st.synced && now_ns < st.lease_until_ns)) st.avail = 0;  // released or expired
@@ -719,7 +734,7 @@ void HybridRateLimiter::EvictIdle() {
       if (st.in_flight || !st.inc_waiters.empty() || !st.get_waiters.empty()) return false;
       if (now - st.last_request_ns <= idle_evict_ms_ * kNsPerMs) return false;
       if (st.avail > 0 && now < st.lease_until_ns) return false;  // release it first
-      st.own.Evict(now_ms, s_.window_ms);
+      st.EvictOwn(now_ms, s_);
       // Usage Redis has not confirmed is kept until pushed, unless all of it left the window.
       return (st.unpushed_acc() == 0 && st.unpushed_dec() == 0) || st.own.empty();
     });

@@ -32,11 +32,14 @@ using testing::PollUntil;
 using testing::Process;
 using testing::RedisServer;
 
+// Quick retries, but a patient handshake: gRPC core uses MIN_RECONNECT_BACKOFF as the deadline
+// of one connection attempt (grpc/grpc#12830), and a daemon starved of CPU on a loaded machine
+// may take longer than 50 ms to send its SETTINGS frame.
 std::shared_ptr<grpc::Channel> FastChannel(const std::string& target) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 
@@ -154,7 +157,7 @@ class HybridE2ETest : public ::testing::Test {
 
 TEST_F(HybridE2ETest, ThreeDaemonsHammeringOneKeyAdmitAtMostTwiceTheCapacityInAnyWindow) {
   // 1 s window, 200/s: capacity 200. Six clients (two per daemon) for 5 s.
-  StartDaemons(3, 1);
+  ASSERT_NO_FATAL_FAILURE(StartDaemons(3, 1));
   constexpr double kRate = 200;
   constexpr size_t kCapacity = 200;
   std::mutex mu;
@@ -216,7 +219,7 @@ TEST_F(HybridE2ETest, ThreeDaemonsHammeringOneKeyAdmitAtMostTwiceTheCapacityInAn
 
 TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
   // 10 s window, 10/s: capacity 100.
-  StartDaemons(3, 10);
+  ASSERT_NO_FATAL_FAILURE(StartDaemons(3, 10));
   Daemon& a = *daemons_[0];
   Daemon& b = *daemons_[1];
   Daemon& c = *daemons_[2];
@@ -232,39 +235,33 @@ TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
         },
         15s));
   }
-  // a uses everything it can get, until it is rejected and stays rejected over several syncs.
-  int a_rejected_in_a_row = 0;
+  // a uses the whole capacity: what b's lease does not hold at once, the rest once b's unused
+  // lease lapsed (b has no more requests, so its lease is not renewed).
   EXPECT_TRUE(PollUntil(
       [&] {
-        auto r = a.MustInc("k", 10);
-        if (r.allowed()) {
-          ++total;
-          a_rejected_in_a_row = 0;
-        } else {
-          ++a_rejected_in_a_row;
-        }
-        return a_rejected_in_a_row >= 200;
+        if (a.MustInc("k", 10).allowed()) ++total;
+        return total >= 100;
       },
       30s));
-  // b may use what is left of its lease, then rejects (its syncs find nothing free); c, new,
-  // rejects at once.
-  int b_after = 0;
-  EXPECT_TRUE(PollUntil(
-      [&] {
-        auto r = b.MustInc("k", 10);
-        if (r.allowed()) ++b_after;
-        return r.decision() == v1::DECISION_REJECTED && !r.degraded();
-      },
-      15s));
+  // Now b's syncs find nothing free, and c, new, finds nothing either: both reject at once.
+  auto rb = b.MustInc("k", 10);
+  EXPECT_EQ(rb.decision(), v1::DECISION_REJECTED);
+  EXPECT_FALSE(rb.degraded());
   auto rc = c.MustInc("k", 10);
   EXPECT_EQ(rc.decision(), v1::DECISION_REJECTED);
   EXPECT_FALSE(rc.degraded());
   EXPECT_GT(rc.retry_after_ms(), 0);
-  total += b_after;
-  std::cout << "[ HYBRID e2e ] admitted " << total << " of capacity 100; b admitted " << b_after
-            << " after a was refused\n";
-  EXPECT_LE(total, 100);
-  EXPECT_GE(total, 90);  // a got (almost) everything the others did not hold
+  int later = 0;  // and keep rejecting over many sync intervals
+  for (int i = 0; i < 100; ++i) {
+    for (Daemon* d : {&a, &b, &c}) {
+      if (d->MustInc("k", 10).allowed()) ++later;
+    }
+  }
+  total += later;
+  std::cout << "[ HYBRID e2e ] admitted " << total << " of capacity 100; " << later
+            << " after a used the capacity\n";
+  EXPECT_EQ(later, 0);
+  EXPECT_EQ(total, 100);
   v1::RateLimitGetResponse got;
   EXPECT_TRUE(PollUntil(
       [&] { return c.Get("k", &got).ok() && got.total() == static_cast<uint64_t>(total); }, 15s))
@@ -272,7 +269,7 @@ TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
 }
 
 TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
-  StartDaemons(2, 10);
+  ASSERT_NO_FATAL_FAILURE(StartDaemons(2, 10));
   Daemon& a = *daemons_[0];
   Daemon& b = *daemons_[1];
   int64_t total = 0;

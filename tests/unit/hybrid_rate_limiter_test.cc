@@ -541,11 +541,28 @@ TEST_F(HybridUnitTest, UnknownKeyWithRedisDownIsDecidedLocally) {
   EXPECT_EQ(allowed, 100);  // never synced: N = 1, LOCAL with the full rate
 }
 
+TEST_F(HybridUnitTest, DegradedBudgetCountsEachUnitForAWholeWindowAfterIt) {
+  Node a(&redis_, &clock_);
+  a.client.set_refuse(true);  // never synced: N = 1, budget = capacity 100 per 10 s
+  ASSERT_TRUE(a.Inc(Req(10)).value().allowed);  // opens a bucket at t0
+  clock_.AdvanceMs(90);
+  for (int i = 0; i < 99; ++i) ASSERT_TRUE(a.Inc(Req(10)).value().allowed);  // join it at t0+90
+  clock_.AdvanceMs(9960);  // t0 + 10050: the bucket opened more than W ago, but 99 of its
+                           // units were admitted less than W ago
+  auto r = a.Inc(Req(10));
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->allowed);
+  EXPECT_TRUE(r->degraded);
+  EXPECT_EQ(r->retry_after_ms, 50);  // when the last of them is a window old
+  clock_.AdvanceMs(51);
+  EXPECT_TRUE(a.Inc(Req(10)).value().allowed);
+}
+
 TEST_F(HybridUnitTest, UsageOlderThanTheWindowIsNotPushedAfterAnOutage) {
   Node a(&redis_, &clock_);
   a.client.set_refuse(true);
   for (int i = 0; i < 40; ++i) ASSERT_TRUE(a.Inc(Req(10)).ok());
-  clock_.AdvanceMs(10001);  // all 40 left the window
+  clock_.AdvanceMs(10101);  // all 40 left the window (kept W + B, see EvictOwn)
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.Inc(Req(10)).ok());
   a.client.set_refuse(false);
   a.rl->SyncNow();
