@@ -9,7 +9,7 @@
 --          highest seq of this instance now applied here (decimal string, "0" for none): the
 --          daemon uses it to know which of its deltas a value already contains.
 --
--- The int64-on-strings helpers (is_i64, i64_add, i64_cmp, parse_seq, CONDITIONS, fail,
+-- The int64-on-strings helpers (is_i64, i64_add, i64_cmp, parse_seq, is_comparator, holds, fail,
 -- MARK_TTL_MS, ...) come from lua/lib/int64.lua, prepended to this file when it is embedded:
 -- values never become Lua numbers (exact only up to 2^53). Errors are raised before the first
 -- write: Redis does not roll back.
@@ -33,7 +33,7 @@ for i = 1, n do
 end
 local op, cmp, operand, arg = ARGV[3 + 2 * n], ARGV[4 + 2 * n], ARGV[5 + 2 * n], ARGV[6 + 2 * n]
 if not OPS[op] then return fail("unknown op") end
-if not CONDITIONS[cmp] then return fail("unknown comparator") end
+if not is_comparator(cmp) then return fail("unknown comparator") end
 if not is_i64(operand) then return fail("bad operand") end
 if not is_i64(arg) then return fail("bad arg") end
 
@@ -64,7 +64,7 @@ end
 
 local prev, status, applied = cur, "ok", 0
 if op == "inc" or op == "set" then
-  if cmp == "" or CONDITIONS[cmp](i64_cmp(cur, operand)) then
+  if cmp == "" or holds(cmp, i64_cmp(cur, operand)) then
     local nv = op == "set" and arg or i64_add(cur, arg)
     if nv then cur, applied = nv, 1 else status = "overflow" end
   end

@@ -36,32 +36,12 @@
 -- are not stored. A hash left with no c and no s:* (only e and/or q:*) expires after 24 h.
 -- All checks run before the first write (Redis does not roll back); overflow anywhere in the op
 -- changes nothing of the op. int64 helpers: lua/lib/int64.lua, prepended at build time.
-
-local OPS = {
-  get = {extra = 0},
-  inc = {extra = 0, cond = true},
-  set = {extra = 0, cond = true},
-  set_on_instance = {extra = 0, cond = true},
-  del = {extra = 0},
-  del_on_instance = {extra = 0},
-  reap = {extra = 2},
-  restore = {extra = 2},
-}
-local KINDS = {add = true, set = true}
-
--- A positive canonical int64 (an epoch).
-local function is_epoch(v)
-  return is_i64(v) and v ~= "0" and string.sub(v, 1, 1) ~= "-"
-end
-
--- "<epoch>|<incarnation>|<value>" -> {ep, inc (number), incs, val}, or nil when corrupt.
-local function parse_slice(raw)
-  local ep, incs, val = string.match(raw, "^([^|]*)|([^|]*)|(.*)$")
-  if not ep or not is_epoch(ep) or not is_i64(val) then return nil end
-  local inc = parse_seq(incs)
-  if not inc then return nil end
-  return {ep = ep, inc = inc, incs = incs, val = val}
-end
+--
+-- Cost: this runs for every STRICT op and every flush. Redis runs the whole chunk each time, and
+-- each table or closure it creates is an allocation for the Lua GC, so the common paths (inc, and
+-- get carrying a few "add" entries) create none but the HSET argument list and the reply, keep
+-- the int64 fast paths (lua/lib/int64.lua), and on a key holding a value make two Redis calls:
+-- one HMGET, one HSET of every changed field.
 
 -- ---- validate all of ARGV first ----
 local key = KEYS[1]
@@ -72,24 +52,36 @@ if not my_inc then return fail("bad incarnation") end
 if dedup == nil or dedup == "" then return fail("empty dedup id") end
 local n = ARGV[4] == "0" and 0 or parse_seq(ARGV[4])
 if not n then return fail("bad entry count") end
-if #ARGV < 3 * n + 8 then return fail("ARGV count does not match the entry count") end
-local seqs, seq_strs, kinds, values = {}, {}, {}, {}
+local argc = #ARGV
+if argc < 3 * n + 8 then return fail("ARGV count does not match the entry count") end
+-- Entry i is ARGV[3i + 2] (seq), ARGV[3i + 3] (kind), ARGV[3i + 4] (value).
+local prev_seq = 0
 for i = 1, n do
-  local s, k, v = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
-  seqs[i] = parse_seq(s)
-  if not seqs[i] then return fail("bad seq in entry " .. i) end
-  if i > 1 and seqs[i] <= seqs[i - 1] then return fail("seqs not increasing at entry " .. i) end
-  if not KINDS[k] then return fail("bad kind in entry " .. i) end
-  if not is_i64(v) then return fail("bad value in entry " .. i) end
-  seq_strs[i], kinds[i], values[i] = s, k, v
+  local j = 3 * i
+  local seq = parse_seq(ARGV[j + 2])
+  if not seq then return fail("bad seq in entry " .. i) end
+  if seq <= prev_seq then return fail("seqs not increasing at entry " .. i) end
+  prev_seq = seq
+  local kind = ARGV[j + 3]
+  if kind ~= "add" and kind ~= "set" then return fail("bad kind in entry " .. i) end
+  if not is_i64(ARGV[j + 4]) then return fail("bad value in entry " .. i) end
 end
 local base = 3 * n + 4
 local op, cmp, operand, arg = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
-local spec = OPS[op]
-if not spec then return fail("unknown op") end
-if #ARGV ~= base + 4 + spec.extra then return fail("ARGV count does not match the op") end
-if not CONDITIONS[cmp] then return fail("unknown comparator") end
-if cmp ~= "" and not spec.cond then return fail("op " .. op .. " takes no condition") end
+-- extra: how many op-specific arguments follow; takes_cond: whether a comparator is allowed.
+local extra, takes_cond = 0, false
+if op == "inc" or op == "set" or op == "set_on_instance" then
+  takes_cond = true
+elseif op == "reap" or op == "restore" then
+  extra = 2
+elseif op ~= "get" and op ~= "del" and op ~= "del_on_instance" then
+  return fail("unknown op")
+end
+if argc ~= base + 4 + extra then return fail("ARGV count does not match the op") end
+if cmp ~= "" then
+  if not is_comparator(cmp) then return fail("unknown comparator") end
+  if not takes_cond then return fail("op " .. op .. " takes no condition") end
+end
 if not is_i64(operand) then return fail("bad operand") end
 if not is_i64(arg) then return fail("bad arg") end
 local dead_id, dead_inc, restore_epoch, restore_value
@@ -99,7 +91,7 @@ if op == "reap" then
   if not parse_seq(dead_inc) then return fail("bad dead incarnation") end
 elseif op == "restore" then
   restore_epoch, restore_value = ARGV[base + 5], ARGV[base + 6]
-  if not is_i64(restore_epoch) or string.sub(restore_epoch, 1, 1) == "-" then
+  if not is_i64(restore_epoch) or string.byte(restore_epoch, 1) == 45 then
     return fail("bad restore epoch")
   end
   if not is_i64(restore_value) then return fail("bad restore value") end
@@ -107,162 +99,162 @@ end
 
 -- ---- read ----
 -- Stored data we cannot read is left for a human: no write at all, not even the dedup mark, so
--- the lax entries are applied by a later retry once the data is fixed.
-local NOTINT = {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"}
+-- the lax entries are applied by a later retry once the data is fixed (reply "notint").
 local own_field, mark_field = "s:" .. id, "q:" .. dedup
 local dead_field = dead_id and dead_id ~= id and "s:" .. dead_id or nil
-local got = redis.call("HMGET", key, "c", "e", mark_field, own_field, dead_field or "e")
+local got
+if dead_field then
+  got = redis.call("HMGET", key, "c", "e", mark_field, own_field, dead_field)
+else
+  got = redis.call("HMGET", key, "c", "e", mark_field, own_field)
+end
 local stored_c, e, mark, own_raw, dead_raw = got[1], got[2], got[3], got[4], got[5]
-if stored_c and not is_i64(stored_c) then return NOTINT end
-if e and not is_epoch(e) then return NOTINT end
+-- e must be a positive int64 (up to 18 digits every one is in range).
+if (stored_c and not is_i64(stored_c)) or
+    (e and not (string.find(e, "^[1-9]%d*$") and (#e <= 18 or is_i64(e)))) then
+  return {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"}
+end
 local last = 0
 if mark then
   last = parse_seq(mark)
   if not last then return fail("corrupt " .. mark_field) end
 end
-local own_slice, dead_slice
+-- A slice "<epoch>|<incarnation>|<value>" is readable when its epoch is a positive int64, its
+-- incarnation a seq and its value an int64. One of another epoch is garbage (counts 0) and is
+-- removed unless rewritten.
+-- own_val: what s:<id> contributes to c; own_inc/own_incs: its incarnation (nil = no slice).
+local own_val, own_inc, own_incs, own_stale = "0", nil, nil, false
 if own_raw then
-  own_slice = parse_slice(own_raw)
-  if not own_slice then return NOTINT end
+  -- Usually the slice is "<e>|<the caller's incarnation>|<a non-zero value of at most 18
+  -- characters>": the first pattern alone proves it readable (e and the incarnation are
+  -- validated already, such a value is an int64). Anything else gets every check.
+  local ep, incs, val = string.match(own_raw, "^([^|]*)|([^|]*)|(%-?[1-9]%d*)$")
+  if ep and ep == e and incs == inc_str and #val <= 18 then
+    own_val, own_inc, own_incs = val, my_inc, incs
+  else
+    ep, incs, val = string.match(own_raw, "^([^|]*)|([^|]*)|(.*)$")
+    local inc = parse_seq(incs)
+    if not (ep and inc and (ep == e or (is_i64(ep) and ep ~= "0" and string.byte(ep, 1) ~= 45))
+            and is_i64(val)) then
+      return {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"}
+    end
+    if ep == e then own_val, own_inc, own_incs = val, inc, incs else own_stale = true end
+  end
 end
+local dead_val, dead_incs, dead_stale = nil, nil, false
 if dead_field and dead_raw then
-  dead_slice = parse_slice(dead_raw)
-  if not dead_slice then return NOTINT end
+  local ep, incs, val = string.match(dead_raw, "^([^|]*)|([^|]*)|(.*)$")
+  if not (ep and parse_seq(incs) and
+          (ep == e or (is_i64(ep) and ep ~= "0" and string.byte(ep, 1) ~= 45)) and is_i64(val)) then
+    return {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"}
+  end
+  if ep == e then dead_val, dead_incs = val, incs else dead_stale = true end
 end
--- A slice of another epoch is garbage (counts 0) and is removed unless rewritten.
-local own_stale = own_slice ~= nil and own_slice.ep ~= e
-local dead_stale = dead_slice ~= nil and dead_slice.ep ~= e
 
 -- ---- compute (in memory; nothing is written before the end) ----
+-- This incarnation's view of its slice: one left by an older incarnation is not ours, it reads
+-- 0 ("mine" below). A written slice carries the caller's incarnation, or a newer one it already
+-- carries (a straggler of an older incarnation of a live daemon adds to the live incarnation's
+-- slice). Writing the own slice moves c by the new value minus what the field counted so far (an
+-- older incarnation's value included: it is replaced); on overflow nothing changes.
 local c = stored_c or "0"
--- own_val: what s:<id> contributes to c; own_inc/own_incs: its incarnation (nil = no slice).
-local own_val, own_inc, own_incs = "0", nil, nil
-if own_slice and not own_stale then
-  own_val, own_inc, own_incs = own_slice.val, own_slice.inc, own_slice.incs
-end
 local own_dirty = false
-
--- This incarnation's view of its slice: one left by an older incarnation is not ours.
-local function my_slice()
-  if own_inc and own_inc >= my_inc then return own_val end
-  return "0"
-end
-
--- The slice is written with the caller's incarnation, or with a newer one it already carries
--- (a straggler of an older incarnation of a live daemon adds to the live incarnation's slice).
-local function claim_own()
-  if not (own_inc and own_inc >= my_inc) then own_inc, own_incs = my_inc, inc_str end
-end
-
--- The own slice becomes `v`: c moves by v minus what the field counted so far (an older
--- incarnation's value included: it is replaced). False, changing nothing, on overflow.
-local function write_own(v)
-  if not v then return false end
-  local nc = i64_sub_add(c, own_val, v)
-  if not nc then return false end
-  c, own_val, own_dirty = nc, v, true
-  claim_own()
-  return true
-end
+local mine = own_inc ~= nil and own_inc >= my_inc
 
 -- Lax entries: a seq <= last was applied by an earlier call whose reply got lost, so a retried
 -- flush never counts twice. An entry that would overflow is dropped, but its seq is recorded so
 -- a retry does not try it again.
-local before = my_slice()
+local before = mine and own_val or "0"
 local dropped, top = 0, nil
 for i = 1, n do
-  if seqs[i] > last then
-    local v = values[i] -- "set"
-    if kinds[i] == "add" then v = i64_add(my_slice(), values[i]) end -- nil on overflow
-    if not write_own(v) then dropped = dropped + 1 end
-    top = seq_strs[i]
+  local j = 3 * i
+  local seq = ARGV[j + 2]
+  if seq + 0 > last then -- a validated seq: the same number as parse_seq's
+    local v = ARGV[j + 4] -- "set"
+    if ARGV[j + 3] == "add" then v = i64_add(mine and own_val or "0", v) end -- nil on overflow
+    local nc = v and i64_sub_add(c, own_val, v)
+    if nc then
+      c, own_val, own_dirty = nc, v, true
+      if not mine then own_inc, own_incs, mine = my_inc, inc_str, true end
+    else
+      dropped = dropped + 1
+    end
+    top = seq
   end
 end
 
-local prev_c, prev_own = c, my_slice()
+local prev_c, prev_own = c, mine and own_val or "0"
 local status, applied = "ok", 0
 local delete_all, dead_delete = false, dead_stale
-
-local function holds(value) return CONDITIONS[cmp](i64_cmp(value, operand)) end
-
--- Redis TIME in µs, as a decimal string (read at most once).
-local now
-local function now_us()
-  if not now then
-    local t = redis.call("TIME")
-    now = t[1] .. string.format("%06d", tonumber(t[2]))
-  end
-  return now
-end
-
--- The epoch after a set/del: max(e + 1, now µs); nil (overflow) when e is the largest int64,
--- which µs epochs never reach. A key without an epoch has no slice to outdate: it gets one
--- only if a value is stored (below).
 local new_e = e
-local function bump_epoch()
-  if not e then return true end
-  local next_e = i64_add(e, "1")
-  if not next_e then return false end
-  new_e = i64_cmp(next_e, now_us()) >= 0 and next_e or now_us()
-  return true
-end
+-- Ops that write the own slice set `target` (nil: the op overflowed before the write).
+local writes_own, target = false, nil
 
 if op == "inc" then
-  if holds(c) then
-    if write_own(i64_add(prev_own, arg)) then applied = 1 else status = "overflow" end
-  end
-elseif op == "set" then
-  if holds(c) then
-    if bump_epoch() then
-      delete_all, applied = true, 1
-      c, own_val, own_dirty = arg, arg, true
-      claim_own()
-    else
-      status = "overflow"
-    end
+  if cmp == "" or holds(cmp, i64_cmp(c, operand)) then
+    writes_own, target = true, i64_add(prev_own, arg)
   end
 elseif op == "set_on_instance" then
-  if holds(prev_own) then
-    if write_own(arg) then applied = 1 else status = "overflow" end
-  end
-elseif op == "del" then
-  if bump_epoch() then
-    delete_all, applied = true, 1
-    c, own_val, own_inc, own_incs, own_dirty = "0", "0", nil, nil, true
-  else
-    status = "overflow"
+  if cmp == "" or holds(cmp, i64_cmp(prev_own, operand)) then writes_own, target = true, arg end
+elseif op == "set" or op == "del" then
+  if op == "del" or cmp == "" or holds(cmp, i64_cmp(c, operand)) then
+    -- The new epoch: max(e + 1, now µs); overflow when e is the largest int64, which µs epochs
+    -- never reach. A key without an epoch has no slice to outdate: it gets one only if a value
+    -- is stored (below).
+    local bumped = true
+    if e then
+      local next_e = i64_add(e, "1")
+      if next_e then
+        local t = redis.call("TIME")
+        local now = t[1] .. string.format("%06d", tonumber(t[2]))
+        new_e = i64_cmp(next_e, now) >= 0 and next_e or now
+      else
+        bumped = false
+      end
+    end
+    if not bumped then
+      status = "overflow"
+    elseif op == "set" then
+      delete_all, applied = true, 1
+      c, own_val, own_dirty = arg, arg, true
+      if not mine then own_inc, own_incs, mine = my_inc, inc_str, true end
+    else
+      delete_all, applied = true, 1
+      c, own_val, own_inc, own_incs, own_dirty, mine = "0", "0", nil, nil, true, false
+    end
   end
 elseif op == "del_on_instance" then
-  if write_own("0") then applied = 1 else status = "overflow" end
+  writes_own, target = true, "0"
 elseif op == "reap" then
   if dead_id == id then
-    if own_inc and own_incs == dead_inc then
-      if write_own("0") then applied = 1 else status = "overflow" end
-    end
-  elseif dead_slice and not dead_stale and dead_slice.incs == dead_inc then
-    local nc = i64_sub(c, dead_slice.val)
+    if own_inc and own_incs == dead_inc then writes_own, target = true, "0" end
+  elseif dead_val and dead_incs == dead_inc then
+    local nc = i64_sub(c, dead_val)
     if nc then c, dead_delete, applied = nc, true, 1 else status = "overflow" end
   end
 elseif op == "restore" then
-  if e and e == restore_epoch then
-    if write_own(restore_value) then applied = 1 else status = "overflow" end
+  if e and e == restore_epoch then writes_own, target = true, restore_value end
+end
+if writes_own then
+  local nc = target and i64_sub_add(c, own_val, target)
+  if nc then
+    c, own_val, own_dirty, applied = nc, target, true, 1
+    if not mine then own_inc, own_incs, mine = my_inc, inc_str, true end
+  else
+    status = "overflow"
   end
 end
 -- On overflow nothing of the op was applied: c and own_* still hold the state after the entries.
 
 -- The first stored value creates the epoch: max(1, now µs), so a key that expired and comes back
 -- gets an epoch no old slice can match.
-if not new_e and (c ~= "0" or own_val ~= "0") then new_e = now_us() end
-
--- ---- write ----
-local wrote = false
-local function hdel_all(fields)
-  for i = 1, #fields, 1000 do
-    redis.call("HDEL", key, unpack(fields, i, math.min(i + 999, #fields)))
-  end
-  if #fields > 0 then wrote = true end
+if not new_e and (c ~= "0" or own_val ~= "0") then
+  local t = redis.call("TIME")
+  new_e = t[1] .. string.format("%06d", tonumber(t[2]))
 end
-local function slices()
+
+-- ---- write: every deletion in HDELs (slices first), then one HSET of every changed field ----
+local function slices(key)
   local out = {}
   for _, f in ipairs(redis.call("HKEYS", key)) do
     if string.sub(f, 1, 2) == "s:" then out[#out + 1] = f end
@@ -270,40 +262,45 @@ local function slices()
   return out
 end
 
-if delete_all then hdel_all(slices()) end
+local dels = delete_all and slices(key) or nil
+local sets, ns = {nil, nil, nil, nil, nil, nil, nil, nil}, 0 -- room for 4 fields, no regrowth
 if own_dirty and own_val ~= "0" then
-  redis.call("HSET", key, own_field, new_e .. "|" .. own_incs .. "|" .. own_val)
-  wrote = true
+  sets[1], sets[2], ns = own_field, new_e .. "|" .. own_incs .. "|" .. own_val, 2
 elseif own_raw and not delete_all and (own_dirty or own_stale) then
-  redis.call("HDEL", key, own_field)
-  wrote = true
+  dels = {own_field}
 end
 if dead_delete then
-  redis.call("HDEL", key, dead_field)
-  wrote = true
+  dels = dels or {}
+  dels[#dels + 1] = dead_field
 end
 if c ~= (stored_c or "0") then
-  if c == "0" then redis.call("HDEL", key, "c") else redis.call("HSET", key, "c", c) end
-  wrote = true
+  if c == "0" then
+    dels = dels or {}
+    dels[#dels + 1] = "c"
+  else
+    sets[ns + 1], sets[ns + 2], ns = "c", c, ns + 2
+  end
 end
-if new_e ~= e then
-  redis.call("HSET", key, "e", new_e)
-  wrote = true
+if new_e ~= e then sets[ns + 1], sets[ns + 2], ns = "e", new_e, ns + 2 end
+if top then sets[ns + 1], sets[ns + 2], ns = mark_field, top, ns + 2 end
+local wrote = ns > 0
+if dels then
+  for i = 1, #dels, 1000 do
+    redis.call("HDEL", key, unpack(dels, i, math.min(i + 999, #dels)))
+  end
+  if #dels > 0 then wrote = true end
 end
-if top then
-  redis.call("HSET", key, mark_field, top)
-  wrote = true
-end
+if ns > 0 then redis.call("HSET", key, unpack(sets, 1, ns)) end
 -- Only a hash without c and s:* may carry a TTL: it holds nothing but bookkeeping then (e and
 -- q:*), which only needs to outlive retries, and a key never written again must not stay
 -- forever (a re-created key gets a new time-based epoch, larger than the old one).
 if wrote then
-  if c ~= "0" or own_val ~= "0" or (not delete_all and #slices() > 0) then
+  if c ~= "0" or own_val ~= "0" or (not delete_all and #slices(key) > 0) then
     if not stored_c then redis.call("PERSIST", key) end
   else
     redis.call("PEXPIRE", key, MARK_TTL_MS)
   end
 end
 
-return {status, c, my_slice(), prev_c, prev_own, applied, new_e or "0", top or mark or "0",
-        dropped, before}
+return {status, c, mine and own_val or "0", prev_c, prev_own, applied, new_e or "0",
+        top or mark or "0", dropped, before}
