@@ -8,6 +8,7 @@
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
+#include "daemon/core/join.h"
 
 namespace distkit::core {
 namespace {
@@ -86,8 +87,8 @@ void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, i
   auto args = ScriptArgs(options_.dedup_id, carried, op, cond, arg);
   redis_->Script(
       kScript, {PlainCounterKey(k.first, k.second)}, std::move(args),
-      [this, k, carried = std::move(carried), tracked, done = std::move(done)](
-          absl::StatusOr<redis::Reply> raw) mutable {
+      [this, k, carried = std::move(carried), tracked,
+       done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
         const bool maybe_sent = !redis::IsNotSent(raw.status());
         auto r = ParseScriptReply(std::move(raw));
         if (tracked) SettleCarrier(k, carried, r, maybe_sent);
@@ -96,9 +97,9 @@ void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, i
         } else if (r->status == "overflow") {
           done(absl::OutOfRangeError("result would leave the int64 range; nothing changed"));
         } else if (r->status == "notint") {
-          done(absl::FailedPreconditionError(
-              absl::StrCat("the value stored in Redis for key '", k.second,
-                           "' is not an int64; nothing changed")));
+          done(absl::FailedPreconditionError(absl::StrCat("the value stored in Redis for key '",
+                                                          k.second,
+                                                          "' is not an int64; nothing changed")));
         } else {
           done(CounterResult{r->value, r->previous, r->applied});
         }
@@ -153,9 +154,9 @@ std::optional<absl::StatusOr<CounterResult>> Counters::TryLaxInc(const MapKey& k
   const int64_t view = LocalView(e).value_or(0);
   if (!Holds(cond, view)) return CounterResult{view, view, false};
   if (!e.dirty() && delta != 0 && stats_.dirty_keys.load() >= options_.max_pending_keys) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("too many keys with unflushed lax increments (max_pending_keys=",
-                     options_.max_pending_keys, "); retry later"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many keys with unflushed lax increments (max_pending_keys=", options_.max_pending_keys,
+        "); retry later"));
   }
   if (!AddPending(e, delta)) {
     return absl::OutOfRangeError("result would leave the int64 range; nothing changed");
@@ -175,9 +176,8 @@ void Counters::LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCal
 }
 
 std::optional<absl::StatusOr<CounterResult>> Counters::TryInc(const std::string& ns,
-                                                              const std::string& key,
-                                                              int64_t delta, Consistency c,
-                                                              Condition cond) {
+                                                              const std::string& key, int64_t delta,
+                                                              Consistency c, Condition cond) {
   if (c != Consistency::kLax) return std::nullopt;
   return TryLaxInc({ns, key}, delta, cond);
 }
@@ -239,26 +239,6 @@ void Counters::Del(const std::string& ns, const std::string& key, CounterCallbac
   RunStrict({ns, key}, "del", Condition{}, 0, std::move(done));
 }
 
-namespace {
-// Joins N asynchronous results into one status (the first error wins).
-struct Join {
-  std::mutex mu;
-  int remaining = 0;
-  absl::Status status;
-  absl::AnyInvocable<void(absl::Status)> then;
-  void Done(const absl::Status& s, const std::shared_ptr<Join>& self) {
-    absl::AnyInvocable<void(absl::Status)> cb;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!s.ok() && status.ok()) status = s;
-      if (--remaining > 0) return;
-      cb = std::move(then);
-    }
-    cb(status);
-  }
-};
-}  // namespace
-
 void Counters::Clear(const std::string& ns, StatusCallback done) {
   // 1. Keys this daemon holds lax work for: delete them with that work folded in, so none of
   //    it is replayed after the Clear.
@@ -280,15 +260,13 @@ void Counters::Clear(const std::string& ns, StatusCallback done) {
     ClearScan(ns, "0", std::move(done));
   };
   for (const auto& k : local) {
-    RunStrict(k, "del", Condition{}, 0, [join](absl::StatusOr<CounterResult> r) {
-      join->Done(r.status(), join);
-    });
+    RunStrict(k, "del", Condition{}, 0,
+              [join](absl::StatusOr<CounterResult> r) { join->Done(r.status()); });
   }
-  join->Done(absl::OkStatus(), join);
+  join->Done(absl::OkStatus());
 }
 
-void Counters::ClearScan(const std::string& ns, const std::string& cursor,
-                         StatusCallback done) {
+void Counters::ClearScan(const std::string& ns, const std::string& cursor, StatusCallback done) {
   redis_->Command(
       {"SCAN", cursor, "MATCH", PlainCounterPattern(ns), "COUNT", "1000"},
       [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
@@ -316,10 +294,10 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor,
                              s = absl::FailedPreconditionError(
                                  "a stored value is not an int64; it was left in place");
                            }
-                           join->Done(s, join);
+                           join->Done(s);
                          });
         }
-        join->Done(absl::OkStatus(), join);
+        join->Done(absl::OkStatus());
       });
 }
 
@@ -345,21 +323,20 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
   stats_.flush_commands++;
   outstanding_flushes_++;
   auto args = ScriptArgs(options_.dedup_id, carried, "flush", Condition{}, 0);
-  redis_->Script(
-      kScript, {PlainCounterKey(k.first, k.second)}, std::move(args),
-      [this, k, carried = std::move(carried)](absl::StatusOr<redis::Reply> raw) {
-        const bool maybe_sent = !redis::IsNotSent(raw.status());
-        auto r = ParseScriptReply(std::move(raw));
-        SettleCarrier(k, carried, r, maybe_sent);
-        if (!(r.ok() && r->status == "ok")) {
-          stats_.flush_failures++;
-          if (g_flush_log.ShouldLog()) {
-            spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
-                         r.ok() ? r->status : r.status().ToString());
-          }
-        }
-        outstanding_flushes_--;
-      });
+  redis_->Script(kScript, {PlainCounterKey(k.first, k.second)}, std::move(args),
+                 [this, k, carried = std::move(carried)](absl::StatusOr<redis::Reply> raw) {
+                   const bool maybe_sent = !redis::IsNotSent(raw.status());
+                   auto r = ParseScriptReply(std::move(raw));
+                   SettleCarrier(k, carried, r, maybe_sent);
+                   if (!(r.ok() && r->status == "ok")) {
+                     stats_.flush_failures++;
+                     if (g_flush_log.ShouldLog()) {
+                       spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
+                                    r.ok() ? r->status : r.status().ToString());
+                     }
+                   }
+                   outstanding_flushes_--;
+                 });
 }
 
 void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,

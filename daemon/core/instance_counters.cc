@@ -12,6 +12,7 @@
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
+#include "daemon/core/join.h"
 
 namespace distkit::core {
 namespace {
@@ -79,26 +80,6 @@ std::string_view OpName(int op) {
       "get", "inc", "set", "set_on_instance", "del", "del_on_instance", "restore"};
   return kNames[op];
 }
-
-// Counts outstanding callbacks; runs `then` with the first error once all are done.
-struct Join {
-  std::mutex mu;
-  int remaining = 0;
-  absl::Status status;
-  StatusCallback then;
-  void Done(const absl::Status& s) {
-    StatusCallback cb;
-    absl::Status out;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (status.ok() && !s.ok()) status = s;
-      if (--remaining > 0) return;
-      cb = std::move(then);
-      out = status;
-    }
-    cb(out);
-  }
-};
 
 // Keeps InstanceCountersStats::dirty_keys in step with an entry's transitions.
 class DirtyTracker {
