@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
 
@@ -15,6 +16,7 @@ namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Daemon;
 using testing::PollUntil;
 using testing::Process;
 using testing::RedisServer;
@@ -22,23 +24,6 @@ using testing::RedisServer;
 constexpr int kExitOk = 0;
 constexpr int kExitCallFailed = 2;
 constexpr int kExitUsage = 64;
-
-// A distkitd child process on a Unix socket in the Redis temp dir.
-class Daemon {
- public:
-  Daemon(const RedisServer& redis, const std::string& name, const std::string& instance_id)
-      : addr_("unix:" + redis.dir() + "/" + name + ".sock"),
-        process_(DISTKIT_DAEMON_BIN, {"--listen", addr_, "--redis", redis.url(), "--instance_id",
-                                      instance_id, "--log_level", "info"}) {
-    EXPECT_TRUE(process_.Start());
-  }
-  const std::string& addr() const { return addr_; }
-  Process& process() { return process_; }
-
- private:
-  std::string addr_;
-  Process process_;
-};
 
 // Runs the CLI against `d`: {exit code, stdout+stderr}.
 std::pair<int, std::string> Cli(const Daemon& d, std::vector<std::string> args) {
@@ -83,8 +68,8 @@ class CliIcounterE2E : public ::testing::Test {
   void SetUp() override {
     redis_ = RedisServer::Start();
     ASSERT_TRUE(redis_);
-    a_ = std::make_unique<Daemon>(*redis_, "a", "ida");
-    b_ = std::make_unique<Daemon>(*redis_, "b", "idb");
+    a_ = std::make_unique<Daemon>(*redis_, "a", std::vector<std::string>{"--instance_id", "ida"});
+    b_ = std::make_unique<Daemon>(*redis_, "b", std::vector<std::string>{"--instance_id", "idb"});
     for (Daemon* d : {a_.get(), b_.get()}) {
       ASSERT_TRUE(PollUntil(
           [&] {
@@ -92,7 +77,7 @@ class CliIcounterE2E : public ::testing::Test {
                    kExitOk;
           },
           15s))
-          << d->process().Output();
+          << d->Log();
     }
   }
 

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
 
@@ -16,6 +17,7 @@ namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Daemon;
 using testing::PollUntil;
 using testing::Process;
 using testing::RedisServer;
@@ -29,30 +31,26 @@ class CliRateLimitE2E : public ::testing::Test {
   void SetUp() override {
     redis_ = RedisServer::Start();
     ASSERT_TRUE(redis_);
-    addr_ = "unix:" + redis_->dir() + "/d.sock";
-    daemon_ = std::make_unique<Process>(
-        DISTKIT_DAEMON_BIN,
-        std::vector<std::string>{"--listen", addr_, "--redis", redis_->url(),
-                                 "--rate_window_seconds", "60", "--hard_limit_factor", "2",
-                                 "--log_level", "info"});
-    ASSERT_TRUE(daemon_->Start());
+    daemon_ = std::make_unique<Daemon>(
+        *redis_, "d",
+        std::vector<std::string>{"--rate_window_seconds", "60", "--hard_limit_factor", "2"});
+    ASSERT_TRUE(daemon_->started());
     ASSERT_TRUE(PollUntil(
         [&] {
           return Cli({"health", "--service", "distkit.v1.RateLimitService"}).first == kExitOk;
         },
         15s))
-        << daemon_->Output();
+        << daemon_->Log();
   }
 
   // Runs the CLI against the daemon: {exit code, stdout+stderr}.
   std::pair<int, std::string> Cli(std::vector<std::string> args) const {
-    args.insert(args.begin(), {"--addr", addr_});
+    args.insert(args.begin(), {"--addr", daemon_->addr()});
     return Process::Run(DISTKIT_CLI_BIN, args, 10s);
   }
 
   std::unique_ptr<RedisServer> redis_;
-  std::string addr_;
-  std::unique_ptr<Process> daemon_;
+  std::unique_ptr<Daemon> daemon_;
 };
 
 bool StartsWith(const std::string& s, const std::string& prefix) {

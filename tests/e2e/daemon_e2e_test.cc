@@ -14,7 +14,7 @@
 
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
-#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
 
@@ -22,85 +22,19 @@ namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Daemon;
 using testing::PollUntil;
 using testing::Process;
 using testing::RedisServer;
 
-// A channel that retries connecting quickly: the daemon may not be listening yet, and gRPC's
-// default reconnect backoff (1 s, growing) would only slow the tests down.
-std::shared_ptr<grpc::Channel> FastChannel(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+// A counter's value as a daemon reads it, or the call's error.
+absl::StatusOr<int64_t> Get(Daemon& d, const std::string& key,
+                            v1::Consistency c = v1::CONSISTENCY_STRICT) {
+  v1::GetResponse resp;
+  auto s = d.CounterGet(key, c, &resp);
+  if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  return resp.value();
 }
-
-// A distkitd child process with a gRPC channel to it.
-class Daemon {
- public:
-  Daemon(const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {})
-      : socket_(redis.dir() + "/" + name + ".sock") {
-    std::vector<std::string> args = {"--listen", "unix:" + socket_, "--redis", redis.url(),
-                                     "--log_level", "info"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<Process>(DISTKIT_DAEMON_BIN, args);
-    EXPECT_TRUE(process_->Start());
-  }
-  // Connects once the socket exists (a channel created earlier sits in gRPC's reconnect
-  // backoff for seconds) and waits until `service` is SERVING.
-  bool WaitServing(const std::string& service = "distkit.v1.CounterService") {
-    if (!channel_) {
-      struct stat st;
-      if (!PollUntil([&] { return stat(socket_.c_str(), &st) == 0; }, 15s)) return false;
-      channel_ = FastChannel("unix:" + socket_);
-      counters_ = v1::CounterService::NewStub(channel_);
-      health_ = grpc::health::v1::Health::NewStub(channel_);
-    }
-    return PollUntil([&] { return Health(service) == 1; }, 15s);
-  }
-  // grpc.health.v1 status (1 SERVING, 2 NOT_SERVING), or -1 when the call fails.
-  int Health(const std::string& service) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-    grpc::health::v1::HealthCheckRequest req;
-    req.set_service(service);
-    grpc::health::v1::HealthCheckResponse resp;
-    auto s = health_->Check(&ctx, req, &resp);
-    return s.ok() ? static_cast<int>(resp.status()) : -1;
-  }
-  grpc::Status Inc(const std::string& key, int64_t delta, v1::Consistency c,
-                   v1::IncResponse* resp = nullptr, std::chrono::milliseconds deadline = 5s) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
-    v1::IncRequest req;
-    req.set_key(key);
-    req.set_delta(delta);
-    req.set_consistency(c);
-    v1::IncResponse local;
-    return counters_->Inc(&ctx, req, resp ? resp : &local);
-  }
-  absl::StatusOr<int64_t> Get(const std::string& key, v1::Consistency c = v1::CONSISTENCY_STRICT) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    v1::GetRequest req;
-    req.set_key(key);
-    req.set_consistency(c);
-    v1::GetResponse resp;
-    auto s = counters_->Get(&ctx, req, &resp);
-    if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
-    return resp.value();
-  }
-  Process& process() { return *process_; }
-  const std::string& socket() const { return socket_; }
-
- private:
-  std::string socket_;
-  std::unique_ptr<Process> process_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::CounterService::Stub> counters_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
-};
 
 // The value Redis holds for counter `key` of the default namespace, read with redis-cli-like
 // access (SCAN for the key: the test does not re-implement the hash tag).
@@ -122,11 +56,11 @@ TEST(E2E, TwoDaemonsShareCountersStrictAndLax) {
   ASSERT_TRUE(a.WaitServing());
   ASSERT_TRUE(b.WaitServing());
   for (int i = 0; i < 100; ++i) {
-    ASSERT_TRUE(a.Inc("k", 1, i % 2 ? v1::CONSISTENCY_LAX : v1::CONSISTENCY_STRICT).ok());
-    ASSERT_TRUE(b.Inc("k", 2, i % 2 ? v1::CONSISTENCY_STRICT : v1::CONSISTENCY_LAX).ok());
+    ASSERT_TRUE(a.CounterInc("k", 1, i % 2 ? v1::CONSISTENCY_LAX : v1::CONSISTENCY_STRICT).ok());
+    ASSERT_TRUE(b.CounterInc("k", 2, i % 2 ? v1::CONSISTENCY_STRICT : v1::CONSISTENCY_LAX).ok());
   }
-  EXPECT_TRUE(PollUntil([&] { return a.Get("k").value_or(-1) == 300; }, 10s));
-  EXPECT_TRUE(PollUntil([&] { return b.Get("k", v1::CONSISTENCY_LAX).value_or(-1) == 300; }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return Get(a, "k").value_or(-1) == 300; }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return Get(b, "k", v1::CONSISTENCY_LAX).value_or(-1) == 300; }, 10s));
   EXPECT_EQ(RedisValue(*redis, "k"), 300);
 }
 
@@ -135,10 +69,9 @@ TEST(E2E, SigtermFlushesPendingLaxDeltasAndExitsZero) {
   ASSERT_TRUE(redis);
   Daemon a(*redis, "a", {"--flush_interval_ms", "600000"});  // never flushes on its own
   ASSERT_TRUE(a.WaitServing());
-  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(a.Inc("k" + std::to_string(i % 10), 1, v1::CONSISTENCY_LAX).ok());
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(a.CounterInc("k" + std::to_string(i % 10), 1, v1::CONSISTENCY_LAX).ok());
   EXPECT_EQ(RedisValue(*redis, "k0"), 0) << "nothing flushed before SIGTERM";
-  a.process().Signal(SIGTERM);
-  EXPECT_EQ(a.process().Wait(20s), 0) << a.process().Output();
+  EXPECT_EQ(a.Stop(SIGTERM, 20s), 0) << a.Log();
   for (int i = 0; i < 10; ++i) EXPECT_EQ(RedisValue(*redis, "k" + std::to_string(i)), 100);
   struct stat st;
   EXPECT_NE(stat(a.socket().c_str(), &st), 0) << "socket removed on exit";
@@ -156,7 +89,7 @@ TEST(E2E, NoAcknowledgedLaxIncrementIsLostOrDoubledAcrossRedisPausesAndRestarts)
   std::atomic<int64_t> acked{0};
   std::thread load([&] {
     while (!stop) {
-      if (a.Inc("eo", 1, v1::CONSISTENCY_LAX, nullptr, 2s).ok()) acked++;
+      if (a.CounterInc("eo", 1, v1::CONSISTENCY_LAX, nullptr, 2s).ok()) acked++;
     }
   });
   ASSERT_TRUE(PollUntil([&] { return acked.load() > 200; }, 10s));
@@ -173,8 +106,7 @@ TEST(E2E, NoAcknowledgedLaxIncrementIsLostOrDoubledAcrossRedisPausesAndRestarts)
   EXPECT_TRUE(PollUntil([&] { return acked.load() > after_restart + 100; }, 10s));
   stop = true;
   load.join();
-  a.process().Signal(SIGTERM);
-  ASSERT_EQ(a.process().Wait(20s), 0) << a.process().Output();
+  ASSERT_EQ(a.Stop(SIGTERM, 20s), 0) << a.Log();
   EXPECT_EQ(RedisValue(*redis, "eo"), acked.load());
 }
 
@@ -184,21 +116,21 @@ TEST(E2E, StrictFailsFastWhileRedisIsDownAndRecovers) {
   Daemon a(*redis, "a", {"--redis_timeout_ms", "300"});
   ASSERT_TRUE(a.WaitServing());
   redis->Pause();
-  auto s = a.Inc("k", 1, v1::CONSISTENCY_STRICT, nullptr, 10s);
+  auto s = a.CounterInc("k", 1, v1::CONSISTENCY_STRICT, nullptr, 10s);
   EXPECT_TRUE(s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
               s.error_code() == grpc::StatusCode::UNAVAILABLE)
       << s.error_code() << " " << s.error_message();
   EXPECT_NE(s.error_message().find("Redis"), std::string::npos) << "the daemon answered, not the client deadline";
   EXPECT_EQ(a.Health(""), 1) << "liveness stays SERVING";
   redis->Resume();
-  EXPECT_TRUE(PollUntil([&] { return a.Inc("k", 1, v1::CONSISTENCY_STRICT).ok(); }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return a.CounterInc("k", 1, v1::CONSISTENCY_STRICT).ok(); }, 10s));
   redis->Stop();
-  auto down = a.Inc("k", 1, v1::CONSISTENCY_STRICT);
+  auto down = a.CounterInc("k", 1, v1::CONSISTENCY_STRICT);
   EXPECT_EQ(down.error_code(), grpc::StatusCode::UNAVAILABLE) << down.error_message();
   EXPECT_TRUE(PollUntil([&] { return a.Health("distkit.v1.CounterService") == 2; }, 10s));
   redis->Restart();
   EXPECT_TRUE(a.WaitServing());
-  EXPECT_TRUE(a.Inc("k", 1, v1::CONSISTENCY_STRICT).ok());
+  EXPECT_TRUE(a.CounterInc("k", 1, v1::CONSISTENCY_STRICT).ok());
 }
 
 TEST(E2E, InvalidConfigurationExitsTwoAndNamesTheFlag) {
@@ -221,24 +153,12 @@ TEST(E2E, EnvironmentConfiguresAndCommandLineWins) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
   const std::string sock = redis->dir() + "/env.sock";
-  Process p(DISTKIT_DAEMON_BIN, {"--listen", "unix:" + sock},
-            {"DISTKIT_REDIS=" + redis->url(), "DISTKIT_LISTEN=unix:/nonexistent/dir/x.sock"});
-  ASSERT_TRUE(p.Start());
+  Daemon p(sock, {"--listen", "unix:" + sock},
+           {"DISTKIT_REDIS=" + redis->url(), "DISTKIT_LISTEN=unix:/nonexistent/dir/x.sock"});
+  ASSERT_TRUE(p.started());
+  ASSERT_TRUE(p.WaitSocket()) << p.Log();
+  EXPECT_TRUE(p.WaitServing("distkit.v1.CounterService")) << p.Log();
   struct stat st;
-  ASSERT_TRUE(PollUntil([&] { return stat(sock.c_str(), &st) == 0; }, 15s)) << p.Output();
-  auto channel = FastChannel("unix:" + sock);
-  auto health = grpc::health::v1::Health::NewStub(channel);
-  EXPECT_TRUE(PollUntil(
-      [&] {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-        grpc::health::v1::HealthCheckRequest req;
-        req.set_service("distkit.v1.CounterService");
-        grpc::health::v1::HealthCheckResponse resp;
-        return health->Check(&ctx, req, &resp).ok() && resp.status() == 1;
-      },
-      15s))
-      << p.Output();
   ASSERT_EQ(stat(sock.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0660u) << "socket mode";
 }
@@ -254,8 +174,7 @@ TEST(E2E, SocketOfARunningDaemonIsNotStolen) {
   EXPECT_NE(out.find("another process"), std::string::npos) << out;
   EXPECT_EQ(a.Health(""), 1);
   // A stale socket file (daemon killed) is replaced by the next daemon.
-  a.process().Signal(SIGKILL);
-  a.process().Wait(5s);
+  a.Stop(SIGKILL, 5s);
   Daemon b(*redis, "a");
   EXPECT_TRUE(b.WaitServing());
 }
@@ -265,7 +184,7 @@ TEST(E2E, CliHealthProbeAndCounterCommands) {
   ASSERT_TRUE(redis);
   Daemon a(*redis, "a");
   ASSERT_TRUE(a.WaitServing());
-  const std::string addr = "unix:" + a.socket();
+  const std::string addr = a.addr();
   auto run = [&](std::vector<std::string> args) {
     args.insert(args.begin(), {"--addr", addr});
     return Process::Run(DISTKIT_CLI_BIN, args, 10s);
@@ -283,30 +202,27 @@ TEST(E2E, CliHealthProbeAndCounterCommands) {
   EXPECT_TRUE(PollUntil(
       [&] { return run({"health", "--service", "distkit.v1.CounterService"}).first == 1; }, 10s));
   EXPECT_EQ(run({"health"}).first, 0) << "liveness does not depend on Redis";
-  a.process().Signal(SIGKILL);
-  a.process().Wait(5s);
+  a.Stop(SIGKILL, 5s);
   EXPECT_EQ(run({"health"}).first, 1);
 }
 
-// Instance-counter Inc/Get through a fresh channel to a daemon (cumulative, or -1 on error).
+// Instance-counter Inc/Get on a daemon (cumulative, or -1 on error).
 int64_t ICInc(Daemon& d, const std::string& key, int64_t delta) {
-  auto stub = v1::InstanceCounterService::NewStub(FastChannel("unix:" + d.socket()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + 5s);
   v1::InstanceIncRequest req;
   req.set_key(key);
   req.set_delta(delta);
   v1::InstanceIncResponse resp;
-  return stub->Inc(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
+  return d.icounter_stub()->Inc(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
 }
 int64_t ICGet(Daemon& d, const std::string& key) {
-  auto stub = v1::InstanceCounterService::NewStub(FastChannel("unix:" + d.socket()));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + 5s);
   v1::InstanceGetRequest req;
   req.set_key(key);
   v1::InstanceGetResponse resp;
-  return stub->Get(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
+  return d.icounter_stub()->Get(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
 }
 
 TEST(E2E, InstanceCountersSigtermRemovesSlicesAndDeregisters) {
@@ -317,8 +233,7 @@ TEST(E2E, InstanceCountersSigtermRemovesSlicesAndDeregisters) {
   ASSERT_TRUE(b.WaitServing("distkit.v1.InstanceCounterService"));
   ASSERT_EQ(ICInc(a, "k", 40), 40);
   ASSERT_EQ(ICInc(b, "k", 60), 100);
-  a.process().Signal(SIGTERM);
-  EXPECT_EQ(a.process().Wait(15s), 0) << a.process().Output();
+  EXPECT_EQ(a.Stop(SIGTERM, 15s), 0) << a.Log();
   EXPECT_EQ(ICGet(b, "k"), 60);  // at once, not after the threshold
   EXPECT_EQ(redis->Command({"ZSCORE", "dk:{live}:instances", "ida"}), "(nil)");
   EXPECT_EQ(redis->Command({"HGET", "dk:{live}:incarnations", "ida"}), "(nil)");
@@ -333,8 +248,7 @@ TEST(E2E, InstanceCountersSigkilledDaemonIsReaped) {
   ASSERT_TRUE(b.WaitServing("distkit.v1.InstanceCounterService"));
   ASSERT_EQ(ICInc(a, "k", 40), 40);
   ASSERT_EQ(ICInc(b, "k", 60), 100);
-  a.process().Signal(SIGKILL);
-  a.process().Wait(5s);
+  a.Stop(SIGKILL, 5s);
   const auto killed = std::chrono::steady_clock::now();
   // threshold + max(1 s, threshold/10) after the last heartbeat, plus scheduling slack.
   EXPECT_TRUE(PollUntil([&] { return ICGet(b, "k") == 60; }, 10s));

@@ -6,7 +6,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,7 +19,7 @@
 
 #include "absl/strings/str_split.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
-#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
 
@@ -28,96 +27,33 @@ namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Daemon;
 using testing::PollUntil;
-using testing::Process;
 using testing::RedisServer;
 
-// Quick retries, but a patient handshake: gRPC core uses MIN_RECONNECT_BACKOFF as the deadline
-// of one connection attempt (grpc/grpc#12830), and a daemon starved of CPU on a loaded machine
-// may take longer than 50 ms to send its SETTINGS frame.
-std::shared_ptr<grpc::Channel> FastChannel(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+// A distkitd child process serving HYBRID with a `window_seconds` window.
+std::unique_ptr<Daemon> StartHybridDaemon(const RedisServer& redis, const std::string& name,
+                                          int window_seconds) {
+  return std::make_unique<Daemon>(
+      redis, name,
+      std::vector<std::string>{"--redis_timeout_ms", "300", "--rate_window_seconds",
+                               std::to_string(window_seconds), "--rate_bucket_ms", "100",
+                               "--sync_interval_ms", "10"});
 }
 
-// A distkitd child process with a RateLimitService stub; HYBRID requests only.
-class Daemon {
- public:
-  Daemon(const RedisServer& redis, const std::string& name, int window_seconds)
-      : socket_(redis.dir() + "/" + name + ".sock") {
-    std::vector<std::string> args = {"--listen",
-                                     "unix:" + socket_,
-                                     "--redis",
-                                     redis.url(),
-                                     "--redis_timeout_ms",
-                                     "300",
-                                     "--rate_window_seconds",
-                                     std::to_string(window_seconds),
-                                     "--rate_bucket_ms",
-                                     "100",
-                                     "--sync_interval_ms",
-                                     "10",
-                                     "--log_level",
-                                     "info"};
-    process_ = std::make_unique<Process>(DISTKIT_DAEMON_BIN, args);
-    EXPECT_TRUE(process_->Start());
-  }
-  bool WaitServing() {
-    struct stat st;
-    if (!PollUntil([&] { return stat(socket_.c_str(), &st) == 0; }, 15s)) return false;
-    auto channel = FastChannel("unix:" + socket_);
-    stub_ = v1::RateLimitService::NewStub(channel);
-    health_ = grpc::health::v1::Health::NewStub(channel);
-    return PollUntil(
-        [&] {
-          grpc::ClientContext ctx;
-          ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-          grpc::health::v1::HealthCheckRequest req;
-          req.set_service("distkit.v1.RateLimitService");
-          grpc::health::v1::HealthCheckResponse resp;
-          return health_->Check(&ctx, req, &resp).ok() &&
-                 resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-        },
-        15s);
-  }
-  // The client deadline is far above the Redis deadline: only a hang fails it.
-  grpc::Status Inc(const std::string& key, double rate, v1::RateLimitIncResponse* resp) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::RateLimitIncRequest req;
-    req.set_key(key);
-    req.set_rate_per_second(rate);
-    req.set_count(1);
-    req.set_provider(v1::PROVIDER_HYBRID);
-    req.set_strategy(v1::STRATEGY_ABSOLUTE);
-    return stub_->Inc(&ctx, req, resp);
-  }
-  v1::RateLimitIncResponse MustInc(const std::string& key, double rate) {
-    v1::RateLimitIncResponse resp;
-    auto s = Inc(key, rate, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
-    return resp;
-  }
-  grpc::Status Get(const std::string& key, v1::RateLimitGetResponse* resp) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::RateLimitGetRequest req;
-    req.set_key(key);
-    req.set_provider(v1::PROVIDER_HYBRID);
-    req.set_strategy(v1::STRATEGY_ABSOLUTE);
-    return stub_->Get(&ctx, req, resp);
-  }
-  Process& process() { return *process_; }
-
- private:
-  std::string socket_;
-  std::unique_ptr<Process> process_;
-  std::unique_ptr<v1::RateLimitService::Stub> stub_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
-};
+// HYBRID ABSOLUTE calls, count 1.
+grpc::Status Inc(Daemon& d, const std::string& key, double rate, v1::RateLimitIncResponse* resp) {
+  return d.RateLimitInc(key, rate, 1, v1::PROVIDER_HYBRID, v1::STRATEGY_ABSOLUTE, resp);
+}
+v1::RateLimitIncResponse MustInc(Daemon& d, const std::string& key, double rate) {
+  v1::RateLimitIncResponse resp;
+  auto s = Inc(d, key, rate, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  return resp;
+}
+grpc::Status Get(Daemon& d, const std::string& key, v1::RateLimitGetResponse* resp) {
+  return d.RateLimitGet(key, v1::PROVIDER_HYBRID, v1::STRATEGY_ABSOLUTE, resp);
+}
 
 // The HYBRID keys of the default namespace (SCAN: the test does not re-implement the hash tag).
 std::vector<std::string> HybridKeys(const RedisServer& redis) {
@@ -146,10 +82,11 @@ class HybridE2ETest : public ::testing::Test {
   }
   void StartDaemons(int n, int window_seconds) {
     for (int i = 0; i < n; ++i) {
-      daemons_.push_back(
-          std::make_unique<Daemon>(*redis_, "d" + std::to_string(i), window_seconds));
+      daemons_.push_back(StartHybridDaemon(*redis_, "d" + std::to_string(i), window_seconds));
     }
-    for (auto& d : daemons_) ASSERT_TRUE(d->WaitServing()) << d->process().Output();
+    for (auto& d : daemons_) {
+      ASSERT_TRUE(d->WaitServing("distkit.v1.RateLimitService")) << d->Log();
+    }
   }
   std::unique_ptr<RedisServer> redis_;
   std::vector<std::unique_ptr<Daemon>> daemons_;
@@ -172,7 +109,7 @@ TEST_F(HybridE2ETest, ThreeDaemonsHammeringOneKeyAdmitAtMostTwiceTheCapacityInAn
       while (std::chrono::steady_clock::now() < end) {
         const auto t0 = std::chrono::steady_clock::now();
         v1::RateLimitIncResponse resp;
-        const grpc::Status s = d.Inc("hot", kRate, &resp);
+        const grpc::Status s = Inc(d, "hot", kRate, &resp);
         const auto t1 = std::chrono::steady_clock::now();
         if (!s.ok()) {
           errors++;
@@ -229,7 +166,7 @@ TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
   for (Daemon* d : {&a, &b}) {
     EXPECT_TRUE(PollUntil(
         [&] {
-          auto r = d->MustInc("k", 10);
+          auto r = MustInc(*d, "k", 10);
           if (r.allowed()) ++total;
           return r.allowed();
         },
@@ -239,22 +176,22 @@ TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
   // lease lapsed (b has no more requests, so its lease is not renewed).
   EXPECT_TRUE(PollUntil(
       [&] {
-        if (a.MustInc("k", 10).allowed()) ++total;
+        if (MustInc(a, "k", 10).allowed()) ++total;
         return total >= 100;
       },
       30s));
   // Now b's syncs find nothing free, and c, new, finds nothing either: both reject at once.
-  auto rb = b.MustInc("k", 10);
+  auto rb = MustInc(b, "k", 10);
   EXPECT_EQ(rb.decision(), v1::DECISION_REJECTED);
   EXPECT_FALSE(rb.degraded());
-  auto rc = c.MustInc("k", 10);
+  auto rc = MustInc(c, "k", 10);
   EXPECT_EQ(rc.decision(), v1::DECISION_REJECTED);
   EXPECT_FALSE(rc.degraded());
   EXPECT_GT(rc.retry_after_ms(), 0);
   int later = 0;  // and keep rejecting over many sync intervals
   for (int i = 0; i < 100; ++i) {
     for (Daemon* d : {&a, &b, &c}) {
-      if (d->MustInc("k", 10).allowed()) ++later;
+      if (MustInc(*d, "k", 10).allowed()) ++later;
     }
   }
   total += later;
@@ -264,7 +201,7 @@ TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
   EXPECT_EQ(total, 100);
   v1::RateLimitGetResponse got;
   EXPECT_TRUE(PollUntil(
-      [&] { return c.Get("k", &got).ok() && got.total() == static_cast<uint64_t>(total); }, 15s))
+      [&] { return Get(c, "k", &got).ok() && got.total() == static_cast<uint64_t>(total); }, 15s))
       << got.total() << " vs " << total;
 }
 
@@ -275,7 +212,7 @@ TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
   int64_t total = 0;
   for (int i = 0; i < 5; ++i) {
     for (Daemon* d : {&a, &b}) {
-      if (d->MustInc("p", 10).allowed()) ++total;
+      if (MustInc(*d, "p", 10).allowed()) ++total;
     }
   }
   redis_->Pause();
@@ -284,7 +221,7 @@ TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
   EXPECT_TRUE(PollUntil(
       [&] {
         for (Daemon* d : {&a, &b}) {
-          auto r = d->MustInc("p", 10);
+          auto r = MustInc(*d, "p", 10);
           if (r.allowed()) ++total;
           (d == &a ? a_degraded : b_degraded) |= r.degraded();
         }
@@ -296,7 +233,7 @@ TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
       [&] {
         bool fresh = true;
         for (Daemon* d : {&a, &b}) {
-          auto r = d->MustInc("p", 10);
+          auto r = MustInc(*d, "p", 10);
           if (r.allowed()) ++total;
           fresh = fresh && !r.degraded();
         }
@@ -307,7 +244,7 @@ TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
   // Everything admitted meanwhile reached Redis once: the global usage equals the admissions.
   v1::RateLimitGetResponse got;
   EXPECT_TRUE(PollUntil(
-      [&] { return a.Get("p", &got).ok() && got.total() == static_cast<uint64_t>(total); }, 15s))
+      [&] { return Get(a, "p", &got).ok() && got.total() == static_cast<uint64_t>(total); }, 15s))
       << got.total() << " vs " << total;
 }
 

@@ -7,7 +7,6 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/stat.h>
 
 #include <chrono>
 #include <iostream>
@@ -17,7 +16,7 @@
 #include <vector>
 
 #include "distkit/v1/instance_counter.grpc.pb.h"
-#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/daemon.h"
 #include "tests/support/icounter_client.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -29,6 +28,7 @@ using namespace std::chrono_literals;
 using testing::Batch;
 using testing::BatchOut;
 using testing::CI;
+using testing::Daemon;
 using testing::Get;
 using testing::GetReq;
 using testing::Inc;
@@ -36,7 +36,6 @@ using testing::IncReq;
 using testing::LaxGet;
 using testing::Op;
 using testing::PollUntil;
-using testing::Process;
 using testing::RedisServer;
 using testing::Res;
 using testing::Set;
@@ -45,67 +44,26 @@ constexpr char kInstances[] = "dk:{live}:instances";
 constexpr char kIncarnations[] = "dk:{live}:incarnations";
 constexpr char kThresholdMs[] = "600";  // heartbeat every 200 ms, reaper every 1 s
 constexpr auto kConverge = 20s;
+constexpr char kService[] = "distkit.v1.InstanceCounterService";
 
-// A channel that retries connecting quickly (gRPC's default reconnect backoff is 1 s+).
-std::shared_ptr<grpc::Channel> FastChannel(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+// A distkitd child process with instance id `id` (its socket named after it).
+std::unique_ptr<Daemon> StartDaemon(const RedisServer& redis, const std::string& id) {
+  return std::make_unique<Daemon>(
+      redis, id,
+      std::vector<std::string>{"--instance_id", id, "--dead_instance_threshold_ms", kThresholdMs});
 }
-
-// A distkitd child process with instance id `id`, and an InstanceCounterService stub to it.
-class Daemon {
- public:
-  Daemon(const RedisServer& redis, std::string id)
-      : id_(std::move(id)), socket_(redis.dir() + "/" + id_ + ".sock") {
-    process_ = std::make_unique<Process>(
-        DISTKIT_DAEMON_BIN,
-        std::vector<std::string>{"--listen", "unix:" + socket_, "--redis", redis.url(),
-                                 "--instance_id", id_, "--dead_instance_threshold_ms", kThresholdMs,
-                                 "--log_level", "info"});
-    EXPECT_TRUE(process_->Start());
-  }
-  // Connects once the socket exists and waits until InstanceCounterService is SERVING.
-  bool WaitServing() {
-    struct stat st;
-    if (!PollUntil([&] { return stat(socket_.c_str(), &st) == 0; }, 15s)) return false;
-    auto channel = FastChannel("unix:" + socket_);
-    stub_ = v1::InstanceCounterService::NewStub(channel);
-    auto health = grpc::health::v1::Health::NewStub(channel);
-    return PollUntil(
-        [&] {
-          grpc::ClientContext ctx;
-          ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-          grpc::health::v1::HealthCheckRequest req;
-          req.set_service("distkit.v1.InstanceCounterService");
-          grpc::health::v1::HealthCheckResponse resp;
-          return health->Check(&ctx, req, &resp).ok() && resp.status() == 1;
-        },
-        15s);
-  }
-  v1::InstanceCounterService::Stub* stub() { return stub_.get(); }
-  Process& process() { return *process_; }
-  const std::string& id() const { return id_; }
-
- private:
-  std::string id_, socket_;
-  std::unique_ptr<Process> process_;
-  std::unique_ptr<v1::InstanceCounterService::Stub> stub_;
-};
 
 class InstanceE2ETest : public ::testing::Test {
  protected:
   void SetUp() override {
     redis_ = RedisServer::Start();
     ASSERT_TRUE(redis_);
-    a_ = std::make_unique<Daemon>(*redis_, "ida");
-    b_ = std::make_unique<Daemon>(*redis_, "idb");
-    c_ = std::make_unique<Daemon>(*redis_, "idc");
-    ASSERT_TRUE(a_->WaitServing()) << a_->process().Output();
-    ASSERT_TRUE(b_->WaitServing()) << b_->process().Output();
-    ASSERT_TRUE(c_->WaitServing()) << c_->process().Output();
+    a_ = StartDaemon(*redis_, "ida");
+    b_ = StartDaemon(*redis_, "idb");
+    c_ = StartDaemon(*redis_, "idc");
+    ASSERT_TRUE(a_->WaitServing(kService)) << a_->Log();
+    ASSERT_TRUE(b_->WaitServing(kService)) << b_->Log();
+    ASSERT_TRUE(c_->WaitServing(kService)) << c_->Log();
   }
   void TearDown() override {
     a_.reset();
@@ -144,8 +102,7 @@ class InstanceE2ETest : public ::testing::Test {
 // (a) SIGKILL: the dead daemon's slices leave the cumulative as seen from both survivors.
 TEST_F(InstanceE2ETest, SigkilledDaemonsSlicesLeaveTheCumulativeForBothSurvivors) {
   WriteTwoKeys();
-  c_->process().Signal(SIGKILL);
-  EXPECT_EQ(c_->process().Wait(5s), 128 + SIGKILL);
+  EXPECT_EQ(c_->Stop(SIGKILL, 5s), 128 + SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
   EXPECT_TRUE(PollUntil([&] { return SurvivorsSee(30, 3); }, kConverge));
   const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -186,8 +143,7 @@ TEST_F(InstanceE2ETest, RecoverySigstoppedDaemonGetsItsSlicesBack) {
   EXPECT_EQ(Get(*c_, "j").now(), CI(-4, -7));
   EXPECT_TRUE(Registered("idc"));
   // The restored slices are registered for reaping: killing c now removes them again.
-  c_->process().Signal(SIGKILL);
-  c_->process().Wait(5s);
+  c_->Stop(SIGKILL, 5s);
   EXPECT_TRUE(PollUntil([&] { return SurvivorsSee(30, 3); }, kConverge))
       << "k " << Get(*a_, "k").cum << ", j " << Get(*a_, "j").cum;
 }
@@ -196,8 +152,7 @@ TEST_F(InstanceE2ETest, RecoverySigstoppedDaemonGetsItsSlicesBack) {
 TEST_F(InstanceE2ETest, SigtermExitsZeroRemovesSlicesAtOnceAndDeregisters) {
   WriteTwoKeys();
   ASSERT_TRUE(Registered("idc"));
-  c_->process().Signal(SIGTERM);
-  EXPECT_EQ(c_->process().Wait(15s), 0) << c_->process().Output();
+  EXPECT_EQ(c_->Stop(SIGTERM, 15s), 0) << c_->Log();
   EXPECT_EQ(Get(*a_, "k").now(), CI(30, 10));
   EXPECT_EQ(Get(*b_, "k").now(), CI(30, 20));
   EXPECT_EQ(Get(*a_, "j").now(), CI(3, 3));
@@ -230,8 +185,7 @@ TEST_F(InstanceE2ETest, GlobalSetWhileStoppedIsNotUndoneWhenTheDaemonComesBack) 
   }
   EXPECT_EQ(Get(*b_, "k").now(), CI(103, 2));
   EXPECT_EQ(Get(*c_, "k").now(), CI(103, 1));
-  b_->process().Signal(SIGKILL);
-  b_->process().Wait(5s);
+  b_->Stop(SIGKILL, 5s);
   EXPECT_TRUE(PollUntil([&] { return Get(*a_, "k").cum == 101; }, kConverge)) << Get(*a_, "k").cum;
   EXPECT_TRUE(PollUntil([&] { return !Registered("idb"); }, kConverge));
   EXPECT_EQ(Get(*c_, "k").now(), CI(101, 1));
@@ -256,7 +210,7 @@ TEST_F(InstanceE2ETest, TwentyThousandKeysOfAKilledDaemonAreReaped) {
         {c_.get(), &cw}, {a_.get(), &aw}, {b_.get(), &bw}};
     for (auto [d, req] : writes) {
       BatchOut out = Batch(*d, *req);
-      ASSERT_TRUE(out.status.ok()) << d->id() << ": " << out.status.error_message();
+      ASSERT_TRUE(out.status.ok()) << d->name() << ": " << out.status.error_message();
       ASSERT_EQ(out.results.size(), static_cast<size_t>(req->ops_size()));
       for (const auto& r : out.results) ASSERT_EQ(r.code, grpc::StatusCode::OK) << r.message;
     }
@@ -265,8 +219,7 @@ TEST_F(InstanceE2ETest, TwentyThousandKeysOfAKilledDaemonAreReaped) {
   ASSERT_NE(inc, "(nil)");
   const std::string key_set = "dk:{I:idc:" + inc + "}:keys:distkit";
   EXPECT_EQ(redis_->Command({"SCARD", key_set}), std::to_string(kKeys));
-  c_->process().Signal(SIGKILL);
-  c_->process().Wait(5s);
+  c_->Stop(SIGKILL, 5s);
   EXPECT_TRUE(PollUntil([&] { return !Registered("idc"); }, kConverge));
   EXPECT_EQ(redis_->Command({"EXISTS", key_set}), "0");
   EXPECT_EQ(redis_->Command({"EXISTS", "dk:{I:idc:" + inc + "}:namespaces"}), "0");

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -17,7 +16,7 @@
 #include <string>
 
 #include "distkit/v1/counter.grpc.pb.h"
-#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
 
@@ -122,67 +121,37 @@ std::optional<double> Sample(const std::string& text, const std::string& name,
 }
 
 // A distkitd child serving gRPC on a Unix socket and /metrics on 127.0.0.1:<port>.
-class Daemon {
+class MetricsDaemon {
  public:
   // Starts the daemon on a free metrics port; tries another port when someone took the one we
   // picked in the meantime. Check ok() afterwards.
-  explicit Daemon(const RedisServer& redis) : socket_(redis.dir() + "/m.sock") {
+  explicit MetricsDaemon(const RedisServer& redis) {
     for (int attempt = 0; attempt < 3; ++attempt) {
       port_ = FreePort();
-      process_ = std::make_unique<Process>(
-          DISTKIT_DAEMON_BIN,
-          std::vector<std::string>{"--listen", "unix:" + socket_, "--redis", redis.url(),
-                                   "--metrics_listen", "127.0.0.1:" + std::to_string(port_)});
-      if (!process_->Start()) return;
+      daemon_ = std::make_unique<testing::Daemon>(
+          redis, "m",
+          std::vector<std::string>{"--metrics_listen", "127.0.0.1:" + std::to_string(port_)});
+      if (!daemon_->started()) return;
       // Either /metrics answers or the daemon exits (a start-up error).
-      PollUntil([&] { return HttpGet(port_, "/metrics").has_value() || !process_->Running(); },
-                15s);
-      if (process_->Running()) break;
-      if (process_->Output().find("in use") == std::string::npos) break;
+      PollUntil(
+          [&] { return HttpGet(port_, "/metrics").has_value() || !daemon_->process().Running(); },
+          15s);
+      if (daemon_->process().Running()) break;
+      if (daemon_->Log().find("in use") == std::string::npos) break;
     }
-    ok_ = process_->Running() && HttpGet(port_, "/metrics").has_value();
+    ok_ = daemon_->process().Running() && HttpGet(port_, "/metrics").has_value();
   }
 
   bool ok() const { return ok_; }
-  Process& process() { return *process_; }
+  testing::Daemon& daemon() { return *daemon_; }
   std::string Scrape() { return HttpGet(port_, "/metrics").value_or(""); }
   // The sample's value in a fresh scrape, -1 when absent.
   double Value(const std::string& name, const std::map<std::string, std::string>& labels = {}) {
     return Sample(Scrape(), name, labels).value_or(-1);
   }
 
-  bool WaitServing() {
-    struct stat st;
-    if (!PollUntil([&] { return stat(socket_.c_str(), &st) == 0; }, 15s)) return false;
-    grpc::ChannelArguments args;
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-    auto channel =
-        grpc::CreateCustomChannel("unix:" + socket_, grpc::InsecureChannelCredentials(), args);
-    counters_ = v1::CounterService::NewStub(channel);
-    health_ = grpc::health::v1::Health::NewStub(channel);
-    return PollUntil(
-        [&] {
-          grpc::ClientContext ctx;
-          ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-          grpc::health::v1::HealthCheckRequest req;
-          req.set_service(kService);
-          grpc::health::v1::HealthCheckResponse resp;
-          return health_->Check(&ctx, req, &resp).ok() && resp.status() == 1;
-        },
-        15s);
-  }
-
   grpc::Status Inc(const std::string& key, v1::Consistency c) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    v1::IncRequest req;
-    req.set_key(key);
-    req.set_delta(1);
-    req.set_consistency(c);
-    v1::IncResponse resp;
-    return counters_->Inc(&ctx, req, &resp);
+    return daemon_->CounterInc(key, 1, c);
   }
 
   grpc::Status LaxBatch(const std::string& key, int items) {
@@ -196,16 +165,13 @@ class Daemon {
       inc->set_consistency(v1::CONSISTENCY_LAX);
     }
     v1::BatchResponse resp;
-    return counters_->Batch(&ctx, req, &resp);
+    return daemon_->counter_stub()->Batch(&ctx, req, &resp);
   }
 
  private:
-  std::string socket_;
   int port_ = 0;
   bool ok_ = false;
-  std::unique_ptr<Process> process_;
-  std::unique_ptr<v1::CounterService::Stub> counters_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  std::unique_ptr<testing::Daemon> daemon_;
 };
 
 std::map<std::string, std::string> Rpc(const std::string& method, const std::string& code) {
@@ -215,9 +181,9 @@ std::map<std::string, std::string> Rpc(const std::string& method, const std::str
 TEST(MetricsE2E, RpcOutcomesLaxFlushesAndRedisHealthAreExported) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
-  Daemon d(*redis);
-  ASSERT_TRUE(d.ok()) << d.process().Output();
-  ASSERT_TRUE(d.WaitServing()) << d.process().Output();
+  MetricsDaemon d(*redis);
+  ASSERT_TRUE(d.ok()) << d.daemon().Log();
+  ASSERT_TRUE(d.daemon().WaitServing(kService)) << d.daemon().Log();
 
   // Every (method, code) series exists from the start, at 0.
   EXPECT_EQ(d.Value("distkit_rpc_total", Rpc("Inc", "OK")), 0);

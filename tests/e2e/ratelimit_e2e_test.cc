@@ -5,7 +5,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 
 #include <atomic>
 #include <memory>
@@ -14,7 +13,7 @@
 #include <vector>
 
 #include "distkit/v1/rate_limit.grpc.pb.h"
-#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
 
@@ -22,88 +21,28 @@ namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Daemon;
 using testing::PollUntil;
-using testing::Process;
 using testing::RedisServer;
 
 constexpr char kRedisTimeoutMs[] = "300";
 
-std::shared_ptr<grpc::Channel> FastChannel(const std::string& target) {
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+constexpr char kService[] = "distkit.v1.RateLimitService";
+
+// The flags of every daemon here: `extra` and the Redis deadline.
+std::vector<std::string> Flags(std::vector<std::string> extra = {}) {
+  extra.insert(extra.begin(), {"--redis_timeout_ms", kRedisTimeoutMs});
+  return extra;
 }
 
-// A distkitd child process with a RateLimitService stub.
-class Daemon {
- public:
-  Daemon(const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {})
-      : socket_(redis.dir() + "/" + name + ".sock") {
-    std::vector<std::string> args = {
-        "--listen",           "unix:" + socket_, "--redis",     redis.url(),
-        "--redis_timeout_ms", kRedisTimeoutMs,   "--log_level", "info"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    process_ = std::make_unique<Process>(DISTKIT_DAEMON_BIN, args);
-    EXPECT_TRUE(process_->Start());
-  }
-  bool WaitServing() {
-    struct stat st;
-    if (!PollUntil([&] { return stat(socket_.c_str(), &st) == 0; }, 15s)) return false;
-    auto channel = FastChannel("unix:" + socket_);
-    stub_ = v1::RateLimitService::NewStub(channel);
-    health_ = grpc::health::v1::Health::NewStub(channel);
-    return PollUntil(
-        [&] {
-          grpc::ClientContext ctx;
-          ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-          grpc::health::v1::HealthCheckRequest req;
-          req.set_service("distkit.v1.RateLimitService");
-          grpc::health::v1::HealthCheckResponse resp;
-          return health_->Check(&ctx, req, &resp).ok() &&
-                 resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-        },
-        15s);
-  }
-  // The client deadline is far above the Redis deadline: only a hang fails it.
-  grpc::Status Inc(const std::string& key, double rate, uint64_t count, v1::Provider provider,
-                   v1::Strategy strategy, v1::RateLimitIncResponse* resp) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::RateLimitIncRequest req;
-    req.set_key(key);
-    req.set_rate_per_second(rate);
-    req.set_count(count);
-    req.set_provider(provider);
-    req.set_strategy(strategy);
-    return stub_->Inc(&ctx, req, resp);
-  }
-  v1::RateLimitIncResponse RedisInc(const std::string& key, double rate, uint64_t count,
-                                    v1::Strategy strategy = v1::STRATEGY_ABSOLUTE) {
-    v1::RateLimitIncResponse resp;
-    auto s = Inc(key, rate, count, v1::PROVIDER_REDIS, strategy, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
-    return resp;
-  }
-  grpc::Status Get(const std::string& key, v1::Provider provider, v1::RateLimitGetResponse* resp,
-                   v1::Strategy strategy = v1::STRATEGY_ABSOLUTE) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::RateLimitGetRequest req;
-    req.set_key(key);
-    req.set_provider(provider);
-    req.set_strategy(strategy);
-    return stub_->Get(&ctx, req, resp);
-  }
-  Process& process() { return *process_; }
-
- private:
-  std::string socket_;
-  std::unique_ptr<Process> process_;
-  std::unique_ptr<v1::RateLimitService::Stub> stub_;
-  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
-};
+// A REDIS-provider Inc that must succeed.
+v1::RateLimitIncResponse RedisInc(Daemon& d, const std::string& key, double rate, uint64_t count,
+                                  v1::Strategy strategy = v1::STRATEGY_ABSOLUTE) {
+  v1::RateLimitIncResponse resp;
+  auto s = d.RateLimitInc(key, rate, count, v1::PROVIDER_REDIS, strategy, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  return resp;
+}
 
 // Keys of the REDIS rate limiter for the default namespace (SCAN: the test does not
 // re-implement the hash tag).
@@ -125,9 +64,9 @@ std::vector<std::string> RateKeys(const RedisServer& redis) {
 TEST(RateLimitE2E, TwoDaemonsShareOneRedisLimitExactly) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
-  Daemon a(*redis, "a"), b(*redis, "b");
-  ASSERT_TRUE(a.WaitServing()) << a.process().Output();
-  ASSERT_TRUE(b.WaitServing()) << b.process().Output();
+  Daemon a(*redis, "a", Flags()), b(*redis, "b", Flags());
+  ASSERT_TRUE(a.WaitServing(kService)) << a.Log();
+  ASSERT_TRUE(b.WaitServing(kService)) << b.Log();
   // 5/s over the default 10 s window: capacity 50. 4 clients × 40 requests, both daemons.
   std::atomic<int> allowed{0}, rejected{0}, other{0};
   std::vector<std::thread> threads;
@@ -136,7 +75,7 @@ TEST(RateLimitE2E, TwoDaemonsShareOneRedisLimitExactly) {
       Daemon& d = t % 2 == 0 ? a : b;
       for (int i = 0; i < 40; ++i) {
         v1::RateLimitIncResponse resp;
-        auto s = d.Inc("shared", 5, 1, v1::PROVIDER_REDIS, v1::STRATEGY_ABSOLUTE, &resp);
+        auto s = d.RateLimitInc("shared", 5, 1, v1::PROVIDER_REDIS, v1::STRATEGY_ABSOLUTE, &resp);
         if (!s.ok() || resp.degraded()) {
           other++;
         } else if (resp.decision() == v1::DECISION_ALLOWED) {
@@ -155,23 +94,23 @@ TEST(RateLimitE2E, TwoDaemonsShareOneRedisLimitExactly) {
   EXPECT_EQ(rejected.load(), 110);
   for (Daemon* d : {&a, &b}) {
     v1::RateLimitGetResponse g;
-    ASSERT_TRUE(d->Get("shared", v1::PROVIDER_REDIS, &g).ok());
+    ASSERT_TRUE(d->RateLimitGet("shared", v1::PROVIDER_REDIS, v1::STRATEGY_ABSOLUTE, &g).ok());
     EXPECT_EQ(g.total(), 50u);
   }
   // The LOCAL provider of either daemon has its own, untouched state.
   v1::RateLimitGetResponse g;
-  ASSERT_TRUE(a.Get("shared", v1::PROVIDER_LOCAL, &g).ok());
+  ASSERT_TRUE(a.RateLimitGet("shared", v1::PROVIDER_LOCAL, v1::STRATEGY_ABSOLUTE, &g).ok());
   EXPECT_EQ(g.total(), 0u);
 }
 
 TEST(RateLimitE2E, KeysDisappearFromRedisAfterTheWindow) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
-  Daemon d(*redis, "d", {"--rate_window_seconds", "1", "--rate_bucket_ms", "100"});
-  ASSERT_TRUE(d.WaitServing()) << d.process().Output();
-  EXPECT_EQ(d.RedisInc("k1", 100, 5).decision(), v1::DECISION_ALLOWED);
-  EXPECT_EQ(d.RedisInc("k2", 100, 5, v1::STRATEGY_SUPPRESSED).decision(), v1::DECISION_ALLOWED);
-  EXPECT_EQ(d.RedisInc("k2", 1, 500, v1::STRATEGY_SUPPRESSED).allowed(), false);
+  Daemon d(*redis, "d", Flags({"--rate_window_seconds", "1", "--rate_bucket_ms", "100"}));
+  ASSERT_TRUE(d.WaitServing(kService)) << d.Log();
+  EXPECT_EQ(RedisInc(d, "k1", 100, 5).decision(), v1::DECISION_ALLOWED);
+  EXPECT_EQ(RedisInc(d, "k2", 100, 5, v1::STRATEGY_SUPPRESSED).decision(), v1::DECISION_ALLOWED);
+  EXPECT_EQ(RedisInc(d, "k2", 1, 500, v1::STRATEGY_SUPPRESSED).allowed(), false);
   auto keys = RateKeys(*redis);
   ASSERT_EQ(keys.size(), 2u);
   for (const auto& k : keys) {
@@ -191,23 +130,23 @@ TEST_P(FailureModeE2E, RedisPausedAnswersByTheFailureMode) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
   // A 60 s window: nothing expires while the test runs.
-  Daemon d(*redis, "d", {"--rate_limit_failure_mode", mode, "--rate_window_seconds", "60"});
-  ASSERT_TRUE(d.WaitServing()) << d.process().Output();
+  Daemon d(*redis, "d", Flags({"--rate_limit_failure_mode", mode, "--rate_window_seconds", "60"}));
+  ASSERT_TRUE(d.WaitServing(kService)) << d.Log();
   // Fill the REDIS limit (1/6 per second × 60 s = 10): a Redis answer would now be REJECTED.
   const double rate = 1.0 / 6;
-  ASSERT_EQ(d.RedisInc("k", rate, 10).decision(), v1::DECISION_ALLOWED);
-  auto full = d.RedisInc("k", rate, 1);
+  ASSERT_EQ(RedisInc(d, "k", rate, 10).decision(), v1::DECISION_ALLOWED);
+  auto full = RedisInc(d, "k", rate, 1);
   ASSERT_EQ(full.decision(), v1::DECISION_REJECTED);
   ASSERT_GT(full.retry_after_ms(), 0);
   ASSERT_FALSE(full.degraded());
   // The LOCAL provider's state for the key: 3 of its 10 used.
   v1::RateLimitIncResponse local;
-  ASSERT_TRUE(d.Inc("k", rate, 3, v1::PROVIDER_LOCAL, v1::STRATEGY_ABSOLUTE, &local).ok());
+  ASSERT_TRUE(d.RateLimitInc("k", rate, 3, v1::PROVIDER_LOCAL, v1::STRATEGY_ABSOLUTE, &local).ok());
   ASSERT_EQ(local.decision(), v1::DECISION_ALLOWED);
 
   redis->Pause();
   for (int i = 0; i < 3; ++i) {
-    auto r = d.RedisInc("k", rate, 4);
+    auto r = RedisInc(d, "k", rate, 4);
     EXPECT_TRUE(r.degraded()) << mode << " #" << i;
     if (mode == "open") {
       EXPECT_EQ(r.decision(), v1::DECISION_ALLOWED);
@@ -228,11 +167,11 @@ TEST_P(FailureModeE2E, RedisPausedAnswersByTheFailureMode) {
     }
   }
   // SUPPRESSED takes the same path.
-  auto s = d.RedisInc("s", rate, 1, v1::STRATEGY_SUPPRESSED);
+  auto s = RedisInc(d, "s", rate, 1, v1::STRATEGY_SUPPRESSED);
   EXPECT_TRUE(s.degraded());
   // Get has no failure mode.
   v1::RateLimitGetResponse g;
-  auto gs = d.Get("k", v1::PROVIDER_REDIS, &g);
+  auto gs = d.RateLimitGet("k", v1::PROVIDER_REDIS, v1::STRATEGY_ABSOLUTE, &g);
   EXPECT_TRUE(gs.error_code() == grpc::StatusCode::UNAVAILABLE ||
               gs.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
       << gs.error_code() << " " << gs.error_message();
@@ -241,12 +180,12 @@ TEST_P(FailureModeE2E, RedisPausedAnswersByTheFailureMode) {
   EXPECT_TRUE(PollUntil(
       [&] {
         v1::RateLimitIncResponse r;
-        auto st = d.Inc("k", rate, 1, v1::PROVIDER_REDIS, v1::STRATEGY_ABSOLUTE, &r);
+        auto st = d.RateLimitInc("k", rate, 1, v1::PROVIDER_REDIS, v1::STRATEGY_ABSOLUTE, &r);
         return st.ok() && !r.degraded() && r.decision() == v1::DECISION_REJECTED;
       },
       15s))
       << "Redis still holds the full window; degraded answers wrote nothing there";
-  ASSERT_TRUE(d.Get("k", v1::PROVIDER_REDIS, &g).ok());
+  ASSERT_TRUE(d.RateLimitGet("k", v1::PROVIDER_REDIS, v1::STRATEGY_ABSOLUTE, &g).ok());
   EXPECT_EQ(g.total(), 10u);
 }
 

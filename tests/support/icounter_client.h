@@ -1,8 +1,8 @@
 #pragma once
 
 // Small InstanceCounterService call helpers for tests (header-only). Every helper takes any
-// object `d` with `d.stub()` returning a v1::InstanceCounterService::Stub* (the in-process
-// daemon of icounter_daemon.h, or an e2e wrapper around a real distkitd), makes one call with
+// object `d` with `d.stub()` (the in-process daemon of icounter_daemon.h) or `d.icounter_stub()`
+// (a real distkitd, daemon.h) returning a v1::InstanceCounterService::Stub*, makes one call with
 // a deadline and flattens the answer into `R`.
 
 #include <grpcpp/grpcpp.h>
@@ -73,6 +73,17 @@ R Out(const grpc::Status& s, const Resp& r) {
     out.applied = r.applied();
   }
   return out;
+}
+
+// The InstanceCounterService stub of `d`: d.icounter_stub() (a real distkitd, daemon.h) or
+// d.stub() (the in-process ICounterDaemon).
+template <typename D>
+v1::InstanceCounterService::Stub* InstanceStub(D& d) {
+  if constexpr (requires { d.icounter_stub(); }) {
+    return d.icounter_stub();
+  } else {
+    return d.stub();
+  }
 }
 
 inline constexpr std::chrono::seconds kCallDeadline{20};
@@ -152,7 +163,7 @@ R Inc(D& d, const std::string& key, int64_t delta, const std::string& ns = "",
   grpc::ClientContext ctx;
   SetDeadline(ctx);
   v1::InstanceIncResponse resp;
-  return Out(d.stub()->Inc(&ctx, IncReq(key, delta, ns, op, operand, c), &resp), resp);
+  return Out(InstanceStub(d)->Inc(&ctx, IncReq(key, delta, ns, op, operand, c), &resp), resp);
 }
 template <typename D>
 R Get(D& d, const std::string& key, const std::string& ns = "",
@@ -160,7 +171,7 @@ R Get(D& d, const std::string& key, const std::string& ns = "",
   grpc::ClientContext ctx;
   SetDeadline(ctx);
   v1::InstanceGetResponse resp;
-  return Out(d.stub()->Get(&ctx, GetReq(key, ns, c), &resp), resp);
+  return Out(InstanceStub(d)->Get(&ctx, GetReq(key, ns, c), &resp), resp);
 }
 template <typename D>
 R Set(D& d, const std::string& key, int64_t v, v1::Comparator op = v1::COMPARATOR_UNSPECIFIED,
@@ -168,7 +179,7 @@ R Set(D& d, const std::string& key, int64_t v, v1::Comparator op = v1::COMPARATO
   grpc::ClientContext ctx;
   SetDeadline(ctx);
   v1::InstanceSetResponse resp;
-  return Out(d.stub()->Set(&ctx, SetReq(key, v, op, operand, ns), &resp), resp);
+  return Out(InstanceStub(d)->Set(&ctx, SetReq(key, v, op, operand, ns), &resp), resp);
 }
 template <typename D>
 R Soi(D& d, const std::string& key, int64_t v, v1::Comparator op = v1::COMPARATOR_UNSPECIFIED,
@@ -176,21 +187,21 @@ R Soi(D& d, const std::string& key, int64_t v, v1::Comparator op = v1::COMPARATO
   grpc::ClientContext ctx;
   SetDeadline(ctx);
   v1::SetOnInstanceResponse resp;
-  return Out(d.stub()->SetOnInstance(&ctx, SoiReq(key, v, op, operand, c), &resp), resp);
+  return Out(InstanceStub(d)->SetOnInstance(&ctx, SoiReq(key, v, op, operand, c), &resp), resp);
 }
 template <typename D>
 R Del(D& d, const std::string& key, const std::string& ns = "") {
   grpc::ClientContext ctx;
   SetDeadline(ctx);
   v1::InstanceDelResponse resp;
-  return Out(d.stub()->Del(&ctx, DelReq(key, ns), &resp), resp);
+  return Out(InstanceStub(d)->Del(&ctx, DelReq(key, ns), &resp), resp);
 }
 template <typename D>
 R DelOi(D& d, const std::string& key, const std::string& ns = "") {
   grpc::ClientContext ctx;
   SetDeadline(ctx);
   v1::DelOnInstanceResponse resp;
-  return Out(d.stub()->DelOnInstance(&ctx, DelOiReq(key, ns), &resp), resp);
+  return Out(InstanceStub(d)->DelOnInstance(&ctx, DelOiReq(key, ns), &resp), resp);
 }
 template <typename D>
 grpc::StatusCode Clear(D& d, const std::string& ns = "") {
@@ -199,7 +210,7 @@ grpc::StatusCode Clear(D& d, const std::string& ns = "") {
   v1::InstanceClearRequest req;
   req.set_namespace_(ns);
   v1::InstanceClearResponse resp;
-  return d.stub()->Clear(&ctx, req, &resp).error_code();
+  return InstanceStub(d)->Clear(&ctx, req, &resp).error_code();
 }
 template <typename D>
 grpc::StatusCode ClearOi(D& d, const std::string& ns = "") {
@@ -208,7 +219,7 @@ grpc::StatusCode ClearOi(D& d, const std::string& ns = "") {
   v1::ClearOnInstanceRequest req;
   req.set_namespace_(ns);
   v1::ClearOnInstanceResponse resp;
-  return d.stub()->ClearOnInstance(&ctx, req, &resp).error_code();
+  return InstanceStub(d)->ClearOnInstance(&ctx, req, &resp).error_code();
 }
 
 // LAX forms of the three RPCs that take a consistency (default namespace).
@@ -308,7 +319,7 @@ BatchOut Batch(D& d, const v1::InstanceBatchRequest& req) {
   SetDeadline(ctx);
   v1::InstanceBatchResponse resp;
   BatchOut out;
-  out.status = d.stub()->Batch(&ctx, req, &resp);
+  out.status = InstanceStub(d)->Batch(&ctx, req, &resp);
   for (const auto& r : resp.results()) out.results.push_back(FromBatchResult(r));
   return out;
 }

@@ -1,0 +1,99 @@
+#pragma once
+
+// The real distkitd binary as a child process for end-to-end tests: started on a Unix socket in
+// the test Redis' temp dir, waited for (socket file, then grpc.health.v1 SERVING, both polled
+// with deadlines), stopped with a signal, its log read, gRPC stubs to it. Link with
+// distkit_test_daemon. (icounter_daemon.h is something else: an in-process daemon, no binary.)
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distkit/v1/counter.grpc.pb.h"
+#include "distkit/v1/instance_counter.grpc.pb.h"
+#include "distkit/v1/rate_limit.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/process.h"
+#include "tests/support/redis_server.h"
+
+namespace distkit::testing {
+
+// A channel for a daemon that may not be listening yet: quick reconnect attempts, but a patient
+// handshake. gRPC core uses MIN_RECONNECT_BACKOFF as the deadline of one connection attempt
+// (grpc/grpc#12830), and a daemon starved of CPU on a loaded machine may take longer than 50 ms
+// to send its SETTINGS frame: a small minimum fails connecting spuriously.
+std::shared_ptr<grpc::Channel> FastChannel(const std::string& target);
+
+// grpc.health.v1 Check of `service` ("" = the process) with a 500 ms deadline: 1 SERVING,
+// 2 NOT_SERVING, -1 when the call fails.
+int HealthStatus(grpc::health::v1::Health::Stub& health, const std::string& service);
+
+class Daemon {
+ public:
+  // distkitd --listen unix:<redis.dir()>/<name>.sock --redis <redis.url()> --log_level info
+  // <extra...>. A failed start fails the test (EXPECT); started() tells.
+  Daemon(const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {});
+  // distkitd <args...> exactly (the args must make it listen on unix:<socket>), with `env`
+  // ("NAME=value") added to the environment.
+  Daemon(std::string socket, std::vector<std::string> args, std::vector<std::string> env);
+  ~Daemon() = default;  // SIGKILL if still running (Process)
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  bool started() const { return started_; }
+  const std::string& name() const { return name_; }
+  const std::string& socket() const { return socket_; }  // the path, without "unix:"
+  std::string addr() const { return "unix:" + socket_; }
+
+  // Polls until the socket file exists (up to `timeout`).
+  bool WaitSocket(std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // Waits for the socket, connects once (the channel and stubs are kept: a channel created
+  // before the socket exists sits in gRPC's reconnect backoff), then polls until `service` is
+  // SERVING (up to `timeout` each).
+  bool WaitServing(const std::string& service = "distkit.v1.CounterService",
+                   std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // grpc.health.v1 status of `service` (see HealthStatus); -1 before WaitServing connected.
+  int Health(const std::string& service);
+
+  // Signal, then wait for the exit up to `timeout`: the exit code (128+signal when killed by
+  // one), -1 on timeout.
+  int Stop(int sig, std::chrono::milliseconds timeout);
+  Process& process() { return *process_; }
+  std::string Log() const { return process_->Output(); }  // stdout+stderr so far
+
+  // Stubs over the one channel; null before WaitServing connected.
+  v1::CounterService::Stub* counter_stub() { return counters_.get(); }
+  v1::InstanceCounterService::Stub* icounter_stub() { return icounters_.get(); }
+  v1::RateLimitService::Stub* ratelimit_stub() { return ratelimit_.get(); }
+
+  // CounterService calls (deadline `deadline`; Get: 5 s, its value or the call's error).
+  grpc::Status CounterInc(const std::string& key, int64_t delta, v1::Consistency c,
+                          v1::IncResponse* resp = nullptr,
+                          std::chrono::milliseconds deadline = std::chrono::seconds(5));
+  grpc::Status CounterGet(const std::string& key, v1::Consistency c, v1::GetResponse* resp);
+  // RateLimitService calls with a 10 s deadline (far above any Redis deadline of the tests:
+  // only a hang fails it).
+  grpc::Status RateLimitInc(const std::string& key, double rate, uint64_t count,
+                            v1::Provider provider, v1::Strategy strategy,
+                            v1::RateLimitIncResponse* resp);
+  grpc::Status RateLimitGet(const std::string& key, v1::Provider provider, v1::Strategy strategy,
+                            v1::RateLimitGetResponse* resp);
+
+ private:
+  void Spawn(std::vector<std::string> args, std::vector<std::string> env);
+
+  std::string name_, socket_;
+  bool started_ = false;
+  std::unique_ptr<Process> process_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  std::unique_ptr<v1::CounterService::Stub> counters_;
+  std::unique_ptr<v1::InstanceCounterService::Stub> icounters_;
+  std::unique_ptr<v1::RateLimitService::Stub> ratelimit_;
+};
+
+}  // namespace distkit::testing
