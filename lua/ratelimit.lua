@@ -107,7 +107,7 @@ local function scan()
     local kind = string.sub(f, 1, 2)
     if kind == "b:" or kind == "x:" then
       local ts, v = tonumber(string.sub(f, 3)), tonumber(all[i + 1])
-      if not ts or not v or now - ts > window then
+      if not ts or not v or now - ts >= window then
         dead[#dead + 1] = f
       else
         local b = live[ts]
@@ -138,7 +138,7 @@ local malformed = false
 for i = 1, 4 do
   if h[i] and not tonumber(h[i]) then malformed = true end
 end
-if malformed or (oldest and now - oldest > window) or (total > 0 and not (oldest and newest))
+if malformed or (oldest and now - oldest >= window) or (total > 0 and not (oldest and newest))
     or total < 0 or declined < 0 or declined > total then
   scan()
 end

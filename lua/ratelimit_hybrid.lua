@@ -149,7 +149,7 @@ for _, t in ipairs({acc_of, dec_of, stamp_of}) do
   for ts in pairs(t) do opened[ts] = true end
 end
 for ts in pairs(opened) do
-  if now - (stamp_of[ts] or ts) > window then
+  if now - (stamp_of[ts] or ts) >= window then
     local n = #dead
     dead[n + 1], dead[n + 2], dead[n + 3] = "b:" .. int(ts), "x:" .. int(ts), "e:" .. int(ts)
     acc_of[ts], dec_of[ts], stamp_of[ts] = nil, nil, nil

@@ -393,7 +393,7 @@ HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateInc
     // Retry hint: the oldest live bucket of the last synced state, else our own oldest, else the
     // next sync (the capacity is leased to other daemons).
     const int64_t since_sync_ms = (now_ns - st.synced_ns) / kNsPerMs;
-    if (st.synced && st.oldest_age_ms >= 0 && st.oldest_age_ms + since_sync_ms <= s_.window_ms) {
+    if (st.synced && st.oldest_age_ms >= 0 && st.oldest_age_ms + since_sync_ms < s_.window_ms) {
       r.retry_after_ms = s_.window_ms - (st.oldest_age_ms + since_sync_ms);
       r.remaining_after_waiting = st.oldest_acc;
     } else if (!st.own.empty()) {

@@ -92,7 +92,7 @@ bool RateWindow::Evict(int64_t now_ms, int64_t window_ms) {
   // A saturated total cannot be decremented: recount it from the buckets left.
   const bool saturated = accepted_ == kMax || declined_ == kMax;
   bool evicted = false;
-  while (size_ > 0 && now_ms - oldest().ts_ms > window_ms) {
+  while (size_ > 0 && now_ms - oldest().ts_ms >= window_ms) {
     if (!saturated) {
       accepted_ -= oldest().accepted;
       declined_ -= oldest().declined;

@@ -67,7 +67,7 @@ class RateWindow {
   RateWindow(const RateWindow& other);
   RateWindow& operator=(const RateWindow& other);
 
-  // Drops the buckets with now − ts > window_ms (oldest first); true if any was dropped.
+  // Drops the buckets with now − ts ≥ window_ms (oldest first); true if any was dropped.
   bool Evict(int64_t now_ms, int64_t window_ms);
   // Adds `count` units, `declined` (≤ count) of them declined, with coalescing (see above).
   // `count` 0 still opens or reuses a bucket (trypema §2.3; the transport never sends 0).

@@ -17,7 +17,10 @@
 #include "absl/strings/str_join.h"
 #include "daemon/common/logging.h"
 #include "daemon/core/counters.h"
+#include "daemon/core/hybrid_rate_limiter.h"
 #include "daemon/core/instance_counters.h"
+#include "daemon/core/local_rate_limiter.h"
+#include "daemon/core/redis_rate_limiter.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_client.h"
 
@@ -87,6 +90,37 @@ class StatsCollector final : public prometheus::Collectable {
                  i.declared_dead.load(std::memory_order_relaxed));
       AddCounter(&out, "distkit_icounter_restored_slices_total", "Slices written back by recovery.",
                  i.restored_slices.load(std::memory_order_relaxed));
+    }
+    if (s_.local_rate_limiter != nullptr) {
+      const core::LocalRateLimiterStats& l = *s_.local_rate_limiter;
+      AddGauge(&out, "distkit_ratelimit_local_keys",
+               "LOCAL rate-limit keys (namespace, key, strategy) held in memory.",
+               l.keys.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_ratelimit_local_evicted_total",
+                 "LOCAL rate-limit keys removed by the idle sweep.",
+                 l.swept.load(std::memory_order_relaxed));
+    }
+    if (s_.redis_rate_limiter != nullptr) {
+      AddCounter(&out, "distkit_ratelimit_redis_failures_total",
+                 "REDIS rate-limit calls Redis could not answer (Inc answered by "
+                 "--rate_limit_failure_mode, Get failed).",
+                 s_.redis_rate_limiter->redis_failures.load(std::memory_order_relaxed));
+    }
+    if (s_.hybrid_rate_limiter != nullptr) {
+      const core::HybridRateLimiterStats& h = *s_.hybrid_rate_limiter;
+      AddGauge(&out, "distkit_ratelimit_hybrid_keys",
+               "HYBRID rate-limit key states held in memory.",
+               h.keys.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_ratelimit_hybrid_syncs_total",
+                 "HYBRID sync scripts sent to Redis (usage pushed, lease renewed).",
+                 h.syncs.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_ratelimit_hybrid_sync_failures_total",
+                 "HYBRID syncs that failed (Redis down or late); answers are degraded until one "
+                 "succeeds.",
+                 h.sync_failures.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_ratelimit_hybrid_waited_total",
+                 "HYBRID requests answered only after waiting for a sync (no valid lease).",
+                 h.waited.load(std::memory_order_relaxed));
     }
     if (s_.redis != nullptr) {
       const redis::ExecutorStats& r = *s_.redis;

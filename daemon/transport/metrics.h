@@ -16,6 +16,9 @@
 namespace distkit::core {
 struct CountersStats;
 struct InstanceCountersStats;
+struct LocalRateLimiterStats;
+struct RedisRateLimiterStats;
+struct HybridRateLimiterStats;
 }  // namespace distkit::core
 namespace distkit::redis {
 struct ExecutorStats;
@@ -88,7 +91,8 @@ class RateLimitMetrics {
 // Prometheus metrics (product.md §5 "Observability"), never with per-key labels:
 //   distkit_rpc_total{service,method,code}, distkit_rpc_duration_seconds{service,method},
 //   distkit_batch_items_total{service}, and, read from core and redis at scrape time,
-//   distkit_lax_* and distkit_redis_* (see StatsCollector in metrics.cc).
+//   distkit_lax_*, distkit_icounter_*, distkit_redis_* and the providers' distkit_ratelimit_*
+//   (see StatsCollector in metrics.cc).
 // Always counts; serves /metrics over HTTP only after Listen(). Recording and scraping are
 // thread-safe; the constructor, Listen, Rpc and BatchItems are setup calls (one thread).
 class Metrics {
@@ -100,6 +104,9 @@ class Metrics {
     const redis::ExecutorStats* redis = nullptr;
     const redis::RedisClient* redis_health = nullptr;  // distkit_redis_up = Healthy()
     const core::InstanceCountersStats* instance_counters = nullptr;
+    const core::LocalRateLimiterStats* local_rate_limiter = nullptr;
+    const core::RedisRateLimiterStats* redis_rate_limiter = nullptr;
+    const core::HybridRateLimiterStats* hybrid_rate_limiter = nullptr;
   };
 
   Metrics();

@@ -205,6 +205,36 @@ TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
       << got.total() << " vs " << total;
 }
 
+// SIGTERM: a daemon pushes what it admitted since its last sync and gives its lease back, so the
+// next daemon can use exactly the rest of the capacity at once. (A 250 ms sync interval makes
+// the lease 5 s: a lease kept after exit would make b reject its first requests.)
+TEST_F(HybridE2ETest, SigtermPushesTheLastUsageAndReleasesTheLease) {
+  auto start = [&](const std::string& name) {
+    return std::make_unique<Daemon>(
+        *redis_, name,
+        std::vector<std::string>{"--rate_window_seconds", "10", "--sync_interval_ms", "250"});
+  };
+  auto a = start("a");
+  auto b = start("b");
+  ASSERT_TRUE(a->WaitServing("distkit.v1.RateLimitService")) << a->Log();
+  ASSERT_TRUE(b->WaitServing("distkit.v1.RateLimitService")) << b->Log();
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(MustInc(*a, "s", 10).allowed()) << i;  // capacity 100
+  EXPECT_EQ(a->Stop(SIGTERM, 15s), 0) << a->Log();
+  int b_allowed = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto r = MustInc(*b, "s", 10);
+    if (!r.allowed()) {
+      EXPECT_FALSE(r.degraded());
+      break;
+    }
+    ++b_allowed;
+  }
+  EXPECT_EQ(b_allowed, 70);
+  v1::RateLimitGetResponse got;
+  EXPECT_TRUE(PollUntil([&] { return Get(*b, "s", &got).ok() && got.total() == 100; }, 15s))
+      << got.total();
+}
+
 TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
   ASSERT_NO_FATAL_FAILURE(StartDaemons(2, 10));
   Daemon& a = *daemons_[0];

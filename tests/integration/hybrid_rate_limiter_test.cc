@@ -452,6 +452,33 @@ TEST_F(HybridProviderTest, UsageOfOneDaemonReachesTheOthers) {
   EXPECT_TRUE(PollUntil([&] { return RedisAccepted() == 100; }, 10s));
 }
 
+// distkitd calls Shutdown on SIGTERM: the usage admitted since the last sync reaches Redis and the
+// lease is given back, so another daemon can use the rest of the capacity at once (without the
+// release it would wait for the lease to lapse: 5 s with a 250 ms sync interval).
+TEST_F(HybridProviderTest, ShutdownPushesTheLastUsageAndReleasesTheLease) {
+  RateLimitSettings s = Settings();  // capacity 100 per 10 s at rate 10
+  s.sync_interval_ms = 250;
+  Daemon a(*redis_, s, /*background=*/false), b(*redis_, s, /*background=*/false);
+  for (int i = 0; i < 30; ++i) {
+    auto r = a.Inc(Req(10));
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->allowed) << i;
+  }
+  EXPECT_LT(RedisAccepted(), 30);  // no periodic sync: most of it only in a's memory
+  EXPECT_EQ(a.limiter().Shutdown(10s), 0);
+  EXPECT_EQ(RedisAccepted(), 30);
+  int b_allowed = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto r = b.Inc(Req(10));
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (!r->allowed) break;
+    ++b_allowed;
+  }
+  EXPECT_EQ(b_allowed, 70);
+  b.SyncAndWait();
+  EXPECT_EQ(RedisAccepted(), 100);
+}
+
 TEST_F(HybridProviderTest, AfterOneDaemonExhaustsTheCapacityTheOthersReject) {
   Daemon a(*redis_, Settings(), true), b(*redis_, Settings(), true), c(*redis_, Settings(), true);
   int total = 0;
@@ -615,6 +642,25 @@ TEST_F(HybridProviderTest, RedisDownLongerThanALeaseUsesTheDegradedShare) {
         },
         kAnswerBound));
   }
+  // a's degraded share is C / (active daemons at a's last successful sync): make sure that
+  // sync was sent after b became active (on a loaded machine a's syncs may all predate b's).
+  // Two successful syncs completed from here on: at most one was in flight before (one per key).
+  auto succeeded = [&] {
+    const int64_t outstanding = a.limiter().outstanding();
+    return static_cast<int64_t>(a.limiter().stats().syncs.load() -
+                                a.limiter().stats().sync_failures.load()) -
+           outstanding;
+  };
+  const int64_t before = succeeded();
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        (void)a.Inc(Req(100));
+        return succeeded() >= before + 2 && a.limiter().outstanding() == 0;
+      },
+      kAnswerBound))
+      << "syncs " << a.limiter().stats().syncs.load() << ", failures "
+      << a.limiter().stats().sync_failures.load() << ", successes " << before << " -> "
+      << succeeded();
   redis_->Stop();
   const auto stopped = std::chrono::steady_clock::now();
   const auto lapsed = stopped + std::chrono::milliseconds(a.limiter().lease_ms());

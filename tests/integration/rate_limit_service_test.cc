@@ -272,10 +272,11 @@ TEST_F(RateLimitServiceTest, AbsoluteDecisionsAndRetryAfter) {
   EXPECT_EQ(g.total(), 50u);
   EXPECT_EQ(g.declined(), 0u);
   EXPECT_EQ(g.suppression_factor(), 0);
-  // The first bucket (30) is live up to age W inclusive, gone after.
-  clock_.AdvanceMs(8000);  // age of the first bucket: 10 000
-  EXPECT_EQ(Inc("k", 5, 1).retry_after_ms(), 0);
-  clock_.AdvanceMs(1);
+  // The first bucket (30) is live while its age is below W: retry_after_ms is exact.
+  clock_.AdvanceMs(7999);  // age of the first bucket: 9 999
+  EXPECT_EQ(Inc("k", 5, 1).retry_after_ms(), 1);
+  EXPECT_EQ(Get("k").total(), 50u);
+  clock_.AdvanceMs(1);  // age W: gone
   EXPECT_EQ(Get("k").total(), 20u);
   EXPECT_EQ(Inc("k", 5, 30).decision(), v1::DECISION_ALLOWED);
 }

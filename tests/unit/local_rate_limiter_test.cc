@@ -126,10 +126,12 @@ TEST_F(LocalRateLimiterTest, Scenario28RetryAfterFromTheInjectedClock) {
 TEST_F(LocalRateLimiterTest, Scenario32UnblocksAfterTheWindow) {
   Make(S(1));
   Inc("k", 3, 3);
+  const RateIncResult rejected = Inc("k", 3, 1);
+  EXPECT_EQ(rejected.decision, RateDecision::kRejected);
+  EXPECT_EQ(rejected.retry_after_ms, 1000);
+  clock_.AdvanceMs(999);
   EXPECT_EQ(Inc("k", 3, 1).decision, RateDecision::kRejected);
-  clock_.AdvanceMs(1000);
-  EXPECT_EQ(Inc("k", 3, 1).decision, RateDecision::kRejected);
-  clock_.AdvanceMs(1);
+  clock_.AdvanceMs(1);  // exactly retry_after_ms after the rejection: admitted
   EXPECT_EQ(Inc("k", 3, 1).decision, RateDecision::kAllowed);
 }
 

@@ -9,6 +9,9 @@
 #include <array>
 
 #include "daemon/core/counters.h"
+#include "daemon/core/hybrid_rate_limiter.h"
+#include "daemon/core/local_rate_limiter.h"
+#include "daemon/core/redis_rate_limiter.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_client.h"
 
@@ -116,6 +119,36 @@ TEST(Metrics, ReadsCoreAndRedisStatsAtScrapeTime) {
   }
   EXPECT_TRUE(Has(text, "# TYPE distkit_redis_up gauge"));
   EXPECT_TRUE(Has(text, "# TYPE distkit_redis_timeouts_total counter"));
+}
+
+TEST(Metrics, ReadsTheRateLimitProvidersStatsAtScrapeTime) {
+  core::LocalRateLimiterStats local;
+  core::RedisRateLimiterStats redis;
+  core::HybridRateLimiterStats hybrid;
+  Metrics::Sources sources;
+  sources.local_rate_limiter = &local;
+  sources.redis_rate_limiter = &redis;
+  sources.hybrid_rate_limiter = &hybrid;
+  Metrics m(sources);
+  EXPECT_TRUE(Has(m.Text(), "distkit_ratelimit_hybrid_syncs_total 0"));
+  EXPECT_FALSE(Has(m.Text(), "distkit_redis_up 1"));  // not a source here
+
+  local.keys = 12;
+  local.swept = 3;
+  redis.redis_failures = 4;
+  hybrid.keys = 5;
+  hybrid.syncs = 100;
+  hybrid.sync_failures = 6;
+  hybrid.waited = 7;
+  const std::string text = m.Text();
+  for (const char* line :
+       {"distkit_ratelimit_local_keys 12", "distkit_ratelimit_local_evicted_total 3",
+        "distkit_ratelimit_redis_failures_total 4", "distkit_ratelimit_hybrid_keys 5",
+        "distkit_ratelimit_hybrid_syncs_total 100", "distkit_ratelimit_hybrid_sync_failures_total 6",
+        "distkit_ratelimit_hybrid_waited_total 7", "# TYPE distkit_ratelimit_hybrid_keys gauge",
+        "# TYPE distkit_ratelimit_hybrid_sync_failures_total counter"}) {
+    EXPECT_TRUE(Has(text, line)) << line << "\n" << text;
+  }
 }
 
 }  // namespace

@@ -124,19 +124,21 @@ TEST(RateWindowBuckets, ACountOfZeroStillOpensABucket) {
   EXPECT_EQ(w.observed(), 0u);
 }
 
-TEST(RateWindowBuckets, LiveUpToWInclusiveEvictedAfter) {
+// A window of exactly W ms: a bucket stamped ts counts at ts .. ts + W − 1 (trypema kept it at
+// ts + W too, which made its retry_after 1 ms early).
+TEST(RateWindowBuckets, LiveWhileAgeBelowWEvictedAtW) {
   RateWindow w;
   w.Record(0, 100, 4, 1);
   w.Record(500, 100, 6, 2);
-  EXPECT_FALSE(w.Evict(10000, 10000));  // age exactly W: live
+  EXPECT_FALSE(w.Evict(9999, 10000));  // age W − 1: live
   EXPECT_EQ(w.size(), 2u);
-  EXPECT_TRUE(w.Evict(10001, 10000));
+  EXPECT_TRUE(w.Evict(10000, 10000));  // age exactly W: gone
   ASSERT_EQ(w.size(), 1u);
   EXPECT_EQ(w.observed(), 6u);
   EXPECT_EQ(w.declined(), 2u);
   EXPECT_EQ(w.accepted(), 4u);
-  EXPECT_FALSE(w.Evict(10500, 10000));
-  EXPECT_TRUE(w.Evict(10501, 10000));
+  EXPECT_FALSE(w.Evict(10499, 10000));
+  EXPECT_TRUE(w.Evict(10500, 10000));
   EXPECT_TRUE(w.empty());
   EXPECT_EQ(w.observed(), 0u);
   EXPECT_EQ(w.declined(), 0u);
@@ -194,7 +196,7 @@ TEST(RateWindowBuckets, MatchesANaiveModel) {
       if (gen() % 4 == 0) {
         const bool evicted = w.Evict(now, window);
         bool model_evicted = false;
-        while (!model.empty() && now - model.front().ts_ms > window) {
+        while (!model.empty() && now - model.front().ts_ms >= window) {
           model.erase(model.begin());
           model_evicted = true;
         }
@@ -317,15 +319,15 @@ TEST(Absolute, Scenario32UnblocksExactlyWhenTheBucketLeaves) {
   Abs a{S(1), {}};
   EXPECT_EQ(a.Inc(0, 3, 3).decision, kAllowed);
   EXPECT_EQ(a.Inc(500, 3, 1).decision, kRejected);
-  auto r = a.Inc(1000, 3, 1);  // age W: still live
+  auto r = a.Inc(999, 3, 1);  // age W − 1: still live, leaves in 1 ms
   EXPECT_EQ(r.decision, kRejected);
-  EXPECT_EQ(r.retry_after_ms, 0);
+  EXPECT_EQ(r.retry_after_ms, 1);
   EXPECT_EQ(r.remaining_after_waiting, 3u);
-  EXPECT_EQ(a.Inc(1001, 3, 1).decision, kAllowed);
+  EXPECT_EQ(a.Inc(1000, 3, 1).decision, kAllowed);  // age W: gone (window of exactly W ms)
   Abs b{S(2, 200), {}};
   b.Inc(0, 1, 2);
-  EXPECT_EQ(b.Inc(2000, 1, 1).decision, kRejected);
-  EXPECT_EQ(b.Inc(2001, 1, 2).decision, kAllowed);
+  EXPECT_EQ(b.Inc(1999, 1, 1).decision, kRejected);
+  EXPECT_EQ(b.Inc(2000, 1, 2).decision, kAllowed);
 }
 
 TEST(Absolute, Scenario33PartialExpiry) {
