@@ -1,19 +1,36 @@
 // distkit_bench: throughput and latency of distkitd against baselines measured in the same run.
 //
-// Starts a private redis-server and the real distkitd (Unix sockets in a temp dir), then runs
-// closed-loop workloads with N concurrent streams of unary calls (gRPC callback client):
-//   empty   grpc.health.v1 Check: the cost of an RPC that does nothing (the baseline)
-//   lax     CounterService.Inc, CONSISTENCY_LAX
-//   strict  CounterService.Inc, CONSISTENCY_STRICT
-//   batch   CounterService.Batch of 1000 LAX incs (throughput counted per increment)
-//   raw     EVALSHA of the same counter.lua straight to Redis, N pipelined (the Redis limit)
-//   strict_icounter / lax_icounter   InstanceCounterService.Inc, STRICT / LAX
-//   raw_icounter   EVALSHA of icounter.lua ("inc", the daemon's ARGV shape), N pipelined
-// and prints a table, a JSON line and the ratios of issue #2's and issue #3's targets. Redis
-// round trips per operation come from INFO commandstats around each workload.
+// Starts a private redis-server and the real distkitd (Unix sockets in a temp dir, default daemon
+// settings: rate window 10 s, bucket 100 ms, hard-limit factor 1, sync 10 ms, cache 100 ms), then
+// runs closed-loop workloads with N concurrent streams of unary calls (gRPC callback client):
+//   empty_rpc             grpc.health.v1 Check: the cost of an RPC that does nothing (the baseline)
+//   lax_inc / strict_inc  CounterService.Inc, CONSISTENCY_LAX / CONSISTENCY_STRICT
+//   batch1000_lax_inc     CounterService.Batch of 1000 LAX incs (counted per increment)
+//   raw_evalsha           EVALSHA of the same counter.lua straight to Redis, N pipelined
+//   lax_icounter_inc / strict_icounter_inc   InstanceCounterService.Inc, LAX / STRICT
+//   raw_evalsha_icounter  EVALSHA of icounter.lua ("inc", the daemon's ARGV shape), N pipelined
+// Rate limiting (issue #4), RateLimitService.Inc with count 1 and rate 10^6/s (capacity 10^7 per
+// window: every request fits, so the admitting path is measured; the allowed share is reported):
+//   rl_<local|redis|hybrid>_<abs|sup>_hot      every stream on one key
+//   rl_<local|redis|hybrid>_<abs|sup>_uniform  each call picks one of 100 000 keys uniformly
+//   raw_evalsha_ratelimit[_uniform]  EVALSHA of ratelimit.lua with RedisRateLimiter's KEYS/ARGV
+//                                    (ABSOLUTE), N pipelined, on one key / uniform 100 000 keys
+// and prints a table, a JSON line and the ratios of the targets of issues #2, #3 and #4. Redis
+// round trips per operation come from INFO commandstats (evalsha) around each workload; CPU per
+// operation of distkitd, redis-server and this client from /proc/<pid>/stat around it (on a
+// shared machine CPU/op is steadier than ops/s; the client's CPU includes its idle pollers).
+//
+// Time: workloads run interleaved for --rounds rounds and each reports its median round. Those
+// that feed a ratio run --seconds per round; the six SUPPRESSED rate-limit workloads, reported for
+// their latency only, run max(1, seconds / 3) s. Each run adds 0.3 s of warm-up. Between rounds
+// the bench waits until distkitd is idle again (the 100 000-key states are evicted W + 1 s after
+// their last request: the bench waits until 12 s after the last one) so they do not slow the
+// next round's baselines. Defaults (3 s x 3 rounds): 16 x 3.3 s + 6 x 1.3 s = 61 s per round
+// + 2 cool-downs of 12 s, about 3 min 30 s in all (--seconds 2 --rounds 5: about 4 min 45 s).
 //
 //   distkit_bench [--concurrency 64] [--seconds 3] [--json FILE] [--daemon PATH]
-//                 [--only NAME] [--rounds N]
+//                 [--only NAME[,NAME...]] [--rounds N]
+// --only runs the named workloads (profiling); ratios whose inputs all ran are still printed.
 
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
@@ -25,6 +42,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -34,12 +52,17 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
+#include "distkit/v1/rate_limit.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace distkit::redis {
@@ -59,7 +82,7 @@ struct Options {
   std::string json_path;
   std::string daemon = DISTKIT_DAEMON_BIN;
   std::string redis_server = DISTKIT_REDIS_SERVER;
-  std::string only;  // run just this workload (for profiling); ratios need all of them
+  std::set<std::string> only;  // run just these workloads (profiling); empty = all
   int rounds = 3;
 };
 
@@ -92,16 +115,27 @@ struct Result {
   double p50_us = 0, p99_us = 0;
   double redis_calls_per_op = -1;
   uint64_t errors = 0;
+  // Rate limiting: share of the measured answers that admitted the request (-1: not a rate
+  // limit), and answers marked degraded (Redis did not answer: they would flatter the numbers).
+  double allowed_share = -1;
+  uint64_t degraded = 0;
+  // Units issued including the warm-up (the divisor of the CPU figures) and CPU time per unit.
+  uint64_t all_units = 0;
+  double cpu_daemon_us = -1, cpu_redis_us = -1, cpu_client_us = -1;
 };
 
+// What a call reports to ClosedLoop. A bool converts to kCallFailed / kCallOk.
+enum CallOutcome : int { kCallFailed = 0, kCallOk = 1, kCallAdmitted = 2, kCallDegraded = 3 };
+using Done = std::function<void(int)>;
+
 // N streams, each issuing its next call when the previous one completes, for `seconds`.
-// `issue(stream, done)` starts one call and must eventually invoke done(ok).
+// `issue(stream, done)` starts one call and must eventually invoke done(CallOutcome).
 Result ClosedLoop(const std::string& name, int concurrency, double seconds, int units_per_call,
-                  const std::function<void(int, std::function<void(bool)>)>& issue) {
+                  const std::function<void(int, Done)>& issue) {
   struct Stream {
     std::vector<uint32_t> lat_us;
     Clock::time_point started;
-    uint64_t calls = 0, errors = 0;
+    uint64_t calls = 0, errors = 0, admitted = 0, degraded = 0, all_calls = 0;
   };
   std::vector<Stream> streams(concurrency);
   std::mutex mu;
@@ -113,14 +147,17 @@ Result ClosedLoop(const std::string& name, int concurrency, double seconds, int 
                                     std::chrono::duration<double>(seconds));
   std::function<void(int)> next = [&](int s) {
     streams[s].started = Clock::now();
-    issue(s, [&, s](bool ok) {
+    issue(s, [&, s](int outcome) {
       const auto now = Clock::now();
       auto& st = streams[s];
+      st.all_calls++;
       if (now >= warmup_end) {
         st.lat_us.push_back(static_cast<uint32_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(now - st.started).count()));
         st.calls++;
-        if (!ok) st.errors++;
+        if (outcome == kCallFailed) st.errors++;
+        if (outcome == kCallAdmitted) st.admitted++;
+        if (outcome == kCallDegraded) st.degraded++;
       }
       if (now < end) {
         next(s);
@@ -139,12 +176,19 @@ Result ClosedLoop(const std::string& name, int concurrency, double seconds, int 
   std::vector<uint32_t> all;
   Result r;
   r.name = name;
-  uint64_t calls = 0;
+  uint64_t calls = 0, admitted = 0, all_calls = 0;
   for (auto& st : streams) {
     all.insert(all.end(), st.lat_us.begin(), st.lat_us.end());
     calls += st.calls;
+    admitted += st.admitted;
+    all_calls += st.all_calls;
     r.errors += st.errors;
+    r.degraded += st.degraded;
   }
+  if (admitted > 0 && calls > r.errors) {  // callers of rate limits set it when nothing admitted
+    r.allowed_share = static_cast<double>(admitted) / static_cast<double>(calls - r.errors);
+  }
+  r.all_units = all_calls * static_cast<uint64_t>(units_per_call);
   std::sort(all.begin(), all.end());
   if (!all.empty()) {
     r.p50_us = all[all.size() / 2];
@@ -186,72 +230,176 @@ uint64_t RedisCalls(redisContext* c, const char* cmd) {
   return calls;
 }
 
-// EVALSHA of an embedded script at the same concurrency: windows of N pipelined commands, one
-// key per stream (`key_prefix` + stream), ARGV as the daemon sends it. A reply that is not an
-// array starting with "ok" counts as an error.
-Result RawEvalsha(const std::string& name, const std::string& script, const std::string& key_prefix,
-                  const std::vector<std::string>& script_argv, const std::string& sock,
-                  const Options& o) {
+// User + system CPU time of a process (every thread) in µs, from /proc; -1 when unreadable.
+// pid 0 = this process.
+double CpuUs(pid_t pid) {
+  std::ifstream f(pid > 0 ? "/proc/" + std::to_string(pid) + "/stat" : "/proc/self/stat");
+  std::string line;
+  std::getline(f, line);
+  const auto paren = line.rfind(')');
+  if (paren == std::string::npos) return -1;
+  // After "pid (comm)" come fields 3 (state) ... 13; utime and stime are fields 14 and 15.
+  std::istringstream in(line.substr(paren + 1));
+  std::string skip;
+  for (int field = 3; field <= 13; ++field) in >> skip;
+  unsigned long long utime = 0, stime = 0;
+  if (!(in >> utime >> stime)) return -1;
+  return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Counters read around each workload: Redis script calls and CPU of the three processes.
+struct Probe {
+  redisContext* stats = nullptr;
+  pid_t daemon = -1, redis = -1;
+};
+struct Snapshot {
+  uint64_t evalsha = 0;
+  double daemon_us = 0, redis_us = 0, client_us = 0;
+};
+Snapshot Take(const Probe& p) {
+  return {RedisCalls(p.stats, "evalsha"), CpuUs(p.daemon), CpuUs(p.redis), CpuUs(0)};
+}
+// Per unit issued (warm-up included: the counters see it too).
+void Account(Result* r, const Snapshot& before, const Snapshot& after, bool redis_calls) {
+  if (r->all_units == 0) return;
+  const double units = static_cast<double>(r->all_units);
+  if (redis_calls)
+    r->redis_calls_per_op = static_cast<double>(after.evalsha - before.evalsha) / units;
+  r->cpu_daemon_us = (after.daemon_us - before.daemon_us) / units;
+  r->cpu_redis_us = (after.redis_us - before.redis_us) / units;
+  r->cpu_client_us = (after.client_us - before.client_us) / units;
+}
+
+// EVALSHA of an embedded script at the same concurrency: windows of N pipelined commands (the
+// latency reported is a window's). Command i of a window uses keys[i % keys.size()] (one key
+// per stream, or one hot key), or with `uniform` a key drawn uniformly from `keys`; ARGV as the
+// daemon sends it. A reply that is not an array starting with "ok" counts as an error. With
+// `rate_limit` the reply's 6th element (allowed 0/1) gives the allowed share.
+Result RawEvalsha(const std::string& name, const std::string& script,
+                  const std::vector<std::string>& keys, bool uniform,
+                  const std::vector<std::string>& script_argv, bool rate_limit,
+                  const std::string& sock, int concurrency, double seconds, const Probe& probe) {
   redisContext* c = redisConnectUnix(sock.c_str());
   const std::string body = distkit::redis::EmbeddedScripts().at(script);
   auto* loaded =
       static_cast<redisReply*>(redisCommand(c, "SCRIPT LOAD %b", body.data(), body.size()));
   const std::string sha(loaded->str, loaded->len);
   freeReplyObject(loaded);
-  std::vector<std::string> keys;
-  for (int i = 0; i < o.concurrency; ++i) keys.push_back(key_prefix + std::to_string(i));
   std::vector<const char*> argv = {"EVALSHA", sha.c_str(), "1", nullptr};
   for (const auto& a : script_argv) argv.push_back(a.c_str());
+  std::mt19937_64 rng(12345);
+  std::uniform_int_distribution<size_t> pick(0, keys.size() - 1);
   std::vector<uint32_t> lat;
-  uint64_t ops = 0, errors = 0;
+  uint64_t ops = 0, errors = 0, admitted = 0, all_ops = 0;
   auto run = [&](Clock::time_point until, bool record) {
     while (Clock::now() < until) {
       const auto t0 = Clock::now();
-      for (int i = 0; i < o.concurrency; ++i) {
-        argv[3] = keys[i].c_str();
+      for (int i = 0; i < concurrency; ++i) {
+        argv[3] = keys[uniform ? pick(rng) : static_cast<size_t>(i) % keys.size()].c_str();
         redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), nullptr);
       }
-      for (int i = 0; i < o.concurrency; ++i) {
+      for (int i = 0; i < concurrency; ++i) {
         void* reply = nullptr;
-        bool ok = false;
+        bool ok = false, allowed = false;
         if (redisGetReply(c, &reply) == REDIS_OK) {
           const auto* r = static_cast<redisReply*>(reply);
           ok = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
                r->element[0]->type == REDIS_REPLY_STRING &&
                std::string(r->element[0]->str, r->element[0]->len) == "ok";
+          allowed = ok && r->elements > 5 && r->element[5]->type == REDIS_REPLY_INTEGER &&
+                    r->element[5]->integer == 1;
           freeReplyObject(reply);
         }
         if (record && !ok) errors++;
+        if (record && allowed) admitted++;
       }
+      all_ops += static_cast<uint64_t>(concurrency);
       if (record) {
-        ops += o.concurrency;
+        ops += static_cast<uint64_t>(concurrency);
         lat.push_back(static_cast<uint32_t>(
             std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count()));
       }
     }
   };
+  const Snapshot before = Take(probe);
   run(Clock::now() + 300ms, false);
   run(Clock::now() +
-          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds)),
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)),
       true);
+  const Snapshot after = Take(probe);
   redisFree(c);
   std::sort(lat.begin(), lat.end());
   Result r;
   r.name = name;
-  r.ops_per_s = static_cast<double>(ops) / o.seconds;
+  r.ops_per_s = static_cast<double>(ops) / seconds;
   if (!lat.empty()) {
     r.p50_us = lat[lat.size() / 2];
     r.p99_us = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
   }
-  r.redis_calls_per_op = 1;
   r.errors = errors;
+  if (rate_limit && ops > errors) {
+    r.allowed_share = static_cast<double>(admitted) / static_cast<double>(ops - errors);
+  }
+  r.all_units = all_ops;
+  Account(&r, before, after, /*redis_calls=*/false);
+  r.redis_calls_per_op = 1;
   return r;
+}
+
+// The daemon's text for a double (RedisRateLimiter's DoubleArg): shortest round trip.
+std::string DoubleArg(double v) {
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, res.ptr);
+}
+
+// Rate-limit workloads: every request fits (capacity rate x 10 s = 10^7 per window).
+constexpr double kRate = 1e6;
+constexpr int kUniformKeys = 100000;
+
+struct RateWorkload {
+  const char* name;
+  distkit::v1::Provider provider;  // PROVIDER_UNSPECIFIED: raw EVALSHA of ratelimit.lua
+  distkit::v1::Strategy strategy;
+  bool uniform;
+};
+constexpr auto kLocal = distkit::v1::PROVIDER_LOCAL, kRedis = distkit::v1::PROVIDER_REDIS,
+               kHybrid = distkit::v1::PROVIDER_HYBRID, kRaw = distkit::v1::PROVIDER_UNSPECIFIED;
+constexpr auto kAbs = distkit::v1::STRATEGY_ABSOLUTE, kSup = distkit::v1::STRATEGY_SUPPRESSED;
+// Run order inside a round. The 100 000-key workloads come last: their state stays in memory
+// for a window + 1 s after their last request (HYBRID's periodic sync walks every held key
+// every 10 ms: measured ~6 % of a core while idle after rl_hybrid_abs_uniform), so HYBRID's run
+// last, then the round cools down (see main).
+constexpr RateWorkload kRateWorkloads[] = {
+    {"rl_local_abs_hot", kLocal, kAbs, false},
+    {"rl_hybrid_abs_hot", kHybrid, kAbs, false},
+    {"rl_redis_abs_hot", kRedis, kAbs, false},
+    {"raw_evalsha_ratelimit", kRaw, kAbs, false},
+    {"rl_local_sup_hot", kLocal, kSup, false},
+    {"rl_hybrid_sup_hot", kHybrid, kSup, false},
+    {"rl_redis_sup_hot", kRedis, kSup, false},
+    {"rl_local_abs_uniform", kLocal, kAbs, true},
+    {"rl_redis_abs_uniform", kRedis, kAbs, true},
+    {"raw_evalsha_ratelimit_uniform", kRaw, kAbs, true},
+    {"rl_local_sup_uniform", kLocal, kSup, true},
+    {"rl_redis_sup_uniform", kRedis, kSup, true},
+    {"rl_hybrid_abs_uniform", kHybrid, kAbs, true},
+    {"rl_hybrid_sup_uniform", kHybrid, kSup, true},
+};
+
+std::vector<std::string> AllWorkloads() {
+  std::vector<std::string> w = {
+      "empty_rpc",   "lax_inc",          "strict_inc",          "batch1000_lax_inc",
+      "raw_evalsha", "lax_icounter_inc", "strict_icounter_inc", "raw_evalsha_icounter"};
+  for (const auto& r : kRateWorkloads) w.push_back(r.name);
+  return w;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
+  const std::vector<std::string> workloads = AllWorkloads();
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto val = [&]() -> std::string {
@@ -272,24 +420,25 @@ int main(int argc, char** argv) {
     } else if (a == "--rounds") {
       o.rounds = std::max(1, std::atoi(val().c_str()));
     } else if (a == "--only") {
-      o.only = val();
+      std::istringstream list(val());
+      for (std::string name; std::getline(list, name, ',');) {
+        if (std::find(workloads.begin(), workloads.end(), name) == workloads.end()) {
+          std::fprintf(stderr, "--only: unknown workload '%s'; one of:", name.c_str());
+          for (const auto& w : workloads) std::fprintf(stderr, " %s", w.c_str());
+          std::fprintf(stderr, "\n");
+          return 64;
+        }
+        o.only.insert(name);
+      }
     } else {
       std::fprintf(stderr,
                    "usage: distkit_bench [--concurrency N] [--seconds S] [--json FILE] "
-                   "[--daemon PATH] [--only NAME] [--rounds N]\n");
+                   "[--daemon PATH] [--only NAME[,NAME...]] [--rounds N]\n");
       return 64;
     }
   }
-  static const char* const kWorkloads[] = {
-      "empty_rpc",   "lax_inc",          "strict_inc",          "batch1000_lax_inc",
-      "raw_evalsha", "lax_icounter_inc", "strict_icounter_inc", "raw_evalsha_icounter"};
-  if (!o.only.empty() &&
-      std::find(std::begin(kWorkloads), std::end(kWorkloads), o.only) == std::end(kWorkloads)) {
-    std::fprintf(stderr, "--only: unknown workload '%s'; one of:", o.only.c_str());
-    for (const char* w : kWorkloads) std::fprintf(stderr, " %s", w);
-    std::fprintf(stderr, "\n");
-    return 64;
-  }
+  // Latency-only workloads (the SUPPRESSED rate limits) run shorter rounds: see the header.
+  const double short_seconds = std::max(1.0, o.seconds / 3);
   signal(SIGPIPE, SIG_IGN);
   char tmpl[] = "/tmp/distkit-bench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
@@ -324,6 +473,7 @@ int main(int argc, char** argv) {
   auto health = grpc::health::v1::Health::NewStub(channel);
   auto counters = distkit::v1::CounterService::NewStub(channel);
   auto icounters = distkit::v1::InstanceCounterService::NewStub(channel);
+  auto ratelimits = distkit::v1::RateLimitService::NewStub(channel);
   auto serving = [&](const char* service) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
@@ -335,7 +485,9 @@ int main(int argc, char** argv) {
   };
   const bool up = PollUntil(
       [&] {
-        return serving("distkit.v1.CounterService") && serving("distkit.v1.InstanceCounterService");
+        return serving("distkit.v1.CounterService") &&
+               serving("distkit.v1.InstanceCounterService") &&
+               serving("distkit.v1.RateLimitService");
       },
       15s);
   if (!up) {
@@ -343,21 +495,49 @@ int main(int argc, char** argv) {
     cleanup(daemon);
     return 1;
   }
+  const Probe probe{stats, daemon, redis};
+
+  // Keys of the uniform rate-limit workloads: through the daemon "u<i>" in namespace "bench";
+  // straight to Redis the shape RedisRateLimitKey gives them (an 8-hex-digit hash tag).
+  std::vector<std::string> uniform_keys, raw_uniform_keys;
+  uniform_keys.reserve(kUniformKeys);
+  raw_uniform_keys.reserve(kUniformKeys);
+  for (int i = 0; i < kUniformKeys; ++i) {
+    uniform_keys.push_back("u" + std::to_string(i));
+    char tag[16];
+    std::snprintf(tag, sizeof(tag), "%08x", static_cast<unsigned>(i) * 2654435761u);
+    raw_uniform_keys.push_back("dk:{" + std::string(tag) + "}:r:a:bench:u" + std::to_string(i));
+  }
 
   std::vector<Result> results;
-  auto measure = [&](Result r, uint64_t before, uint64_t units) {
-    const uint64_t after = RedisCalls(stats, "evalsha");
-    if (units > 0) r.redis_calls_per_op = static_cast<double>(after - before) / units;
-    results.push_back(r);
-  };
+  double cooldown_s = 0;
   const int n = o.concurrency;
+  // Runs one daemon workload and records its counters around it.
+  auto closed_loop = [&](const std::string& name, double seconds, int units_per_call,
+                         const std::function<void(int, Done)>& issue) {
+    const Snapshot before = Take(probe);
+    Result r = ClosedLoop(name, n, seconds, units_per_call, issue);
+    Account(&r, before, Take(probe), /*redis_calls=*/true);
+    return r;
+  };
+  // ratelimit.lua with RedisRateLimiter's ARGV for an ABSOLUTE Inc under the daemon's default
+  // settings: op, strategy, window_ms, bucket_ms, hard_limit_factor, cache_ms, rate, count,
+  // random (a 17-digit draw as DoubleArg prints one; ABSOLUTE parses it and ignores it).
+  const std::vector<std::string> ratelimit_argv = {"inc",
+                                                   "a",
+                                                   "10000",
+                                                   "100",
+                                                   DoubleArg(1.0),
+                                                   "100",
+                                                   DoubleArg(kRate),
+                                                   "1",
+                                                   DoubleArg(0.6180339887498949)};
   // Workloads run interleaved for several rounds and each reports its median round, so a
   // noisy moment on a shared 2-core machine does not decide a ratio.
   for (int round = 0; round < o.rounds; ++round) {
-    auto want = [&](const char* name) { return o.only.empty() || o.only == name; };
+    auto want = [&](const std::string& name) { return o.only.empty() || o.only.count(name) > 0; };
     if (want("empty_rpc")) {  // empty RPC baseline
-      uint64_t before = RedisCalls(stats, "evalsha");
-      auto r = ClosedLoop("empty_rpc", n, o.seconds, 1, [&](int, std::function<void(bool)> done) {
+      results.push_back(closed_loop("empty_rpc", o.seconds, 1, [&](int, Done done) {
         struct Call {
           grpc::ClientContext ctx;
           grpc::health::v1::HealthCheckRequest req;
@@ -366,13 +546,11 @@ int main(int argc, char** argv) {
         auto c = std::make_shared<Call>();
         health->async()->Check(&c->ctx, &c->req, &c->resp,
                                [c, done](grpc::Status s) { done(s.ok()); });
-      });
-      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+      }));
     }
     auto inc_workload = [&](const char* name, distkit::v1::Consistency consistency) {
       if (!want(name)) return;
-      uint64_t before = RedisCalls(stats, "evalsha");
-      auto r = ClosedLoop(name, n, o.seconds, 1, [&](int s, std::function<void(bool)> done) {
+      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, Done done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::IncRequest req;
@@ -385,44 +563,47 @@ int main(int argc, char** argv) {
         c->req.set_consistency(consistency);
         counters->async()->Inc(&c->ctx, &c->req, &c->resp,
                                [c, done](grpc::Status st) { done(st.ok()); });
-      });
-      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+      }));
     };
     inc_workload("lax_inc", distkit::v1::CONSISTENCY_LAX);
     inc_workload("strict_inc", distkit::v1::CONSISTENCY_STRICT);
     if (want("batch1000_lax_inc")) {
       constexpr int kBatch = 1000;
-      uint64_t before = RedisCalls(stats, "evalsha");
-      auto r = ClosedLoop("batch1000_lax_inc", n, o.seconds, kBatch,
-                          [&](int s, std::function<void(bool)> done) {
-                            struct Call {
-                              grpc::ClientContext ctx;
-                              distkit::v1::BatchRequest req;
-                              distkit::v1::BatchResponse resp;
-                            };
-                            auto c = std::make_shared<Call>();
-                            for (int i = 0; i < kBatch; ++i) {
-                              auto* inc = c->req.add_ops()->mutable_inc();
-                              inc->set_namespace_("bench");
-                              inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
-                              inc->set_delta(1);
-                              inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
-                            }
-                            counters->async()->Batch(&c->ctx, &c->req, &c->resp,
-                                                     [c, done](grpc::Status st) { done(st.ok()); });
-                          });
-      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+      results.push_back(closed_loop("batch1000_lax_inc", o.seconds, kBatch, [&](int s, Done done) {
+        struct Call {
+          grpc::ClientContext ctx;
+          distkit::v1::BatchRequest req;
+          distkit::v1::BatchResponse resp;
+        };
+        auto c = std::make_shared<Call>();
+        for (int i = 0; i < kBatch; ++i) {
+          auto* inc = c->req.add_ops()->mutable_inc();
+          inc->set_namespace_("bench");
+          inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
+          inc->set_delta(1);
+          inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
+        }
+        counters->async()->Batch(&c->ctx, &c->req, &c->resp,
+                                 [c, done](grpc::Status st) { done(st.ok()); });
+      }));
     }
+    // One key per stream, as lax_inc / strict_inc.
+    auto stream_keys = [&](const std::string& prefix) {
+      std::vector<std::string> keys;
+      keys.reserve(static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) keys.push_back(prefix + std::to_string(i));
+      return keys;
+    };
     if (want("raw_evalsha")) {
       // counter.lua ARGV: dedup_id, n, op, comparator, operand, arg.
-      results.push_back(RawEvalsha("raw_evalsha", "counter", "dk:{raw}:c:bench:raw",
-                                   {"bench", "0", "inc", "", "0", "1"}, redis_sock, o));
+      results.push_back(RawEvalsha("raw_evalsha", "counter", stream_keys("dk:{raw}:c:bench:raw"),
+                                   false, {"bench", "0", "inc", "", "0", "1"}, false, redis_sock, n,
+                                   o.seconds, probe));
     }
     // Instance-aware counters: the same streams and keys per stream as lax_inc/strict_inc.
     auto icounter_workload = [&](const char* name, distkit::v1::Consistency consistency) {
       if (!want(name)) return;
-      uint64_t before = RedisCalls(stats, "evalsha");
-      auto r = ClosedLoop(name, n, o.seconds, 1, [&](int s, std::function<void(bool)> done) {
+      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, Done done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::InstanceIncRequest req;
@@ -435,86 +616,199 @@ int main(int argc, char** argv) {
         c->req.set_consistency(consistency);
         icounters->async()->Inc(&c->ctx, &c->req, &c->resp,
                                 [c, done](grpc::Status st) { done(st.ok()); });
-      });
-      measure(r, before, static_cast<uint64_t>(r.ops_per_s * o.seconds));
+      }));
     };
     icounter_workload("lax_icounter_inc", distkit::v1::CONSISTENCY_LAX);
     icounter_workload("strict_icounter_inc", distkit::v1::CONSISTENCY_STRICT);
     if (want("raw_evalsha_icounter")) {
       // icounter.lua ARGV as InstanceCounters::Script sends an inc: id, incarnation, dedup_id,
       // n (no lax entries), op, comparator, operand, arg (the delta).
-      results.push_back(RawEvalsha("raw_evalsha_icounter", "icounter", "dk:{raw}:i:bench:raw",
-                                   {"bench-raw", "1", "bench-raw", "0", "inc", "", "0", "1"},
-                                   redis_sock, o));
+      results.push_back(RawEvalsha("raw_evalsha_icounter", "icounter",
+                                   stream_keys("dk:{raw}:i:bench:raw"), false,
+                                   {"bench-raw", "1", "bench-raw", "0", "inc", "", "0", "1"}, false,
+                                   redis_sock, n, o.seconds, probe));
+    }
+
+    // Rate limiting (issue #4): RateLimitService.Inc, count 1, rate kRate. SUPPRESSED workloads
+    // only report latency and run shorter (short_seconds).
+    auto rate_workload = [&](const RateWorkload& w) {
+      if (!want(w.name)) return;
+      const bool suppressed = w.strategy == distkit::v1::STRATEGY_SUPPRESSED;
+      std::vector<std::mt19937_64> rng;
+      rng.reserve(static_cast<size_t>(n));
+      for (int s = 0; s < n; ++s) rng.emplace_back(static_cast<uint64_t>(round * 1000 + s));
+      Result r = closed_loop(
+          w.name, suppressed ? short_seconds : o.seconds, 1, [&](int s, const Done& done) {
+            struct Call {
+              grpc::ClientContext ctx;
+              distkit::v1::RateLimitIncRequest req;
+              distkit::v1::RateLimitIncResponse resp;
+            };
+            auto c = std::make_shared<Call>();
+            c->req.set_namespace_("bench");
+            // Each stream has its own generator; a stream has one call in flight at a time.
+            c->req.set_key(w.uniform ? uniform_keys[rng[static_cast<size_t>(s)]() % kUniformKeys]
+                                     : "hot");
+            c->req.set_rate_per_second(kRate);
+            c->req.set_count(1);
+            c->req.set_provider(w.provider);
+            c->req.set_strategy(w.strategy);
+            ratelimits->async()->Inc(&c->ctx, &c->req, &c->resp, [c, done](const grpc::Status& st) {
+              if (!st.ok()) return done(kCallFailed);
+              if (c->resp.degraded()) return done(kCallDegraded);
+              done(c->resp.allowed() ? kCallAdmitted : kCallOk);
+            });
+          });
+      if (r.allowed_share < 0) r.allowed_share = 0;
+      results.push_back(r);
+    };
+    std::optional<Clock::time_point> last_uniform_end;
+    for (const auto& w : kRateWorkloads) {
+      if (!want(w.name)) continue;
+      if (w.provider != kRaw) {
+        rate_workload(w);
+        if (w.uniform && w.provider == kHybrid) last_uniform_end = Clock::now();
+      } else if (w.uniform) {
+        results.push_back(RawEvalsha(w.name, "ratelimit", raw_uniform_keys, true, ratelimit_argv,
+                                     true, redis_sock, n, o.seconds, probe));
+      } else {
+        results.push_back(RawEvalsha(w.name, "ratelimit", {"dk:{rawbench}:r:a:bench:hot"}, false,
+                                     ratelimit_argv, true, redis_sock, n, o.seconds, probe));
+      }
+    }
+    // Cool-down before the next round: the daemon evicts a LOCAL or HYBRID key state
+    // W + 1 s after its last request, in a pass once a second, so 12 s after the last 100 000-key
+    // workload the next round's baselines run against an idle daemon again.
+    if (last_uniform_end && round + 1 < o.rounds) {
+      const auto until = *last_uniform_end + 12s;
+      const auto now = Clock::now();
+      if (until > now) {
+        std::this_thread::sleep_until(until);
+        cooldown_s += std::chrono::duration<double>(until - now).count();
+      }
     }
   }  // rounds
   results = MedianPerWorkload(std::move(results));
 
-  // Exactly-once sanity: every acknowledged strict/lax inc reached Redis after a final flush.
   cleanup(daemon);
   redisFree(stats);
 
-  if (!o.only.empty()) {
-    for (const auto& r : results) {
-      std::printf("%s: %.0f ops/s p50 %.0f us p99 %.0f us\n", r.name.c_str(), r.ops_per_s, r.p50_us,
-                  r.p99_us);
-    }
-    return 0;
-  }
   std::map<std::string, Result> by;
   for (const auto& r : results) by[r.name] = r;
-  const double empty = by["empty_rpc"].ops_per_s, lax = by["lax_inc"].ops_per_s,
-               strict = by["strict_inc"].ops_per_s, batch = by["batch1000_lax_inc"].ops_per_s,
-               raw = by["raw_evalsha"].ops_per_s;
-  const double ilax = by["lax_icounter_inc"].ops_per_s,
-               istrict = by["strict_icounter_inc"].ops_per_s,
-               iraw = by["raw_evalsha_icounter"].ops_per_s;
   struct Ratio {
-    const char* name;
-    double value, target;
+    std::string name;
+    double value, target;  // target 0: reported, not a target
   };
-  const Ratio ratios[] = {
-      {"lax_inc / empty_rpc", lax / empty, 0.9},
-      {"strict_inc / min(empty_rpc, raw_evalsha)", strict / std::min(empty, raw), 0.7},
-      {"batch1000 per-inc / lax_inc", batch / lax, 20},
-      {"lax_icounter_inc / empty_rpc", ilax / empty, 0.9},
-      {"strict_icounter_inc / min(empty_rpc, raw_evalsha_icounter)",
-       istrict / std::min(empty, iraw), 0.7}};
+  std::vector<Ratio> ratios;
+  // A ratio is printed when every workload it needs ran.
+  auto ratio = [&](const std::string& name, const std::vector<std::string>& needs,
+                   const std::function<double(const std::function<double(const char*)>&)>& value,
+                   double target) {
+    for (const auto& w : needs) {
+      if (!by.count(w)) return;
+    }
+    ratios.push_back({name, value([&](const char* w) { return by.at(w).ops_per_s; }), target});
+  };
+  using Ops = std::function<double(const char*)>;
+  ratio(
+      "lax_inc / empty_rpc", {"lax_inc", "empty_rpc"},
+      [](const Ops& x) { return x("lax_inc") / x("empty_rpc"); }, 0.9);
+  ratio(
+      "strict_inc / min(empty_rpc, raw_evalsha)", {"strict_inc", "empty_rpc", "raw_evalsha"},
+      [](const Ops& x) { return x("strict_inc") / std::min(x("empty_rpc"), x("raw_evalsha")); },
+      0.7);
+  ratio(
+      "batch1000 per-inc / lax_inc", {"batch1000_lax_inc", "lax_inc"},
+      [](const Ops& x) { return x("batch1000_lax_inc") / x("lax_inc"); }, 20);
+  ratio(
+      "lax_icounter_inc / empty_rpc", {"lax_icounter_inc", "empty_rpc"},
+      [](const Ops& x) { return x("lax_icounter_inc") / x("empty_rpc"); }, 0.9);
+  ratio(
+      "strict_icounter_inc / min(empty_rpc, raw_evalsha_icounter)",
+      {"strict_icounter_inc", "empty_rpc", "raw_evalsha_icounter"},
+      [](const Ops& x) {
+        return x("strict_icounter_inc") / std::min(x("empty_rpc"), x("raw_evalsha_icounter"));
+      },
+      0.7);
+  // Issue #4. LOCAL: both key patterns are answered from memory, so the target applies to both.
+  // HYBRID: the hot key is the case the provider is for (decisions from a lease in memory); with
+  // 100 000 uniform keys at these rates a key comes back every few seconds, long after its lease
+  // (200 ms) lapsed, so nearly every request is a first touch that waits for a sync script: that
+  // ratio is reported, not a target. REDIS: the hot key against raw EVALSHA on one key (the same
+  // steady-state script path: 8-field HMGET, 3 writes); the uniform pair is reported too.
+  for (const char* w :
+       {"rl_local_abs_hot", "rl_local_abs_uniform", "rl_hybrid_abs_hot", "rl_hybrid_abs_uniform"}) {
+    const bool target = std::string(w) != "rl_hybrid_abs_uniform";
+    ratio(
+        std::string(w) + " / empty_rpc", {w, "empty_rpc"},
+        [w](const Ops& x) { return x(w) / x("empty_rpc"); }, target ? 0.9 : 0);
+  }
+  ratio(
+      "rl_redis_abs_hot / min(empty_rpc, raw_evalsha_ratelimit)",
+      {"rl_redis_abs_hot", "empty_rpc", "raw_evalsha_ratelimit"},
+      [](const Ops& x) {
+        return x("rl_redis_abs_hot") / std::min(x("empty_rpc"), x("raw_evalsha_ratelimit"));
+      },
+      0.7);
+  ratio(
+      "rl_redis_abs_uniform / min(empty_rpc, raw_evalsha_ratelimit_uniform)",
+      {"rl_redis_abs_uniform", "empty_rpc", "raw_evalsha_ratelimit_uniform"},
+      [](const Ops& x) {
+        return x("rl_redis_abs_uniform") /
+               std::min(x("empty_rpc"), x("raw_evalsha_ratelimit_uniform"));
+      },
+      0);
 
   std::printf(
       "\ndistkit_bench: concurrency %d, %d interleaved rounds of %.1f s per workload "
-      "(median round shown)\n",
-      o.concurrency, o.rounds, o.seconds);
-  std::printf("%-22s %14s %10s %10s %16s %8s\n", "workload", "ops/s", "p50 us", "p99 us",
-              "redis calls/op", "errors");
+      "(SUPPRESSED rate limits %.1f s; median round shown; cool-down %.1f s in all)\n",
+      o.concurrency, o.rounds, o.seconds, short_seconds, cooldown_s);
+  std::printf("%-30s %9s %8s %8s %9s %8s %21s %7s %8s\n", "workload", "ops/s", "p50 us", "p99 us",
+              "redis/op", "allowed", "CPU us/op d/redis/cli", "errors", "degraded");
   for (const auto& r : results) {
-    std::printf("%-22s %14.0f %10.0f %10.0f %16.3f %8llu\n", r.name.c_str(), r.ops_per_s, r.p50_us,
-                r.p99_us, r.redis_calls_per_op, static_cast<unsigned long long>(r.errors));
+    char allowed[16] = "-";
+    if (r.allowed_share >= 0)
+      std::snprintf(allowed, sizeof(allowed), "%.1f%%", r.allowed_share * 100);
+    std::printf("%-30s %9.0f %8.0f %8.0f %9.3f %8s %7.1f %6.1f %6.1f %7llu %8llu\n", r.name.c_str(),
+                r.ops_per_s, r.p50_us, r.p99_us, r.redis_calls_per_op, allowed, r.cpu_daemon_us,
+                r.cpu_redis_us, r.cpu_client_us, static_cast<unsigned long long>(r.errors),
+                static_cast<unsigned long long>(r.degraded));
   }
-  std::printf("\n%-60s %8s %8s %s\n", "ratio", "value", "target", "");
   bool all_met = true;
+  if (!ratios.empty()) std::printf("\n%-72s %7s %7s\n", "ratio", "value", "target");
   for (const auto& r : ratios) {
+    if (r.target <= 0) {
+      std::printf("%-72s %7.2f %7s %s\n", r.name.c_str(), r.value, "-", "(reported)");
+      continue;
+    }
     const bool met = r.value >= r.target;
     all_met &= met;
-    std::printf("%-60s %8.2f %8.2f %s\n", r.name, r.value, r.target, met ? "met" : "NOT MET");
+    std::printf("%-72s %7.2f %7.2f %s\n", r.name.c_str(), r.value, r.target,
+                met ? "met" : "NOT MET");
   }
   std::string json = "{\"concurrency\":" + std::to_string(o.concurrency) +
-                     ",\"seconds\":" + std::to_string(o.seconds) + ",\"results\":[";
+                     ",\"seconds\":" + std::to_string(o.seconds) +
+                     ",\"short_seconds\":" + std::to_string(short_seconds) +
+                     ",\"rounds\":" + std::to_string(o.rounds) + ",\"results\":[";
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
-    char buf[512];
+    char buf[768];
     std::snprintf(buf, sizeof(buf),
                   "%s{\"name\":\"%s\",\"ops_per_s\":%.0f,\"p50_us\":%.0f,\"p99_us\":%.0f,"
-                  "\"redis_calls_per_op\":%.4f,\"errors\":%llu}",
+                  "\"redis_calls_per_op\":%.4f,\"allowed_share\":%.4f,\"cpu_us_per_op\":{"
+                  "\"distkitd\":%.2f,\"redis\":%.2f,\"client\":%.2f},\"errors\":%llu,"
+                  "\"degraded\":%llu}",
                   i ? "," : "", r.name.c_str(), r.ops_per_s, r.p50_us, r.p99_us,
-                  r.redis_calls_per_op, static_cast<unsigned long long>(r.errors));
+                  r.redis_calls_per_op, r.allowed_share, r.cpu_daemon_us, r.cpu_redis_us,
+                  r.cpu_client_us, static_cast<unsigned long long>(r.errors),
+                  static_cast<unsigned long long>(r.degraded));
     json += buf;
   }
   json += "],\"ratios\":{";
-  for (size_t i = 0; i < std::size(ratios); ++i) {
+  for (size_t i = 0; i < ratios.size(); ++i) {
     char buf[256];
     std::snprintf(buf, sizeof(buf), "%s\"%s\":{\"value\":%.3f,\"target\":%.2f}", i ? "," : "",
-                  ratios[i].name, ratios[i].value, ratios[i].target);
+                  ratios[i].name.c_str(), ratios[i].value, ratios[i].target);
     json += buf;
   }
   json += "}}";
