@@ -20,6 +20,7 @@
 --                                cumulative and only the difference is added (exactly once)
 -- ARGV     mode ("sync" | "read"), member, cum_acc, cum_dec, acked_acc, acked_dec, expired_acc,
 --          expired_dec, held, want (0/1), need, capacity, window_ms, bucket_ms, lease_ms, rate
+--          [, demand]
 --            acked_*    the cumulatives this member last saw confirmed: the base when its field
 --                       is gone (removed as stale while the daemon was cut off)
 --            expired_*  units of the new usage that are already older than the window (admitted
@@ -27,6 +28,9 @@
 --            held       lease units the daemon keeps using until it reads this reply
 --            need       the count of a request waiting for this sync (0 = none)
 --            rate       the rate of the daemon's last request (decimal text), "" = none
+--            demand     the most this member expects to use before its next syncs (its recent
+--                       traffic with headroom); absent = no cap. Its lease is at most that: an
+--                       idle or slow daemon does not sit on capacity others could use.
 --          "read" writes nothing: Get on a key this daemon does not hold.
 -- Returns  {grant, limit, acc, dec, last_second, oldest_age, oldest_acc, active, free, cum_acc,
 --           cum_dec, now, rate}: grant = new lease units on top of held; limit = the most this
@@ -73,7 +77,7 @@ end
 -- ---------------------------------------------------------------- validation (no writes)
 
 if #KEYS ~= 1 then return fail("exactly one key expected") end
-if #ARGV ~= 16 then return fail("wrong number of arguments") end
+if #ARGV ~= 16 and #ARGV ~= 17 then return fail("wrong number of arguments") end
 local key = KEYS[1]
 local mode, member = ARGV[1], ARGV[2]
 if mode ~= "sync" and mode ~= "read" then return fail("unknown mode") end
@@ -92,6 +96,11 @@ if not window then return fail("window_ms must be an integer >= 1") end
 if not bucket or bucket > window then return fail("bucket_ms must be in [1, window_ms]") end
 if not lease_ms then return fail("lease_ms must be an integer >= 1") end
 local rate = ARGV[16]
+local demand = nil
+if ARGV[17] then
+  demand = nat(ARGV[17])
+  if not demand then return fail("bad demand") end
+end
 if rate ~= "" and (#rate > 40 or not string.find(rate, "^[0-9.eE+-]+$") or not tonumber(rate)) then
   return fail("bad rate")
 end
@@ -210,8 +219,9 @@ if oldest then
 end
 
 -- ---------------------------------------------------------------- lease
--- A member may hold at most its fair share ceil((capacity - acc) / active) of what is left (or
--- `need`, for one request that waits), and never more than what no one else holds: so
+-- A member may hold at most its fair share ceil((capacity - acc) / active) of what is left, and
+-- of that no more than its `demand` (but at least `need`, for one request that waits), and never
+-- more than what no one else holds: so
 -- acc + every lease <= capacity after every sync, and every unit admitted from memory is
 -- covered by a lease until it is in a bucket.
 
@@ -220,7 +230,9 @@ if mode == "sync" and want == "1" then active = active + 1 end
 local left = math.max(0, cap - acc)
 local free = cap - acc - others_lease - (mode == "sync" and held or 0)
 if mode == "sync" and want == "1" then
-  limit = math.max(math.ceil(left / active), need)
+  local share = math.ceil(left / active)
+  if demand and demand < share then share = demand end
+  limit = math.max(share, need)
   grant = math.max(0, math.min(free, limit - held))
   free = free - grant
 end

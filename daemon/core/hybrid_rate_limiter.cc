@@ -130,9 +130,23 @@ struct HybridRateLimiter::KeyState {
   FactorCache local_factor;  // over `own` (degraded decisions)
 
   uint64_t capacity = 0;  // lease capacity of the last request (ABSOLUTE capacity / hard limit)
-  double rate = 0;        // rate of the last request
+  uint64_t synced_capacity = 0;  // the capacity of the last successful sync (its lease and free)
+  double rate = 0;               // rate of the last request
   int64_t last_request_ns = 0;
   uint64_t requests_since_sync = 0;
+
+  // Units requested (admitted or not) in the current and the previous period of active_ms / 2:
+  // a sync asks for a lease of twice that at most (docs/rate_limiting.md, lease sizing), so a
+  // quiet daemon does not hold capacity that another one's requests need.
+  uint64_t demand_cur = 0, demand_prev = 0;
+  int64_t demand_since_ns = 0;
+  void RollDemand(int64_t now_ns, int64_t period_ns) {
+    if (now_ns - demand_since_ns < period_ns) return;
+    demand_prev = now_ns - demand_since_ns < 2 * period_ns ? demand_cur : 0;
+    demand_cur = 0;
+    demand_since_ns = now_ns;
+  }
+  uint64_t Demand() const { return std::max<uint64_t>(1, SatAdd(demand_cur, demand_prev) * 2); }
 
   // Sync bookkeeping: one script call in flight at a time.
   bool in_flight = false;
@@ -176,6 +190,7 @@ struct HybridRateLimiter::SyncCall {
   uint64_t acc_since_at_send = 0, dec_since_at_send = 0;
   uint64_t need = 0;
   uint64_t held = 0;
+  uint64_t capacity = 0;
 };
 
 struct HybridRateLimiter::Outcome {
@@ -290,36 +305,40 @@ HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateInc
   const int64_t now_ms = now_ns / kNsPerMs;
   const bool suppressed = req.strategy == RateStrategy::kSuppressed;
   const uint64_t count = req.count;
-  st.last_request_ns = now_ns;
-  st.requests_since_sync++;
-  st.rate = req.rate_per_second;
-  if (st.EvictOwn(now_ms, s_)) st.local_factor.valid = false;
-
-  SuppressedLimits limits;
-  if (suppressed) {
-    if (count >= kMaxCount) {
-      return {false, absl::OutOfRangeError("count must be below 2^53 for SUPPRESSED")};
-    }
-    limits = Clamp(SuppressedLimitsFor(req.rate_per_second, s_.window_ms, s_.hard_limit_factor));
-    st.capacity = limits.hard;
-  } else {
-    st.capacity = std::min(RateCapacity(req.rate_per_second, s_.window_ms), kHybridMaxCapacity);
-  }
-  const uint64_t capacity = st.capacity;
   const bool degraded = st.last_failed;
-  const bool lease_valid = st.synced && now_ns < st.lease_until_ns;
-
   RateIncResult r;
   r.degraded = degraded;
   auto answer = [&](RateIncResult res) -> Outcome {
     if (res.degraded) stats_.degraded++;
     return {false, res};
   };
-  if (!suppressed && count > capacity) {  // can never fit: REJECTED (0, 0), nothing recorded
+
+  SuppressedLimits limits;
+  uint64_t capacity = 0;
+  if (suppressed) {
+    if (count >= kMaxCount) {
+      return {false, absl::OutOfRangeError("count must be below 2^53 for SUPPRESSED")};
+    }
+    limits = Clamp(SuppressedLimitsFor(req.rate_per_second, s_.window_ms, s_.hard_limit_factor));
+    capacity = limits.hard;
+  } else {
+    capacity = std::min(RateCapacity(req.rate_per_second, s_.window_ms), kHybridMaxCapacity);
+  }
+  if (!suppressed && count > capacity) {
+    // Can never fit: REJECTED (0, 0). Nothing recorded, and not a request of this key either:
+    // it must not make the next sync ask for (and reserve) a lease.
     r.decision = RateDecision::kRejected;
     r.allowed = false;
     return answer(r);
   }
+  st.capacity = capacity;
+  st.last_request_ns = now_ns;
+  st.requests_since_sync++;
+  st.rate = req.rate_per_second;
+  st.RollDemand(now_ns, active_ms_ * kNsPerMs / 2);
+  st.demand_cur = SatAdd(st.demand_cur, count);
+  if (st.EvictOwn(now_ms, s_)) st.local_factor.valid = false;
+  const bool lease_valid = st.synced && now_ns < st.lease_until_ns;
   // First touch, or the lease ran out while Redis answers: ask Redis before deciding.
   if (!lease_valid && !degraded && may_sync) return {true, r};
 
@@ -336,6 +355,8 @@ HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateInc
   const auto sync_may_help = [&](uint64_t c) {
     if (degraded || !may_sync) return false;
     if (!lease_valid) return true;
+    // A higher rate than the last sync's: Redis may grant from the larger capacity.
+    if (capacity > st.synced_capacity) return true;
     return st.free > 0 && c <= SatAdd(st.avail, static_cast<uint64_t>(st.free));
   };
   const auto take = [&](uint64_t c, bool from_lease) {
@@ -390,10 +411,15 @@ HybridRateLimiter::Outcome HybridRateLimiter::Decide(KeyState& st, const RateInc
     }
     r.decision = RateDecision::kRejected;
     r.allowed = false;
-    // Retry hint: the oldest live bucket of the last synced state, else our own oldest, else the
-    // next sync (the capacity is leased to other daemons).
+    // Retry hint: the window has room but other daemons hold it as leases: they shrink to their
+    // demand at their next sync (one interval); else the oldest live bucket of the last synced
+    // state, else our own oldest, else the next sync.
     const int64_t since_sync_ms = (now_ns - st.synced_ns) / kNsPerMs;
-    if (st.synced && st.oldest_age_ms >= 0 && st.oldest_age_ms + since_sync_ms < s_.window_ms) {
+    if (st.synced && view_acc <= capacity - count) {
+      r.retry_after_ms = s_.sync_interval_ms;
+      r.remaining_after_waiting = capacity - view_acc;
+    } else if (st.synced && st.oldest_age_ms >= 0 &&
+               st.oldest_age_ms + since_sync_ms < s_.window_ms) {
       r.retry_after_ms = s_.window_ms - (st.oldest_age_ms + since_sync_ms);
       r.remaining_after_waiting = st.oldest_acc;
     } else if (!st.own.empty()) {
@@ -579,6 +605,8 @@ HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyS
   call.dec_since_at_send = st.dec_since;
   call.need = want ? std::min(st.need, st.capacity) : 0;
   call.held = st.avail;
+  call.capacity = st.capacity;
+  st.RollDemand(now_ns, active_ms_ * kNsPerMs / 2);
   call.redis_key = st.redis_key;
   call.args = {"sync",
                st.member,
@@ -595,7 +623,8 @@ HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyS
                Num(s_.window_ms),
                Num(s_.bucket_ms),
                Num(lease_ms_ + lease_grace_ms_),
-               st.rate > 0 ? RateText(st.rate) : ""};
+               st.rate > 0 ? RateText(st.rate) : "",
+               Num(want ? st.Demand() : 0)};
   st.in_flight = true;
   st.sync_id = call.id;
   st.need = 0;
@@ -653,6 +682,7 @@ void HybridRateLimiter::Complete(const SyncCall& call, absl::StatusOr<redis::Rep
       st.lease_until_ns = call.send_ns + lease_ms_ * kNsPerMs;
       st.synced = true;
       st.synced_ns = call.send_ns;
+      st.synced_capacity = call.capacity;
       st.g_acc = r.acc;
       st.g_dec = r.dec;
       st.g_last_second = r.last_second;

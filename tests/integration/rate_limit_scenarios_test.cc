@@ -55,11 +55,13 @@
 //  - 128's "key validation": names are validated by the transport (rate_limit_service_test).
 // Scenarios whose setup used set_if (59, 102, 109, 124) are ported with Inc doing the seeding.
 //
-// Findings: where a provider answers differently from docs/rate_limiting.md or from the other
-// providers on the same scenario, the scenario still asserts the documented behaviour, as a
-// DISABLED_ test of the suite HybridFindings (all findings so far concern HYBRID), with the
-// observed answer and its cause in a comment; the conforming providers run the same body in
-// LocalAndRedis, or the scenario's conforming form runs in AllProviders / SharedProviders.
+// Findings: this port found three places where HYBRID answered differently from
+// docs/rate_limiting.md and from REDIS (27: a higher rate later was refused until the next
+// periodic sync; 41: an oversized request made the daemon lease the whole capacity; 115: an idle
+// daemon's lease of the whole capacity kept a second daemon out for lease_ms + grace, with a
+// retry hint of a whole window). All three are fixed (HYBRID syncs for a larger capacity, an
+// oversized request records nothing, leases are sized by each daemon's recent demand) and the
+// scenarios run on every provider they apply to.
 
 #include <gtest/gtest.h>
 
@@ -410,7 +412,7 @@ class RateLimitScenarios : public ::testing::TestWithParam<Provider> {
     return lease + std::max<int64_t>(50, lease / 4);
   }
 
-  // Bodies shared by a conforming suite and a DISABLED_ finding of another provider.
+  // Scenario bodies (27: ABSOLUTE and SUPPRESSED).
   void Scenario27HigherRateLaterIsAdmittedBody() {
     Start(S(6));
     EXPECT_TRUE(IsAllowed(Inc("k", 1, 1)));    // capacity 6
@@ -438,10 +440,6 @@ class RateLimitScenarios : public ::testing::TestWithParam<Provider> {
 class AllProviders : public RateLimitScenarios {};
 // Two daemons sharing one limit through Redis.
 class SharedProviders : public RateLimitScenarios {};
-// Scenarios where HYBRID departs from the documented semantics: HYBRID runs only in
-// HybridFindings (DISABLED_, see the finding's comment).
-class LocalAndRedis : public RateLimitScenarios {};
-class HybridFindings : public RateLimitScenarios {};
 
 // ================================================================ ABSOLUTE
 
@@ -489,35 +487,16 @@ TEST_P(AllProviders, Scenario26And111KeysNamespacesAndStrategiesAreIndependent) 
 // 27 [L,R,H], deviation D1: the rate is per request. trypema (W6) stores the first rate:
 // inc(rate 1, 0) then inc(rate 100, 6) is Rejected there ([R]: `w` keeps its first value; [H]:
 // the first request's limit wins). Ours: the second request has capacity 600 and fits.
-TEST_P(LocalAndRedis, Scenario27HigherRateLaterIsAdmitted) {
+TEST_P(AllProviders, Scenario27HigherRateLaterIsAdmitted) {
   Scenario27HigherRateLaterIsAdmittedBody();
 }
 
-// FINDING (HYBRID): the request at rate 100 (capacity 600, 1 unit used) is REJECTED. HYBRID
-// decides from its lease, which the first request's sync sized for capacity 6 (5 units left);
-// the request does not fit in it, and Decide waits for a sync only when `st.free > 0` (what nobody
-// held at the last sync: 0, because this daemon's own lease took it all), so it rejects from
-// memory instead of asking Redis for the larger capacity
-// (daemon/core/hybrid_rate_limiter.cc, Decide: fits_lease / sync_may_help). The next periodic
-// sync carries capacity 600 and a later request would fit: the rate is sticky until then, unlike
-// LOCAL and REDIS and the "rate per request" rule of docs/rate_limiting.md.
-TEST_P(HybridFindings, DISABLED_Scenario27HigherRateLaterIsAdmitted) {
-  Scenario27HigherRateLaterIsAdmittedBody();
-}
 
 // 27 with SUPPRESSED, D1 as above.
-TEST_P(LocalAndRedis, Scenario27SuppressedHigherRateLaterIsAllowed) {
+TEST_P(AllProviders, Scenario27SuppressedHigherRateLaterIsAllowed) {
   Scenario27SuppressedHigherRateLaterIsAllowedBody();
 }
 
-// FINDING (HYBRID), the same cause with SUPPRESSED: HYBRID leases the hard limit of the first
-// request's rate (6, one unit used); the request at rate 100 (7 ≤ soft 600: documented ALLOWED)
-// finds 5 lease units, Decide's sync_may_help is false (st.free = 0) and it is declined as
-// "the rest of the hard limit is leased to other daemons": SUPPRESSED{1, false}, although this
-// daemon is the only one and holds that lease itself.
-TEST_P(HybridFindings, DISABLED_Scenario27SuppressedHigherRateLaterIsAllowed) {
-  Scenario27SuppressedHigherRateLaterIsAllowedBody();
-}
 
 // 27 continued, D1: a LOWER rate later sees the usage recorded under the higher one (capacity 6
 // < 6 used + 1). Every provider agrees here (HYBRID's "second check", docs: HYBRID Decisions).
@@ -1181,17 +1160,16 @@ TEST_P(SharedProviders, Scenario110AfterOneDaemonUsedTheCapacityTheOtherRejects)
 
 // 115 [H] (after more increments elsewhere, get = 9; get_estimate is not in our API). REDIS:
 // exact at once. HYBRID: a daemon sees another's units after that daemon's next sync (docs:
-// "Get ... reads everyone's"), and the second daemon is admitted only once the first one's idle
-// lease lapses (lease_ms + grace): see the finding
-// DISABLED_Scenario115SecondDaemonIsAdmittedAtOnce.
+// "Get ... reads everyone's"); the second daemon is admitted at once
+// (Scenario115SecondDaemonIsAdmittedAtOnce).
 TEST_P(SharedProviders, Scenario115GetSeesEveryDaemonsUsage) {
   Start(S(10), 2);  // r10: capacity 100
   EXPECT_TRUE(IsAllowed(Inc("k", 10, 5, kAbs, 0)));
   bool first_try = true;
   EXPECT_TRUE(Eventually([&] {
     const RateIncResult r = Inc("k", 10, 4, kAbs, 1);
-    if (IsRedis() && first_try) {
-      EXPECT_TRUE(IsAllowed(r));
+    if (first_try) {
+      EXPECT_TRUE(IsAllowed(r));  // HYBRID too: daemon 0 holds a lease of its demand only
     }
     first_try = false;
     return r.allowed;
@@ -1204,41 +1182,27 @@ TEST_P(SharedProviders, Scenario115GetSeesEveryDaemonsUsage) {
   EXPECT_TRUE(Eventually([&] { return Get("k", kAbs, 1).total == 9; }));
 }
 
-// FINDING (HYBRID, 41 with two daemons): a request larger than the capacity is answered
-// REJECTED (0, 0) "without Redis" (docs: HYBRID Decisions), but it still makes the daemon lease the
-// whole capacity: Decide counts it in requests_since_sync (and sets st.capacity) before its
-// `count > capacity` return, so the next periodic sync runs with want = 1 and Redis grants this
-// daemon everything (measured: m:<member> = "<exp> 10 1 0 0" right after, no unit admitted
-// anywhere). Another daemon is then REJECTED for ~220 ms (22-23 attempts 10 ms apart), until that
-// idle lease lapses; on REDIS the same request writes nothing (docs: REDIS step 4) and the other
-// daemon is admitted at once.
-TEST_P(HybridFindings, DISABLED_Scenario41OversizedRequestReservesNothing) {
+// 41 with two daemons: a request larger than the capacity is REJECTED (0, 0) and reserves
+// nothing: another daemon is admitted at once. (HYBRID used to count it as a request of the key,
+// so its next sync leased this daemon the whole capacity for lease_ms + grace: found by this port.)
+TEST_P(SharedProviders, Scenario41OversizedRequestReservesNothing) {
   Start(S(10), 2);  // r1: capacity 10
   const RateIncResult r = Inc("k", 1, 11, kAbs, 0);
   EXPECT_TRUE(IsRejected(r));
   EXPECT_EQ(r.retry_after_ms, 0);
-  // Let daemon 0's periodic sync run (if it has one to run) and be answered.
-  EXPECT_TRUE(PollUntil(
-      [&] { return D(0).hybrid->stats().syncs.load() >= 1 && D(0).hybrid->outstanding() == 0; },
-      2s));
+  if (IsHybrid()) {  // a periodic sync pass of daemon 0 (it has nothing to sync), answered
+    D(0).hybrid->SyncNow();
+    EXPECT_TRUE(PollUntil([&] { return D(0).hybrid->outstanding() == 0; }, kPollBound));
+    EXPECT_EQ(D(0).hybrid->stats().syncs.load(), 0u);
+  }
   EXPECT_TRUE(IsAllowed(Inc("k", 1, 1, kAbs, 1)));  // nothing is used: 0 + 1 ≤ 10
 }
 
-// FINDING (HYBRID, 115 and 124): the second daemon's first requests are refused although the
-// capacity is free. Capacity 100, daemon 0 used 5; daemon 1's Inc(4) — ALLOWED at once on REDIS,
-// and by the rule every provider keeps (used + count ≤ capacity) — is REJECTED on HYBRID for
-// ~260 ms (measured: 26-28 attempts 10 ms apart): the first answer carries retry_after_ms 10
-// (one sync interval: daemon 0's units were not in a bucket yet), the following ones
-// retry_after_ms ≈ 10 000 and remaining_after_waiting 5 (daemon 0's bucket): a hint 40× too long.
-// Cause (hybrid_rate_limiter.cc Decide, lua/ratelimit_hybrid.lua lease rule): daemon 0's first
-// sync leased it the whole capacity (it was alone); its push sync keeps 95 as its share; then it
-// is idle, and an idle key is not synced, so its lease is neither trimmed to ceil(95 / 2) nor
-// released: Redis keeps it reserved until that sync's time + lease_ms + grace (200 + 50 ms).
-// Daemon 1's syncs find free = 100 − 5 − 95 = 0, so Decide rejects from memory (sync_may_help is
-// false) and takes the retry hint from the oldest bucket, not from the lease that blocks it.
-// The same cause makes 124 decline (factor 1) a band request that REDIS admits with 1 − 1/15
-// unless the test first waits for the idle lease to lapse (it does).
-TEST_P(HybridFindings, DISABLED_Scenario115SecondDaemonIsAdmittedAtOnce) {
+// 115 with two daemons: capacity 100, daemon 0 used 5, daemon 1's Inc(4) is ALLOWED at once
+// (used + count ≤ capacity). HYBRID used to reject it for ~260 ms with a retry hint of a whole
+// window: daemon 0, alone at its first sync, leased the whole capacity and kept it while idle.
+// Leases are now capped by each daemon's recent demand (docs/rate_limiting.md, lease sizing).
+TEST_P(SharedProviders, Scenario115SecondDaemonIsAdmittedAtOnce) {
   Start(S(10), 2);  // r10: capacity 100
   EXPECT_TRUE(IsAllowed(Inc("k", 10, 5, kAbs, 0)));
   EXPECT_TRUE(IsAllowed(Inc("k", 10, 4, kAbs, 1)));  // 5 + 4 ≤ 100
@@ -1248,8 +1212,8 @@ TEST_P(HybridFindings, DISABLED_Scenario115SecondDaemonIsAdmittedAtOnce) {
 // 124 [H] (a mid factor seeded in Redis → a fresh instance draws exactly once and answers
 // Suppressed with 0 < f < 1). Seeded by daemon 0's inc of 15 (soft 10, hard 20). HYBRID, D5:
 // daemon 1 can admit only out of a lease, so it asks once daemon 0's idle lease has lapsed in
-// Redis (before that, daemon 1 declines with factor 1: the finding described at
-// DISABLED_Scenario115SecondDaemonIsAdmittedAtOnce).
+// Redis (daemon 0's inc of 15 makes its demand 30, so it leases all of the hard limit that is
+// left; before it lapses daemon 1 declines with factor 1).
 TEST_P(SharedProviders, Scenario124FreshDaemonInTheBandDrawsOnce) {
   Start(S(10, 100, 2), 2);
   const int64_t t0 = Now();
@@ -1367,10 +1331,6 @@ INSTANTIATE_TEST_SUITE_P(Providers, AllProviders,
                          ProviderName);
 INSTANTIATE_TEST_SUITE_P(Providers, SharedProviders,
                          ::testing::Values(Provider::kRedis, Provider::kHybrid), ProviderName);
-INSTANTIATE_TEST_SUITE_P(Providers, LocalAndRedis,
-                         ::testing::Values(Provider::kLocal, Provider::kRedis), ProviderName);
-INSTANTIATE_TEST_SUITE_P(Providers, HybridFindings, ::testing::Values(Provider::kHybrid),
-                         ProviderName);
 
 }  // namespace
 }  // namespace distkit::testing
