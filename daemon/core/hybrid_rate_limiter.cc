@@ -100,8 +100,10 @@ struct MapKeyEq {
 }  // namespace
 
 struct HybridRateLimiter::KeyState {
+  MapKey map_key;         // its key in the shard's map
   std::string member;     // this state's name in Redis: dedup id + "." + serial
   std::string redis_key;  // HybridRateLimitKey
+  bool dirty = false;     // in its shard's dirty list (looked at by the next sync pass)
 
   // Usage this state recorded (modulo 2^62) and how much of it Redis confirmed.
   uint64_t cum_acc = 0, cum_dec = 0;
@@ -179,6 +181,15 @@ struct HybridRateLimiter::Shard {
   absl::Mutex mu;
   absl::flat_hash_map<MapKey, std::unique_ptr<KeyState>, MapKeyHash, MapKeyEq> map
       ABSL_GUARDED_BY(mu);
+  // States that may need a periodic sync (a request since their last sync, or a sync that left
+  // usage unpushed): a sync pass looks at these only, not at every key held (an idle key costs
+  // nothing between the once-a-second eviction walks).
+  std::vector<KeyState*> dirty ABSL_GUARDED_BY(mu);
+  void MarkDirty(KeyState& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (st.dirty) return;
+    st.dirty = true;
+    dirty.push_back(&st);
+  }
 };
 
 struct HybridRateLimiter::SyncCall {
@@ -481,6 +492,7 @@ std::optional<absl::StatusOr<RateIncResult>> HybridRateLimiter::TryInc(const Rat
   KeyState& st = *it->second;
   if (!st.inc_waiters.empty()) return std::nullopt;  // keep the order of waiting requests
   Outcome o = Decide(st, req, NowNs(), /*may_sync=*/true);
+  if (st.requests_since_sync > 0) shard.MarkDirty(st);
   if (o.need_sync) return std::nullopt;
   return std::move(o.result);
 }
@@ -494,6 +506,7 @@ void HybridRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
     auto it = shard.map.find(KeyRef{req.strategy, req.ns, req.key});
     if (it == shard.map.end()) {
       auto st = std::make_unique<KeyState>();
+      st->map_key = MapKey{req.strategy, req.ns, req.key};
       st->member = absl::StrCat(options_.dedup_id, ".", next_serial_++);
       st->redis_key = HybridRateLimitKey(req.ns, req.key, req.strategy);
       st->strategy = req.strategy;
@@ -504,6 +517,7 @@ void HybridRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
     const int64_t now = NowNs();
     Outcome o;
     if (st.inc_waiters.empty()) o = Decide(st, req, now, /*may_sync=*/true);
+    if (st.requests_since_sync > 0) shard.MarkDirty(st);
     if (!st.inc_waiters.empty() || o.need_sync) {
       st.need = std::max(st.need, req.count);
       st.last_request_ns = now;
@@ -731,7 +745,11 @@ void HybridRateLimiter::Complete(const SyncCall& call, absl::StatusOr<redis::Rep
       get_ready.emplace_back(std::move(done), g);
     }
     st.get_waiters.clear();
-    if (!st.inc_waiters.empty()) next = BeginSync(it->first, st, now);
+    if (!st.inc_waiters.empty()) {
+      next = BeginSync(it->first, st, now);
+    } else if (NeedsPeriodicSync(st, now)) {
+      shard.MarkDirty(st);  // requests while it flew, or usage this sync could not push
+    }
   }
   for (auto& r : inc_ready) r.done(std::move(r.result));
   for (auto& [done, g] : get_ready) done(g);
@@ -741,12 +759,24 @@ void HybridRateLimiter::Complete(const SyncCall& call, absl::StatusOr<redis::Rep
 void HybridRateLimiter::SyncNow() {
   std::vector<SyncCall> calls;
   const int64_t now = NowNs();
+  const bool every_key = releasing_.load();  // Shutdown: every lease is given back
+  std::vector<KeyState*> dirty;
   for (int i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    for (auto& [k, st] : shard.map) {
-      if (NeedsPeriodicSync(*st, now)) calls.push_back(BeginSync(k, *st, now));
+    if (every_key) {
+      for (auto& [k, st] : shard.map) {
+        if (NeedsPeriodicSync(*st, now)) calls.push_back(BeginSync(k, *st, now));
+      }
+      continue;
     }
+    // A state in flight leaves the list: its completion puts it back if it still needs a sync.
+    dirty.swap(shard.dirty);
+    for (KeyState* st : dirty) {
+      st->dirty = false;
+      if (NeedsPeriodicSync(*st, now)) calls.push_back(BeginSync(st->map_key, *st, now));
+    }
+    dirty.clear();
   }
   // All enqueued at once: the executor writes them as one pipeline.
   for (auto& c : calls) Send(std::move(c));
@@ -766,7 +796,9 @@ void HybridRateLimiter::EvictIdle() {
       if (st.avail > 0 && now < st.lease_until_ns) return false;  // release it first
       st.EvictOwn(now_ms, s_);
       // Usage Redis has not confirmed is kept until pushed, unless all of it left the window.
-      return (st.unpushed_acc() == 0 && st.unpushed_dec() == 0) || st.own.empty();
+      if (!((st.unpushed_acc() == 0 && st.unpushed_dec() == 0) || st.own.empty())) return false;
+      if (st.dirty) std::erase(shard.dirty, &st);
+      return true;
     });
     total += static_cast<int64_t>(shard.map.size());
   }
