@@ -20,7 +20,7 @@
 --                                cumulative and only the difference is added (exactly once)
 -- ARGV     mode ("sync" | "read"), member, cum_acc, cum_dec, acked_acc, acked_dec, expired_acc,
 --          expired_dec, held, want (0/1), need, capacity, window_ms, bucket_ms, lease_ms, rate
---          [, demand]
+--          [, demand [, take]]
 --            acked_*    the cumulatives this member last saw confirmed: the base when its field
 --                       is gone (removed as stale while the daemon was cut off)
 --            expired_*  units of the new usage that are already older than the window (admitted
@@ -31,9 +31,13 @@
 --            demand     the most this member expects to use before its next syncs (its recent
 --                       traffic with headroom); absent = no cap. Its lease is at most that: an
 --                       idle or slow daemon does not sit on capacity others could use.
+--            take       (optional, needs demand) units of one request waiting for this sync to
+--                       admit here and now if they fit (used + every lease + take <= capacity):
+--                       recorded in the bucket and in the member's cumulative at once, so a key
+--                       touched once costs one script, not a lease sync and then a push
 --          "read" writes nothing: Get on a key this daemon does not hold.
 -- Returns  {grant, limit, acc, dec, last_second, oldest_age, oldest_acc, active, free, cum_acc,
---           cum_dec, now, rate}: grant = new lease units on top of held; limit = the most this
+--           cum_dec, now, rate, taken}: taken = the units of `take` admitted (0 or take); grant = new lease units on top of held; limit = the most this
 --          member may hold (its share, or need): a daemon holding more trims its lease to it when
 --          it reads the reply (Redis keeps held reserved until its next sync); acc/dec = live accepted /
 --          declined units; last_second = units observed (accepted + declined) within the last
@@ -77,7 +81,7 @@ end
 -- ---------------------------------------------------------------- validation (no writes)
 
 if #KEYS ~= 1 then return fail("exactly one key expected") end
-if #ARGV ~= 16 and #ARGV ~= 17 then return fail("wrong number of arguments") end
+if #ARGV < 16 or #ARGV > 18 then return fail("wrong number of arguments") end
 local key = KEYS[1]
 local mode, member = ARGV[1], ARGV[2]
 if mode ~= "sync" and mode ~= "read" then return fail("unknown mode") end
@@ -96,10 +100,14 @@ if not window then return fail("window_ms must be an integer >= 1") end
 if not bucket or bucket > window then return fail("bucket_ms must be in [1, window_ms]") end
 if not lease_ms then return fail("lease_ms must be an integer >= 1") end
 local rate = ARGV[16]
-local demand = nil
+local demand, take = nil, 0
 if ARGV[17] then
   demand = nat(ARGV[17])
   if not demand then return fail("bad demand") end
+end
+if ARGV[18] then
+  take = nat(ARGV[18])
+  if not take then return fail("bad take") end
 end
 if rate ~= "" and (#rate > 40 or not string.find(rate, "^[0-9.eE+-]+$") or not tonumber(rate)) then
   return fail("bad rate")
@@ -170,31 +178,35 @@ end
 local stored_acc = mine and mine[1] or acked_acc
 local stored_dec = mine and mine[2] or acked_dec
 local writes = {}
+-- Adds units to the bucket new units join: the newest while 0 <= now - ts <= bucket, else one
+-- opened now. Returns its timestamp.
+local function record(d_acc, d_dec)
+  local ts = now
+  if newest and now - newest >= 0 and now - newest <= bucket then ts = newest end
+  if ts ~= newest then
+    newest = ts
+    writes[#writes + 1], writes[#writes + 2] = "n", int(ts)
+  else
+    stamp_of[ts] = now
+    writes[#writes + 1], writes[#writes + 2] = "e:" .. int(ts), int(now)
+  end
+  if d_acc > 0 then
+    acc_of[ts] = math.min((acc_of[ts] or 0) + d_acc, MAX_UNITS)
+    writes[#writes + 1], writes[#writes + 2] = "b:" .. int(ts), int(acc_of[ts])
+  end
+  if d_dec > 0 then
+    dec_of[ts] = math.min((dec_of[ts] or 0) + d_dec, MAX_UNITS)
+    writes[#writes + 1], writes[#writes + 2] = "x:" .. int(ts), int(dec_of[ts])
+  end
+  return ts
+end
 if mode == "sync" then
   local d_acc, d_dec
   d_acc, stored_acc = advance(stored_acc, cum_acc)
   d_dec, stored_dec = advance(stored_dec, cum_dec)
   d_acc = math.max(0, d_acc - expired_acc)
   d_dec = math.max(0, d_dec - expired_dec)
-  if d_acc + d_dec > 0 then
-    -- Joins the newest bucket while 0 <= now - ts <= bucket, else opens one stamped now.
-    local ts = now
-    if newest and now - newest >= 0 and now - newest <= bucket then ts = newest end
-    if ts ~= newest then
-      writes[#writes + 1], writes[#writes + 2] = "n", int(ts)
-    else
-      stamp_of[ts] = now
-      writes[#writes + 1], writes[#writes + 2] = "e:" .. int(ts), int(now)
-    end
-    if d_acc > 0 then
-      acc_of[ts] = math.min((acc_of[ts] or 0) + d_acc, MAX_UNITS)
-      writes[#writes + 1], writes[#writes + 2] = "b:" .. int(ts), int(acc_of[ts])
-    end
-    if d_dec > 0 then
-      dec_of[ts] = math.min((dec_of[ts] or 0) + d_dec, MAX_UNITS)
-      writes[#writes + 1], writes[#writes + 2] = "x:" .. int(ts), int(dec_of[ts])
-    end
-  end
+  if d_acc + d_dec > 0 then record(d_acc, d_dec) end
 end
 
 -- ---------------------------------------------------------------- totals
@@ -213,6 +225,24 @@ for ts, units in pairs(dec_of) do
   dec = dec + units
   add(ts, units)
 end
+
+-- ---------------------------------------------------------------- take (a waiting request)
+-- Admitted iff it fits in what no other member holds, next to this member's own lease (which the
+-- daemon does not use for it): used + others' leases + held + take <= capacity. Its units count
+-- from now and advance the member's cumulative: the daemon adds them to its own when it reads
+-- taken > 0 (and, if the reply is lost, admits the request anyway: its next sync then pushes
+-- them, or finds them already here - exactly once either way).
+local taken = 0
+if mode == "sync" and want == "1" and take > 0 and take <= MAX_UNITS
+    and acc + others_lease + held + take <= cap then
+  local ts = record(take, 0)
+  acc = acc + take
+  add(ts, take)
+  stored_acc = i64_add(stored_acc, int(take))
+  if i64_cmp(stored_acc, MOD) >= 0 then stored_acc = i64_sub(stored_acc, MOD) end
+  taken = take
+end
+
 local oldest_age, oldest_acc = -1, 0
 if oldest then
   oldest_age, oldest_acc = math.max(0, now - (stamp_of[oldest] or oldest)), acc_of[oldest] or 0
@@ -256,4 +286,4 @@ if mode == "sync" then
 end
 
 return {grant, limit, int(acc), int(dec), int(last_second), oldest_age, int(oldest_acc), active,
-        free, stored_acc, stored_dec, now, stored_rate}
+        free, stored_acc, stored_dec, now, stored_rate, taken}

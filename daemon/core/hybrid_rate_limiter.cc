@@ -202,6 +202,7 @@ struct HybridRateLimiter::SyncCall {
   uint64_t need = 0;
   uint64_t held = 0;
   uint64_t capacity = 0;
+  uint64_t take = 0;  // count of the first waiting request, admitted by the script if it fits
 };
 
 struct HybridRateLimiter::Outcome {
@@ -230,6 +231,7 @@ struct SyncReply {
   int64_t oldest_age = -1, active = 1, free = 0;
   uint64_t cum_acc = 0, cum_dec = 0;
   double rate = 0;
+  uint64_t taken = 0;  // units of the call's `take` admitted by the script
 };
 
 bool ParseU64(const redis::Reply& r, uint64_t* out) {
@@ -256,7 +258,8 @@ absl::StatusOr<SyncReply> ParseSyncReply(absl::StatusOr<redis::Reply> raw) {
   SyncReply out;
   const auto& e = r.elements;
   int64_t now = 0;
-  if (r.type != redis::Reply::Type::kArray || e.size() != 13 || !ParseU64(e[0], &out.grant) ||
+  if (r.type != redis::Reply::Type::kArray || (e.size() != 13 && e.size() != 14) ||
+      !ParseU64(e[0], &out.grant) ||
       !ParseU64(e[1], &out.limit) || !ParseU64(e[2], &out.acc) || !ParseU64(e[3], &out.dec) ||
       !ParseU64(e[4], &out.last_second) || !ParseI64(e[5], &out.oldest_age) ||
       !ParseU64(e[6], &out.oldest_acc) || !ParseI64(e[7], &out.active) ||
@@ -267,6 +270,10 @@ absl::StatusOr<SyncReply> ParseSyncReply(absl::StatusOr<redis::Reply> raw) {
         absl::StrCat("unexpected ratelimit_hybrid.lua reply: ", r.DebugString()));
   }
   if (!e[12].str.empty() && !absl::SimpleAtod(e[12].str, &out.rate)) out.rate = 0;
+  if (e.size() == 14 && !ParseU64(e[13], &out.taken)) {
+    return absl::InternalError(
+        absl::StrCat("unexpected ratelimit_hybrid.lua reply: ", r.DebugString()));
+  }
   return out;
 }
 
@@ -620,6 +627,18 @@ HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyS
   call.need = want ? std::min(st.need, st.capacity) : 0;
   call.held = st.avail;
   call.capacity = st.capacity;
+  // The first waiting ABSOLUTE request may be admitted by the script itself (when its rate is
+  // the one the sync carries): a key touched once then costs one script, not a lease sync and
+  // a push. Not while degraded: that request is decided from the degraded budget.
+  if (want && !st.last_failed && !st.inc_waiters.empty() &&
+      st.strategy == RateStrategy::kAbsolute) {
+    const RateIncRequest& first = st.inc_waiters.front().req;
+    if (std::min(RateCapacity(first.rate_per_second, s_.window_ms), kHybridMaxCapacity) ==
+            st.capacity &&
+        first.count <= st.capacity) {
+      call.take = first.count;
+    }
+  }
   st.RollDemand(now_ns, active_ms_ * kNsPerMs / 2);
   call.redis_key = st.redis_key;
   call.args = {"sync",
@@ -638,7 +657,8 @@ HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyS
                Num(s_.bucket_ms),
                Num(lease_ms_ + lease_grace_ms_),
                st.rate > 0 ? RateText(st.rate) : "",
-               Num(want ? st.Demand() : 0)};
+               Num(want ? st.Demand() : 0),
+               Num(call.take)};
   st.in_flight = true;
   st.sync_id = call.id;
   st.need = 0;
@@ -712,10 +732,32 @@ void HybridRateLimiter::Complete(const SyncCall& call, absl::StatusOr<redis::Rep
     } else {
       st.last_failed = true;
     }
-    // Waiting requests: decided now; one whose count this sync did not carry may ask once more.
+    // The first waiting request, when the script admitted it (`take`). A lost reply may or may
+    // not have admitted it: it is admitted here either way (degraded), and its units join this
+    // state's cumulative, so the next sync pushes them or finds them already counted: exactly
+    // once. (At most one request per failed sync is admitted without Redis deciding it.)
     std::vector<KeyState::IncWaiter> waiting;
     waiting.swap(st.inc_waiters);
-    for (auto& w : waiting) {
+    size_t first = 0;
+    const uint64_t taken = !reply.ok() ? call.take : reply->taken == call.take ? call.take : 0;
+    if (taken > 0) {
+      st.cum_acc = (st.cum_acc + taken) & kCumMask;
+      if (!reply.ok()) st.acc_since = SatAdd(st.acc_since, taken);  // not in the g_* totals
+      st.own.Record(now / kNsPerMs, s_.bucket_ms, taken, 0);
+      if (!waiting.empty() && waiting.front().req.count == taken) {
+        RateIncResult r;
+        r.decision = RateDecision::kAllowed;
+        r.allowed = true;
+        r.degraded = !reply.ok();
+        if (r.degraded) stats_.degraded++;
+        stats_.waited++;
+        inc_ready.push_back({std::move(waiting.front().done), r});
+        first = 1;
+      }
+    }
+    // Waiting requests: decided now; one whose count this sync did not carry may ask once more.
+    for (size_t i = first; i < waiting.size(); ++i) {
+      auto& w = waiting[i];
       const bool may_sync = reply.ok() && !w.synced_for && w.req.count > call.need;
       Outcome o = Decide(st, w.req, now, may_sync);
       if (o.need_sync) {

@@ -100,6 +100,7 @@ struct SyncResult {
   int64_t grant = 0, limit = 0, acc = 0, dec = 0, last_second = 0, oldest_age = 0, oldest_acc = 0,
           active = 0, free = 0, now = 0;
   std::string cum_acc, cum_dec, rate;
+  int64_t taken = 0;
 };
 
 int64_t Int(const redis::Reply& r) {
@@ -125,13 +126,13 @@ class HybridScriptTest : public ::testing::Test {
     SyncResult out;
     if (!r.ok()) return out;
     EXPECT_EQ(r->type, redis::Reply::Type::kArray) << r->DebugString();
-    if (r->elements.size() != 13) {
+    if (r->elements.size() != 14) {
       ADD_FAILURE() << r->DebugString();
       return out;
     }
     const auto& e = r->elements;
     out = {Int(e[0]), Int(e[1]), Int(e[2]),  Int(e[3]), Int(e[4]), Int(e[5]), Int(e[6]),
-           Int(e[7]), Int(e[8]), Int(e[11]), e[9].str,  e[10].str, e[12].str};
+           Int(e[7]), Int(e[8]), Int(e[11]), e[9].str,  e[10].str, e[12].str, Int(e[13])};
     return out;
   }
   int64_t RedisNowMs() {

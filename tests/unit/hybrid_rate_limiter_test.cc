@@ -59,8 +59,9 @@ class FakeHybridRedis {
 
   Reply Run(const std::string& key, const std::vector<std::string>& a) {
     std::lock_guard<std::mutex> lock(mu_);
-    EXPECT_TRUE(a.size() == 16u || a.size() == 17u) << a.size();
-    const int64_t demand = a.size() == 17u ? static_cast<int64_t>(U(a[16])) : -1;  // -1: no cap
+    EXPECT_TRUE(a.size() >= 16u && a.size() <= 18u) << a.size();
+    const int64_t demand = a.size() >= 17u ? static_cast<int64_t>(U(a[16])) : -1;  // -1: no cap
+    const uint64_t take = a.size() >= 18u ? U(a[17]) : 0;
     const int64_t now = clock_->NowMs();
     const bool sync = a[0] == "sync";
     const std::string& member = a[1];
@@ -117,6 +118,25 @@ class FakeHybridRedis {
         oldest_acc = b.acc;
       }
     }
+    // take: the first waiting request, admitted here if it fits next to every lease.
+    uint64_t taken = 0;
+    if (sync && want && take > 0 &&
+        static_cast<int64_t>(acc + take + held) + others_lease <= static_cast<int64_t>(cap)) {
+      int64_t ts = now;
+      if (k.newest && now - *k.newest >= 0 && now - *k.newest <= bucket) ts = *k.newest;
+      k.newest = ts;
+      k.buckets[ts].acc += take;
+      k.buckets[ts].stamp = now;
+      pushed_acc_ += take;
+      acc += take;
+      last_second += take;
+      if (oldest_age < 0) {
+        oldest_age = 0;
+        oldest_acc = take;
+      }
+      stored_acc += take;
+      taken = take;
+    }
     int64_t grant = 0, limit = 0;
     if (sync && want) ++active;
     const int64_t left =
@@ -139,7 +159,8 @@ class FakeHybridRedis {
          Reply::String(absl::StrCat(dec)), Reply::String(absl::StrCat(last_second)),
          Reply::Integer(oldest_age), Reply::String(absl::StrCat(oldest_acc)),
          Reply::Integer(active), Reply::Integer(free), Reply::String(absl::StrCat(stored_acc)),
-         Reply::String(absl::StrCat(stored_dec)), Reply::Integer(now), Reply::String(k.rate)});
+         Reply::String(absl::StrCat(stored_dec)), Reply::Integer(now), Reply::String(k.rate),
+         Reply::Integer(static_cast<int64_t>(taken))});
   }
 
   // Live accepted units of `key` now, and the leases Redis reserves.
@@ -389,25 +410,27 @@ TEST_F(HybridUnitTest, UnitsAdmittedWhileASyncFliesAreChargedToTheNewLease) {
 
 TEST_F(HybridUnitTest, RetriedSyncAfterALostReplyCountsOnce) {
   Node a(&redis_, &clock_);
-  ASSERT_TRUE(a.Inc(Req(10, 30)).ok());  // demand 60: lease 60, 30 used
-  a.rl->SyncNow();
-  a.client.ApplyButTimeout();  // 30 applied, the daemon does not know
+  ASSERT_TRUE(a.Inc(Req(10, 30)).ok());  // admitted by its sync (take); demand 60: lease 60
   EXPECT_EQ(redis_.Accepted(KeyA()), 30u);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(a.rl->TryInc(Req(10)).has_value());  // from the lease
+  a.rl->SyncNow();
+  a.client.ApplyButTimeout();  // 10 more applied, the daemon does not know
+  EXPECT_EQ(redis_.Accepted(KeyA()), 40u);
   auto t = a.rl->TryInc(Req(10));  // the lease is still valid: answered, but degraded
   ASSERT_TRUE(t.has_value());
   EXPECT_TRUE((*t)->allowed);
   EXPECT_TRUE((*t)->degraded);
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(a.rl->TryInc(Req(10)).has_value());
   clock_.AdvanceMs(10);
-  a.rl->SyncNow();  // carries the cumulative 35: only 5 are new
+  a.rl->SyncNow();  // carries the cumulative 45: only 5 are new
   a.client.Answer();
-  EXPECT_EQ(redis_.Accepted(KeyA()), 35u);
+  EXPECT_EQ(redis_.Accepted(KeyA()), 45u);
   auto after = a.rl->TryInc(Req(10));
   ASSERT_TRUE(after.has_value());
   EXPECT_FALSE((*after)->degraded);
   a.rl->SyncNow();
   a.client.AnswerAll();
-  EXPECT_EQ(redis_.Accepted(KeyA()), 36u);
+  EXPECT_EQ(redis_.Accepted(KeyA()), 46u);
 }
 
 TEST_F(HybridUnitTest, LeaseIsTrimmedToTheFairShareSoOthersGetCapacity) {
@@ -456,12 +479,22 @@ TEST_F(HybridUnitTest, AKeyWithoutRequestsIsNotSynced) {
   EXPECT_EQ(a.rl->stats().syncs.load(), syncs + 1);
 }
 
-TEST_F(HybridUnitTest, IdleDaemonReleasesItsLease) {
+// A request on a fresh key costs one script: the sync that fetches the lease admits it too
+// (`take`), so nothing is left to push and an idle daemon sends nothing more; its lease (sized by
+// its demand: 2) lapses by itself in Redis after lease_ms + grace.
+TEST_F(HybridUnitTest, FirstRequestIsAdmittedByItsSyncAndAnIdleLeaseLapses) {
   Node a(&redis_, &clock_), b(&redis_, &clock_);
-  ASSERT_TRUE(a.Inc(Req(10)).ok());    // lease 100, a goes idle
-  clock_.AdvanceMs(a.rl->lease_ms());  // longer than the active period
-  a.rl->SyncNow();                     // pushes 1 and gives the lease back
-  a.client.AnswerAll();
+  auto r = a.Inc(Req(10));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->allowed);
+  EXPECT_FALSE(r->degraded);
+  EXPECT_EQ(a.rl->stats().syncs.load(), 1u);
+  EXPECT_EQ(redis_.Accepted(KeyA()), 1u);  // counted by that one script
+  clock_.AdvanceMs(a.rl->lease_ms());     // longer than the active period
+  a.rl->SyncNow();
+  EXPECT_EQ(a.client.pending(), 0u);  // nothing to push: no script
+  EXPECT_EQ(a.rl->stats().syncs.load(), 1u);
+  clock_.AdvanceMs(std::max<int64_t>(50, a.rl->lease_ms() / 4) + 1);  // past the grace: lapsed
   int b_allowed = 0;
   for (int i = 0; i < 120; ++i) {
     auto t = b.Inc(Req(10));
@@ -469,6 +502,31 @@ TEST_F(HybridUnitTest, IdleDaemonReleasesItsLease) {
     if (t->allowed) ++b_allowed;
   }
   EXPECT_EQ(b_allowed, 99);
+}
+
+// A lost reply of a sync that carried `take`: the request is admitted (degraded) and its unit
+// joins the daemon's cumulative, so it is counted once whether or not the script ran.
+TEST_F(HybridUnitTest, LostReplyOfASyncThatAdmittedARequestCountsItOnce) {
+  for (const bool applied : {true, false}) {
+    FakeHybridRedis redis(&clock_);
+    Node a(&redis, &clock_);
+    std::optional<absl::StatusOr<RateIncResult>> out;
+    a.rl->Inc(Req(10, 3), [&](absl::StatusOr<RateIncResult> r) { out = std::move(r); });
+    ASSERT_EQ(a.client.pending(), 1u);
+    if (applied) {
+      a.client.ApplyButTimeout();
+    } else {
+      a.client.FailNotSent();
+    }
+    ASSERT_TRUE(out.has_value() && out->ok());
+    EXPECT_TRUE((*out)->allowed) << applied;
+    EXPECT_TRUE((*out)->degraded) << applied;
+    EXPECT_EQ(redis.Accepted(KeyA()), applied ? 3u : 0u);
+    clock_.AdvanceMs(10);
+    a.rl->SyncNow();  // the unpushed usage makes it sync again
+    a.client.AnswerAll();
+    EXPECT_EQ(redis.Accepted(KeyA()), 3u) << applied;
+  }
 }
 
 TEST_F(HybridUnitTest, LargeRequestWaitsForASyncThatReservesItsCount) {
