@@ -78,9 +78,10 @@ int main(int argc, char** argv) {
   const long idle_scripts = redis.scripts - before;
   const double busy = time_passes(keys / 100);
   std::printf("keys %d, passes %d\n", keys, passes);
-  std::printf("idle pass (no request since the last one): %10.0f ns  (%.1f %% of a core at one "
-              "pass per 10 ms; %ld syncs sent)\n",
-              idle, idle / 1e5, idle_scripts);
+  std::printf(
+      "idle pass (no request since the last one): %10.0f ns  (%.1f %% of a core at one "
+      "pass per 10 ms; %ld syncs sent)\n",
+      idle, idle / 1e5, idle_scripts);
   std::printf("pass after 1 %% of the keys got a request:  %10.0f ns  (%.1f %% of a core)\n", busy,
               busy / 1e5);
   return 0;

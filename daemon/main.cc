@@ -125,9 +125,9 @@ int Run(int argc, char** argv) {
     return 1;
   };
   // Declared after what it reads and before the server that records into it.
-  distkit::transport::Metrics metrics(
-      {&counters.stats(), &executor.stats(), &executor, &icounters.stats(),
-       &local_rate_limiter.stats(), &redis_rate_limiter.stats(), &hybrid_rate_limiter.stats()});
+  distkit::transport::Metrics metrics({&counters.stats(), &executor.stats(), &executor,
+                                       &icounters.stats(), &local_rate_limiter.stats(),
+                                       &redis_rate_limiter.stats(), &hybrid_rate_limiter.stats()});
   if (!config->metrics_listen.empty()) {
     if (auto st = metrics.Listen(config->metrics_listen); !st.ok()) return fail_start(st);
     spdlog::info("Prometheus metrics on http://{}/metrics", metrics.address());
@@ -156,12 +156,13 @@ int Run(int argc, char** argv) {
   };
   // 3. HYBRID: push the usage Redis has not seen yet (admitted since the last sync) and give
   //    every lease back, so the other daemons can use the whole remaining capacity at once.
-  if (const int64_t held = hybrid_rate_limiter.Shutdown(
-          std::max(grace_left(), std::chrono::milliseconds(200)));
+  if (const int64_t held =
+          hybrid_rate_limiter.Shutdown(std::max(grace_left(), std::chrono::milliseconds(200)));
       held > 0) {
-    spdlog::warn("{} HYBRID rate-limit key(s) not synced before exit (Redis unreachable): their "
-                 "last usage is not counted by the other daemons",
-                 held);
+    spdlog::warn(
+        "{} HYBRID rate-limit key(s) not synced before exit (Redis unreachable): their "
+        "last usage is not counted by the other daemons",
+        held);
   }
   // 4. Remove this instance's slices and deregister (what is left of the grace, at least 1 s).
   icounters.Shutdown(std::max(grace_left(), std::chrono::milliseconds(1000)));

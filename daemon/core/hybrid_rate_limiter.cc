@@ -259,11 +259,10 @@ absl::StatusOr<SyncReply> ParseSyncReply(absl::StatusOr<redis::Reply> raw) {
   const auto& e = r.elements;
   int64_t now = 0;
   if (r.type != redis::Reply::Type::kArray || (e.size() != 13 && e.size() != 14) ||
-      !ParseU64(e[0], &out.grant) ||
-      !ParseU64(e[1], &out.limit) || !ParseU64(e[2], &out.acc) || !ParseU64(e[3], &out.dec) ||
-      !ParseU64(e[4], &out.last_second) || !ParseI64(e[5], &out.oldest_age) ||
-      !ParseU64(e[6], &out.oldest_acc) || !ParseI64(e[7], &out.active) ||
-      !ParseI64(e[8], &out.free) || !ParseU64(e[9], &out.cum_acc) ||
+      !ParseU64(e[0], &out.grant) || !ParseU64(e[1], &out.limit) || !ParseU64(e[2], &out.acc) ||
+      !ParseU64(e[3], &out.dec) || !ParseU64(e[4], &out.last_second) ||
+      !ParseI64(e[5], &out.oldest_age) || !ParseU64(e[6], &out.oldest_acc) ||
+      !ParseI64(e[7], &out.active) || !ParseI64(e[8], &out.free) || !ParseU64(e[9], &out.cum_acc) ||
       !ParseU64(e[10], &out.cum_dec) || !ParseI64(e[11], &now) ||
       e[12].type != redis::Reply::Type::kString) {
     return absl::InternalError(

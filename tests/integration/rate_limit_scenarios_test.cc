@@ -491,12 +491,10 @@ TEST_P(AllProviders, Scenario27HigherRateLaterIsAdmitted) {
   Scenario27HigherRateLaterIsAdmittedBody();
 }
 
-
 // 27 with SUPPRESSED, D1 as above.
 TEST_P(AllProviders, Scenario27SuppressedHigherRateLaterIsAllowed) {
   Scenario27SuppressedHigherRateLaterIsAllowedBody();
 }
-
 
 // 27 continued, D1: a LOWER rate later sees the usage recorded under the higher one (capacity 6
 // < 6 used + 1). Every provider agrees here (HYBRID's "second check", docs: HYBRID Decisions).

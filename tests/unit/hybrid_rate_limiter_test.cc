@@ -154,13 +154,13 @@ class FakeHybridRedis {
       k.members[member] =
           Member{now + lease_ms, held + static_cast<uint64_t>(grant), want, stored_acc, stored_dec};
     }
-    return Reply::Array(
-        {Reply::Integer(grant), Reply::Integer(limit), Reply::String(absl::StrCat(acc)),
-         Reply::String(absl::StrCat(dec)), Reply::String(absl::StrCat(last_second)),
-         Reply::Integer(oldest_age), Reply::String(absl::StrCat(oldest_acc)),
-         Reply::Integer(active), Reply::Integer(free), Reply::String(absl::StrCat(stored_acc)),
-         Reply::String(absl::StrCat(stored_dec)), Reply::Integer(now), Reply::String(k.rate),
-         Reply::Integer(static_cast<int64_t>(taken))});
+    return Reply::Array({Reply::Integer(grant), Reply::Integer(limit),
+                         Reply::String(absl::StrCat(acc)), Reply::String(absl::StrCat(dec)),
+                         Reply::String(absl::StrCat(last_second)), Reply::Integer(oldest_age),
+                         Reply::String(absl::StrCat(oldest_acc)), Reply::Integer(active),
+                         Reply::Integer(free), Reply::String(absl::StrCat(stored_acc)),
+                         Reply::String(absl::StrCat(stored_dec)), Reply::Integer(now),
+                         Reply::String(k.rate), Reply::Integer(static_cast<int64_t>(taken))});
   }
 
   // Live accepted units of `key` now, and the leases Redis reserves.
@@ -490,7 +490,7 @@ TEST_F(HybridUnitTest, FirstRequestIsAdmittedByItsSyncAndAnIdleLeaseLapses) {
   EXPECT_FALSE(r->degraded);
   EXPECT_EQ(a.rl->stats().syncs.load(), 1u);
   EXPECT_EQ(redis_.Accepted(KeyA()), 1u);  // counted by that one script
-  clock_.AdvanceMs(a.rl->lease_ms());     // longer than the active period
+  clock_.AdvanceMs(a.rl->lease_ms());      // longer than the active period
   a.rl->SyncNow();
   EXPECT_EQ(a.client.pending(), 0u);  // nothing to push: no script
   EXPECT_EQ(a.rl->stats().syncs.load(), 1u);

@@ -144,8 +144,9 @@ TEST(Metrics, ReadsTheRateLimitProvidersStatsAtScrapeTime) {
   for (const char* line :
        {"distkit_ratelimit_local_keys 12", "distkit_ratelimit_local_evicted_total 3",
         "distkit_ratelimit_redis_failures_total 4", "distkit_ratelimit_hybrid_keys 5",
-        "distkit_ratelimit_hybrid_syncs_total 100", "distkit_ratelimit_hybrid_sync_failures_total 6",
-        "distkit_ratelimit_hybrid_waited_total 7", "# TYPE distkit_ratelimit_hybrid_keys gauge",
+        "distkit_ratelimit_hybrid_syncs_total 100",
+        "distkit_ratelimit_hybrid_sync_failures_total 6", "distkit_ratelimit_hybrid_waited_total 7",
+        "# TYPE distkit_ratelimit_hybrid_keys gauge",
         "# TYPE distkit_ratelimit_hybrid_sync_failures_total counter"}) {
     EXPECT_TRUE(Has(text, line)) << line << "\n" << text;
   }
