@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""End-to-end test of distkitd's CounterService from Python (product.md §3.1, §4.1, §4.4, §5).
+"""End-to-end test of distkitd's CounterService and RateLimitService from Python (product.md §3.1,
+§4.1, §4.3, §4.4, §5).
 
 Runs the built daemon binary as a process against a private redis-server, talks to it over gRPC
 on Unix sockets, and checks values. Uses Debian's python3-grpcio / python3-protobuf and stdlib
@@ -42,6 +43,8 @@ grpc = None  # imported in main, after the checks of the command line
 pb = None  # distkit.v1.counter_pb2
 pb_grpc = None  # distkit.v1.counter_pb2_grpc
 common_pb = None  # distkit.v1.common_pb2
+rl_pb = None  # distkit.v1.rate_limit_pb2
+rl_pb_grpc = None  # distkit.v1.rate_limit_pb2_grpc
 
 # ------------------------------------------------------------------------------------------------
 # Processes
@@ -264,6 +267,7 @@ class Daemon:
             raise
         self.channel = grpc.insecure_channel(self.addr)
         self.counters = pb_grpc.CounterServiceStub(self.channel)
+        self.ratelimit = rl_pb_grpc.RateLimitServiceStub(self.channel)
 
     @staticmethod
     def _check(channel, service, timeout):
@@ -741,6 +745,75 @@ class ClearTest(CounterTestBase):
         self.stays("p", 0, self.b)
 
 
+class RateLimitTest(CounterTestBase):
+    """RateLimitService: REDIS and HYBRID limits are shared by the daemons, LOCAL is per daemon.
+    Capacity = rate × the default 10 s window."""
+
+    def rl_inc(self, key, rate, provider, count=1, d=None, strategy=None):
+        req = rl_pb.RateLimitIncRequest(namespace=self.ns, key=key, rate_per_second=rate,
+                                        count=count, provider=provider)
+        if strategy is not None:
+            req.strategy = strategy
+        return (d or self.a).ratelimit.Inc(req, timeout=CALL_TIMEOUT_S)
+
+    def rl_total(self, key, provider, d=None):
+        req = rl_pb.RateLimitGetRequest(namespace=self.ns, key=key, provider=provider)
+        return (d or self.a).ratelimit.Get(req, timeout=CALL_TIMEOUT_S).total
+
+    def test_redis_limit_is_shared_exactly(self):
+        admitted = 0
+        for i in range(30):  # rate 1/s: capacity 10, requests alternate between the daemons
+            r = self.rl_inc("shared", 1, rl_pb.PROVIDER_REDIS, d=self.a if i % 2 else self.b)
+            self.assertFalse(r.degraded)
+            if r.allowed:
+                self.assertEqual(r.decision, rl_pb.DECISION_ALLOWED)
+                admitted += 1
+            else:
+                self.assertEqual(r.decision, rl_pb.DECISION_REJECTED)
+                self.assertGreater(r.retry_after_ms, 0)
+                self.assertLessEqual(r.retry_after_ms, 10000)
+        self.assertEqual(admitted, 10)
+        self.assertEqual(self.rl_total("shared", rl_pb.PROVIDER_REDIS, d=self.b), 10)
+
+    def test_hybrid_limit_is_shared_and_never_exceeded(self):
+        admitted, i = 0, 0
+        deadline = time.monotonic() + EVENTUAL_TIMEOUT_S  # well inside the 10 s window
+        while admitted < 10 and time.monotonic() < deadline:  # unused leases lapse by themselves
+            r = self.rl_inc("shared", 1, rl_pb.PROVIDER_HYBRID, d=self.a if i % 2 else self.b)
+            self.assertNotEqual(r.decision, rl_pb.DECISION_SUPPRESSED)
+            admitted += 1 if r.allowed else 0
+            i += 1
+        self.assertEqual(admitted, 10)
+        for i in range(20):  # the capacity is used: both daemons reject
+            r = self.rl_inc("shared", 1, rl_pb.PROVIDER_HYBRID, d=self.a if i % 2 else self.b)
+            self.assertEqual(r.decision, rl_pb.DECISION_REJECTED)
+        # Each daemon's usage reaches the other through Redis (its next sync).
+        for d in (self.a, self.b):
+            wait_until(lambda d=d: self.rl_total("shared", rl_pb.PROVIDER_HYBRID, d=d) == admitted,
+                       EVENTUAL_TIMEOUT_S, f"{d.name} HYBRID Get == {admitted}")
+
+    def test_local_limit_is_per_daemon(self):
+        for d in (self.a, self.b):
+            results = [self.rl_inc("own", 1, rl_pb.PROVIDER_LOCAL, d=d).allowed for _ in range(12)]
+            self.assertEqual(results, [True] * 10 + [False] * 2, d.name)
+            self.assertEqual(self.rl_total("own", rl_pb.PROVIDER_LOCAL, d=d), 10)
+
+    def test_suppressed_answers_carry_a_factor(self):
+        # hard_limit_factor is 1 by default: no band, SUPPRESSED with factor 1 past the limit.
+        answers = [self.rl_inc("sup", 1, rl_pb.PROVIDER_REDIS, strategy=rl_pb.STRATEGY_SUPPRESSED)
+                   for _ in range(12)]
+        self.assertEqual([a.allowed for a in answers], [True] * 10 + [False] * 2)
+        self.assertEqual(answers[0].decision, rl_pb.DECISION_ALLOWED)
+        self.assertEqual(answers[-1].decision, rl_pb.DECISION_SUPPRESSED)
+        self.assertEqual(answers[-1].suppression_factor, 1.0)
+
+    def test_bad_input_is_invalid_argument(self):
+        for rate in (0.0, -1.0, float("nan"), float("inf")):
+            with self.subTest(rate=rate):
+                self.assertRpcError(grpc.StatusCode.INVALID_ARGUMENT, self.rl_inc, "k", rate,
+                                    rl_pb.PROVIDER_LOCAL, mentions="rate")
+
+
 class ShutdownTest(unittest.TestCase):
     """SIGTERM flushes pending LAX deltas before exit 0 (§5)."""
 
@@ -827,7 +900,7 @@ def _finish_tmpdir(path):
 
 
 def main():
-    global ARGS, grpc, pb, pb_grpc, common_pb, STRICT, LAX
+    global ARGS, grpc, pb, pb_grpc, common_pb, rl_pb, rl_pb_grpc, STRICT, LAX
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon", required=True, help="path of the distkitd binary")
@@ -845,8 +918,11 @@ def main():
     import grpc as grpc_module  # pylint: disable=import-outside-toplevel
     # pylint: disable-next=import-outside-toplevel
     from distkit.v1 import common_pb2, counter_pb2, counter_pb2_grpc
+    # pylint: disable-next=import-outside-toplevel
+    from distkit.v1 import rate_limit_pb2, rate_limit_pb2_grpc
 
     grpc, pb, pb_grpc, common_pb = grpc_module, counter_pb2, counter_pb2_grpc, common_pb2
+    rl_pb, rl_pb_grpc = rate_limit_pb2, rate_limit_pb2_grpc
     STRICT, LAX = common_pb2.CONSISTENCY_STRICT, common_pb2.CONSISTENCY_LAX
 
     # A SIGTERM (e.g. a ctest timeout) stops the run like Ctrl-C; the atexit clean-up still runs.
