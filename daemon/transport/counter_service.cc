@@ -3,13 +3,12 @@
 #include <prometheus/counter.h>
 
 #include <array>
-#include <chrono>
-#include <memory>
-#include <mutex>
 #include <optional>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/core/validation.h"
+#include "daemon/transport/batch_run.h"
 #include "daemon/transport/status_mapping.h"
 #include "daemon/transport/unary.h"
 
@@ -21,19 +20,21 @@ enum Method : size_t { kInc, kGet, kSet, kDel, kClear, kBatch };
 constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {"Inc", "Get",   "Set",
                                                                    "Del", "Clear", "Batch"};
 
+// Stores a core result in a response (a GetResponse has only the value).
+template <typename Resp>
+void ToProto(const core::CounterResult& r, Resp* resp) {
+  resp->set_value(r.value);
+  if constexpr (requires { resp->set_previous(0); }) {
+    resp->set_previous(r.previous);
+    resp->set_applied(r.applied);
+  }
+}
+
 // Fills a response from a core result and reports the status.
 template <typename Resp>
 core::CounterCallback Fill(Resp* resp, core::StatusCallback done) {
-  return [resp, done = std::move(done)](absl::StatusOr<core::CounterResult> r) mutable {
-    if (r.ok()) {
-      resp->set_value(r->value);
-      if constexpr (requires { resp->set_previous(0); }) {
-        resp->set_previous(r->previous);
-        resp->set_applied(r->applied);
-      }
-    }
-    done(r.status());
-  };
+  return Completion<core::CounterResult>([resp](const core::CounterResult& r) { ToProto(r, resp); },
+                                         std::move(done));
 }
 
 bool IsLax(const v1::BatchOp& op) {
@@ -41,110 +42,39 @@ bool IsLax(const v1::BatchOp& op) {
          (op.has_get() && op.get().consistency() == v1::CONSISTENCY_LAX);
 }
 
-// Runs a batch in order. STRICT items are pipelined (one Redis connection keeps their order);
-// a LAX item, answered from memory at once, waits until every earlier item has completed so it
-// observes them. Completions may arrive inline or on the Redis thread; a trampoline (`pumping`)
-// keeps the stack flat for 10 000 inline completions.
-class BatchRun : public std::enable_shared_from_this<BatchRun> {
- public:
-  // STRICT items in flight at once: enough to pipeline, few enough that the last one is not
-  // queued behind thousands of others and misses --redis_timeout_ms (counted from submission).
-  static constexpr int kMaxInFlight = 256;
+// CounterService's batch (BatchRun). STRICT items are pipelined (one Redis connection keeps their
+// order). A LAX item runs alone: answered from memory, it waits until every earlier item has
+// completed so it observes them; and a later item waits for it, because a LAX inc of a key this
+// daemon has not read yet is applied only when that read returns (a STRICT item on the key sent
+// meanwhile would overtake it).
+struct CounterBatch {
+  using Request = v1::BatchRequest;
+  using Response = v1::BatchResponse;
+  using Key = NoKey;
 
-  BatchRun(CounterServiceImpl* svc, const v1::BatchRequest* req, v1::BatchResponse* resp,
-           core::StatusCallback finish)
-      : svc_(svc), req_(req), resp_(resp), finish_(std::move(finish)) {
-    for (int i = 0; i < req->ops_size(); ++i) resp->add_results();
-  }
+  static std::optional<Key> KeyOf(const v1::BatchOp& /*op*/) { return std::nullopt; }
+  static bool Alone(const v1::BatchOp& op) { return IsLax(op); }
 
-  void Pump() {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (pumping_) {
-      repump_ = true;
-      return;
-    }
-    pumping_ = true;
-    while (true) {
-      if (next_ < req_->ops_size() && outstanding_ < kMaxInFlight &&
-          !(IsLax(req_->ops(next_)) && outstanding_ > 0)) {
-        const int i = next_++;
-        if (TrySync(i)) continue;  // answered from memory: no callback, no allocation
-        ++outstanding_;
-        lock.unlock();
-        Dispatch(i);
-        lock.lock();
-        continue;
-      }
-      if (repump_) {
-        repump_ = false;
-        continue;
-      }
-      pumping_ = false;
-      const bool done = next_ == req_->ops_size() && outstanding_ == 0 && !finished_;
-      if (done) finished_ = true;
-      lock.unlock();
-      if (done) finish_(absl::OkStatus());
-      return;
-    }
-  }
-
- private:
-  // LAX incs of known keys complete inline (the common case in big batches).
-  bool TrySync(int i) {
-    const v1::BatchOp& op = req_->ops(i);
-    if (!op.has_inc()) return false;
-    v1::BatchResult* res = resp_->mutable_results(i);
-    auto st = svc_->TryInc(op.inc(), res->mutable_inc());
-    if (!st) return false;
-    SetError(res, *st);
-    return true;
-  }
-
-  static void SetError(v1::BatchResult* res, const absl::Status& s) {
-    if (s.ok()) return;
-    res->clear_result();
-    res->set_code(static_cast<int32_t>(s.code()));
-    res->set_message(std::string(s.message()));
-  }
-
-  void Dispatch(int i) {
-    const v1::BatchOp& op = req_->ops(i);
-    v1::BatchResult* res = resp_->mutable_results(i);
-    auto self = shared_from_this();
-    auto done = [self, res](absl::Status s) {
-      SetError(res, s);
-      {
-        std::lock_guard<std::mutex> lock(self->mu_);
-        --self->outstanding_;
-      }
-      self->Pump();
-    };
+  std::optional<absl::Status> Start(int i, const v1::BatchOp& op, v1::BatchResult* res,
+                                    MakeCallback callback) const {
     switch (op.op_case()) {
       case v1::BatchOp::kInc:
-        svc_->DoInc(op.inc(), res->mutable_inc(), std::move(done));
-        break;
+        return svc->StartInc(op.inc(), res->mutable_inc(), callback);
       case v1::BatchOp::kGet:
-        svc_->DoGet(op.get(), res->mutable_get(), std::move(done));
-        break;
+        svc->DoGet(op.get(), res->mutable_get(), callback());
+        return std::nullopt;
       case v1::BatchOp::kSet:
-        svc_->DoSet(op.set(), res->mutable_set(), std::move(done));
-        break;
+        svc->DoSet(op.set(), res->mutable_set(), callback());
+        return std::nullopt;
       case v1::BatchOp::kDel:
-        svc_->DoDel(op.del(), res->mutable_del(), std::move(done));
-        break;
+        svc->DoDel(op.del(), res->mutable_del(), callback());
+        return std::nullopt;
       default:
-        done(absl::InvalidArgumentError(absl::StrCat("ops[", i, "]: no operation set")));
+        return absl::InvalidArgumentError(absl::StrCat("ops[", i, "]: no operation set"));
     }
   }
 
-  CounterServiceImpl* const svc_;
-  const v1::BatchRequest* const req_;
-  v1::BatchResponse* const resp_;
-  core::StatusCallback finish_;
-  std::mutex mu_;
-  int next_ = 0;
-  int outstanding_ = 0;
-  bool pumping_ = false, repump_ = false, finished_ = false;
+  CounterServiceImpl* svc;
 };
 
 }  // namespace
@@ -166,40 +96,23 @@ absl::Status CounterServiceImpl::Names(const std::string& ns_in, const std::stri
   return core::ValidateName("key", key);
 }
 
-void CounterServiceImpl::DoInc(const v1::IncRequest& req, v1::IncResponse* resp,
-                               core::StatusCallback done) {
-  if (auto st = TryInc(req, resp)) return done(*st);
-  IncAsync(req, resp, std::move(done));
-}
-
-void CounterServiceImpl::IncAsync(const v1::IncRequest& req, v1::IncResponse* resp,
-                                  core::StatusCallback done) {
+std::optional<absl::Status> CounterServiceImpl::StartInc(const v1::IncRequest& req,
+                                                         v1::IncResponse* resp,
+                                                         MakeCallback callback) {
   std::string ns;
   absl::Status s = Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
-  if (!s.ok()) return done(s);
-  counters_->Inc(ns, req.key(), req.delta(), FromProto(req.consistency()), *cond,
-                 Fill(resp, std::move(done)));
-}
-
-std::optional<absl::Status> CounterServiceImpl::TryInc(const v1::IncRequest& req,
-                                                       v1::IncResponse* resp) {
-  if (req.consistency() != v1::CONSISTENCY_LAX) return std::nullopt;
-  std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
-  auto cond = FromProto(req.condition());
-  if (s.ok()) s = cond.status();
   if (!s.ok()) return s;
-  auto r = counters_->TryInc(ns, req.key(), req.delta(), core::Consistency::kLax, *cond);
-  if (!r) return std::nullopt;
-  if (r->ok()) {
-    resp->set_value((*r)->value);
-    resp->set_previous((*r)->previous);
-    resp->set_applied((*r)->applied);
-  }
-  return r->status();
+  const core::Consistency c = FromProto(req.consistency());
+  return InlineOr(
+      counters_->TryInc(ns, req.key(), req.delta(), c, *cond),  // LAX, known key
+      [resp](const core::CounterResult& r) { ToProto(r, resp); },
+      [&](core::CounterCallback done) {
+        counters_->Inc(ns, req.key(), req.delta(), c, *cond, std::move(done));
+      },
+      callback);
 }
 
 void CounterServiceImpl::DoGet(const v1::GetRequest& req, v1::GetResponse* resp,
@@ -233,11 +146,7 @@ grpc::ServerUnaryReactor* CounterServiceImpl::Inc(grpc::CallbackServerContext* c
                                                   const v1::IncRequest* req,
                                                   v1::IncResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kInc,
-               [&](const auto& callback) -> std::optional<absl::Status> {
-                 if (auto st = TryInc(*req, resp)) return st;  // LAX, known key: no callback
-                 IncAsync(*req, resp, callback());
-                 return std::nullopt;
-               });
+               [&](const auto& callback) { return StartInc(*req, resp, callback); });
 }
 
 grpc::ServerUnaryReactor* CounterServiceImpl::Get(grpc::CallbackServerContext* ctx,
@@ -278,16 +187,7 @@ grpc::ServerUnaryReactor* CounterServiceImpl::Batch(grpc::CallbackServerContext*
                                                     const v1::BatchRequest* req,
                                                     v1::BatchResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               [&](const auto& callback) -> std::optional<absl::Status> {
-                 if (static_cast<size_t>(req->ops_size()) > core::kMaxBatchItems) {
-                   return absl::InvalidArgumentError(absl::StrCat("ops: a batch holds at most ",
-                                                                  core::kMaxBatchItems,
-                                                                  " items, got ", req->ops_size()));
-                 }
-                 batch_items_->Increment(req->ops_size());
-                 std::make_shared<BatchRun>(this, req, resp, callback())->Pump();
-                 return std::nullopt;
-               });
+               RunBatch(CounterBatch{this}, req, resp, batch_items_));
 }
 
 }  // namespace distkit::transport

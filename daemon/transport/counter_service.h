@@ -1,8 +1,10 @@
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "daemon/core/counters.h"
+#include "daemon/transport/batch_run.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 #include "distkit/v1/counter.grpc.pb.h"
@@ -30,20 +32,19 @@ class CounterServiceImpl final : public v1::CounterService::CallbackService {
   grpc::ServerUnaryReactor* Batch(grpc::CallbackServerContext* ctx, const v1::BatchRequest* req,
                                   v1::BatchResponse* resp) override;
 
+  // Inc, shared by the unary RPC and Batch, with Unary's contract: the final status when
+  // answered at once (LAX inc of a known key, validation error), else nullopt after handing
+  // `callback()` to the core.
+  std::optional<absl::Status> StartInc(const v1::IncRequest& req, v1::IncResponse* resp,
+                                       MakeCallback callback);
   // Single-op entry points shared by the unary RPCs and Batch; `done` gets the final status.
-  void DoInc(const v1::IncRequest& req, v1::IncResponse* resp, core::StatusCallback done);
   void DoGet(const v1::GetRequest& req, v1::GetResponse* resp, core::StatusCallback done);
   void DoSet(const v1::SetRequest& req, v1::SetResponse* resp, core::StatusCallback done);
   void DoDel(const v1::DelRequest& req, v1::DelResponse* resp, core::StatusCallback done);
-  // DoInc's synchronous path: the final status when the inc was answered from memory
-  // (validation errors included), nullopt when it needs the asynchronous path.
-  std::optional<absl::Status> TryInc(const v1::IncRequest& req, v1::IncResponse* resp);
 
  private:
   // Validates (namespace, key) and resolves the default namespace.
   absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
-  // DoInc's asynchronous path (TryInc said nullopt).
-  void IncAsync(const v1::IncRequest& req, v1::IncResponse* resp, core::StatusCallback done);
 
   core::Counters* const counters_;
   const std::string default_namespace_;

@@ -3,12 +3,13 @@
 #include <prometheus/counter.h>
 
 #include <array>
-#include <memory>
-#include <mutex>
+#include <optional>
+#include <string_view>
+#include <utility>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/core/validation.h"
+#include "daemon/transport/batch_run.h"
 #include "daemon/transport/status_mapping.h"
 #include "daemon/transport/unary.h"
 
@@ -30,156 +31,84 @@ constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {
     "Inc",  "Get", "Set", "SetOnInstance", "Del", "DelOnInstance", "Clear", "ClearOnInstance",
     "Batch"};
 
+// Stores a core result in a response.
+template <typename Resp>
+void ToProto(const core::InstanceResult& r, Resp* resp) {
+  resp->set_cumulative(r.cumulative);
+  resp->set_instance(r.instance);
+  resp->set_previous_cumulative(r.previous_cumulative);
+  resp->set_previous_instance(r.previous_instance);
+  resp->set_applied(r.applied);
+}
+
+// Fills a response from a core result and reports the status.
 template <typename Resp>
 core::InstanceCallback Fill(Resp* resp, core::StatusCallback done) {
-  return [resp, done = std::move(done)](absl::StatusOr<core::InstanceResult> r) mutable {
-    if (r.ok()) {
-      resp->set_cumulative(r->cumulative);
-      resp->set_instance(r->instance);
-      resp->set_previous_cumulative(r->previous_cumulative);
-      resp->set_previous_instance(r->previous_instance);
-      resp->set_applied(r->applied);
-    }
-    done(r.status());
-  };
+  return Completion<core::InstanceResult>(
+      [resp](const core::InstanceResult& r) { ToProto(r, resp); }, std::move(done));
 }
 
-// (namespace, key) of a batch item, the namespace resolved ("" for an item without an op).
-std::pair<std::string, std::string> ItemKey(const v1::InstanceBatchOp& op,
-                                            const std::string& default_ns) {
-  auto of = [&](const auto& req) {
-    return std::make_pair(req.namespace_().empty() ? default_ns : req.namespace_(), req.key());
-  };
-  switch (op.op_case()) {
-    case v1::InstanceBatchOp::kInc:
-      return of(op.inc());
-    case v1::InstanceBatchOp::kGet:
-      return of(op.get());
-    case v1::InstanceBatchOp::kSet:
-      return of(op.set());
-    case v1::InstanceBatchOp::kSetOnInstance:
-      return of(op.set_on_instance());
-    case v1::InstanceBatchOp::kDel:
-      return of(op.del());
-    case v1::InstanceBatchOp::kDelOnInstance:
-      return of(op.del_on_instance());
-    default:
-      return {};
-  }
-}
+// InstanceCounterService's batch (BatchRun). Items on distinct keys are pipelined; an item waits
+// while an earlier item on the same (namespace, key) is outstanding (a first write registers its
+// key before its script runs, and a key due for restore waits for it, so two items of one key
+// sent together could be reordered), and every later item waits behind it.
+struct InstanceBatch {
+  using Request = v1::InstanceBatchRequest;
+  using Response = v1::InstanceBatchResponse;
+  using Key = std::pair<std::string_view, std::string_view>;  // (namespace resolved, key)
 
-// Runs a batch in order. Items on distinct keys are pipelined; an item waits while an earlier
-// item on the same (namespace, key) is outstanding (a first write registers its key before its
-// script runs, and a key due for restore waits for it, so two items of one key sent together
-// could be reordered), and every later item waits behind it; at most kMaxInFlight at once.
-// Completions may arrive inline or on the Redis thread; a trampoline (`pumping_`) keeps the stack
-// flat.
-class BatchRun : public std::enable_shared_from_this<BatchRun> {
- public:
-  // Items in flight at once: enough to pipeline, few enough that the last one's Redis commands
-  // (up to three for a key's first write) are not queued behind tens of thousands of others
-  // and miss --redis_timeout_ms, which counts from submission.
-  static constexpr int kMaxInFlight = 256;
-
-  BatchRun(InstanceCounterServiceImpl* svc, const v1::InstanceBatchRequest* req,
-           v1::InstanceBatchResponse* resp, std::string default_ns, core::StatusCallback finish)
-      : svc_(svc),
-        req_(req),
-        resp_(resp),
-        default_ns_(std::move(default_ns)),
-        finish_(std::move(finish)) {
-    for (int i = 0; i < req->ops_size(); ++i) resp->add_results();
-  }
-
-  void Pump() {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (pumping_) {
-      repump_ = true;
-      return;
-    }
-    pumping_ = true;
-    while (true) {
-      if (next_ < req_->ops_size()) {
-        auto key = ItemKey(req_->ops(next_), default_ns_);
-        if (!busy_.contains(key) && outstanding_ < kMaxInFlight) {
-          const int i = next_++;
-          ++busy_[key];
-          ++outstanding_;
-          lock.unlock();
-          Dispatch(i, std::move(key));
-          lock.lock();
-          continue;
-        }
-      }
-      if (repump_) {
-        repump_ = false;
-        continue;
-      }
-      pumping_ = false;
-      const bool done = next_ == req_->ops_size() && outstanding_ == 0 && !finished_;
-      if (done) finished_ = true;
-      lock.unlock();
-      if (done) finish_(absl::OkStatus());
-      return;
-    }
-  }
-
- private:
-  void Done(const std::pair<std::string, std::string>& key) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = busy_.find(key);
-      if (--it->second == 0) busy_.erase(it);
-      --outstanding_;
-    }
-    Pump();
-  }
-
-  static void SetError(v1::InstanceBatchResult* res, const absl::Status& s) {
-    if (s.ok()) return;
-    res->clear_result();
-    res->set_code(static_cast<int32_t>(s.code()));
-    res->set_message(std::string(s.message()));
-  }
-
-  void Dispatch(int i, std::pair<std::string, std::string> key) {
-    const v1::InstanceBatchOp& op = req_->ops(i);
-    v1::InstanceBatchResult* res = resp_->mutable_results(i);
-    auto self = shared_from_this();
-    auto done = [self, res, key = std::move(key)](absl::Status s) {
-      SetError(res, s);
-      self->Done(key);
+  std::optional<Key> KeyOf(const v1::InstanceBatchOp& op) const {
+    auto of = [&](const auto& req) -> Key {
+      return {req.namespace_().empty() ? default_ns : std::string_view(req.namespace_()),
+              req.key()};
     };
     switch (op.op_case()) {
       case v1::InstanceBatchOp::kInc:
-        return svc_->DoInc(op.inc(), res->mutable_inc(), std::move(done));
+        return of(op.inc());
       case v1::InstanceBatchOp::kGet:
-        return svc_->DoGet(op.get(), res->mutable_get(), std::move(done));
+        return of(op.get());
       case v1::InstanceBatchOp::kSet:
-        return svc_->DoSet(op.set(), res->mutable_set(), std::move(done));
+        return of(op.set());
       case v1::InstanceBatchOp::kSetOnInstance:
-        return svc_->DoSetOnInstance(op.set_on_instance(), res->mutable_set_on_instance(),
-                                     std::move(done));
+        return of(op.set_on_instance());
       case v1::InstanceBatchOp::kDel:
-        return svc_->DoDel(op.del(), res->mutable_del(), std::move(done));
+        return of(op.del());
       case v1::InstanceBatchOp::kDelOnInstance:
-        return svc_->DoDelOnInstance(op.del_on_instance(), res->mutable_del_on_instance(),
-                                     std::move(done));
+        return of(op.del_on_instance());
       default:
-        done(absl::InvalidArgumentError(absl::StrCat("ops[", i, "]: no operation set")));
+        return std::nullopt;  // answered at once: no operation set
     }
   }
+  static bool Alone(const v1::InstanceBatchOp& /*op*/) { return false; }
 
-  InstanceCounterServiceImpl* const svc_;
-  const v1::InstanceBatchRequest* const req_;
-  v1::InstanceBatchResponse* const resp_;
-  const std::string default_ns_;
-  core::StatusCallback finish_;
-  std::mutex mu_;
-  absl::flat_hash_map<std::pair<std::string, std::string>, int> busy_;  // outstanding per key
-  int next_ = 0;
-  int outstanding_ = 0;
-  bool pumping_ = false, repump_ = false, finished_ = false;
+  std::optional<absl::Status> Start(int i, const v1::InstanceBatchOp& op,
+                                    v1::InstanceBatchResult* res, MakeCallback callback) const {
+    switch (op.op_case()) {
+      case v1::InstanceBatchOp::kInc:
+        return svc->StartInc(op.inc(), res->mutable_inc(), callback);
+      case v1::InstanceBatchOp::kGet:
+        svc->DoGet(op.get(), res->mutable_get(), callback());
+        break;
+      case v1::InstanceBatchOp::kSet:
+        svc->DoSet(op.set(), res->mutable_set(), callback());
+        break;
+      case v1::InstanceBatchOp::kSetOnInstance:
+        svc->DoSetOnInstance(op.set_on_instance(), res->mutable_set_on_instance(), callback());
+        break;
+      case v1::InstanceBatchOp::kDel:
+        svc->DoDel(op.del(), res->mutable_del(), callback());
+        break;
+      case v1::InstanceBatchOp::kDelOnInstance:
+        svc->DoDelOnInstance(op.del_on_instance(), res->mutable_del_on_instance(), callback());
+        break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat("ops[", i, "]: no operation set"));
+    }
+    return std::nullopt;
+  }
+
+  InstanceCounterServiceImpl* svc;
+  std::string_view default_ns;  // the service's, which outlives every RPC
 };
 
 }  // namespace
@@ -206,43 +135,25 @@ absl::Status InstanceCounterServiceImpl::Names(const std::string& ns_in, const s
   return core::ValidateName("key", key);
 }
 
-void InstanceCounterServiceImpl::DoInc(const v1::InstanceIncRequest& req,
-                                       v1::InstanceIncResponse* resp, core::StatusCallback done) {
-  if (auto st = TryInc(req, resp)) return done(*st);
-  IncAsync(req, resp, std::move(done));
-}
-
-void InstanceCounterServiceImpl::IncAsync(const v1::InstanceIncRequest& req,
-                                          v1::InstanceIncResponse* resp,
-                                          core::StatusCallback done) {
+std::optional<absl::Status> InstanceCounterServiceImpl::StartInc(const v1::InstanceIncRequest& req,
+                                                                 v1::InstanceIncResponse* resp,
+                                                                 MakeCallback callback) {
   std::string ns;
   absl::Status s = Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
-  if (!s.ok()) return done(s);
-  counters_->Inc(ns, req.key(), req.delta(), FromProto(req.consistency()), *cond,
-                 Fill(resp, std::move(done)));
-}
-
-std::optional<absl::Status> InstanceCounterServiceImpl::TryInc(const v1::InstanceIncRequest& req,
-                                                               v1::InstanceIncResponse* resp) {
-  if (req.consistency() != v1::CONSISTENCY_LAX) return std::nullopt;
-  std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
-  auto cond = FromProto(req.condition());
-  if (s.ok()) s = cond.status();
   if (!s.ok()) return s;
-  auto r = counters_->TryLaxInc(ns, req.key(), req.delta(), *cond);
-  if (!r) return std::nullopt;
-  if (r->ok()) {
-    resp->set_cumulative((*r)->cumulative);
-    resp->set_instance((*r)->instance);
-    resp->set_previous_cumulative((*r)->previous_cumulative);
-    resp->set_previous_instance((*r)->previous_instance);
-    resp->set_applied((*r)->applied);
-  }
-  return r->status();
+  const core::Consistency c = FromProto(req.consistency());
+  return InlineOr(
+      c == core::Consistency::kLax
+          ? counters_->TryLaxInc(ns, req.key(), req.delta(), *cond)  // known key
+          : std::nullopt,
+      [resp](const core::InstanceResult& r) { ToProto(r, resp); },
+      [&](core::InstanceCallback done) {
+        counters_->Inc(ns, req.key(), req.delta(), c, *cond, std::move(done));
+      },
+      callback);
 }
 
 void InstanceCounterServiceImpl::DoGet(const v1::InstanceGetRequest& req,
@@ -313,11 +224,7 @@ grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Inc(grpc::CallbackServerCo
                                                           const v1::InstanceIncRequest* req,
                                                           v1::InstanceIncResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kInc,
-               [&](const auto& callback) -> std::optional<absl::Status> {
-                 if (auto st = TryInc(*req, resp)) return st;  // LAX, known key: no callback
-                 IncAsync(*req, resp, callback());
-                 return std::nullopt;
-               });
+               [&](const auto& callback) { return StartInc(*req, resp, callback); });
 }
 
 grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Clear(grpc::CallbackServerContext* ctx,
@@ -347,18 +254,8 @@ grpc::ServerUnaryReactor* InstanceCounterServiceImpl::ClearOnInstance(
 grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Batch(grpc::CallbackServerContext* ctx,
                                                             const v1::InstanceBatchRequest* req,
                                                             v1::InstanceBatchResponse* resp) {
-  return Unary(
-      ctx, in_flight_, rpc_metrics_, kBatch,
-      [&](const auto& callback) -> std::optional<absl::Status> {
-        if (static_cast<size_t>(req->ops_size()) > core::kMaxBatchItems) {
-          return absl::InvalidArgumentError(absl::StrCat("ops: a batch holds at most ",
-                                                         core::kMaxBatchItems, " items, got ",
-                                                         req->ops_size()));
-        }
-        batch_items_->Increment(req->ops_size());
-        std::make_shared<BatchRun>(this, req, resp, default_namespace_, callback())->Pump();
-        return std::nullopt;
-      });
+  return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
+               RunBatch(InstanceBatch{this, default_namespace_}, req, resp, batch_items_));
 }
 
 }  // namespace distkit::transport

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "daemon/core/instance_counters.h"
+#include "daemon/transport/batch_run.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
@@ -41,9 +42,12 @@ class InstanceCounterServiceImpl final : public v1::InstanceCounterService::Call
                                   const v1::InstanceBatchRequest* req,
                                   v1::InstanceBatchResponse* resp) override;
 
+  // Inc, shared by the unary RPC and Batch, with Unary's contract: the final status when
+  // answered at once (LAX inc of a known key, validation error), else nullopt after handing
+  // `callback()` to the core.
+  std::optional<absl::Status> StartInc(const v1::InstanceIncRequest& req,
+                                       v1::InstanceIncResponse* resp, MakeCallback callback);
   // Single-op entry points shared by the unary RPCs and Batch; `done` gets the final status.
-  void DoInc(const v1::InstanceIncRequest& req, v1::InstanceIncResponse* resp,
-             core::StatusCallback done);
   void DoGet(const v1::InstanceGetRequest& req, v1::InstanceGetResponse* resp,
              core::StatusCallback done);
   void DoSet(const v1::InstanceSetRequest& req, v1::InstanceSetResponse* resp,
@@ -56,11 +60,6 @@ class InstanceCounterServiceImpl final : public v1::InstanceCounterService::Call
                        core::StatusCallback done);
 
  private:
-  void IncAsync(const v1::InstanceIncRequest& req, v1::InstanceIncResponse* resp,
-                core::StatusCallback done);
-  // LAX Inc answered from memory: the final status, or nullopt when DoInc must run.
-  std::optional<absl::Status> TryInc(const v1::InstanceIncRequest& req,
-                                     v1::InstanceIncResponse* resp);
   absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
   absl::Status Namespace(const std::string& ns_in, std::string* ns) const;
 

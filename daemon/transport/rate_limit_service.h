@@ -5,6 +5,7 @@
 
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/types.h"
+#include "daemon/transport/batch_run.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
@@ -39,20 +40,15 @@ class RateLimitServiceImpl final : public v1::RateLimitService::CallbackService 
                                   const v1::RateLimitBatchRequest* req,
                                   v1::RateLimitBatchResponse* resp) override;
 
-  // Validates `req` and tries the provider's inline path: the final status when answered
-  // (validation errors included, `resp` filled when OK), else nullopt with `creq` and `limiter`
-  // set for limiter->Inc.
-  std::optional<absl::Status> Start(const v1::RateLimitIncRequest& req,
-                                    v1::RateLimitIncResponse* resp, core::RateIncRequest* creq,
-                                    core::RateLimiter** limiter);
-  // Single-op entry points; `done` gets the final status.
-  void DoInc(const v1::RateLimitIncRequest& req, v1::RateLimitIncResponse* resp,
-             core::StatusCallback done);
+  // Inc, shared by the unary RPC and Batch, with Unary's contract: validates `req` and tries the
+  // provider's inline path; the final status when answered (validation errors included, `resp`
+  // filled and the decision counted when OK), else nullopt after handing `callback()` to the
+  // provider.
+  std::optional<absl::Status> StartInc(const v1::RateLimitIncRequest& req,
+                                       v1::RateLimitIncResponse* resp, MakeCallback callback);
+  // Single-op entry point; `done` gets the final status.
   void DoGet(const v1::RateLimitGetRequest& req, v1::RateLimitGetResponse* resp,
              core::StatusCallback done);
-
-  const std::string& default_namespace() const { return default_namespace_; }
-  const RateLimitMetrics* rate_limit_metrics() const { return rate_limit_metrics_; }
 
  private:
   // Validates and converts an Inc request; on success also returns its provider.

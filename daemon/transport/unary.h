@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstddef>
 #include <optional>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "daemon/core/types.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
@@ -47,6 +49,32 @@ auto Later(Async async) {
     async(callback());
     return std::nullopt;
   };
+}
+
+// A core completion (absl::StatusOr<R>) that stores an OK result with `fill(result)` and reports
+// the status to `done`.
+template <typename R, typename Fill>
+auto Completion(Fill fill, core::StatusCallback done) {
+  return [fill = std::move(fill), done = std::move(done)](absl::StatusOr<R> r) mutable {
+    if (r.ok()) fill(*r);
+    done(r.status());
+  };
+}
+
+// The body of an `op` (Unary's, or a batch item's) for a call the core may answer from memory:
+// `now` is the core's inline answer (nullopt when it needs its asynchronous path), stored with
+// `fill` and returned as the final status, without building a callback (a LAX fast path must
+// not allocate). Else `async(completion)` runs the asynchronous path with a Completion and the
+// result is nullopt.
+template <typename R, typename Fill, typename Async, typename MakeCallback>
+std::optional<absl::Status> InlineOr(std::optional<absl::StatusOr<R>> now, const Fill& fill,
+                                     Async&& async, const MakeCallback& callback) {
+  if (now) {
+    if (now->ok()) fill(**now);
+    return now->status();
+  }
+  async(Completion<R>(fill, callback()));
+  return std::nullopt;
 }
 
 }  // namespace distkit::transport

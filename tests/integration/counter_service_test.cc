@@ -393,6 +393,44 @@ TEST_P(CounterServiceTest, Batch) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// A STRICT item after a LAX inc of the same key observes it, even when the LAX inc is the key's
+// first touch (answered only after a Redis read): the batch keeps its order.
+TEST_F(CounterServiceTest, BatchStrictItemAfterAFirstTouchLaxIncObservesIt) {
+  v1::BatchRequest req;
+  constexpr int kKeys = 20;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = "first" + std::to_string(i);
+    auto* inc = req.add_ops()->mutable_inc();
+    inc->set_key(key);
+    inc->set_delta(5);
+    inc->set_consistency(kLax);
+    auto* set = req.add_ops()->mutable_set();
+    set->set_key(key);
+    set->set_value(100);
+    auto* get = req.add_ops()->mutable_get();
+    get->set_key(key);
+    get->set_consistency(kStrict);
+  }
+  grpc::ClientContext ctx;
+  v1::BatchResponse resp;
+  ASSERT_TRUE(a_->stub()->Batch(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 3 * kKeys);
+  for (int i = 0; i < kKeys; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(resp.results(3 * i).inc().value(), 5);
+    EXPECT_EQ(resp.results(3 * i + 1).set().previous(), 5);
+    EXPECT_EQ(resp.results(3 * i + 2).get().value(), 100);
+  }
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        for (int i = 0; i < kKeys; ++i) {
+          if (Get(*b_, "first" + std::to_string(i), kStrict) != 100) return false;
+        }
+        return true;
+      },
+      10s));
+}
+
 // 23, 28, 29, 32, 34: another daemon sees lax writes after the flush.
 TEST_F(CounterServiceTest, LaxWritesReachOtherDaemons) {
   Inc(*a_, "w", 42, kLax);
