@@ -11,8 +11,8 @@
 
 namespace distkit::transport {
 
-// gRPC callback service for instance-aware counters (STRICT path for every request; LAX is
-// accepted and served strictly). Never blocks a gRPC thread.
+// gRPC callback service for instance-aware counters: STRICT (one icounter.lua call) and LAX
+// (answered from memory when it can: core/instance_lax.h). Never blocks a gRPC thread.
 class InstanceCounterServiceImpl final : public v1::InstanceCounterService::CallbackService {
  public:
   InstanceCounterServiceImpl(core::InstanceCounters* counters, std::string default_namespace,
