@@ -27,27 +27,25 @@
 -- with PEXPIRE window + bucket: the newest bucket is at most `now`, so when the key expires no
 -- live bucket is lost, and an idle key disappears by itself (no cleanup scan).
 -- fail() and parse_seq() come from lua/lib/int64.lua, prepended when embedded.
+--
+-- Cost: this runs for every REDIS Inc, and Redis runs the whole chunk each time: every closure
+-- (an allocation per upvalue too), table and C call (tonumber, string.find, string.format:
+-- 1-2k instructions each) counts, and so does every field a command looks up in a hot key's
+-- hash (a listpack of ~200 entries, scanned linearly; an absent field scans all of it). So the
+-- common request creates no closure and no table but the reply and Redis' own; ARGV is checked
+-- by one pattern (the checks one by one run only when it fails, to name the bad argument); the
+-- fast fields, when they hold the canonical integers this script writes ("clean"), are read by
+-- arithmetic coercion and their text is reused; f, ft, fk are read only when the band needs the
+-- cached factor; and a request joining the newest bucket makes five Redis calls: TIME, HMGET
+-- t d o n (r), one write of the changed fields (HINCRBY t when t is the only one, else one
+-- HSET), HINCRBY of the bucket, PEXPIRE. Integers are written as "%d" text or as text at hand
+-- (ARGV's count, a stored field): how redis.call formats a Lua number differs between Redis
+-- versions. All buckets (HGETALL) are read only when the fast fields cannot answer.
 
 local TWO_53 = 9007199254740992
 local MAX_UNITS = TWO_53 - 1
-
--- A finite decimal number (digits, '.', exponent): no "inf", "nan", hex or spaces.
-local function parse_float(s)
-  if type(s) ~= "string" or #s > 40 or not string.find(s, "^[-+]?[0-9.]+[eE]?[-+]?[0-9]*$") then
-    return nil
-  end
-  local x = tonumber(s)
-  if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
-  return x
-end
-
--- Integers travel as "%d" text: redis.call would format a Lua number with 14 digits only.
-local function int(x) return string.format("%d", x) end
-
-local function capped_floor(x)
-  if x >= MAX_UNITS then return MAX_UNITS end
-  return math.floor(x)
-end
+local HUGE = math.huge
+local find, format, floor = string.find, string.format, math.floor
 
 -- ---------------------------------------------------------------- validation (no writes)
 
@@ -56,208 +54,360 @@ if #KEYS ~= 1 then return fail("exactly one key expected") end
 local op, strategy = ARGV[1], ARGV[2]
 if op ~= "inc" and op ~= "get" then return fail("unknown op") end
 if strategy ~= "a" and strategy ~= "s" then return fail("unknown strategy") end
-if not string.find(key, ":r:" .. strategy .. ":", 1, true) then
+local inc, suppressed = op == "inc", strategy == "s"
+if not find(key, suppressed and ":r:s:" or ":r:a:", 1, true) then
   return fail("key does not belong to strategy " .. strategy)
 end
-if #ARGV ~= (op == "inc" and 9 or 6) then return fail("wrong number of arguments") end
-local window, bucket = parse_seq(ARGV[3]), parse_seq(ARGV[4])
-if not window then return fail("window_ms must be an integer >= 1") end
-if not bucket or bucket > window then return fail("bucket_ms must be an integer in [1, window_ms]") end
-local hlf = parse_float(ARGV[5])
-if not hlf or hlf < 1 then return fail("hard_limit_factor must be finite and >= 1") end
-local cache_ms = parse_seq(ARGV[6])
-if not cache_ms then return fail("cache_ms must be an integer >= 1") end
-local rate_str, rate, count, random = ARGV[7], nil, nil, nil
-if op == "inc" then
-  rate = parse_float(rate_str)
-  if not rate or rate <= 0 then return fail("rate must be finite and > 0") end
-  count = parse_seq(ARGV[8])
-  if not count then return fail("count must be an integer in [1, 2^53)") end
-  random = parse_float(ARGV[9])
-  if not random or random < 0 or random >= 1 then return fail("random must be in [0, 1)") end
+if #ARGV ~= (inc and 9 or 6) then return fail("wrong number of arguments") end
+local window_arg, bucket_arg, hlf_arg, cache_arg = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local rate_arg, count_arg, random_arg = ARGV[7], ARGV[8], ARGV[9]
+
+-- The common case in one pattern: integers canonical (as parse_seq wants them), the decimals
+-- made of [0-9.eE+-] only (with that alphabet tonumber accepts exactly what parse_float's
+-- pattern accepts, as strtod then has no spaces, hex, inf or nan to take). No argument holds a
+-- ',', so the fields line up with the arguments.
+local window, bucket, hlf, cache_ms, rate, count, random
+if inc then
+  if #window_arg <= 16 and #bucket_arg <= 16 and #cache_arg <= 16 and #count_arg <= 16 and
+      #hlf_arg <= 40 and #rate_arg <= 40 and #random_arg <= 40 and
+      find(window_arg .. "," .. bucket_arg .. "," .. cache_arg .. "," .. count_arg .. "," ..
+             hlf_arg .. "," .. rate_arg .. "," .. random_arg,
+           "^[1-9]%d*,[1-9]%d*,[1-9]%d*,[1-9]%d*,[0-9.eE+-]+,[0-9.eE+-]+,[0-9.eE+-]+$") then
+    window, bucket, cache_ms, count = window_arg + 0, bucket_arg + 0, cache_arg + 0, count_arg + 0
+    hlf = hlf_arg == "1" and 1 or tonumber(hlf_arg) -- "1": the default
+    rate, random = tonumber(rate_arg), tonumber(random_arg)
+  end
+elseif #window_arg <= 16 and #bucket_arg <= 16 and #cache_arg <= 16 and #hlf_arg <= 40 and
+    find(window_arg .. "," .. bucket_arg .. "," .. cache_arg .. "," .. hlf_arg,
+         "^[1-9]%d*,[1-9]%d*,[1-9]%d*,[0-9.eE+-]+$") then
+  window, bucket, cache_ms = window_arg + 0, bucket_arg + 0, cache_arg + 0
+  hlf = tonumber(hlf_arg)
 end
-local suppressed = strategy == "s"
+
+local valid = window and window < TWO_53 and bucket < TWO_53 and bucket <= window and
+                cache_ms < TWO_53 and hlf and hlf >= 1 and hlf < HUGE and
+                (not inc or (count < TWO_53 and rate and rate > 0 and rate < HUGE and random and
+                             random >= 0 and random < 1))
+
+-- A finite decimal number (digits, '.', exponent): no "inf", "nan", hex or spaces. Built only
+-- off the common path: to name a bad argument, and for a SUPPRESSED Get's stored rate.
+local parse_float
+if not valid or (not inc and suppressed) then
+  parse_float = function(s)
+    if type(s) ~= "string" or #s > 40 or not find(s, "^[-+]?[0-9.]+[eE]?[-+]?[0-9]*$") then
+      return nil
+    end
+    local x = tonumber(s)
+    if x == nil or x ~= x or x == HUGE or x == -HUGE then return nil end
+    return x
+  end
+end
+if not valid then
+  -- The checks one by one, in order, to name the first bad argument (every valid ARGV passes
+  -- the pattern above, so this ends with an error).
+  window, bucket = parse_seq(window_arg), parse_seq(bucket_arg)
+  if not window then return fail("window_ms must be an integer >= 1") end
+  if not bucket or bucket > window then
+    return fail("bucket_ms must be an integer in [1, window_ms]")
+  end
+  hlf = parse_float(hlf_arg)
+  if not hlf or hlf < 1 then return fail("hard_limit_factor must be finite and >= 1") end
+  cache_ms = parse_seq(cache_arg)
+  if not cache_ms then return fail("cache_ms must be an integer >= 1") end
+  if inc then
+    rate = parse_float(rate_arg)
+    if not rate or rate <= 0 then return fail("rate must be finite and > 0") end
+    count = parse_seq(count_arg)
+    if not count then return fail("count must be an integer in [1, 2^53)") end
+    random = parse_float(random_arg)
+    if not random or random < 0 or random >= 1 then return fail("random must be in [0, 1)") end
+  end
+end
 local window_s = window / 1000
 
 local clock = redis.call("TIME")
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-
--- Limits of a rate, computed in the order of trypema §1.2 (docs/rate_limiting.md).
-local function limits(r)
-  local hard_raw = r * hlf * window_s
-  return capped_floor(hard_raw / hlf), capped_floor(hard_raw) -- soft, hard
-end
+local us = clock[2] + 0
+local now = clock[1] * 1000 + (us - us % 1000) / 1000 -- ms; exact, no math.floor call
 
 -- ---------------------------------------------------------------- state
 
-local h = redis.call("HMGET", key, "t", "d", "o", "n", "r", "f", "ft", "fk")
-local total, declined = tonumber(h[1]) or 0, tonumber(h[2]) or 0
-local oldest, newest = tonumber(h[3]), tonumber(h[4])
-local last_rate, cached_f, cached_ft, cached_fk = h[5], tonumber(h[6]), tonumber(h[7]), h[8]
+-- Fields absent from a hash cost a scan of its listpack each (and a hot key holds ~100), so
+-- an Inc reads f, ft, fk only when the factor needs them, and ABSOLUTE none of r, f, ft, fk.
+local h
+if not suppressed then
+  h = redis.call("HMGET", key, "t", "d", "o", "n")
+elseif inc then
+  h = redis.call("HMGET", key, "t", "d", "o", "n", "r")
+else
+  h = redis.call("HMGET", key, "t", "d", "o", "n", "r", "f", "ft", "fk")
+end
+local t_s, d_s, o_s, n_s = h[1], h[2], h[3], h[4]
+local total, declined, oldest, newest = 0, 0, nil, nil
 
--- All buckets, read when the fast fields cannot answer: something expired (or the fields are
--- not what this script writes), the factor needs the last second, or Get. Fills `live`
--- (ts -> {c, x}) and `dead` (fields to delete) and recomputes the totals from the buckets.
-local live, dead, scanned = nil, {}, false
-local function scan()
-  scanned, live = true, {}
-  local all = redis.call("HGETALL", key)
-  for i = 1, #all, 2 do
-    local f = all[i]
-    local kind = string.sub(f, 1, 2)
-    if kind == "b:" or kind == "x:" then
-      local ts, v = tonumber(string.sub(f, 3)), tonumber(all[i + 1])
-      if not ts or not v or now - ts >= window then
-        dead[#dead + 1] = f
+-- "clean": no field, or t, o, n (and d for SUPPRESSED; none for ABSOLUTE) are canonical
+-- integers below 10^15, exactly what this script writes: read by coercion, and the text of
+-- those left unchanged is written back as it is.
+local clean, malformed = false, false
+if not (t_s or d_s or o_s or n_s) then
+  clean = true
+elseif t_s and o_s and n_s and #t_s <= 15 and #o_s <= 15 and #n_s <= 15 then
+  if not suppressed then
+    clean = not d_s and find(t_s .. ":" .. o_s .. ":" .. n_s, "^[1-9]%d*:[1-9]%d*:[1-9]%d*$")
+  elseif d_s == "0" then
+    clean = find(t_s .. ":" .. o_s .. ":" .. n_s, "^[1-9]%d*:[1-9]%d*:[1-9]%d*$")
+  elseif d_s and #d_s <= 15 then
+    clean = find(t_s .. ":" .. o_s .. ":" .. n_s .. ":" .. d_s,
+                 "^[1-9]%d*:[1-9]%d*:[1-9]%d*:[1-9]%d*$")
+  end
+  if clean then
+    total, declined, oldest, newest = t_s + 0, d_s and d_s + 0 or 0, o_s + 0, n_s + 0
+  end
+end
+if not clean then
+  local tn, dn = tonumber(t_s), tonumber(d_s)
+  oldest, newest = tonumber(o_s), tonumber(n_s)
+  total, declined = tn or 0, dn or 0
+  malformed = (t_s and not tn) or (d_s and not dn) or (o_s and not oldest) or (n_s and not newest)
+end
+
+-- All buckets are read (scan) when the fast fields cannot answer: something expired (or the
+-- fields are not what this script writes), a Get, or the factor's formula (it needs the last
+-- second). At most once per call.
+local must_scan = malformed or (oldest and now - oldest >= window) or
+                    (total > 0 and not (oldest and newest)) or total < 0 or declined < 0 or
+                    declined > total or not inc
+
+-- Limits of a rate, computed in the order of trypema §1.2 (docs/rate_limiting.md).
+local soft, hard
+if inc and suppressed then
+  local hard_raw = rate * hlf * window_s
+  soft, hard = hard_raw / hlf, hard_raw
+  soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
+  hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
+end
+
+-- Reads every field: fills `live` (ts -> units observed in the bucket), lists the fields to
+-- delete (`dead`: expired, or not numbers) and recomputes the totals from the live buckets.
+-- Keep the bucket being filled while it lives (after Redis' clock stepped back it is not the
+-- largest timestamp, and opening a bucket per request until the clock catches up would break
+-- the bound on buckets); else the youngest one. A function without upvalues, built only when a
+-- scan may happen.
+local scan
+local live, dead, ndead, scanned = nil, nil, 0, false
+if must_scan or (suppressed and total - declined + count > soft and
+                   total - declined + count <= hard) then
+  scan = function(key, now, window, newest)
+    local match, sub, tonumber = string.match, string.sub, tonumber
+    local all = redis.call("HGETALL", key)
+    local c_of, x_of, gone, ngone = {}, {}, {}, 0
+    for i = 1, #all, 2 do
+      local f = all[i]
+      -- "b:<digits>" / "x:<digits>": one match, and the digits convert by coercion; any
+      -- other name is read as before (tonumber takes "b:1.5", "b: 7", "b:0x10"...).
+      local kind, ts = match(f, "^([bx]):(%d+)$")
+      if kind then
+        ts = ts + 0
       else
-        local b = live[ts]
-        if not b then
-          b = {c = 0, x = 0}
-          live[ts] = b
+        kind = sub(f, 1, 2)
+        if kind == "b:" or kind == "x:" then
+          kind, ts = sub(kind, 1, 1), tonumber(sub(f, 3))
+        else
+          kind = nil
         end
-        if kind == "b:" then b.c = v else b.x = v end
+      end
+      if kind then
+        local v = tonumber(all[i + 1])
+        if not ts or not v or now - ts >= window then
+          ngone = ngone + 1
+          gone[ngone] = f
+        elseif kind == "b" then
+          c_of[ts] = v
+        else
+          if not c_of[ts] then c_of[ts] = 0 end
+          x_of[ts] = v
+        end
       end
     end
+    local sum, sum_x, min_ts, max_ts, newest_live = 0, 0, nil, nil, false
+    for ts, c in pairs(c_of) do
+      sum, sum_x = sum + c, sum_x + (x_of[ts] or 0)
+      if not min_ts or ts < min_ts then min_ts = ts end
+      if not max_ts or ts > max_ts then max_ts = ts end
+      if ts == newest then newest_live = true end
+    end
+    if not newest_live then newest = max_ts end
+    return c_of, gone, ngone, sum, sum_x, min_ts, newest
   end
-  total, declined, oldest = 0, 0, nil
-  local newest_live, max_ts = false, nil
-  for ts, b in pairs(live) do
-    total, declined = total + b.c, declined + b.x
-    if not oldest or ts < oldest then oldest = ts end
-    if not max_ts or ts > max_ts then max_ts = ts end
-    if ts == newest then newest_live = true end
-  end
-  -- Keep the bucket being filled while it lives (after Redis' clock stepped back it is not the
-  -- largest timestamp, and opening a bucket per request until the clock catches up would
-  -- break the bound on buckets); else the youngest one.
-  if not newest_live then newest = max_ts end
 end
-
--- Scan when the oldest bucket expired, or when the fields are not what this script writes.
-local malformed = false
-for i = 1, 4 do
-  if h[i] and not tonumber(h[i]) then malformed = true end
-end
-if malformed or (oldest and now - oldest >= window) or (total > 0 and not (oldest and newest))
-    or total < 0 or declined < 0 or declined > total then
-  scan()
+if must_scan then
+  live, dead, ndead, total, declined, oldest, newest = scan(key, now, window, newest)
+  scanned = true
 end
 
 -- Suppression factor of the state before this request (trypema §3.3, with the hard-limit
 -- check on accepted units; docs/rate_limiting.md). The deterministic cases are cheap and always
 -- current; only the formula is cached (in f, ft, fk: fresh while 0 <= now - ft < cache_ms, for
--- the same limits, and while no bucket expired). Returns the factor and whether the formula
--- was computed now (the caller caches it).
-local function limits_key(soft, hard) return int(soft) .. ":" .. int(hard) end
-local function factor_of(soft, hard)
-  if total <= 0 then return 0, false end
-  local accepted = total - declined
-  if accepted >= hard then return 1, false end
-  if accepted < soft then return 0, false end
-  if cached_f and cached_ft and #dead == 0 and cached_fk == limits_key(soft, hard) and
-      now >= cached_ft and now - cached_ft < cache_ms and cached_f >= 0 and cached_f <= 1 then
-    return cached_f, false
-  end
-  if not scanned then scan() end
-  local last_second = 0
-  for ts, b in pairs(live) do
-    if now - ts <= 1000 then last_second = last_second + b.c end
-  end
-  local perceived = math.max(total / window_s, last_second)
-  if perceived <= 0 then return (soft == 0 and 1 or 0), true end
-  local f = 1 - (soft / window_s) / perceived
-  if f < 0 then f = 0 elseif f > 1 then f = 1 end
-  return f, true
-end
+-- the same limits, and while no bucket expired). Needs soft and hard; sets `factor` and
+-- `computed` (the formula ran now: the caller caches it). Run by Get and by Inc in the band.
+local factor, factor_s, computed = 0, "0", false
+local need_factor = false
+local admitted, decision, declined_units
 
 -- ---------------------------------------------------------------- get (read only)
 
-if op == "get" then
-  if not scanned then scan() end
+if not inc then
   if not suppressed then return {"ok", total, 0, "0", now} end
-  local f = 0
-  local r = total > 0 and last_rate and parse_float(last_rate)
-  if r and r > 0 then f = factor_of(limits(r)) end
-  return {"ok", total, declined, string.format("%.17g", f), now}
+  local r = total > 0 and h[5] and parse_float(h[5])
+  if r and r > 0 then
+    local hard_raw = r * hlf * window_s
+    soft, hard = hard_raw / hlf, hard_raw
+    soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
+    hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
+    need_factor = true
+  end
+elseif not suppressed then
+  -- ---------------------------------------------------------------- ABSOLUTE inc
+  local capacity = rate * window_s
+  capacity = capacity >= MAX_UNITS and MAX_UNITS or floor(capacity)
+  if count > capacity or not (total + count <= capacity) then
+    -- Rejected: with (0, 0) when the request exceeds the capacity, else with the time until the
+    -- oldest bucket leaves the window and its units.
+    local retry, remaining = 0, 0
+    if count <= capacity and oldest then
+      retry = window - (now - oldest)
+      if not (retry > 0) then retry = 0 end -- as math.max(0, retry)
+      if scanned then
+        remaining = live[oldest] or 0
+      else
+        remaining = tonumber(redis.call("HGET", key,
+                                        "b:" .. (clean and o_s or format("%d", oldest)))) or 0
+      end
+    end
+    if ndead > 0 then
+      -- The expired buckets found are deleted and the totals written back (or the key, left
+      -- without buckets, deleted).
+      for i = 1, ndead, 1000 do
+        redis.call("HDEL", key, unpack(dead, i, math.min(i + 999, ndead)))
+      end
+      if total == 0 then
+        redis.call("DEL", key)
+      else
+        redis.call("HSET", key, "t", format("%d", total), "o", format("%d", oldest), "n",
+                   format("%d", newest))
+        redis.call("PEXPIRE", key, format("%d", window + bucket))
+      end
+    end
+    return {"ok", "rejected", retry, remaining, "0", 0, now}
+  end
+  decision, admitted, declined_units = "allowed", true, 0
+else
+  -- ---------------------------------------------------------------- SUPPRESSED inc
+  if total + count >= TWO_53 then return {"range", "suppressed", 0, 0, "1", 0, now} end
+  local forecast = total - declined + count
+  decision, factor_s, factor, admitted = "suppressed", "1", 1, false
+  if forecast <= soft then
+    decision, factor_s, factor, admitted = "allowed", "0", 0, true
+  elseif forecast <= hard then
+    need_factor = true
+  end
 end
 
--- ---------------------------------------------------------------- inc
-
--- Writes the state back: the totals, the bucket fields touched (`bump`: ts -> {c, x} deltas),
--- `extra` fields, and the expiry. A key left without buckets is deleted.
-local function persist(bump, extra)
-  for i = 1, #dead, 1000 do
-    redis.call("HDEL", key, unpack(dead, i, math.min(i + 999, #dead)))
+if need_factor then
+  local accepted = total - declined
+  if total <= 0 then
+    factor, factor_s = 0, "0"
+  elseif accepted >= hard then
+    factor, factor_s = 1, "1"
+  elseif accepted < soft then
+    factor, factor_s = 0, "0"
+  else
+    local c = inc and redis.call("HMGET", key, "f", "ft", "fk") or {h[6], h[7], h[8]}
+    local cached_f, cached_ft = tonumber(c[1]), tonumber(c[2])
+    if cached_f and cached_ft and ndead == 0 and now >= cached_ft and
+        now - cached_ft < cache_ms and cached_f >= 0 and cached_f <= 1 and
+        c[3] == format("%d:%d", soft, hard) then
+      factor = cached_f
+    else
+      if not scanned then
+        live, dead, ndead, total, declined, oldest, newest = scan(key, now, window, newest)
+        scanned = true
+      end
+      local last_second = 0
+      for ts, c in pairs(live) do
+        if now - ts <= 1000 then last_second = last_second + c end
+      end
+      local perceived = total / window_s
+      if last_second > perceived then perceived = last_second end -- as math.max
+      if perceived <= 0 then
+        factor = soft == 0 and 1 or 0
+      else
+        factor = 1 - (soft / window_s) / perceived
+        if factor < 0 then factor = 0 elseif factor > 1 then factor = 1 end
+      end
+      computed = true
+    end
+    factor_s = format("%.17g", factor)
   end
-  if total == 0 and not bump then
-    if #dead > 0 or h[1] then redis.call("DEL", key) end
-    return
-  end
-  local fields = {"t", int(total), "o", int(oldest), "n", int(newest)}
-  if suppressed then
-    fields[#fields + 1], fields[#fields + 2] = "d", int(declined)
-  end
-  for _, kv in ipairs(extra or {}) do fields[#fields + 1] = kv end
-  redis.call("HSET", key, unpack(fields))
-  if bump then
-    redis.call("HINCRBY", key, "b:" .. int(bump.ts), int(bump.c))
-    if bump.x > 0 then redis.call("HINCRBY", key, "x:" .. int(bump.ts), int(bump.x)) end
-  end
-  redis.call("PEXPIRE", key, int(window + bucket))
-end
-
--- Records `count` observed units (`declined_units` of them declined) in the newest bucket when
--- 0 <= now - newest <= bucket, else in a new bucket stamped now.
-local function record(declined_units, extra)
-  local ts = newest
-  if not ts or now - ts < 0 or now - ts > bucket then
-    ts, newest = now, now
-    if not oldest or now < oldest then oldest = now end
-  end
-  total, declined = total + count, declined + declined_units
-  persist({ts = ts, c = count, x = declined_units}, extra)
-end
-
-local function oldest_count()
-  if not oldest then return 0 end
-  if scanned then return live[oldest] and live[oldest].c or 0 end
-  return tonumber(redis.call("HGET", key, "b:" .. int(oldest))) or 0
-end
-
-if not suppressed then
-  local capacity = capped_floor(rate * window_s)
-  if count > capacity then
-    if #dead > 0 then persist(nil) end
-    return {"ok", "rejected", 0, 0, "0", 0, now}
-  end
-  if total + count <= capacity then
-    record(0)
-    return {"ok", "allowed", 0, 0, "0", 1, now}
-  end
-  local retry = oldest and math.max(0, window - (now - oldest)) or 0
-  local remaining = oldest_count()
-  if #dead > 0 then persist(nil) end
-  return {"ok", "rejected", retry, remaining, "0", 0, now}
-end
-
-if total + count >= TWO_53 then return {"range", "suppressed", 0, 0, "1", 0, now} end
-local soft, hard = limits(rate)
-local extra = {"r", rate_str}
-local forecast = total - declined + count
-local decision, factor, admitted = "suppressed", 1, false
-if forecast <= soft then
-  decision, factor, admitted = "allowed", 0, true
-elseif forecast <= hard then
-  local computed
-  factor, computed = factor_of(soft, hard)
-  if computed then
-    extra[#extra + 1], extra[#extra + 2] = "f", string.format("%.17g", factor)
-    extra[#extra + 1], extra[#extra + 2] = "ft", int(now)
-    extra[#extra + 1], extra[#extra + 2] = "fk", limits_key(soft, hard)
-  end
+  if not inc then return {"ok", total, declined, factor_s, now} end
   admitted = factor <= 0 or (factor < 1 and random < 1 - factor)
 end
--- Forget a factor computed before buckets expired (it described another window).
-if #dead > 0 and #extra == 2 then redis.call("HDEL", key, "f", "ft", "fk") end
-record(admitted and 0 or count, extra)
-return {"ok", decision, 0, 0, string.format("%.17g", factor), admitted and 1 or 0, now}
+if not inc then return {"ok", total, declined, "0", now} end
+
+-- ---------------------------------------------------------------- record (inc)
+
+-- `count` observed units (declined_units of them declined) join the newest bucket when
+-- 0 <= now - newest <= bucket, else a new bucket stamped now.
+declined_units = admitted and 0 or count
+local fast = clean and not scanned -- the stored text of o, n (and d) is what would be written
+local now_s
+local ts_s -- the bucket's timestamp as text
+if newest and not (now - newest < 0 or now - newest > bucket) then
+  ts_s = fast and n_s or format("%d", newest)
+else
+  newest, now_s = now, format("%d", now)
+  if not oldest or now < oldest then oldest = now end
+  ts_s = now_s
+  fast = false
+end
+total, declined = total + count, declined + declined_units
+
+if ndead > 0 then
+  for i = 1, ndead, 1000 do
+    redis.call("HDEL", key, unpack(dead, i, math.min(i + 999, ndead)))
+  end
+  -- Forget a factor computed before buckets expired (it described another window).
+  if suppressed and not computed then redis.call("HDEL", key, "f", "ft", "fk") end
+end
+if fast and (not suppressed or (declined_units == 0 and h[5] == rate_arg)) then
+  -- Joined the newest bucket and t is the one field that changes (o, n, d and r keep their
+  -- canonical text): Redis adds, exactly, as t + count < 2^53.
+  redis.call("HINCRBY", key, "t", count_arg)
+else
+  local t_txt = total == count and count_arg or format("%d", total) -- count_arg is canonical
+  local d_txt
+  if suppressed then
+    if declined_units == 0 and fast then
+      d_txt = d_s -- unchanged
+    else
+      d_txt = declined == 0 and "0" or (declined == count and count_arg or format("%d", declined))
+    end
+  end
+  if fast then -- joined the newest bucket: o and n unchanged
+    redis.call("HSET", key, "t", t_txt, "d", d_txt, "r", rate_arg)
+  else
+    local o_txt = oldest == now and now_s or format("%d", oldest)
+    local n_txt = newest == now and now_s or format("%d", newest)
+    if not suppressed then
+      redis.call("HSET", key, "t", t_txt, "o", o_txt, "n", n_txt)
+    elseif computed then
+      redis.call("HSET", key, "t", t_txt, "o", o_txt, "n", n_txt, "d", d_txt, "r", rate_arg, "f",
+                 factor_s, "ft", now_s or format("%d", now), "fk", format("%d:%d", soft, hard))
+    else
+      redis.call("HSET", key, "t", t_txt, "o", o_txt, "n", n_txt, "d", d_txt, "r", rate_arg)
+    end
+  end
+end
+redis.call("HINCRBY", key, "b:" .. ts_s, count_arg)
+if declined_units > 0 then redis.call("HINCRBY", key, "x:" .. ts_s, count_arg) end
+redis.call("PEXPIRE", key, format("%d", window + bucket))
+return {"ok", decision, 0, 0, factor_s, admitted and 1 or 0, now}

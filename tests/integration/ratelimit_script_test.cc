@@ -740,6 +740,119 @@ TEST_F(RateLimitScriptTest, InvalidArgumentsAreRefusedBeforeAnyWrite) {
   EXPECT_FALSE(Exists(kS));
 }
 
+// The script checks a usual ARGV with one pattern and names a bad argument with the checks one
+// by one: unusual spellings the checks accept are accepted, and a ',' (the pattern's separator)
+// inside an argument cannot shift the other arguments into place.
+TEST_F(RateLimitScriptTest, UnusualButValidNumbersAreAccepted) {
+  // rate 5/s over 1 s: capacity 5, however the rate is spelled.
+  for (const std::string rate : {"5", "+5", "5.", "5.0", ".5e1", "5E0", "50e-1", "0.5e+01"}) {
+    SCOPED_TRACE(rate);
+    Cmd({"DEL", kA});
+    auto r = RawInc(kA, {"inc", "a", "1000", "1000", "1", "100", rate, "5", "0"});
+    ASSERT_EQ(r.error, "");
+    EXPECT_EQ(r.decision, "allowed");
+    EXPECT_EQ(RawInc(kA, {"inc", "a", "1000", "1000", "1", "100", rate, "1", "0"}).decision,
+              "rejected");
+  }
+  // hard_limit_factor and random spelled otherwise; the largest integers below 2^53.
+  const std::string max = std::to_string(kTwo53 - 1);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"inc", "s", "1000", "100", "1.0", "100", "1", "1", "-0"},
+           {"inc", "s", "1000", "100", "+1", "100", "1", "1", "0.5e-1"},
+           {"inc", "s", "1000", "100", "1e0", "100", "1", "1", "0E5"},
+           {"inc", "s", max, max, "2", max, "1", "1", "0.99999999999999989"},
+           {"inc", "s", "1000", "100", "1", "100", "1e300", max, "0"}}) {
+    Cmd({"DEL", kS});
+    auto r = RawInc(kS, args);
+    EXPECT_EQ(r.error, "") << args[4] << " " << args[8];
+    EXPECT_EQ(r.status, "ok");
+  }
+  // A ',' anywhere is refused, and the error names that argument.
+  Cmd({"DEL", kA});
+  const std::vector<std::string> good = {"inc", "a", "1000", "100", "1.5", "100", "5", "1", "0.5"};
+  const std::vector<std::pair<size_t, std::string>> named = {
+      {2, "window_ms"}, {3, "bucket_ms"}, {4, "hard_limit_factor"}, {5, "cache_ms"}, {6, "rate"},
+      {7, "count"},     {8, "random"}};
+  for (const auto& [index, name] : named) {
+    for (const std::string bad : {",", "1,5", "5,", ",5"}) {
+      auto args = good;
+      args[index] = bad;
+      auto r = RawInc(kA, args);
+      EXPECT_TRUE(absl::StartsWith(r.error, "ERR distkit: " + name))
+          << "ARGV[" << index + 1 << "] = '" << bad << "': " << r.error;
+    }
+  }
+  EXPECT_TRUE(absl::StartsWith(RawInc(kA, {"get", "a", "1000", "100", "1,5", "100"}).error,
+                               "ERR distkit: hard_limit"));
+  EXPECT_FALSE(Exists(kA));
+}
+
+// The common request writes only the fields that change and reuses the stored text of the
+// others, which it may only do when that text is what the script writes: numeric but
+// non-canonical fields are rewritten canonical by the next Inc, as they always were.
+TEST_F(RateLimitScriptTest, NonCanonicalFieldsAreRewrittenCanonical) {
+  Params p;
+  p.bucket = 60000;  // every Inc of this test joins the first bucket
+  auto a = Inc(kA, "10", "2", p);
+  ASSERT_EQ(a.decision, "allowed");
+  const std::string ts = std::to_string(a.now);
+  Cmd({"HSET", kA, "t", "2e0", "o", "0" + ts, "n", ts + ".0"});
+  auto b = Inc(kA, "10", "3", p);
+  ASSERT_EQ(b.decision, "allowed");
+  auto h = Hash(kA);
+  EXPECT_EQ(h["t"], "5");
+  EXPECT_EQ(h["o"], ts);
+  EXPECT_EQ(h["n"], ts);
+  EXPECT_EQ(h["b:" + ts], "5");
+  EXPECT_EQ(Buckets(h), 1);
+  // SUPPRESSED: d as well.
+  auto s = Inc(kS, "10", "2", p);
+  ASSERT_EQ(s.decision, "allowed");
+  const std::string sts = std::to_string(s.now);
+  Cmd({"HSET", kS, "d", "00", "o", " " + sts});
+  ASSERT_EQ(Inc(kS, "10", "1", p).decision, "allowed");
+  h = Hash(kS);
+  EXPECT_EQ(h["t"], "3");
+  EXPECT_EQ(h["d"], "0");
+  EXPECT_EQ(h["o"], sts);
+  EXPECT_EQ(h["n"], sts);
+}
+
+// Within one bucket: every Inc records its rate, a declined one its units in d and x:<ts>, an
+// admitted one leaves both alone.
+TEST_F(RateLimitScriptTest, SuppressedIncsInOneBucketKeepRateAndDeclinesExact) {
+  Params p;
+  p.window = 10000;
+  p.bucket = 10000;                // one bucket
+  auto a = Inc(kS, "1", "10", p);  // hlf 1, rate 1: soft = hard = 10
+  ASSERT_EQ(a.decision, "allowed");
+  const std::string x = "x:" + std::to_string(a.now);
+  auto b = Inc(kS, "1", "1", p);
+  ASSERT_EQ(b.decision, "suppressed");  // forecast 11 > hard 10: declined
+  ASSERT_EQ(b.allowed, 0);
+  auto h = Hash(kS);
+  EXPECT_EQ(h["t"], "11");
+  EXPECT_EQ(h["d"], "1");
+  EXPECT_EQ(h[x], "1");
+  EXPECT_EQ(h["r"], "1");
+  auto c = Inc(kS, "2", "3", p);  // rate 2: soft = hard = 20, forecast 13: admitted
+  ASSERT_EQ(c.decision, "allowed");
+  h = Hash(kS);
+  EXPECT_EQ(h["t"], "14");
+  EXPECT_EQ(h["d"], "1");
+  EXPECT_EQ(h[x], "1");
+  EXPECT_EQ(h["r"], "2") << "the last Inc's rate";
+  ASSERT_EQ(Inc(kS, "2", "1", p).decision, "allowed");
+  h = Hash(kS);
+  EXPECT_EQ(h["t"], "15");
+  EXPECT_EQ(h["r"], "2");
+  EXPECT_EQ(Buckets(h), 1);
+  auto g = Get(kS, p);
+  EXPECT_EQ(g.total, 15);
+  EXPECT_EQ(g.declined, 1);
+  ExpectTtl(kS, p);
+}
+
 TEST_F(RateLimitScriptTest, MalformedStateIsRebuiltFromTheBuckets) {
   Params p;
   p.bucket = 60000;
