@@ -21,14 +21,12 @@ using testing::PollUntil;
 using testing::Process;
 using testing::RedisServer;
 
-constexpr int kExitOk = 0;
-constexpr int kExitCallFailed = 2;
-constexpr int kExitUsage = 64;
+constexpr int kExitOk = testing::kCliExitOk;
+constexpr int kExitCallFailed = testing::kCliExitCallFailed;
+constexpr int kExitUsage = testing::kCliExitUsage;
 
-// Runs the CLI against `d`: {exit code, stdout+stderr}.
 std::pair<int, std::string> Cli(const Daemon& d, std::vector<std::string> args) {
-  args.insert(args.begin(), {"--addr", d.addr()});
-  return Process::Run(DISTKIT_CLI_BIN, args, 10s);
+  return testing::RunCli(d, std::move(args));
 }
 
 // The text line every instance-counter command prints.

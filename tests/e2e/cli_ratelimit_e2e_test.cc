@@ -22,9 +22,9 @@ using testing::PollUntil;
 using testing::Process;
 using testing::RedisServer;
 
-constexpr int kExitOk = 0;
-constexpr int kExitCallFailed = 2;
-constexpr int kExitUsage = 64;
+constexpr int kExitOk = testing::kCliExitOk;
+constexpr int kExitCallFailed = testing::kCliExitCallFailed;
+constexpr int kExitUsage = testing::kCliExitUsage;
 
 class CliRateLimitE2E : public ::testing::Test {
  protected:
@@ -43,10 +43,8 @@ class CliRateLimitE2E : public ::testing::Test {
         << daemon_->Log();
   }
 
-  // Runs the CLI against the daemon: {exit code, stdout+stderr}.
   std::pair<int, std::string> Cli(std::vector<std::string> args) const {
-    args.insert(args.begin(), {"--addr", daemon_->addr()});
-    return Process::Run(DISTKIT_CLI_BIN, args, 10s);
+    return testing::RunCli(*daemon_, std::move(args));
   }
 
   std::unique_ptr<RedisServer> redis_;

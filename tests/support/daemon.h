@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "distkit/v1/counter.grpc.pb.h"
@@ -95,5 +96,17 @@ class Daemon {
   std::unique_ptr<v1::InstanceCounterService::Stub> icounters_;
   std::unique_ptr<v1::RateLimitService::Stub> ratelimit_;
 };
+
+#ifdef DISTKIT_CLI_BIN
+// The `distkit` CLI's exit codes (cli/distkit.cc) and one run of it against `d` (10 s at most):
+// {exit code, stdout+stderr}. For the targets that define DISTKIT_CLI_BIN.
+inline constexpr int kCliExitOk = 0;
+inline constexpr int kCliExitCallFailed = 2;
+inline constexpr int kCliExitUsage = 64;
+inline std::pair<int, std::string> RunCli(const Daemon& d, std::vector<std::string> args) {
+  args.insert(args.begin(), {"--addr", d.addr()});
+  return Process::Run(DISTKIT_CLI_BIN, args, std::chrono::seconds(10));
+}
+#endif
 
 }  // namespace distkit::testing
