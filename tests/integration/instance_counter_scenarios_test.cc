@@ -853,9 +853,17 @@ constexpr auto kHold = 2500ms;
 
 class InstanceCounterRecoveryTest : public ICounterTestBase {
  protected:
-  void DeclareDead(Daemon& d) { redis_->Command({"ZADD", kInstances, "0", d.id()}); }
+  void DeclareDead(Daemon& d) {
+    dead_incarnation_ = d.icounters().incarnation();
+    redis_->Command({"ZADD", kInstances, "0", d.id()});
+  }
   // Waits until `d` noticed and registered again (a heartbeat of a registered daemon never
-  // writes over a score this old: a fresh score means a new registration).
+  // writes over a score this old: a fresh score means a new registration), and until the
+  // incarnation declared dead is reaped completely (its key sets are removed only after every
+  // reap script of its keys has run). Before that, a read may see a slice of the dead
+  // incarnation that a reaper then removes, and a restore then writes back: the expected value,
+  // then 0, then the expected value again. After it, a slice of the dead incarnation no longer
+  // exists, a restored one carries the new incarnation, and reaps of the old one are no-ops.
   void WaitReRegistered(Daemon& d) {
     ASSERT_TRUE(PollUntil(
         [&] {
@@ -864,7 +872,14 @@ class InstanceCounterRecoveryTest : public ICounterTestBase {
         },
         kConverge))
         << "never registered again";
+    if (dead_incarnation_ == 0) return;
+    const std::string set =
+        "dk:{I:" + d.id() + ":" + std::to_string(dead_incarnation_) + "}:namespaces";
+    ASSERT_TRUE(PollUntil([&] { return redis_->Command({"EXISTS", set}) == "0"; }, kConverge))
+        << "incarnation " << dead_incarnation_ << " was never reaped";
+    dead_incarnation_ = 0;
   }
+  int64_t dead_incarnation_ = 0;
   // Asserts that `read` returns `want` for kHold.
   template <typename F>
   void Holds(F read, CI want) {
