@@ -1,5 +1,6 @@
 -- ratelimit.lua: one atomic step of the REDIS rate limiter (product.md §4.3; the semantics and
--- the layout are explained in docs/rate_limiting.md, section REDIS).
+-- the layout are explained in docs/rate_limiting.md, section REDIS): one Inc or Get, or k Incs
+-- of one key in one call (the daemon coalescing concurrent Incs of a hot key).
 --
 -- KEYS[1]  dk:{TTTTTTTT}:r:<a|s>:<namespace>:<key>, a HASH, one per (namespace, key, strategy):
 --            b:<ts>  units observed in the bucket opened at <ts> (ms of Redis TIME)
@@ -12,11 +13,17 @@
 --            f, ft   cached suppression factor and the time it was computed (SUPPRESSED only)
 --            fk      "<soft>:<hard>", the limits the cached factor was computed for
 -- ARGV     op ("inc" | "get"), strategy ("a" | "s"), window_ms, bucket_ms, hard_limit_factor,
---          cache_ms; inc adds rate_per_second, count, random (in [0, 1), drawn by the daemon)
--- Returns  inc: {status, decision, retry_after_ms, remaining_after_waiting, factor, allowed, now}
---               status "ok", or "range" when the observed units of the key would reach 2^53
---               (nothing written); decision "allowed" | "rejected" | "suppressed"; factor is a
---               string (Redis truncates Lua numbers in replies); allowed 0/1; now = Redis ms.
+--          cache_ms; inc adds k >= 1 triples rate_per_second, count, random (in [0, 1), drawn
+--          by the daemon), so #ARGV = 6 + 3k, k <= 1000 ("too many requests"); get has none.
+-- Returns  inc, k = 1: {status, decision, retry_after_ms, remaining_after_waiting, factor,
+--               allowed, now}: status "ok", or "range" when the observed units of the key would
+--               reach 2^53 (nothing written); decision "allowed" | "rejected" | "suppressed";
+--               factor is a string (Redis truncates Lua numbers in replies); allowed 0/1;
+--               now = Redis ms.
+--          inc, k > 1: an array of k such replies: request i's is the reply it would get, and
+--               the hash (fields and TTL) is what is left, as if the k requests were k calls
+--               in ARGV order at the same Redis TIME (read once). A bad triple anywhere is the
+--               error a call with it alone gets, and nothing is written.
 --          get: {status, total, declined, factor, now}
 --
 -- Units are Lua numbers (doubles), so they are kept below 2^53 where every integer is exact: a
@@ -41,10 +48,18 @@
 -- HSET), HINCRBY of the bucket, PEXPIRE. Integers are written as "%d" text or as text at hand
 -- (ARGV's count, a stored field): how redis.call formats a Lua number differs between Redis
 -- versions. All buckets (HGETALL) are read only when the fast fields cannot answer.
+-- With k > 1 requests the call's own cost (~100k Redis instructions: the chunk, TIME, HMGET,
+-- the writes, the reply's array) is paid once: each request adds its 3 ARGV strings, checks
+-- made once per distinct rate and count text, a few dozen Lua operations on locals (the fields
+-- and, after a scan, the live buckets are kept in Lua, and written once at the end: an HSET of
+-- the changed fields, one HINCRBY per bucket touched, PEXPIRE), and its 7-element reply, which
+-- Redis converts (~8k instructions). About 21-32k per request at k = 16-64 on a hot key
+-- (28-38k in the band with a cached factor), against 100-170k for a call with one.
 
 local TWO_53 = 9007199254740992
 local MAX_UNITS = TWO_53 - 1
 local HUGE = math.huge
+local MAX_BATCH = 1000 -- requests per call at most
 local find, format, floor = string.find, string.format, math.floor
 
 -- ---------------------------------------------------------------- validation (no writes)
@@ -58,7 +73,15 @@ local inc, suppressed = op == "inc", strategy == "s"
 if not find(key, suppressed and ":r:s:" or ":r:a:", 1, true) then
   return fail("key does not belong to strategy " .. strategy)
 end
-if #ARGV ~= (inc and 9 or 6) then return fail("wrong number of arguments") end
+-- inc: k >= 1 requests, ARGV 6 + 3k (k > 1: the multi-request mode below); get: ARGV 6.
+local nargs = #ARGV
+if inc then
+  if nargs < 9 or nargs % 3 ~= 0 then return fail("wrong number of arguments") end
+elseif nargs ~= 6 then
+  return fail("wrong number of arguments")
+end
+local k = inc and (nargs - 6) / 3 or 1
+if k > MAX_BATCH then return fail("too many requests") end
 local window_arg, bucket_arg, hlf_arg, cache_arg = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local rate_arg, count_arg, random_arg = ARGV[7], ARGV[8], ARGV[9]
 
@@ -88,6 +111,41 @@ local valid = window and window < TWO_53 and bucket < TWO_53 and bucket <= windo
                 cache_ms < TWO_53 and hlf and hlf >= 1 and hlf < HUGE and
                 (not inc or (count < TWO_53 and rate and rate > 0 and rate < HUGE and random and
                              random >= 0 and random < 1))
+
+-- k > 1: the other triples, each checked as the pattern above checks the first (no ',' can
+-- shift anything here: each argument is checked alone); a bad one becomes the arguments the
+-- checks below name, so the error is that of a call with it alone. A rate or count spelled as
+-- the one before is not checked again, and a random "0.<digits>" that is below 1 as it stands
+-- ("0.0" to "0.8...", or at most 16 decimals) is kept as text, converted if the band needs it.
+local rates, counts, randoms
+if valid and k > 1 then
+  rates, counts, randoms = {rate}, {count}, {random}
+  local argv, lr_arg, lr, lc_arg, lc = ARGV, rate_arg, rate, count_arg, count
+  for i = 2, k do
+    local r_arg, c_arg, u_arg = argv[3 * i + 4], argv[3 * i + 5], argv[3 * i + 6]
+    local u
+    if r_arg ~= lr_arg then
+      lr_arg, lr = r_arg, #r_arg <= 40 and find(r_arg, "^[0-9.eE+-]+$") and tonumber(r_arg)
+      if lr and not (lr > 0 and lr < HUGE) then lr = nil end
+    end
+    if c_arg ~= lc_arg then
+      lc_arg, lc = c_arg, #c_arg <= 16 and find(c_arg, "^[1-9]%d*$") and c_arg + 0
+      if lc and not (lc < TWO_53) then lc = nil end
+    end
+    if #u_arg <= 40 and find(u_arg, "^0%.[0-8]%d*$") or
+        #u_arg <= 18 and find(u_arg, "^0%.%d+$") then
+      u = u_arg -- [0, 0.9), or at most 16 decimals: below 1 once rounded
+    else
+      u = #u_arg <= 40 and find(u_arg, "^[0-9.eE+-]+$") and tonumber(u_arg)
+      if u and not (u >= 0 and u < 1) then u = nil end
+    end
+    if not (lr and lc and u) then
+      valid, rate_arg, count_arg, random_arg = false, r_arg, c_arg, u_arg
+      break
+    end
+    rates[i], counts[i], randoms[i] = lr, lc, u
+  end
+end
 
 -- A finite decimal number (digits, '.', exponent): no "inf", "nan", hex or spaces. Built only
 -- off the common path: to name a bad argument, and for a SUPPRESSED Get's stored rate.
@@ -122,6 +180,7 @@ if not valid then
     random = parse_float(random_arg)
     if not random or random < 0 or random >= 1 then return fail("random must be in [0, 1)") end
   end
+  if k > 1 then return fail("invalid request") end -- not reached: a bad triple fails above
 end
 local window_s = window / 1000
 
@@ -191,26 +250,29 @@ end
 -- Keep the bucket being filled while it lives (after Redis' clock stepped back it is not the
 -- largest timestamp, and opening a bucket per request until the clock catches up would break
 -- the bound on buckets); else the youngest one. A function without upvalues, built only when a
--- scan may happen.
+-- scan may happen (always with k > 1). Also returns the declined units per bucket and whether
+-- the hash is `odd` (for the multi-request mode).
 local scan
 local live, dead, ndead, scanned = nil, nil, 0, false
-if must_scan or (suppressed and total - declined + count > soft and
-                   total - declined + count <= hard) then
+if must_scan or k > 1 or (suppressed and total - declined + count > soft and
+                             total - declined + count <= hard) then
   scan = function(key, now, window, newest)
     local match, sub, tonumber = string.match, string.sub, tonumber
     local all = redis.call("HGETALL", key)
-    local c_of, x_of, gone, ngone = {}, {}, {}, 0
+    local c_of, x_of, gone, ngone, odd = {}, {}, {}, 0, false
     for i = 1, #all, 2 do
       local f = all[i]
-      -- "b:<digits>" / "x:<digits>": one match, and the digits convert by coercion; any
-      -- other name is read as before (tonumber takes "b:1.5", "b: 7", "b:0x10"...).
-      local kind, ts = match(f, "^([bx]):(%d+)$")
+      -- "b:<digits>" / "x:<digits>" as this script writes them: one match, and the digits
+      -- convert by coercion; any other name is read as before (tonumber takes "b:0123",
+      -- "b:1.5", "b: 7", "b:0x10"...) and makes the hash `odd` (for the multi-request mode: two
+      -- names may then stand for one bucket).
+      local kind, ts = match(f, "^([bx]):([1-9]%d*)$")
       if kind then
         ts = ts + 0
       else
         kind = sub(f, 1, 2)
         if kind == "b:" or kind == "x:" then
-          kind, ts = sub(kind, 1, 1), tonumber(sub(f, 3))
+          kind, ts, odd = sub(kind, 1, 1), tonumber(sub(f, 3)), true
         else
           kind = nil
         end
@@ -236,9 +298,353 @@ if must_scan or (suppressed and total - declined + count > soft and
       if ts == newest then newest_live = true end
     end
     if not newest_live then newest = max_ts end
-    return c_of, gone, ngone, sum, sum_x, min_ts, newest
+    return c_of, gone, ngone, sum, sum_x, min_ts, newest, x_of, odd
   end
 end
+
+if k > 1 then
+  -- ---------------------------------------------------------------- several requests (k > 1)
+
+  -- The k requests run in argument order at this `now`, each deciding exactly as a call with it
+  -- alone would after the ones before it, with what the hash would hold by then; TIME and
+  -- HMGET ran once above. What the hash holds is kept here ("the model") and written once at
+  -- the end: every field a request writes is a function of its numbers (t, o, n, d as "%d"
+  -- text, r its rate, f ft fk the factor), so the last values written are what k calls leave.
+  -- A scan is done once and then kept current (lv, xl) unless the hash is odd (field names
+  -- this script does not write, values not integers in [0, 2^53)): then every later request
+  -- reads Redis as a call would (slow), after the pending writes. A write failing in Redis (a
+  -- bucket holding a non-integer, never written so by this script) fails the whole call.
+
+  -- Fields: false (absent), a string (as read) or a number (its "%d" text written by this
+  -- batch, an integer in (-2^53, 2^53)); rt .. rr: what Redis holds; f ft fk read on first use.
+  local mt, md, mo, mn, mr = h[1], h[2], h[3], h[4], h[5]
+  local rt, rd, ro, rn, rr = mt, md, mo, mn, mr
+  local mf, mft, mfk, fknown, fdirty = false, false, false, false, false
+  local cf, cft -- tonumber(mf), tonumber(mft)
+  -- num: mt, mo, mn are numbers and md a number or absent (ABSOLUTE): read without tonumber.
+  local num, dirty, touched, slow = false, false, false, false
+  -- Pending writes: dead fields to delete, units to add to b:<tgt> and x:<tgt>.
+  local pdead, pn, tgt, bd, xd = nil, 0, nil, 0, 0
+  -- The live buckets as a scan would see them now (ts -> units, ts -> declined units), and the
+  -- dead fields it found that no write deleted yet.
+  local lv, xl, lv_ok, dpl, dpn = nil, nil, false, nil, 0
+  local hb_o, hb_v -- Redis' b:<hb_o> as a number (a rejection's HGET), until the next flush
+  local ttl = format("%d", window + bucket)
+
+  local function flush(final)
+    if pn > 0 then
+      for i = 1, pn, 1000 do redis.call("HDEL", key, unpack(pdead, i, math.min(i + 999, pn))) end
+      pdead, pn = nil, 0
+    end
+    local a, na = nil, 0
+    if dirty then
+      a = {}
+      local x = type(mt) == "number" and format("%d", mt) or mt
+      if x ~= rt then a[1], a[2], na, rt = "t", x, 2, x end
+      x = type(mo) == "number" and format("%d", mo) or mo
+      if x ~= ro then a[na + 1], a[na + 2], na, ro = "o", x, na + 2, x end
+      x = type(mn) == "number" and format("%d", mn) or mn
+      if x ~= rn then a[na + 1], a[na + 2], na, rn = "n", x, na + 2, x end
+      if suppressed then
+        x = type(md) == "number" and format("%d", md) or md
+        if x ~= rd then a[na + 1], a[na + 2], na, rd = "d", x, na + 2, x end
+        if mr ~= rr then a[na + 1], a[na + 2], na, rr = "r", mr, na + 2, mr end
+      end
+      dirty = false
+    end
+    if fdirty then
+      if mf then
+        a = a or {}
+        a[na + 1], a[na + 2], a[na + 3], a[na + 4], a[na + 5], a[na + 6] =
+          "f", mf, "ft", format("%d", mft), "fk", mfk
+        na = na + 6
+      else
+        redis.call("HDEL", key, "f", "ft", "fk")
+      end
+      fdirty = false
+    end
+    if na > 0 then redis.call("HSET", key, unpack(a, 1, na)) end
+    if bd > 0 then
+      local ts_s = format("%d", tgt)
+      redis.call("HINCRBY", key, "b:" .. ts_s, format("%d", bd))
+      if xd > 0 then redis.call("HINCRBY", key, "x:" .. ts_s, format("%d", xd)) end
+      bd, xd = 0, 0
+    end
+    hb_o = nil
+    if final and touched then redis.call("PEXPIRE", key, ttl) end
+  end
+
+  -- Slow: each request reads Redis as a call would, after the writes before it.
+  local function reload()
+    flush(false)
+    local r
+    if suppressed then
+      r = redis.call("HMGET", key, "t", "d", "o", "n", "r")
+    else
+      r = redis.call("HMGET", key, "t", "d", "o", "n")
+    end
+    mt, md, mo, mn, mr = r[1], r[2], r[3], r[4], r[5]
+    rt, rd, ro, rn, rr = mt, md, mo, mn, mr
+    mf, mft, mfk, fknown, num, cf, cft = false, false, false, false, false, nil, nil
+    lv, xl, lv_ok, dpl, dpn = nil, nil, false, nil, 0
+  end
+
+  -- What scan() would return now: from lv when valid, else scan() after the pending writes.
+  local function scan_now(newest)
+    if lv_ok then
+      local sum, sum_x, min_ts, max_ts, newest_live = 0, 0, nil, nil, false
+      for ts, c in pairs(lv) do
+        sum, sum_x = sum + c, sum_x + (xl[ts] or 0)
+        if not min_ts or ts < min_ts then min_ts = ts end
+        if not max_ts or ts > max_ts then max_ts = ts end
+        if ts == newest then newest_live = true end
+      end
+      if not newest_live then newest = max_ts end
+      return lv, dpl, dpn, sum, sum_x, min_ts, newest
+    end
+    flush(false)
+    local c_of, gone, ngone, sum, sum_x, min_ts, nw, x_of, odd = scan(key, now, window, newest)
+    if not odd then
+      -- Sums stay exact in any order, and the bucket of a ts is the field "b:%d".
+      for ts, c in pairs(c_of) do
+        local x = x_of[ts] or 0
+        if not (c >= 0 and c % 1 == 0 and x >= 0 and x % 1 == 0 and x <= c and ts < 1e15) then
+          odd = true
+          break
+        end
+      end
+      odd = odd or not (sum < TWO_53)
+    end
+    if odd then
+      slow = true
+    else
+      lv, xl, lv_ok, dpl, dpn = c_of, x_of, true, gone, ngone
+    end
+    return c_of, gone, ngone, sum, sum_x, min_ts, nw
+  end
+
+  -- The limits of the last rate, and the last reply of each kind (identical replies share a
+  -- table: Redis converts each element anyway, Lua does not build it again).
+  local l_rate, capacity, soft, hard, l_fk, l_factor, l_factor_s
+  local r_allowed, r_sup, r_range, r_rej, r_band
+  local argv, reply = ARGV, {}
+  for i = 1, k do
+    if slow then reload() end
+    local rate, count, random = rates[i], counts[i], randoms[i]
+    local total, declined, oldest, newest, malformed
+    -- `num`: the fields hold what this batch wrote (integers in (-2^53, 2^53), checked below
+    -- when they come from elsewhere).
+    local sane = num
+    if num then
+      total, declined, oldest, newest, malformed = mt, md or 0, mo, mn, false
+    else
+      local tn, dn = mt and tonumber(mt), md and tonumber(md)
+      oldest, newest = mo and tonumber(mo), mn and tonumber(mn)
+      total, declined = tn or 0, dn or 0
+      malformed = (mt and not tn) or (md and not dn) or (mo and not oldest) or (mn and not newest)
+      if tn and oldest and newest and (dn or not md) and total <= MAX_UNITS and total % 1 == 0 and
+          declined >= -MAX_UNITS and declined <= MAX_UNITS and declined % 1 == 0 and
+          oldest >= -MAX_UNITS and oldest <= MAX_UNITS and oldest % 1 == 0 and
+          newest >= -MAX_UNITS and newest <= MAX_UNITS and newest % 1 == 0 and
+          total >= -MAX_UNITS then
+        -- Read as these numbers by every later request until written (a write is "%d" text).
+        mt, mo, mn, num = tn, oldest, newest, true
+        if dn then md = dn end
+      end
+    end
+    local must_scan = malformed or (oldest and now - oldest >= window) or
+                        (total > 0 and not (oldest and newest)) or total < 0 or declined < 0 or
+                        declined > total
+    if rate ~= l_rate then
+      l_rate, l_fk = rate, nil
+      if suppressed then
+        local hard_raw = rate * hlf * window_s
+        soft, hard = hard_raw / hlf, hard_raw
+        soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
+        hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
+      else
+        capacity = rate * window_s
+        capacity = capacity >= MAX_UNITS and MAX_UNITS or floor(capacity)
+      end
+    end
+    local live, dead, ndead, scanned = nil, nil, 0, false
+    if must_scan then
+      live, dead, ndead, total, declined, oldest, newest = scan_now(newest)
+      scanned = true
+    end
+    local factor, factor_s, computed, need_factor, fk = 0, "0", false, false, nil
+    local admitted, decision, declined_units, out
+
+    if not suppressed then
+      if count > capacity or not (total + count <= capacity) then
+        local retry, remaining = 0, 0
+        if count <= capacity and oldest then
+          retry = window - (now - oldest)
+          if not (retry > 0) then retry = 0 end
+          if scanned then
+            remaining = live[oldest] or 0
+          elseif lv_ok and oldest % 1 == 0 then
+            remaining = lv[oldest] or 0
+          else
+            -- HGET b:<oldest> as a call would: Redis' value (read once) plus what is pending
+            -- there (tgt is an integer here: else the batch went slow and flushed).
+            if hb_o ~= oldest then
+              hb_o, hb_v = oldest, tonumber(redis.call("HGET", key,
+                                                       "b:" .. format("%d", oldest))) or 0
+            end
+            remaining = hb_v
+            if bd > 0 and (tgt == oldest or (oldest % 1 ~= 0 and
+                                             format("%d", tgt) == format("%d", oldest))) then
+              remaining = remaining + bd
+            end
+          end
+        end
+        if ndead > 0 then
+          if pn > 0 then flush(false) end
+          pdead, pn, dpl, dpn = dead, ndead, nil, 0
+          if total == 0 then
+            redis.call("DEL", key) -- and so every pending write
+            pdead, pn, dirty, fdirty, bd, xd, hb_o, touched, slow = nil, 0, false, false, 0, 0,
+                                                                    nil, false, false
+            mt, md, mo, mn, mr, rt, rd, ro, rn, rr = false, false, false, false, false, false,
+                                                     false, false, false, false
+            mf, mft, mfk, fknown, num, cf, cft = false, false, false, true, false, nil, nil
+            lv, xl, lv_ok = {}, {}, true
+          else
+            mt, mo, mn, dirty, touched, num = total, oldest, newest, true, true, not md
+            if not (total <= MAX_UNITS and total % 1 == 0 and oldest >= -MAX_UNITS and
+                    oldest <= MAX_UNITS and oldest % 1 == 0 and newest >= -MAX_UNITS and
+                    newest <= MAX_UNITS and newest % 1 == 0) then
+              slow = true
+            end
+          end
+        end
+        out = r_rej
+        if not (out and out[3] == retry and out[4] == remaining) then
+          out = {"ok", "rejected", retry, remaining, "0", 0, now}
+          r_rej = out
+        end
+      else
+        decision, admitted = "allowed", true
+      end
+    elseif total + count >= TWO_53 then
+      out = r_range or {"range", "suppressed", 0, 0, "1", 0, now}
+      r_range = out
+    else
+      local forecast = total - declined + count
+      decision, factor_s, factor, admitted = "suppressed", "1", 1, false
+      if forecast <= soft then
+        decision, factor_s, factor, admitted = "allowed", "0", 0, true
+      elseif forecast <= hard then
+        need_factor = true
+      end
+    end
+
+    if need_factor then
+      local accepted = total - declined
+      if total <= 0 then
+        factor, factor_s = 0, "0"
+      elseif accepted >= hard then
+        factor, factor_s = 1, "1"
+      elseif accepted < soft then
+        factor, factor_s = 0, "0"
+      else
+        if not fknown then
+          local c = redis.call("HMGET", key, "f", "ft", "fk")
+          mf, mft, mfk, fknown = c[1], c[2], c[3], true
+          cf, cft = tonumber(mf), tonumber(mft)
+        end
+        if not l_fk then l_fk = format("%d:%d", soft, hard) end
+        fk = l_fk
+        if cf and cft and ndead == 0 and now >= cft and now - cft < cache_ms and cf >= 0 and
+            cf <= 1 and mfk == fk then
+          factor = cf
+        else
+          if not scanned then
+            live, dead, ndead, total, declined, oldest, newest = scan_now(newest)
+            scanned = true
+          end
+          local last_second = 0
+          for ts, c in pairs(live) do
+            if now - ts <= 1000 then last_second = last_second + c end
+          end
+          local perceived = total / window_s
+          if last_second > perceived then perceived = last_second end
+          if perceived <= 0 then
+            factor = soft == 0 and 1 or 0
+          else
+            factor = 1 - (soft / window_s) / perceived
+            if factor < 0 then factor = 0 elseif factor > 1 then factor = 1 end
+          end
+          computed = true
+        end
+        if factor ~= l_factor or factor == 0 then -- (0 or -0)
+          l_factor, l_factor_s = factor, format("%.17g", factor)
+        end
+        factor_s = l_factor_s
+      end
+      admitted = factor <= 0 or (factor < 1 and tonumber(random) < 1 - factor)
+    end
+
+    if not out then
+      -- Record, as a call does (see "record (inc)" below), into the model.
+      declined_units = admitted and 0 or count
+      if not newest or now - newest < 0 or now - newest > bucket then
+        newest = now
+        if not oldest or now < oldest then oldest = now end
+      end
+      total, declined = total + count, declined + declined_units
+      if ndead > 0 then
+        if pn > 0 then flush(false) end
+        pdead, pn, dpl, dpn = dead, ndead, nil, 0
+        if suppressed and not computed then
+          mf, mft, mfk, fknown, fdirty, cf, cft = false, false, false, true, true, nil, nil
+        end
+      end
+      mt, mo, mn, dirty, touched = total, oldest, newest, true, true
+      if suppressed then
+        md, mr, num = declined, argv[3 * i + 4], true
+        if computed then
+          mf, mft, mfk, fknown, fdirty, cf, cft = factor_s, now, fk, true, true, factor, now
+        end
+      else
+        num = not md
+      end
+      -- Written as "%d" text: kept as numbers when that text reads back as the same number
+      -- (always when they came from this batch or from a scan that was not odd), else slow.
+      if not (sane or (total <= MAX_UNITS and total % 1 == 0 and declined >= -MAX_UNITS and
+                       declined <= MAX_UNITS and declined % 1 == 0 and oldest >= -MAX_UNITS and
+                       oldest <= MAX_UNITS and oldest % 1 == 0 and newest >= -MAX_UNITS and
+                       newest <= MAX_UNITS and newest % 1 == 0)) then
+        slow = true
+      end
+      if bd > 0 and newest ~= tgt then flush(false) end
+      tgt, bd = newest, bd + count
+      if declined_units > 0 then xd = xd + count end
+      if lv_ok then
+        lv[newest] = (lv[newest] or 0) + count
+        if declined_units > 0 then xl[newest] = (xl[newest] or 0) + count end
+      end
+      if decision == "allowed" then
+        out = r_allowed or {"ok", "allowed", 0, 0, "0", 1, now}
+        r_allowed = out
+      elseif factor_s == "1" then
+        out = r_sup or {"ok", "suppressed", 0, 0, "1", 0, now}
+        r_sup = out
+      else
+        out = r_band
+        if not (out and out[5] == factor_s and out[6] == (admitted and 1 or 0)) then
+          out = {"ok", "suppressed", 0, 0, factor_s, admitted and 1 or 0, now}
+          r_band = out
+        end
+      end
+    end
+    reply[i] = out
+  end
+  flush(true)
+  return reply
+end
+
 if must_scan then
   live, dead, ndead, total, declined, oldest, newest = scan(key, now, window, newest)
   scanned = true

@@ -92,6 +92,13 @@ class RateLimitScriptTest : public ::testing::Test {
       out.error = std::string("IOERROR:") + ctx_->errstr;
       return out;
     }
+    out = ParseInc(r);
+    freeReplyObject(r);
+    return out;
+  }
+
+  static IncReply ParseInc(const redisReply* r) {
+    IncReply out;
     if (r->type == REDIS_REPLY_ERROR) {
       out.error = std::string(r->str, r->len);
     } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
@@ -115,7 +122,6 @@ class RateLimitScriptTest : public ::testing::Test {
       num(5, &out.allowed);
       num(6, &out.now);
     }
-    freeReplyObject(r);
     return out;
   }
 
@@ -208,7 +214,172 @@ class RateLimitScriptTest : public ::testing::Test {
     EXPECT_LE(pttl, p.window + p.bucket) << key;
   }
 
-  std::string script_;
+  // ---- several requests in one call (ARGV = settings + k triples)
+
+  struct Triple {
+    std::string rate, count, random = "0";
+  };
+  std::vector<std::string> IncArgs(const std::string& key, const Params& p,
+                                   const std::vector<Triple>& triples) {
+    auto args = Settings("inc", absl::StrContains(key, ":r:s:") ? "s" : "a", p);
+    for (const auto& t : triples) {
+      args.push_back(t.rate);
+      args.push_back(t.count);
+      args.push_back(t.random);
+    }
+    return args;
+  }
+  struct MultiReply {
+    std::string error;  // an error reply (or a bad shape), else empty
+    std::vector<IncReply> replies;
+  };
+  // The reply of a call with k > 1 triples: an array of k inc replies.
+  static MultiReply ParseMulti(const redisReply* r) {
+    MultiReply out;
+    if (r->type == REDIS_REPLY_ERROR) {
+      out.error = std::string(r->str, r->len);
+    } else if (r->type != REDIS_REPLY_ARRAY) {
+      out.error = "BADSHAPE";
+    } else {
+      for (size_t i = 0; i < r->elements; ++i) out.replies.push_back(ParseInc(r->element[i]));
+    }
+    return out;
+  }
+  MultiReply MultiInc(const std::string& key, const Params& p, const std::vector<Triple>& triples) {
+    redisReply* r = Eval({key}, IncArgs(key, p, triples));
+    if (r == nullptr) return {std::string("IOERROR:") + ctx_->errstr, {}};
+    MultiReply out = ParseMulti(r);
+    freeReplyObject(r);
+    return out;
+  }
+
+  // The same triples as k single calls on one key and as one call on another, the two keys
+  // holding the same state: in one MULTI/EXEC that also reads both hashes and TTLs. Redis' TIME
+  // is real time even there, so when the calls did not all see the same ms both keys are put
+  // back as they were and it runs again.
+  struct Lockstep {
+    std::vector<IncReply> singles;
+    MultiReply multi;
+    std::map<std::string, std::string> singles_hash, multi_hash;
+    int64_t singles_pttl = 0, multi_pttl = 0;
+    int attempts = 0;
+    int64_t now() const { return singles.empty() ? 0 : singles[0].now; }
+  };
+  Lockstep RunLockstep(const std::string& singles_key, const std::string& multi_key,
+                       const Params& p, const std::vector<Triple>& triples) {
+    if (sha_.empty()) sha_ = Cmd({"SCRIPT", "LOAD", script_});
+    const auto saved_hash = Hash(singles_key);
+    const int64_t saved_pttl = Pttl(singles_key);
+    EXPECT_EQ(saved_hash, Hash(multi_key)) << "lockstep keys must start equal";
+    std::vector<std::vector<std::string>> cmds = {{"MULTI"}};
+    const auto multi_args = IncArgs(multi_key, p, triples);
+    for (const auto& t : triples) {
+      std::vector<std::string> c = {"EVALSHA", sha_, "1", singles_key};
+      auto single = IncArgs(singles_key, p, {t});
+      c.insert(c.end(), single.begin(), single.end());
+      cmds.push_back(c);
+    }
+    std::vector<std::string> c = {"EVALSHA", sha_, "1", multi_key};
+    c.insert(c.end(), multi_args.begin(), multi_args.end());
+    cmds.push_back(c);
+    cmds.push_back({"HGETALL", singles_key});
+    cmds.push_back({"HGETALL", multi_key});
+    cmds.push_back({"PTTL", singles_key});
+    cmds.push_back({"PTTL", multi_key});
+    cmds.push_back({"EXEC"});
+    Lockstep out;
+    for (out.attempts = 1; out.attempts <= 200; ++out.attempts) {
+      for (const auto& cmd : cmds) {
+        std::vector<const char*> ptrs;
+        std::vector<size_t> lens;
+        for (const auto& a : cmd) {
+          ptrs.push_back(a.data());
+          lens.push_back(a.size());
+        }
+        redisAppendCommandArgv(ctx_, static_cast<int>(cmd.size()), ptrs.data(), lens.data());
+      }
+      redisReply* exec = nullptr;
+      for (size_t i = 0; i < cmds.size(); ++i) {
+        void* r = nullptr;
+        if (redisGetReply(ctx_, &r) != REDIS_OK) {
+          ADD_FAILURE() << "IOERROR: " << ctx_->errstr;
+          return out;
+        }
+        if (i + 1 < cmds.size()) {
+          freeReplyObject(r);
+        } else {
+          exec = static_cast<redisReply*>(r);
+        }
+      }
+      const size_t k = triples.size();
+      if (exec == nullptr || exec->type != REDIS_REPLY_ARRAY || exec->elements != k + 5) {
+        ADD_FAILURE() << "EXEC failed";
+        if (exec != nullptr) freeReplyObject(exec);
+        return out;
+      }
+      out.singles.clear();
+      for (size_t i = 0; i < k; ++i) out.singles.push_back(ParseInc(exec->element[i]));
+      out.multi = ParseMulti(exec->element[k]);
+      auto hash = [](const redisReply* r) {
+        std::map<std::string, std::string> h;
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+          h[std::string(r->element[i]->str, r->element[i]->len)] =
+              std::string(r->element[i + 1]->str, r->element[i + 1]->len);
+        }
+        return h;
+      };
+      out.singles_hash = hash(exec->element[k + 1]);
+      out.multi_hash = hash(exec->element[k + 2]);
+      out.singles_pttl = exec->element[k + 3]->integer;
+      out.multi_pttl = exec->element[k + 4]->integer;
+      freeReplyObject(exec);
+      bool same_ms = out.multi.error.empty(), failed = !out.multi.error.empty();
+      for (const auto& r : out.singles) {
+        failed = failed || !r.error.empty();
+        same_ms = same_ms && r.now == out.now();
+      }
+      for (const auto& r : out.multi.replies) same_ms = same_ms && r.now == out.now();
+      if (same_ms || failed) return out;
+      for (const auto& key : {singles_key, multi_key}) {  // put both back, run again
+        Cmd({"DEL", key});
+        if (saved_hash.empty()) continue;
+        std::vector<std::string> hset = {"HSET", key};
+        for (const auto& [f, v] : saved_hash) {
+          hset.push_back(f);
+          hset.push_back(v);
+        }
+        Cmd(hset);
+        if (saved_pttl > 0) Cmd({"PEXPIRE", key, std::to_string(saved_pttl)});
+      }
+    }
+    ADD_FAILURE() << "the calls never saw one Redis ms";
+    return out;
+  }
+  // The multi call answered each request as its single call, and left the same hash and TTL.
+  static void ExpectSame(const Lockstep& l) {
+    ASSERT_EQ(l.multi.error, "");
+    ASSERT_EQ(l.multi.replies.size(), l.singles.size());
+    for (size_t i = 0; i < l.singles.size(); ++i) {
+      const IncReply &s = l.singles[i], &m = l.multi.replies[i];
+      EXPECT_EQ(s.error, "") << "request " << i;
+      EXPECT_EQ(m.error, s.error) << "request " << i;
+      EXPECT_EQ(m.status, s.status) << "request " << i;
+      EXPECT_EQ(m.decision, s.decision) << "request " << i;
+      EXPECT_EQ(m.retry, s.retry) << "request " << i;
+      EXPECT_EQ(m.remaining, s.remaining) << "request " << i;
+      EXPECT_EQ(m.factor, s.factor) << "request " << i;
+      EXPECT_EQ(m.allowed, s.allowed) << "request " << i;
+      EXPECT_EQ(m.now, s.now) << "request " << i;
+    }
+    EXPECT_EQ(l.multi_hash, l.singles_hash);
+    if (l.singles_pttl < 0 || l.multi_pttl < 0) {
+      EXPECT_EQ(l.multi_pttl, l.singles_pttl);
+    } else {
+      EXPECT_LE(std::abs(l.multi_pttl - l.singles_pttl), 1);
+    }
+  }
+
+  std::string script_, sha_;
   std::unique_ptr<RedisServer> server_;
   redisContext* ctx_ = nullptr;
 };
@@ -865,6 +1036,278 @@ TEST_F(RateLimitScriptTest, MalformedStateIsRebuiltFromTheBuckets) {
   EXPECT_EQ(Field(kA, "t"), 60);
   EXPECT_EQ(Field(kA, "o"), a.now);
   EXPECT_EQ(Inc(kA, "1", "1", p).decision, "rejected");
+}
+
+// ---------------------------------------------------------------- several requests in one call
+
+// The multi-request mode (k > 1 triples) must answer each request as k consecutive single calls
+// at the same Redis ms would, and leave the same hash and TTL: every test below drives two keys
+// in lockstep, one with k single calls and one with one call (RunLockstep, ExpectSame).
+constexpr char kA1[] = "dk:{00000000}:r:a:ns:singles";
+constexpr char kA2[] = "dk:{00000000}:r:a:ns:multi";
+constexpr char kS1[] = "dk:{00000000}:r:s:ns:singles";
+constexpr char kS2[] = "dk:{00000000}:r:s:ns:multi";
+
+TEST_F(RateLimitScriptTest, MultiAbsoluteEqualsSinglesWithRejectionsInTheBatch) {
+  Params p;
+  p.window = 10000;  // rate 0.5/s: capacity 5
+  const std::vector<Triple> eight(8, Triple{"0.5", "1", "0"});
+  auto l = RunLockstep(kA1, kA2, p, eight);
+  ExpectSame(l);
+  ASSERT_EQ(l.multi.replies.size(), 8u);
+  for (int i = 0; i < 8; ++i) {
+    const auto& r = l.multi.replies[i];
+    EXPECT_EQ(r.status, "ok");
+    EXPECT_EQ(r.decision, i < 5 ? "allowed" : "rejected") << i;
+    EXPECT_EQ(r.allowed, i < 5 ? 1 : 0) << i;
+    EXPECT_EQ(r.factor, "0");
+    // The batch's bucket leaves the window in a whole window, freeing all 5 units.
+    EXPECT_EQ(r.retry, i < 5 ? 0 : p.window) << i;
+    EXPECT_EQ(r.remaining, i < 5 ? 0 : 5) << i;
+  }
+  EXPECT_EQ(l.multi_hash["t"], "5");
+  EXPECT_EQ(l.multi_hash["b:" + std::to_string(l.now())], "5");
+  EXPECT_EQ(Buckets(l.multi_hash), 1);
+  ExpectTtl(kA2, p);
+
+  // Counts above one, a count above the capacity ((0, 0), nothing recorded), other rates in the
+  // same batch (capacity 10 at 1/s, 20 at 2/s), against the bucket already there.
+  l = RunLockstep(kA1, kA2, p,
+                  {{"0.5", "1"}, {"1", "3"}, {"1", "11"}, {"2", "12"}, {"1", "1"}, {"2", "1"}});
+  ExpectSame(l);
+  ASSERT_EQ(l.multi.replies.size(), 6u);
+  const std::vector<std::string> decisions = {"rejected", "allowed",  "rejected",
+                                              "allowed",  "rejected", "rejected"};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(l.multi.replies[i].decision, decisions[i]) << i;
+  EXPECT_EQ(l.multi.replies[2].retry, 0);
+  EXPECT_EQ(l.multi.replies[2].remaining, 0);
+  EXPECT_EQ(l.multi_hash["t"], "20");
+}
+
+TEST_F(RateLimitScriptTest, MultiSuppressedEqualsSinglesThroughTheBand) {
+  Params p;
+  p.window = 10000;
+  p.bucket = 10000;  // one bucket
+  p.hlf = "2";       // rate 1: soft 10, hard 20
+  p.cache = 600000;  // the factor computed first is reused by the later requests
+  // Draws around the factors the band will produce, in the daemon's spellings.
+  const std::vector<std::string> draws = {"0",
+                                          "0.5",
+                                          "0.99",
+                                          "0.0001",
+                                          "0.73",
+                                          "0.25",
+                                          "0.9",
+                                          "0.12345678901234567",
+                                          "0.99999999999999989",
+                                          "4.2e-06",
+                                          "0.6",
+                                          "0.05"};
+  // 40 requests in batches of 8 (the 8 single calls of a lockstep must fit in one ms).
+  int accepted = 0, band = 0, declined = 0;
+  Lockstep l;
+  for (int b = 0; b < 5; ++b) {
+    std::vector<Triple> batch;
+    for (int i = 8 * b; i < 8 * b + 8; ++i) batch.push_back({"1", "1", draws[i % draws.size()]});
+    l = RunLockstep(kS1, kS2, p, batch);
+    ExpectSame(l);
+    ASSERT_EQ(l.multi.replies.size(), 8u);
+    for (int i = 0; i < 8; ++i) {
+      const auto& r = l.multi.replies[i];
+      if (8 * b + i < 10) {
+        EXPECT_EQ(r.decision, "allowed") << 8 * b + i;
+      }
+      if (r.decision == "suppressed" && r.factor != "1") ++band;
+      accepted += r.allowed;
+      declined += 1 - r.allowed;
+    }
+  }
+  EXPECT_GT(band, 0) << "some requests were decided by the factor and their draw";
+  EXPECT_LE(accepted, 20) << "hard limit";
+  EXPECT_EQ(l.multi_hash["t"], "40");
+  EXPECT_EQ(l.multi_hash["d"], std::to_string(declined));
+  EXPECT_EQ(l.multi_hash["o"], l.multi_hash["n"]) << "one bucket";
+  EXPECT_EQ(l.multi_hash["x:" + l.multi_hash["o"]], std::to_string(declined));
+  EXPECT_EQ(l.multi_hash["r"], "1");
+  ExpectTtl(kS2, p);
+
+  // Another rate in the batch (other limits: the cached factor does not apply), counts above
+  // one, a batch crossing the hard limit, then the last rate stays in r.
+  p.cache = 1;
+  std::vector<Triple> batch = {{"2", "3", "0.5"}, {"1", "2", "0.1"}, {"2", "1", "0.7"},
+                               {"3", "50", "0"},  {"2", "5", "0.3"}, {"0.5", "1", "0.2"}};
+  l = RunLockstep(kS1, kS2, p, batch);
+  ExpectSame(l);
+  EXPECT_EQ(l.multi_hash["r"], "0.5");
+  EXPECT_EQ(l.multi_hash["t"], std::to_string(40 + 3 + 2 + 1 + 50 + 5 + 1));
+}
+
+TEST_F(RateLimitScriptTest, MultiBatchOpensANewBucket) {
+  Params p;
+  p.window = 60000;
+  p.bucket = 1;
+  const std::vector<Triple> three = {{"10", "1"}, {"10", "2"}, {"10", "3"}};
+  auto first = RunLockstep(kA1, kA2, p, three);
+  ExpectSame(first);
+  WaitRedisPast(first.now() + p.bucket);
+  auto second = RunLockstep(kA1, kA2, p, three);
+  ExpectSame(second);
+  ASSERT_GT(second.now(), first.now() + p.bucket);
+  auto h = second.multi_hash;
+  EXPECT_EQ(Buckets(h), 2);
+  EXPECT_EQ(h["b:" + std::to_string(first.now())], "6");
+  EXPECT_EQ(h["b:" + std::to_string(second.now())], "6");
+  EXPECT_EQ(h["o"], std::to_string(first.now()));
+  EXPECT_EQ(h["n"], std::to_string(second.now()));
+  EXPECT_EQ(h["t"], "12");
+  // The same for SUPPRESSED (declines in the new bucket's x:).
+  Params ps = p;
+  ps.window = 10000;  // rate 1: soft = hard = 10
+  auto s1 = RunLockstep(kS1, kS2, ps, {{"1", "8"}, {"1", "1"}});
+  ExpectSame(s1);
+  WaitRedisPast(s1.now() + ps.bucket);
+  auto s2 = RunLockstep(kS1, kS2, ps, {{"1", "1"}, {"1", "4"}, {"1", "1"}});
+  ExpectSame(s2);
+  EXPECT_EQ(s2.multi_hash["x:" + std::to_string(s2.now())], "5");  // 4 + 1 over hard
+  EXPECT_EQ(s2.multi_hash["n"], std::to_string(s2.now()));
+}
+
+TEST_F(RateLimitScriptTest, MultiBatchAfterExpiredBuckets) {
+  Params p;
+  p.window = 300;  // rate 10/s: capacity 3
+  p.bucket = 100;
+  auto fill = RunLockstep(kA1, kA2, p, {{"10", "2"}, {"10", "1"}});
+  ExpectSame(fill);
+  WaitRedisPast(fill.now() + p.window);  // the bucket has left the window
+  auto l = RunLockstep(kA1, kA2, p, std::vector<Triple>(5, Triple{"10", "1"}));
+  ExpectSame(l);
+  ASSERT_EQ(l.multi.replies.size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(l.multi.replies[i].decision, i < 3 ? "allowed" : "rejected") << i;
+  }
+  EXPECT_EQ(l.multi.replies[3].retry, p.window);
+  EXPECT_EQ(l.multi.replies[3].remaining, 3);
+  EXPECT_EQ(l.multi_hash.count("b:" + std::to_string(fill.now())), 0u) << "evicted";
+  EXPECT_EQ(l.multi_hash["t"], "3");
+  EXPECT_EQ(l.multi_hash["o"], std::to_string(l.now()));
+
+  // A batch of rejections only, after expiry: the eviction is written (or the key deleted).
+  WaitRedisPast(l.now() + p.window);
+  l = RunLockstep(kA1, kA2, p, {{"10", "4"}, {"10", "5"}});
+  ExpectSame(l);
+  EXPECT_TRUE(l.multi_hash.empty()) << "left without buckets: deleted";
+
+  // SUPPRESSED: the factor cached before the eviction is forgotten.
+  Params ps;
+  ps.window = 300;
+  ps.bucket = 100;
+  ps.hlf = "10";  // rate 10: soft 3, hard 30
+  ps.cache = 600000;
+  auto s = RunLockstep(kS1, kS2, ps, {{"10", "3"}, {"10", "1", "0.5"}});
+  ExpectSame(s);
+  ASSERT_EQ(s.multi_hash["ft"], std::to_string(s.now()));
+  WaitRedisPast(s.now() + ps.window);
+  s = RunLockstep(kS1, kS2, ps, {{"10", "1"}, {"10", "2"}, {"10", "1", "0.9"}, {"10", "1"}});
+  ExpectSame(s);
+  EXPECT_EQ(s.multi_hash["t"], "5");
+}
+
+// Fields this script does not write (names, values) make a batch read Redis request by request
+// as single calls do: still the same answers and the same hash.
+TEST_F(RateLimitScriptTest, MultiOnMalformedStateEqualsSingles) {
+  Params p;
+  p.bucket = 60000;
+  auto fill = RunLockstep(kA1, kA2, p, {{"1", "2"}, {"1", "3"}});
+  ExpectSame(fill);
+  const int64_t ts = fill.now();
+  for (const std::string& key : {std::string(kA1), std::string(kA2)}) {
+    Cmd({"HSET", key, "t", "garbage", "b:0" + std::to_string(ts), "7", "x:" + std::to_string(ts),
+         "2"});
+  }
+  auto l = RunLockstep(kA1, kA2, p, {{"1", "20"}, {"1", "30"}, {"1", "10"}, {"1", "1"}});
+  ExpectSame(l);
+  EXPECT_NE(l.multi_hash["t"], "garbage");
+
+  Params ps = p;
+  ps.hlf = "3";  // rate 1 over 60 s: soft 60, hard 180
+  fill = RunLockstep(kS1, kS2, ps, {{"1", "25"}, {"1", "25"}});
+  ExpectSame(fill);
+  const int64_t sts = fill.now();
+  for (const std::string& key : {std::string(kS1), std::string(kS2)}) {
+    Cmd({"HSET", key, "d", "abc", "b: " + std::to_string(sts), "20", "f", "0.5"});
+  }
+  l = RunLockstep(kS1, kS2, ps, {{"1", "5", "0.5"}, {"1", "10", "0.1"}, {"1", "100", "0.9"}});
+  ExpectSame(l);
+}
+
+TEST_F(RateLimitScriptTest, MultiBadTripleFailsLikeItsSingleCallAndWritesNothing) {
+  Params p;
+  ASSERT_EQ(Inc(kA, "10", "3", p).decision, "allowed");
+  const auto before = Hash(kA);
+  struct Case {
+    size_t field;  // 0 rate, 1 count, 2 random
+    std::string value;
+  };
+  const std::vector<Case> cases = {{0, "0"},
+                                   {0, "inf"},
+                                   {0, "nan"},
+                                   {0, "1,5"},
+                                   {0, "-1"},
+                                   {0, " 5"},
+                                   {1, "0"},
+                                   {1, "1.5"},
+                                   {1, "01"},
+                                   {1, "abc"},
+                                   {1, std::to_string(kTwo53)},
+                                   {2, "1"},
+                                   {2, "-0.1"},
+                                   {2, "0x0.8"},
+                                   {2, "0.99999999999999999"},
+                                   {2, "nan"},
+                                   {2, ""}};
+  for (const auto& c : cases) {
+    std::vector<Triple> batch(5, Triple{"10", "1", "0.5"});
+    Triple bad = batch[2];
+    (c.field == 0 ? bad.rate : c.field == 1 ? bad.count : bad.random) = c.value;
+    batch[2] = bad;
+    batch[3] = Triple{"10", "1", "x"};  // a later bad triple: the first one is named
+    const IncReply single = RawInc(kA, IncArgs(kA, p, {bad}));
+    ASSERT_TRUE(absl::StartsWith(single.error, "ERR distkit: ")) << c.value;
+    EXPECT_EQ(MultiInc(kA, p, batch).error, single.error) << "'" << c.value << "'";
+    EXPECT_EQ(Hash(kA), before) << "nothing written: " << c.value;
+  }
+  // A bad setting is named as in a single call, whatever the triples.
+  Params bad = p;
+  bad.bucket = p.window + 1;
+  const std::string error = RawInc(kA, IncArgs(kA, bad, {{"10", "1"}})).error;
+  EXPECT_TRUE(absl::StartsWith(error, "ERR distkit: bucket_ms")) << error;
+  EXPECT_EQ(MultiInc(kA, bad, {{"10", "1"}, {"10", "1"}}).error, error);
+  EXPECT_EQ(Hash(kA), before);
+}
+
+TEST_F(RateLimitScriptTest, MultiTakesAtMost1000Requests) {
+  Params p;
+  auto r = MultiInc(kA, p, std::vector<Triple>(1000, Triple{"1", "1"}));  // capacity 60
+  ASSERT_EQ(r.error, "");
+  ASSERT_EQ(r.replies.size(), 1000u);
+  EXPECT_EQ(r.replies[59].decision, "allowed");
+  EXPECT_EQ(r.replies[60].decision, "rejected");
+  EXPECT_EQ(r.replies[999].decision, "rejected");
+  const auto before = Hash(kA);
+  EXPECT_EQ(MultiInc(kA, p, std::vector<Triple>(1001, Triple{"1000", "1"})).error,
+            "ERR distkit: too many requests");
+  EXPECT_EQ(Hash(kA), before) << "nothing written";
+  // ARGV must be 6 + 3k.
+  auto args = IncArgs(kA, p, {{"1", "1"}, {"1", "1"}});
+  args.pop_back();
+  EXPECT_EQ(RawInc(kA, args).error, "ERR distkit: wrong number of arguments");
+  args.pop_back();
+  EXPECT_EQ(RawInc(kA, args).error, "ERR distkit: wrong number of arguments");
+  redisReply* g = Eval({kA}, {"get", "a", "60000", "100", "1", "100", "1", "1", "0"});
+  ASSERT_NE(g, nullptr);
+  EXPECT_EQ(std::string(g->str, g->len), "ERR distkit: wrong number of arguments") << "get: 6";
+  freeReplyObject(g);
+  EXPECT_EQ(Hash(kA), before);
 }
 
 }  // namespace
