@@ -236,12 +236,13 @@ local must_scan = malformed or (oldest and now - oldest >= window) or
                     (total > 0 and not (oldest and newest)) or total < 0 or declined < 0 or
                     declined > total or not inc
 
--- Limits of a rate, computed in the order of trypema §1.2 (docs/rate_limiting.md).
+-- Limits of a rate (product.md §4.3): soft = the capacity floor(rate × W_s), hard =
+-- floor(soft × hlf); as RateCapacity / SuppressedLimitsFor in daemon/core/rate_window.cc.
 local soft, hard
 if inc and suppressed then
-  local hard_raw = rate * hlf * window_s
-  soft, hard = hard_raw / hlf, hard_raw
+  soft = rate * window_s
   soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
+  hard = soft * hlf
   hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
 end
 
@@ -458,9 +459,9 @@ if k > 1 then
     if rate ~= l_rate then
       l_rate, l_fk = rate, nil
       if suppressed then
-        local hard_raw = rate * hlf * window_s
-        soft, hard = hard_raw / hlf, hard_raw
+        soft = rate * window_s
         soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
+        hard = soft * hlf
         hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
       else
         capacity = rate * window_s
@@ -665,9 +666,9 @@ if not inc then
   if not suppressed then return {"ok", total, 0, "0", now} end
   local r = total > 0 and h[5] and parse_float(h[5])
   if r and r > 0 then
-    local hard_raw = r * hlf * window_s
-    soft, hard = hard_raw / hlf, hard_raw
+    soft = r * window_s
     soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
+    hard = soft * hlf
     hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
     need_factor = true
   end

@@ -8,7 +8,7 @@
 --            b:<ts>      accepted units of the bucket opened at <ts> (ms of Redis TIME)
 --            x:<ts>      declined units of that bucket (SUPPRESSED only)
 --            e:<ts>      when that bucket was last joined (absent = <ts>): the bucket lives
---                        while now - e <= window, so pushed units stay counted for a whole
+--                        while now - e < window, so pushed units stay counted for a whole
 --                        window after their push, never less (docs: why the bound is C, not 2C)
 --            n           timestamp of the bucket new units join (the last one opened)
 --            r           rate of the last sync that carried one (SUPPRESSED Get's factor)
@@ -46,7 +46,7 @@
 --          capacity - acc - every lease (after the grant; may be negative); cum_* = this
 --          member's stored cumulatives (decimal strings); now = Redis ms; rate = field r ("" if none).
 --
--- Units are Lua numbers below 2^53 (the daemon caps capacities at 2^40); cumulatives are exact
+-- Units are Lua numbers below 2^53 (the daemon caps capacities at 2^50); cumulatives are exact
 -- decimal strings (lib/int64.lua). Every check runs before the first write.
 
 local MOD = "4611686018427387904" -- 2^62: cumulatives wrap here

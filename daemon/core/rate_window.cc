@@ -46,8 +46,8 @@ uint64_t RateCapacity(double rate_per_second, int64_t window_ms) {
 
 SuppressedLimits SuppressedLimitsFor(double rate_per_second, int64_t window_ms,
                                      double hard_limit_factor) {
-  const double hard_raw = rate_per_second * hard_limit_factor * WindowSeconds(window_ms);
-  return {SaturatingFloor(hard_raw / hard_limit_factor), SaturatingFloor(hard_raw)};
+  const uint64_t soft = RateCapacity(rate_per_second, window_ms);
+  return {soft, std::max(soft, SaturatingFloor(static_cast<double>(soft) * hard_limit_factor))};
 }
 
 // ---- RateWindow ----

@@ -8,7 +8,7 @@
 // Vocabulary (W = settings.window_ms, B = settings.bucket_ms):
 //  - A bucket {ts, count, declined} holds the units of the increments that joined it. An
 //    increment joins the newest bucket if 0 ≤ now − newest.ts ≤ B, else it opens a bucket
-//    stamped `now`. A bucket is live while now − ts ≤ W; Evict drops the others. At most
+//    stamped `now`. A bucket is live while now − ts < W; Evict drops the others. At most
 //    W/B + 1 live buckets exist (when the clock never goes backwards).
 //  - accepted = Σ accepted of the buckets, declined = Σ declined, observed = accepted +
 //    declined. ABSOLUTE records only admitted units (declined stays 0, observed = used);
@@ -25,9 +25,10 @@ namespace distkit::core {
 // ⌊rate × W/1000⌋, saturating: NaN or negative → 0, ≥ 2^64 (e.g. DBL_MAX) → UINT64_MAX.
 uint64_t RateCapacity(double rate_per_second, int64_t window_ms);
 
-// SUPPRESSED limits (trypema §1.2): hard = ⌊rate × hlf × W_s⌋, soft = ⌊(rate × hlf × W_s) / hlf⌋
-// (the soft limit is taken from the raw hard value, so soft ≤ hard; with hlf = 1 both equal
-// RateCapacity).
+// SUPPRESSED limits (product.md §4.3): soft = RateCapacity, hard = ⌊soft × hlf⌋ (hlf ≥ 1, so
+// soft ≤ hard; with hlf = 1 both equal RateCapacity). Not trypema's §1.2 (hard = ⌊rate × hlf ×
+// W_s⌋, soft = ⌊hard_raw / hlf⌋): its round trip through hlf made soft one below the capacity
+// for common rates (rate 3, W 10 s, hlf 1.1: soft 29).
 struct SuppressedLimits {
   uint64_t soft = 0;
   uint64_t hard = 0;

@@ -895,6 +895,22 @@ TEST_P(AllProviders, Scenario77ExactHardIsInTheBandNotAllowed) {
   EXPECT_TRUE(Snapshot(Get("k", kSup), 5, 1, 1));
 }
 
+// Not a trypema scenario: product.md §4.3 sets soft = capacity and hard = floor(capacity ×
+// hlf). trypema took soft back from the raw hard value through hlf and lost a unit to rounding
+// for common rates (r3 W10 hlf1.1: soft 29, so the 30th request within the capacity was drawn).
+TEST_P(AllProviders, SuppressedSoftLimitIsTheCapacityHardIsCapacityTimesFactor) {
+  Start(S(10, 100, 1.1));  // r3: capacity 30 = soft, hard floor(33.000000000000004) = 33
+  Random().set_fallback(0.0);  // in the band every draw admits while the factor is below 1
+  for (int i = 0; i < 30; ++i) EXPECT_TRUE(IsAllowed(Inc("k", 3, 1, kSup))) << i;
+  for (int i = 0; i < 3; ++i) {
+    const RateIncResult r = Inc("k", 3, 1, kSup);
+    EXPECT_EQ(r.decision, RateDecision::kSuppressed) << i;
+    EXPECT_TRUE(r.allowed) << i;
+  }
+  EXPECT_TRUE(IsSuppressed(Inc("k", 3, 1, kSup), 1, false));  // accepted 33 = hard
+  EXPECT_TRUE(Snapshot(Get("k", kSup), 34, 1, 1));
+}
+
 // 85 [L,R,H] (hlf2 W10 r1: 10 × inc(1) Allowed; the 11th with a pinned factor 0 →
 // Suppressed{0, true}, total 11). D4: no factor can be pinned; it is 0 naturally once the last
 // second is empty (avg 1/s = the soft rate). Admitted without a draw: the draw would decline.

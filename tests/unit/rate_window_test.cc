@@ -78,9 +78,30 @@ TEST(RateLimits, SuppressedSoftAndHard) {
     EXPECT_EQ(l.soft, RateCapacity(rate, 10000)) << rate;
     EXPECT_EQ(l.hard, RateCapacity(rate, 10000)) << rate;
   }
-  l = SuppressedLimitsFor(0.05, 10000, 2);  // raw 1.0: soft 0 < hard 1
-  EXPECT_EQ(l.soft, 0u);
+  // product.md §4.3: soft = capacity, hard = floor(capacity × hlf). trypema derived soft from
+  // the raw hard value and lost a unit to rounding (rate 3, W 10 s, hlf 1.1: soft 29, not 30);
+  // every rate of 0.1..50 in steps of 0.1 with the common factors keeps soft = capacity here.
+  for (int tenths = 1; tenths <= 500; ++tenths) {
+    const double rate = tenths / 10.0;
+    for (double hlf : {1.0, 1.1, 1.2, 1.25, 1.5, 2.0, 3.0, 10.0}) {
+      l = SuppressedLimitsFor(rate, 10000, hlf);
+      const uint64_t cap = RateCapacity(rate, 10000);
+      ASSERT_EQ(l.soft, cap) << rate << " " << hlf;
+      ASSERT_EQ(l.hard, static_cast<uint64_t>(static_cast<double>(cap) * hlf))
+          << rate << " " << hlf;
+    }
+  }
+  l = SuppressedLimitsFor(3, 10000, 1.1);
+  EXPECT_EQ(l.soft, 30u);
+  EXPECT_EQ(l.hard, 33u);
+  l = SuppressedLimitsFor(9, 10000, 1.2);  // trypema: hard 107
+  EXPECT_EQ(l.hard, 108u);
+  l = SuppressedLimitsFor(0.15, 10000, 1.5);  // capacity 1: hard floor(1.5) = 1 (trypema: 2)
+  EXPECT_EQ(l.soft, 1u);
   EXPECT_EQ(l.hard, 1u);
+  l = SuppressedLimitsFor(0.05, 10000, 2);  // capacity 0: nothing (trypema: soft 0 < hard 1)
+  EXPECT_EQ(l.soft, 0u);
+  EXPECT_EQ(l.hard, 0u);
   l = SuppressedLimitsFor(std::numeric_limits<double>::max(), 10000, 2);
   EXPECT_EQ(l.hard, kMax);
 }
@@ -712,9 +733,9 @@ TEST(Suppressed, CacheIsFreshStrictlyBelowThePeriodAndPerLimits) {
   EXPECT_EQ(x.Get(100).suppression_factor, 0);
 }
 
-TEST(Suppressed, SoftZeroBelowHard) {
-  Sup x(S(10, 100, 2));  // r0.05: soft 0, hard 1
-  ExpectSuppressed(x.Inc(0, 0.05, 1), 0, true);
+TEST(Suppressed, CapacityZeroDeclinesEverythingWhateverTheFactor) {
+  Sup x(S(10, 100, 2));  // r0.05: capacity 0, so soft = hard = 0 (trypema: soft 0 < hard 1)
+  ExpectSuppressed(x.Inc(0, 0.05, 1), 1, false);
   ExpectSuppressed(x.Inc(0, 0.05, 1), 1, false);
   EXPECT_EQ(x.Get(0).suppression_factor, 1);
 }
