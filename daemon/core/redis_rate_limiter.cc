@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 #include "daemon/core/counter_keys.h"
@@ -124,6 +125,10 @@ RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings 
   }
 }
 
+RedisRateLimiter::Shard& RedisRateLimiter::ShardFor(const std::string& key) {
+  return shards_[absl::HashOf(key) % kShards];
+}
+
 void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
   if (req.count > kMaxRateUnits) {
     if (req.strategy == RateStrategy::kAbsolute) {
@@ -140,30 +145,109 @@ void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
   }
   double u = random_->Uniform01();
   if (!(u >= 0 && u < 1)) u = 0;  // a broken source must not make the script refuse the call
-  std::vector<std::string> args = {"inc",
-                                   std::string(StrategyArg(req.strategy)),
-                                   window_arg_,
-                                   bucket_arg_,
-                                   hlf_arg_,
-                                   cache_arg_,
-                                   DoubleArg(req.rate_per_second),
-                                   absl::StrCat(req.count == 0 ? 1 : req.count),
-                                   DoubleArg(u)};
-  // The callback needs the request only for the LOCAL failure mode.
-  redis_->Script(kScript, {RedisRateLimitKey(req.ns, req.key, req.strategy)}, std::move(args),
-                 [this, req = failure_mode_ == RateFailureMode::kLocal ? req : RateIncRequest{},
-                  done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
-                   absl::StatusOr<RateIncResult> r =
-                       raw.ok() ? ParseIncReply(*raw) : absl::StatusOr<RateIncResult>(raw.status());
-                   if (!r.ok() && RedisDown(r.status())) {
-                     Degrade(req, r.status(), std::move(done));
-                     return;
-                   }
-                   if (!r.ok() && g_redis_log.ShouldLog()) {
-                     spdlog::error("ratelimit.lua failed: {}", r.status().ToString());
-                   }
-                   done(std::move(r));
-                 });
+  PendingInc p{DoubleArg(req.rate_per_second), absl::StrCat(req.count == 0 ? 1 : req.count),
+               DoubleArg(u),
+               // The request is needed again only by the LOCAL failure mode.
+               failure_mode_ == RateFailureMode::kLocal ? req : RateIncRequest{}, std::move(done)};
+  std::string key = RedisRateLimitKey(req.ns, req.key, req.strategy);
+  {
+    Shard& shard = ShardFor(key);
+    absl::MutexLock lock(&shard.mu);
+    auto [it, first] = shard.waiting.try_emplace(key);
+    if (!first) {  // a call for this key is in flight: ride in the next one
+      it->second.push_back(std::move(p));
+      return;
+    }
+  }
+  std::vector<PendingInc> batch;
+  batch.push_back(std::move(p));
+  SendIncs(std::move(key), req.strategy, std::move(batch));
+}
+
+void RedisRateLimiter::SendIncs(std::string key, RateStrategy strategy,
+                                std::vector<PendingInc> batch) {
+  std::vector<std::string> args;
+  args.reserve(6 + 3 * batch.size());
+  args = {"inc", std::string(StrategyArg(strategy)), window_arg_, bucket_arg_, hlf_arg_,
+          cache_arg_};
+  for (const PendingInc& p : batch) {
+    args.push_back(p.rate);
+    args.push_back(p.count);
+    args.push_back(p.random);
+  }
+  stats_.inc_calls.fetch_add(1, std::memory_order_relaxed);
+  if (batch.size() > 1) stats_.coalesced.fetch_add(batch.size(), std::memory_order_relaxed);
+  std::vector<std::string> keys = {key};
+  redis_->Script(
+      kScript, std::move(keys), std::move(args),
+      [this, key = std::move(key), strategy,
+       batch = std::move(batch)](absl::StatusOr<redis::Reply> raw) mutable {
+        // One reply per request: the 7-element array itself for one, an array of them for more.
+        std::vector<absl::StatusOr<RateIncResult>> results;
+        if (!raw.ok()) {
+          results.assign(batch.size(), raw.status());
+        } else if (batch.size() == 1) {
+          results.push_back(ParseIncReply(*raw));
+        } else if (raw->is_error()) {
+          results.assign(batch.size(), RedisErrorStatus(raw->str));
+        } else if (raw->type != redis::Reply::Type::kArray ||
+                   raw->elements.size() != batch.size()) {
+          results.assign(batch.size(), BadReply(*raw));
+        } else {
+          for (const redis::Reply& e : raw->elements) results.push_back(ParseIncReply(e));
+        }
+        const absl::Status call_status =
+            !raw.ok() ? raw.status()
+                      : (raw->is_error() ? RedisErrorStatus(raw->str) : absl::OkStatus());
+        const bool down = RedisDown(call_status);
+        // The next call goes out before these answers are delivered.
+        std::vector<PendingInc> next = NextBatch(key, down);
+        if (!next.empty()) {
+          if (down) {
+            for (PendingInc& p : next) Answer(p, call_status);
+          } else {
+            SendIncs(key, strategy, std::move(next));
+          }
+        }
+        for (size_t i = 0; i < batch.size(); ++i) Answer(batch[i], std::move(results[i]));
+      });
+}
+
+std::vector<RedisRateLimiter::PendingInc> RedisRateLimiter::NextBatch(const std::string& key,
+                                                                      bool redis_down) {
+  std::vector<PendingInc> next;
+  Shard& shard = ShardFor(key);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.waiting.find(key);
+  if (it == shard.waiting.end()) return next;  // not reached: the key is in flight
+  std::vector<PendingInc>& w = it->second;
+  if (w.empty()) {
+    shard.waiting.erase(it);
+  } else if (redis_down) {
+    // All of them: a later call would only wait for the same Redis again. The key leaves the
+    // map; the next Inc sends a call of its own.
+    next = std::move(w);
+    shard.waiting.erase(it);
+  } else if (w.size() <= kMaxCoalescedIncs) {
+    next = std::move(w);
+    w.clear();  // still in flight: the key stays, with nobody waiting
+  } else {
+    next.assign(std::make_move_iterator(w.begin()),
+                std::make_move_iterator(w.begin() + kMaxCoalescedIncs));
+    w.erase(w.begin(), w.begin() + kMaxCoalescedIncs);
+  }
+  return next;
+}
+
+void RedisRateLimiter::Answer(PendingInc& p, absl::StatusOr<RateIncResult> r) {
+  if (!r.ok() && RedisDown(r.status())) {
+    Degrade(p.req, r.status(), std::move(p.done));
+    return;
+  }
+  if (!r.ok() && g_redis_log.ShouldLog()) {
+    spdlog::error("ratelimit.lua failed: {}", r.status().ToString());
+  }
+  p.done(std::move(r));
 }
 
 void RedisRateLimiter::Degrade(const RateIncRequest& req, const absl::Status& why,

@@ -105,6 +105,14 @@ class StatsCollector final : public prometheus::Collectable {
                  "REDIS rate-limit calls Redis could not answer (Inc answered by "
                  "--rate_limit_failure_mode, Get failed).",
                  s_.redis_rate_limiter->redis_failures.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_ratelimit_redis_inc_calls_total",
+                 "REDIS rate-limit script calls for Inc (one per call, however many requests "
+                 "it carried).",
+                 s_.redis_rate_limiter->inc_calls.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_ratelimit_redis_coalesced_total",
+                 "REDIS rate-limit Inc requests that shared a script call with other requests "
+                 "of the same key.",
+                 s_.redis_rate_limiter->coalesced.load(std::memory_order_relaxed));
     }
     if (s_.hybrid_rate_limiter != nullptr) {
       const core::HybridRateLimiterStats& h = *s_.hybrid_rate_limiter;

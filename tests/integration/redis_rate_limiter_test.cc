@@ -463,5 +463,180 @@ TEST(RedisRateLimiterReplies, PassesSettingsRateCountAndRandomAsArguments) {
   EXPECT_EQ(client.last_args, (std::vector<std::string>{"get", "a", "10000", "100", "1.5", "100"}));
 }
 
+// ---------------------------------------------------------------- coalescing
+
+// Holds every script call until the test answers it.
+class HoldingClient : public redis::RedisClient {
+ public:
+  struct Call {
+    std::vector<std::string> keys, args;
+    redis::ReplyCallback done;
+  };
+  void Command(std::vector<std::string>, redis::ReplyCallback done) override {
+    done(absl::UnavailableError("no commands here"));
+  }
+  void Script(std::string_view, std::vector<std::string> keys, std::vector<std::string> args,
+              redis::ReplyCallback done) override {
+    calls.push_back({std::move(keys), std::move(args), std::move(done)});
+  }
+  bool Healthy() const override { return true; }
+  std::vector<Call> calls;
+};
+
+redis::Reply IncReply(const char* decision, int64_t retry, int64_t remaining) {
+  return redis::Reply::Array(
+      {redis::Reply::String("ok"), redis::Reply::String(decision), redis::Reply::Integer(retry),
+       redis::Reply::Integer(remaining), redis::Reply::String("0"),
+       redis::Reply::Integer(std::string(decision) == "allowed" ? 1 : 0),
+       redis::Reply::Integer(1000)});
+}
+
+// While a key's call is in flight, its later Incs wait and go together in the next call (ARGV:
+// the settings once, then a (rate, count, random) triple per request in arrival order); each gets
+// its own part of the reply. Another key is not held up.
+TEST(RedisRateLimiterCoalescing, WaitingIncsOfAKeyGoInOneCallInArrivalOrder) {
+  FixedRandom random(0.25);
+  HoldingClient client;
+  RedisRateLimiter l(&client, Settings(), RateFailureMode::kOpen, &random);
+  std::vector<absl::StatusOr<RateIncResult>> got(5, absl::UnknownError("no answer"));
+  auto answer = [&](int i) { return [&got, i](absl::StatusOr<RateIncResult> r) { got[i] = r; }; };
+  l.Inc(Req("k", 1, 1), answer(0));
+  ASSERT_EQ(client.calls.size(), 1u);
+  l.Inc(Req("k", 2, 2), answer(1));
+  l.Inc(Req("k", 3, 3), answer(2));
+  l.Inc(Req("k", 4, 4), answer(3));
+  l.Inc(Req("other", 1, 1), answer(4));  // another key: sent at once
+  ASSERT_EQ(client.calls.size(), 2u);
+  EXPECT_EQ(client.calls[1].keys[0], core::RedisRateLimitKey("ns", "other", RateStrategy::kAbsolute));
+
+  client.calls[0].done(IncReply("allowed", 0, 0));
+  ASSERT_EQ(client.calls.size(), 3u) << "the waiting Incs go out when the call comes back";
+  EXPECT_EQ(client.calls[2].args,
+            (std::vector<std::string>{"inc", "a", "10000", "100", "2", "100", "2", "2", "0.25", "3",
+                                      "3", "0.25", "4", "4", "0.25"}));
+  ASSERT_TRUE(got[0].ok());
+  EXPECT_EQ(got[0]->decision, RateDecision::kAllowed);
+  EXPECT_FALSE(got[1].ok()) << "answered before its call came back";
+
+  client.calls[2].done(redis::Reply::Array({IncReply("allowed", 0, 0),
+                                            IncReply("rejected", 900, 2),
+                                            IncReply("rejected", 800, 3)}));
+  ASSERT_TRUE(got[1].ok() && got[2].ok() && got[3].ok());
+  EXPECT_EQ(got[1]->decision, RateDecision::kAllowed);
+  EXPECT_EQ(got[2]->decision, RateDecision::kRejected);
+  EXPECT_EQ(got[2]->retry_after_ms, 900);
+  EXPECT_EQ(got[3]->remaining_after_waiting, 3u);
+  EXPECT_EQ(client.calls.size(), 3u);  // nobody waits: no call
+
+  // The key is free again: the next Inc is sent at once, alone.
+  l.Inc(Req("k", 1, 1), answer(0));
+  ASSERT_EQ(client.calls.size(), 4u);
+  EXPECT_EQ(client.calls[3].args.size(), 9u);
+  EXPECT_EQ(l.stats().inc_calls.load(), 4u);
+  EXPECT_EQ(l.stats().coalesced.load(), 3u);
+
+  // A reply of the wrong shape fails each request of the call, not the daemon.
+  l.Inc(Req("k", 1, 1), answer(1));
+  l.Inc(Req("k", 1, 1), answer(2));
+  client.calls[3].done(IncReply("allowed", 0, 0));
+  ASSERT_EQ(client.calls.size(), 5u);
+  client.calls[4].done(redis::Reply::Array({IncReply("allowed", 0, 0)}));  // 1 part for 2
+  EXPECT_EQ(got[1].status().code(), absl::StatusCode::kInternal) << got[1].status();
+  EXPECT_EQ(got[2].status().code(), absl::StatusCode::kInternal) << got[2].status();
+  client.calls[1].done(IncReply("allowed", 0, 0));
+  EXPECT_TRUE(got[4].ok());
+}
+
+// More than kMaxCoalescedIncs waiting: they go in calls of at most that many, in order.
+TEST(RedisRateLimiterCoalescing, BatchesAreCapped) {
+  FixedRandom random(0.5);
+  HoldingClient client;
+  RedisRateLimiter l(&client, Settings(), RateFailureMode::kOpen, &random);
+  const size_t n = core::kMaxCoalescedIncs + 10;
+  int answered = 0;
+  for (size_t i = 0; i <= n; ++i) {
+    l.Inc(Req("k", 1, i + 1), [&](absl::StatusOr<RateIncResult> r) { answered += r.ok(); });
+  }
+  ASSERT_EQ(client.calls.size(), 1u);
+  auto parts = [](size_t k) {
+    std::vector<redis::Reply> v(k, IncReply("allowed", 0, 0));
+    return redis::Reply::Array(std::move(v));
+  };
+  client.calls[0].done(IncReply("allowed", 0, 0));
+  ASSERT_EQ(client.calls.size(), 2u);
+  ASSERT_EQ(client.calls[1].args.size(), 6 + 3 * core::kMaxCoalescedIncs);
+  EXPECT_EQ(client.calls[1].args[7], "2");  // count of the second request
+  client.calls[1].done(parts(core::kMaxCoalescedIncs));
+  ASSERT_EQ(client.calls.size(), 3u);
+  ASSERT_EQ(client.calls[2].args.size(), 6u + 3 * 10);
+  EXPECT_EQ(client.calls[2].args[7], absl::StrCat(core::kMaxCoalescedIncs + 2));
+  client.calls[2].done(parts(10));
+  EXPECT_EQ(answered, static_cast<int>(n + 1));
+}
+
+// Redis does not answer the call in flight: the Incs waiting behind it are answered by the
+// failure mode at once (degraded), not sent to wait for the same Redis again.
+TEST(RedisRateLimiterCoalescing, RedisDownAnswersTheWaitingByTheFailureMode) {
+  FixedRandom random(0.5);
+  HoldingClient client;
+  RedisRateLimiter l(&client, Settings(), RateFailureMode::kClosed, &random);
+  std::vector<absl::StatusOr<RateIncResult>> got(3, absl::UnknownError("no answer"));
+  for (int i = 0; i < 3; ++i) {
+    l.Inc(Req("k", 1, 1), [&got, i](absl::StatusOr<RateIncResult> r) { got[i] = r; });
+  }
+  ASSERT_EQ(client.calls.size(), 1u);
+  client.calls[0].done(absl::DeadlineExceededError("no answer in time"));
+  EXPECT_EQ(client.calls.size(), 1u);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(got[i].ok()) << i << ": " << got[i].status();
+    EXPECT_TRUE(got[i]->degraded) << i;
+    EXPECT_EQ(got[i]->decision, RateDecision::kRejected) << i;
+  }
+  EXPECT_EQ(l.stats().degraded.load(), 3u);
+  l.Inc(Req("k", 1, 1), [&got](absl::StatusOr<RateIncResult> r) { got[0] = r; });
+  EXPECT_EQ(client.calls.size(), 2u) << "the key is free after the failure";
+}
+
+// With a real Redis: many threads on one key admit exactly the capacity, whatever calls the
+// requests shared, and Redis holds exactly the admitted units.
+TEST_F(RedisRateLimiterTest, ConcurrentIncsOnAHotKeyAdmitExactlyTheCapacity) {
+  for (RateStrategy strategy : {RateStrategy::kAbsolute, RateStrategy::kSuppressed}) {
+    auto l = Make(RateFailureMode::kClosed);
+    const std::string key = strategy == RateStrategy::kAbsolute ? "hot-a" : "hot-s";
+    random_.Set(0.999);  // SUPPRESSED: a draw in the band declines (hard 2 × 50 = 100)
+    std::atomic<int> allowed{0}, answered{0}, failed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&] {
+        for (int i = 0; i < 40; ++i) {
+          auto r = IncSync(*l, Req(key, 5, 1, strategy));  // capacity 50 per 10 s
+          if (!r.ok() || r->degraded) {
+            failed++;
+            continue;
+          }
+          answered++;
+          allowed += r->allowed;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(failed.load(), 0);
+    EXPECT_EQ(answered.load(), 320);
+    if (strategy == RateStrategy::kAbsolute) {
+      EXPECT_EQ(allowed.load(), 50);
+      EXPECT_EQ(GetSync(*l, key)->total, 50u);
+    } else {
+      // 50 below the soft limit; in the band the factor is at least 1 − 5/32 (the soft rate
+      // over the observed one), so a draw of 0.999 declines every other request.
+      EXPECT_EQ(allowed.load(), 50);
+      auto g = GetSync(*l, key, strategy);
+      ASSERT_TRUE(g.ok());
+      EXPECT_EQ(g->total, 320u);
+      EXPECT_EQ(g->declined, 270u);
+    }
+    EXPECT_LE(l->stats().inc_calls.load(), 320u);
+  }
+}
+
 }  // namespace
 }  // namespace distkit::testing

@@ -136,6 +136,8 @@ TEST(Metrics, ReadsTheRateLimitProvidersStatsAtScrapeTime) {
   local.keys = 12;
   local.swept = 3;
   redis.redis_failures = 4;
+  redis.inc_calls = 8;
+  redis.coalesced = 9;
   hybrid.keys = 5;
   hybrid.syncs = 100;
   hybrid.sync_failures = 6;
@@ -143,7 +145,8 @@ TEST(Metrics, ReadsTheRateLimitProvidersStatsAtScrapeTime) {
   const std::string text = m.Text();
   for (const char* line :
        {"distkit_ratelimit_local_keys 12", "distkit_ratelimit_local_evicted_total 3",
-        "distkit_ratelimit_redis_failures_total 4", "distkit_ratelimit_hybrid_keys 5",
+        "distkit_ratelimit_redis_failures_total 4", "distkit_ratelimit_redis_inc_calls_total 8",
+        "distkit_ratelimit_redis_coalesced_total 9", "distkit_ratelimit_hybrid_keys 5",
         "distkit_ratelimit_hybrid_syncs_total 100",
         "distkit_ratelimit_hybrid_sync_failures_total 6", "distkit_ratelimit_hybrid_waited_total 7",
         "# TYPE distkit_ratelimit_hybrid_keys gauge",
