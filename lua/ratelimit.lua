@@ -315,6 +315,10 @@ if k > 1 then
   -- this script does not write, values not integers in [0, 2^53)): then every later request
   -- reads Redis as a call would (slow), after the pending writes. A write failing in Redis (a
   -- bucket holding a non-integer, never written so by this script) fails the whole call.
+  -- The decision code below repeats the single-request path's (ABSOLUTE inc, SUPPRESSED inc,
+  -- the factor) on the model instead of Redis: a change to one must go to the other (the
+  -- multi-vs-singles tests of tests/integration/ratelimit_script_test.cc compare them). Kept
+  -- apart so the common single call stays as cheap as it was (no closure, no model).
 
   -- Fields: false (absent), a string (as read) or a number (its "%d" text written by this
   -- batch, an integer in (-2^53, 2^53)); rt .. rr: what Redis holds; f ft fk read on first use.
