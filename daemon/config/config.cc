@@ -184,34 +184,6 @@ std::string PrintFailureMode(FailureMode mode) {
   return "?";
 }
 
-// Replaces the password of a URL (`scheme://user:password@...`, `...?password=...`) by ***.
-std::string RedactUrl(std::string_view url) {
-  std::string out(url);
-  const size_t scheme = out.find("://");
-  if (scheme != std::string::npos) {
-    const size_t start = scheme + 3;
-    const size_t at = out.rfind('@');
-    if (at != std::string::npos && at > start) {
-      const size_t colon = out.find(':', start);
-      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
-    }
-  }
-  const size_t query = out.find('?');
-  if (query != std::string::npos) {
-    size_t pos = query;
-    while ((pos = out.find("password=", pos)) != std::string::npos) {
-      const char before = out[pos - 1];
-      const size_t value = pos + 9;
-      if (before == '?' || before == '&') {
-        const size_t end = std::min(out.find('&', value), out.size());
-        out.replace(value, end - value, "***");
-      }
-      pos = value;
-    }
-  }
-  return out;
-}
-
 const std::vector<FlagDef>& Flags() {
   static const auto* const kFlags = new std::vector<FlagDef>{
       {"listen", "comma-separated gRPC addresses: unix:PATH or HOST:PORT ([::1]:PORT for IPv6)",
@@ -228,12 +200,13 @@ const std::vector<FlagDef>& Flags() {
        [](const Config& c) { return absl::StrJoin(c.listen, ","); }},
       {"redis", "redis://[user:password@]host[:port][/db] or unix:PATH[?db=N]",
        [](std::string_view v, Config* c) -> absl::Status {
-         // The URL itself is parsed (and rejected with a --redis message) by redis::ParseRedisUrl.
          if (v.empty()) return Invalid("must not be empty");
-         c->redis = std::string(v);
+         auto endpoint = redis::ParseRedisUrl(v);
+         if (!endpoint.ok()) return Invalid(std::string(endpoint.status().message()));
+         c->redis_endpoint = *std::move(endpoint);
          return absl::OkStatus();
        },
-       [](const Config& c) { return RedactUrl(c.redis); }},
+       [](const Config& c) { return c.redis_endpoint.Redacted(); }},
       {"namespace", "default namespace for requests that leave it empty (1-255 bytes, no ':')",
        [](std::string_view v, Config* c) -> absl::Status {
          if (v.empty() || v.size() > 255) {
@@ -365,6 +338,10 @@ struct RawValue {
 };
 
 }  // namespace
+
+redis::RedisEndpoint Config::DefaultRedisEndpoint() {
+  return *redis::ParseRedisUrl(kDefaultRedisUrl);
+}
 
 std::string Config::ToString() const {
   std::vector<std::string> lines;

@@ -6,15 +6,18 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "daemon/redis/redis_url.h"
 
 namespace distkit::config {
+
+inline constexpr char kDefaultRedisUrl[] = "redis://127.0.0.1:6379";
 
 enum class FailureMode { kOpen, kClosed, kLocal };
 
 // The validated, immutable daemon configuration (product.md §3.2).
 struct Config {
   std::vector<std::string> listen = {"unix:/tmp/distkitd.sock"};
-  std::string redis = "redis://127.0.0.1:6379";
+  redis::RedisEndpoint redis_endpoint = DefaultRedisEndpoint();  // --redis, parsed
   bool redis_given = false;  // true when --redis or DISTKIT_REDIS was set explicitly
   std::string default_namespace = "distkit";  // --namespace
   std::string instance_id;                    // --instance_id; filled with a UUID v4 if empty
@@ -34,8 +37,10 @@ struct Config {
   uint32_t socket_mode = 0660;        // --socket_mode, octal
   int64_t max_pending_keys = 1000000;  // --max_pending_keys: bound on lax keys with unflushed work
 
-  // One line per flag, for the start-up log.
+  // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;
+
+  static redis::RedisEndpoint DefaultRedisEndpoint();
 };
 
 // Parses argv (argv[0] is skipped) and the environment (DISTKIT_<FLAG>), validates, and returns

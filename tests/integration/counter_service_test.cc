@@ -6,11 +6,9 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "daemon/app.h"
 #include "daemon/config/config.h"
-#include "daemon/core/counters.h"
-#include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
-#include "daemon/transport/server.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -26,44 +24,29 @@ using v1::Consistency;
 constexpr auto kStrict = v1::CONSISTENCY_STRICT;
 constexpr auto kLax = v1::CONSISTENCY_LAX;
 
-// One daemon (executor + counters + gRPC server) inside the test process.
+// One daemon (the daemon's App, daemon/app.h) inside the test process.
 class InProcessDaemon {
  public:
   InProcessDaemon(const RedisServer& redis, const std::string& socket, int flush_ms = 20) {
-    config_.listen = {"unix:" + socket};
-    config_.redis = redis.url();
-    config_.flush_interval_ms = flush_ms;
-    redis::ExecutorOptions eo;
-    eo.endpoint = *redis::ParseRedisUrl(redis.url());
-    eo.command_timeout = 2000ms;
-    executor_ = std::make_unique<redis::Executor>(eo);
-    executor_->Start();
-    core::CountersOptions co;
-    co.dedup_id = config::NewUuidV4();
-    co.flush_interval_ms = flush_ms;
-    co.allowed_lag_ms = 20;
-    counters_ = std::make_unique<core::Counters>(executor_.get(), co);
-    counters_->Start();
-    auto server = transport::Server::Start(config_, counters_.get(), executor_.get());
-    EXPECT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
+    config::Config config;
+    config.listen = {"unix:" + socket};
+    config.redis_endpoint = *redis::ParseRedisUrl(redis.url());
+    config.redis_timeout_ms = 2000;
+    config.flush_interval_ms = flush_ms;
+    config.allowed_lag_ms = 20;
+    auto app = App::Create(config);
+    EXPECT_TRUE(app.ok()) << app.status();
+    app_ = *std::move(app);
     auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
     stub_ = v1::CounterService::NewStub(channel);
-    EXPECT_TRUE(PollUntil([&] { return executor_->Healthy(); }, 10s));
+    EXPECT_TRUE(PollUntil([&] { return app_->executor().Healthy(); }, 10s));
   }
-  ~InProcessDaemon() {
-    server_->Shutdown(std::chrono::system_clock::now() + 1s);
-    counters_->Shutdown(2s);
-    executor_->Stop();
-  }
+  ~InProcessDaemon() { app_->Shutdown(4s); }
   v1::CounterService::Stub* stub() { return stub_.get(); }
-  core::Counters* counters() { return counters_.get(); }
+  core::Counters* counters() { return &app_->counters(); }
 
  private:
-  config::Config config_;
-  std::unique_ptr<redis::Executor> executor_;
-  std::unique_ptr<core::Counters> counters_;
-  std::unique_ptr<transport::Server> server_;
+  std::unique_ptr<App> app_;
   std::unique_ptr<v1::CounterService::Stub> stub_;
 };
 

@@ -1,9 +1,10 @@
 // core::InstanceCounters against a real redis-server, without gRPC: the LAX memory path and its
 // exactly-once flush, recovery after this daemon was declared dead (including writes made
 // after a reaper removed its slices and before it noticed), and the reaper: concurrent reapers,
-// a reaper that crashed mid-way, 100 000 keys of one dead instance. Each "daemon" is an Executor
-// plus an InstanceCounters with its own instance id; background threads run with long periods so
-// the tests drive flushes, heartbeats and reaper passes themselves (FlushNow, BeatOnce, ReapOnce).
+// a reaper that crashed mid-way, 100 000 keys of one dead instance. Each "daemon" is the daemon's
+// App without a gRPC server, with its own instance id; background threads run with long periods
+// so the tests drive flushes, heartbeats and reaper passes themselves (FlushNow, BeatOnce,
+// ReapOnce).
 
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
@@ -13,9 +14,8 @@
 #include <iostream>
 #include <thread>
 
+#include "daemon/app.h"
 #include "daemon/config/config.h"
-#include "daemon/core/instance_counters.h"
-#include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -33,25 +33,20 @@ using testing::RedisServer;
 class Node {
  public:
   Node(const RedisServer& redis, std::chrono::milliseconds command_timeout = 2000ms) {
-    redis::ExecutorOptions eo;
-    eo.endpoint = *redis::ParseRedisUrl(redis.url());
-    eo.command_timeout = command_timeout;
-    executor_ = std::make_unique<redis::Executor>(eo);
-    executor_->Start();
-    EXPECT_TRUE(PollUntil([&] { return executor_->Healthy(); }, 10s));
-    core::InstanceCountersOptions o;
-    o.instance_id = config::NewUuidV4();
-    o.dedup_id = config::NewUuidV4();
-    o.dead_instance_threshold_ms = 3'600'000;  // heartbeats and reaper passes: by hand
-    o.flush_interval_ms = 3'600'000;           // flushes: by hand
-    o.allowed_lag_ms = 3'600'000;              // LAX reads: from memory once known
-    ic_ = std::make_unique<core::InstanceCounters>(executor_.get(), o);
-    EXPECT_TRUE(ic_->Start(2s).ok());
+    config::Config config;
+    config.listen = {};  // core only
+    config.redis_endpoint = *redis::ParseRedisUrl(redis.url());
+    config.redis_timeout_ms = command_timeout.count();
+    config.dead_instance_threshold_ms = 3'600'000;  // heartbeats and reaper passes: by hand
+    config.flush_interval_ms = 3'600'000;           // flushes: by hand
+    config.allowed_lag_ms = 3'600'000;              // LAX reads: from memory once known
+    auto app = App::Create(config);
+    EXPECT_TRUE(app.ok()) << app.status();
+    app_ = *std::move(app);
+    EXPECT_TRUE(PollUntil([&] { return app_->executor().Healthy(); }, 10s));
+    ic_ = &app_->instance_counters();
   }
-  ~Node() {
-    ic_->StopWithoutDeregistering();
-    executor_->Stop();
-  }
+  ~Node() { app_->Abandon(); }
   core::InstanceCounters& ic() { return *ic_; }
 
   absl::StatusOr<InstanceResult> Inc(const std::string& key, int64_t d, Consistency c) {
@@ -92,8 +87,8 @@ class Node {
     return f.get();
   }
 
-  std::unique_ptr<redis::Executor> executor_;
-  std::unique_ptr<core::InstanceCounters> ic_;
+  std::unique_ptr<App> app_;
+  core::InstanceCounters* ic_ = nullptr;
 };
 
 // EVALSHA/EVAL calls Redis has run so far.

@@ -1,7 +1,8 @@
-// RateLimitService inside one process: the real gRPC server on a Unix socket, the LOCAL provider
-// with a manual clock and a scripted random source (so decisions, retry_after and factors are
-// exact), and a real redis-server for the executor the server's health follows. REDIS and
-// HYBRID are not given to this server: they answer UNIMPLEMENTED.
+// RateLimitService inside one process: the daemon's App (daemon/app.h) serving on a Unix
+// socket, its LOCAL provider with a manual clock and a scripted random source (so decisions,
+// retry_after and factors are exact), and a real redis-server for the executor the server's
+// health follows. REDIS and HYBRID are left out of this server (AppHooks): they answer
+// UNIMPLEMENTED, or REDIS is a fake.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -14,12 +15,9 @@
 #include <random>
 #include <thread>
 
+#include "daemon/app.h"
 #include "daemon/config/config.h"
-#include "daemon/core/counters.h"
-#include "daemon/core/local_rate_limiter.h"
-#include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
-#include "daemon/transport/server.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/fakes/fake_random.h"
@@ -133,40 +131,34 @@ class RateLimitServiceTest : public ::testing::Test {
     redis_ = RedisServer::Start();
     ASSERT_TRUE(redis_);
     const std::string socket = redis_->dir() + "/d.sock";
-    config_.listen = {"unix:" + socket};
-    config_.redis = redis_->url();
-    config_.default_namespace = "defns";
-    redis::ExecutorOptions eo;
-    eo.endpoint = *redis::ParseRedisUrl(redis_->url());
-    eo.command_timeout = 2000ms;
-    executor_ = std::make_unique<redis::Executor>(eo);
-    executor_->Start();
-    core::CountersOptions co;
-    co.dedup_id = config::NewUuidV4();
-    counters_ = std::make_unique<core::Counters>(executor_.get(), co);
-    counters_->Start();
-    core::LocalRateLimiterOptions lo;
-    lo.settings = Settings();
-    lo.sweep_interval_ms = 0;
-    lo.clock = &clock_;
-    lo.random = &random_;
-    local_ = std::make_unique<core::LocalRateLimiter>(lo);
-    transport::RateLimiters limiters;
-    limiters.local = local_.get();
-    if (with_async_) limiters.redis = &async_;
-    auto server = transport::Server::Start(config_, counters_.get(), executor_.get(), &metrics_,
-                                           nullptr, limiters);
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
+    config::Config config;
+    config.listen = {"unix:" + socket};
+    config.redis_endpoint = *redis::ParseRedisUrl(redis_->url());
+    config.redis_timeout_ms = 2000;
+    config.default_namespace = "defns";
+    const core::RateLimitSettings s = Settings();
+    config.rate_window_seconds = s.window_ms / 1000;
+    config.rate_bucket_ms = s.bucket_ms;
+    config.hard_limit_factor = s.hard_limit_factor;
+    config.suppression_cache_ms = s.suppression_cache_ms;
+    AppHooks hooks;
+    hooks.local_rate_clock = &clock_;
+    hooks.random = &random_;
+    hooks.local_sweep_interval_ms = 0;
+    hooks.redis_rate_limiter = with_async_ ? &async_ : nullptr;
+    hooks.hybrid_rate_limiter = nullptr;
+    auto app = App::Create(config, hooks);
+    ASSERT_TRUE(app.ok()) << app.status();
+    app_ = *std::move(app);
     channel_ = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
     stub_ = v1::RateLimitService::NewStub(channel_);
-    ASSERT_TRUE(PollUntil([&] { return executor_->Healthy(); }, 10s));
+    ASSERT_TRUE(PollUntil([&] { return app_->executor().Healthy(); }, 10s));
   }
   void TearDown() override {
-    if (server_) server_->Shutdown(std::chrono::system_clock::now() + 1s);
-    if (counters_) counters_->Shutdown(2s);
-    if (executor_) executor_->Stop();
+    if (app_) app_->Shutdown(4s);
   }
+  core::LocalRateLimiter* local() { return &app_->local_rate_limiter(); }
+  transport::Metrics& metrics() { return app_->metrics(); }
 
   static v1::RateLimitIncRequest IncReq(const std::string& key, double rate, uint64_t count,
                                         v1::Strategy strategy = v1::STRATEGY_UNSPECIFIED,
@@ -223,13 +215,8 @@ class RateLimitServiceTest : public ::testing::Test {
   FakeAsyncLimiter async_;
   ManualClock clock_;
   ScriptedRandom random_;
-  transport::Metrics metrics_;
-  config::Config config_;
   std::unique_ptr<RedisServer> redis_;
-  std::unique_ptr<redis::Executor> executor_;
-  std::unique_ptr<core::Counters> counters_;
-  std::unique_ptr<core::LocalRateLimiter> local_;
-  std::unique_ptr<transport::Server> server_;
+  std::unique_ptr<App> app_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::RateLimitService::Stub> stub_;
 };
@@ -293,7 +280,7 @@ TEST_F(RateLimitServiceTest, CountZeroMeansOneAndOversizedIsRejectedWithZeros) {
   r = Inc("tiny", 0.05, 1);
   EXPECT_EQ(r.decision(), v1::DECISION_REJECTED);
   EXPECT_EQ(r.retry_after_ms(), 0);
-  EXPECT_EQ(local_->size(), 1u);  // only "z" holds state
+  EXPECT_EQ(local()->size(), 1u);  // only "z" holds state
 }
 
 TEST_F(RateLimitServiceTest, RateIsPerRequestNotSticky) {
@@ -386,7 +373,7 @@ TEST_F(RateLimitServiceTest, ValidationErrorsAreInvalidArgumentNamingTheField) {
   s = GetStatus("k", v1::STRATEGY_UNSPECIFIED, static_cast<v1::Provider>(4), &g);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(s.error_message().find("provider"), std::string::npos);
-  EXPECT_EQ(local_->size(), 0u);  // nothing reached the provider
+  EXPECT_EQ(local()->size(), 0u);  // nothing reached the provider
 }
 
 TEST_F(RateLimitServiceTest, ProvidersNotGivenAreUnimplemented) {
@@ -518,14 +505,14 @@ TEST_F(RateLimitServiceAsyncTest, BatchPipelinesDistinctStatesAndKeepsEachStates
   EXPECT_EQ(async_.same_key_overlaps(), 0);
   EXPECT_LE(async_.max_outstanding(), 256u);
   EXPECT_GE(async_.max_outstanding(), 2u);  // pipelined
-  EXPECT_TRUE(HasLine(metrics_.Text(), R"(distkit_ratelimit_degraded_total{provider="redis"} )" +
+  EXPECT_TRUE(HasLine(metrics().Text(), R"(distkit_ratelimit_degraded_total{provider="redis"} )" +
                                            std::to_string(seen["deg"])));
 }
 
 // distkit_ratelimit_decisions_total{provider,strategy,decision}: every answer of Inc and of
 // Batch items, never a key in a label; errors are not decisions.
 TEST_F(RateLimitServiceTest, DecisionsAreCountedByProviderStrategyAndDecision) {
-  const std::string before = metrics_.Text();
+  const std::string before = metrics().Text();
   EXPECT_TRUE(HasLine(before, R"(distkit_ratelimit_decisions_total{decision="allowed",)"
                               R"(provider="hybrid",strategy="suppressed"} 0)"))
       << before;
@@ -541,7 +528,7 @@ TEST_F(RateLimitServiceTest, DecisionsAreCountedByProviderStrategyAndDecision) {
   *req.add_ops()->mutable_inc() = IncReq("secret-key", 1, 1);
   v1::RateLimitBatchResponse batch;
   ASSERT_TRUE(Batch(req, &batch).ok());
-  const std::string text = metrics_.Text();
+  const std::string text = metrics().Text();
   auto line = [](const char* decision, const char* strategy, int n) {
     return std::string("distkit_ratelimit_decisions_total{decision=\"") + decision +
            "\",provider=\"local\",strategy=\"" + strategy + "\"} " + std::to_string(n);

@@ -1,9 +1,9 @@
 #pragma once
 
-// An in-process distkit daemon for InstanceCounterService tests (header-only): its own Redis
-// executor, plain and instance-aware counters and a gRPC server on a Unix socket, with a fresh
-// instance id, against a real redis-server. The call helpers (R, Inc, Get, ...) come from
-// icounter_client.h. Link with distkit_transport and distkit_client.
+// An in-process distkit daemon for InstanceCounterService tests (header-only): the daemon's App
+// (daemon/app.h) serving on a Unix socket with a fresh instance id, against a real
+// redis-server. The call helpers (R, Inc, Get, ...) come from icounter_client.h. Link with
+// distkit_app and distkit_client.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -13,12 +13,9 @@
 #include <memory>
 #include <string>
 
+#include "daemon/app.h"
 #include "daemon/config/config.h"
-#include "daemon/core/counters.h"
-#include "daemon/core/instance_counters.h"
-#include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
-#include "daemon/transport/server.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 #include "tests/support/icounter_client.h"
 #include "tests/support/process.h"
@@ -28,47 +25,30 @@ namespace distkit::testing {
 
 class ICounterDaemon {
  public:
-  // `flush_interval_ms`: the LAX flush period of the instance-aware counters (a huge value:
-  // LAX work reaches Redis only with a STRICT call on its key, or at shutdown).
+  // `flush_interval_ms`: the LAX flush period (a huge value: LAX work reaches Redis only with a
+  // STRICT call on its key, or at shutdown).
   ICounterDaemon(const RedisServer& redis, const std::string& socket, int64_t threshold_ms,
                  int64_t flush_interval_ms = 20) {
     using namespace std::chrono_literals;
-    config_.listen = {"unix:" + socket};
-    config_.redis = redis.url();
-    redis::ExecutorOptions eo;
-    eo.endpoint = *redis::ParseRedisUrl(redis.url());
-    eo.command_timeout = 2000ms;
-    executor_ = std::make_unique<redis::Executor>(eo);
-    executor_->Start();
-    EXPECT_TRUE(PollUntil([&] { return executor_->Healthy(); }, 10s));
-    core::CountersOptions co;
-    co.dedup_id = config::NewUuidV4();
-    counters_ = std::make_unique<core::Counters>(executor_.get(), co);
-    counters_->Start();
-    core::InstanceCountersOptions io;
-    io.instance_id = config::NewUuidV4();
-    io.dedup_id = co.dedup_id;
-    io.dead_instance_threshold_ms = threshold_ms;
-    io.flush_interval_ms = flush_interval_ms;
-    icounters_ = std::make_unique<core::InstanceCounters>(executor_.get(), io);
-    EXPECT_TRUE(icounters_->Start(2s).ok());
-    auto server = transport::Server::Start(config_, counters_.get(), executor_.get(), nullptr,
-                                           icounters_.get());
-    EXPECT_TRUE(server.ok()) << server.status();
-    server_ = std::move(*server);
+    config::Config config;
+    config.listen = {"unix:" + socket};
+    config.redis_endpoint = *redis::ParseRedisUrl(redis.url());
+    config.redis_timeout_ms = 2000;
+    config.dead_instance_threshold_ms = threshold_ms;
+    config.flush_interval_ms = flush_interval_ms;
+    auto app = App::Create(config);
+    EXPECT_TRUE(app.ok()) << app.status();
+    app_ = *std::move(app);
+    EXPECT_TRUE(PollUntil([&] { return app_->executor().Healthy(); }, 10s));
     stub_ = v1::InstanceCounterService::NewStub(
         grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
   }
   ~ICounterDaemon() {
-    using namespace std::chrono_literals;
-    server_->Shutdown(std::chrono::system_clock::now() + 1s);
-    counters_->Shutdown(2s);
     if (killed_) {
-      icounters_->StopWithoutDeregistering();
+      app_->Abandon();
     } else {
-      icounters_->Shutdown(2s);
+      app_->Shutdown(std::chrono::seconds(4));
     }
-    executor_->Stop();
   }
   ICounterDaemon(const ICounterDaemon&) = delete;
   ICounterDaemon& operator=(const ICounterDaemon&) = delete;
@@ -76,17 +56,13 @@ class ICounterDaemon {
   // The destructor then stops the daemon without deregistering (as if it were killed): its
   // slices stay until a reaper removes them.
   void MarkKilled() { killed_ = true; }
-  core::InstanceCounters& icounters() { return *icounters_; }
-  const std::string& id() const { return icounters_->instance_id(); }
+  core::InstanceCounters& icounters() { return app_->instance_counters(); }
+  const std::string& id() const { return app_->config().instance_id; }
   v1::InstanceCounterService::Stub* stub() { return stub_.get(); }
 
  private:
   bool killed_ = false;
-  config::Config config_;
-  std::unique_ptr<redis::Executor> executor_;
-  std::unique_ptr<core::Counters> counters_;
-  std::unique_ptr<core::InstanceCounters> icounters_;
-  std::unique_ptr<transport::Server> server_;
+  std::unique_ptr<App> app_;
   std::unique_ptr<v1::InstanceCounterService::Stub> stub_;
 };
 

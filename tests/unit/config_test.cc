@@ -54,7 +54,7 @@ bool IsUuidV4(const std::string& s) {
 TEST(ConfigTest, Defaults) {
   const Config c = MustParse({});
   EXPECT_THAT(c.listen, ElementsAre("unix:/tmp/distkitd.sock"));
-  EXPECT_EQ(c.redis, "redis://127.0.0.1:6379");
+  EXPECT_EQ(c.redis_endpoint.Redacted(), "redis://127.0.0.1:6379/0");
   EXPECT_FALSE(c.redis_given);
   EXPECT_EQ(c.default_namespace, "distkit");
   EXPECT_TRUE(IsUuidV4(c.instance_id)) << c.instance_id;
@@ -127,14 +127,14 @@ TEST(ConfigTest, SpaceForm) {
 TEST(ConfigTest, MixedForms) {
   const Config c =
       MustParse({"--redis", "redis://r:1", "--instance_id=a", "--allowed_lag_ms", "0"});
-  EXPECT_EQ(c.redis, "redis://r:1");
+  EXPECT_EQ(c.redis_endpoint.Redacted(), "redis://r:1/0");
   EXPECT_EQ(c.instance_id, "a");
   EXPECT_EQ(c.allowed_lag_ms, 0);
 }
 
 TEST(ConfigTest, ValueMayContainEqualsSign) {
   EXPECT_EQ(MustParse({"--namespace=a=b"}).default_namespace, "a=b");
-  EXPECT_EQ(MustParse({"--redis=redis://:p=w@h"}).redis, "redis://:p=w@h");
+  EXPECT_EQ(MustParse({"--redis=redis://:p=w@h"}).redis_endpoint.password, "p=w");
 }
 
 TEST(ConfigTest, EmptyValueWithEqualsIsAValue) {
@@ -207,7 +207,7 @@ TEST(ConfigTest, RedisGiven) {
   EXPECT_TRUE(MustParse({"--redis=redis://r:1"}).redis_given);
   EXPECT_TRUE(MustParse({"--redis", "redis://127.0.0.1:6379"}).redis_given);
   EXPECT_TRUE(MustParse({}, {{"DISTKIT_REDIS", "unix:/r.sock"}}).redis_given);
-  EXPECT_EQ(MustParse({}, {{"DISTKIT_REDIS", "unix:/r.sock"}}).redis, "unix:/r.sock");
+  EXPECT_EQ(MustParse({}, {{"DISTKIT_REDIS", "unix:/r.sock"}}).redis_endpoint.path, "/r.sock");
 }
 
 TEST(ConfigTest, RedisMustNotBeEmpty) {
@@ -611,7 +611,7 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
   const std::vector<std::string> lines = absl::StrSplit(c.ToString(), '\n');
   EXPECT_THAT(
       lines,
-      ElementsAre("--listen=unix:/tmp/distkitd.sock", "--redis=redis://127.0.0.1:6379",
+      ElementsAre("--listen=unix:/tmp/distkitd.sock", "--redis=redis://127.0.0.1:6379/0",
                   "--namespace=distkit", "--instance_id=me", "--flush_interval_ms=20",
                   "--allowed_lag_ms=20", "--dead_instance_threshold_ms=30000",
                   "--redis_timeout_ms=1000", "--rate_window_seconds=10", "--rate_bucket_ms=100",
@@ -633,13 +633,15 @@ TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
 TEST(ConfigTest, ToStringRedactsThePassword) {
   EXPECT_EQ(Line(MustParse({"--redis=redis://alice:s3cret@h:1/2"}), "redis"),
             "--redis=redis://alice:***@h:1/2");
-  EXPECT_EQ(Line(MustParse({"--redis=redis://:s3cret@h"}), "redis"), "--redis=redis://:***@h");
-  EXPECT_EQ(Line(MustParse({"--redis=redis://:p@ss@h"}), "redis"), "--redis=redis://:***@h");
+  EXPECT_EQ(Line(MustParse({"--redis=redis://:s3cret@h"}), "redis"),
+            "--redis=redis://:***@h:6379/0");
+  EXPECT_EQ(Line(MustParse({"--redis=redis://:p@ss@h"}), "redis"),
+            "--redis=redis://:***@h:6379/0");
   EXPECT_EQ(Line(MustParse({"--redis=unix:/r.sock?db=1&password=s3cret"}), "redis"),
             "--redis=unix:/r.sock?db=1&password=***");
   EXPECT_EQ(Line(MustParse({"--redis=unix:/r.sock?password=s3cret&db=1"}), "redis"),
-            "--redis=unix:/r.sock?password=***&db=1");
-  EXPECT_EQ(Line(MustParse({"--redis=redis://h:1"}), "redis"), "--redis=redis://h:1");
+            "--redis=unix:/r.sock?db=1&password=***");
+  EXPECT_EQ(Line(MustParse({"--redis=redis://h:1"}), "redis"), "--redis=redis://h:1/0");
   EXPECT_THAT(MustParse({"--redis=redis://u:s3cret@h"}).ToString(), Not(HasSubstr("s3cret")));
 }
 
