@@ -1,6 +1,10 @@
 #include "daemon/common/logging.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <string>
+
+#include "daemon/common/check.h"
 
 namespace distkit {
 
@@ -22,4 +26,15 @@ bool LogEvery::ShouldLog() {
       next, now + std::chrono::duration_cast<std::chrono::nanoseconds>(period_).count());
 }
 
+namespace internal {
+
+void CheckFailed(const char* file, int line, const char* condition, const char* message) {
+  spdlog::default_logger()->flush();  // what was logged before the crash comes first
+  // stderr, unbuffered, no allocation: the process may be in any state.
+  std::fprintf(stderr, "distkitd: check failed at %s:%d: %s%s%s%s\n", file, line, condition,
+               *message != '\0' ? " (" : "", message, *message != '\0' ? ")" : "");
+  std::abort();
+}
+
+}  // namespace internal
 }  // namespace distkit
