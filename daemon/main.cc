@@ -83,7 +83,7 @@ int Run(int argc, char** argv) {
     spdlog::warn("{}", st.ToString());
   }
 
-  // Rate limiting (product.md §4.3): the daemon-wide settings and one provider per
+  // Rate limiting (docs/api.md#rate-limiting): the daemon-wide settings and one provider per
   // PROVIDER_*; declared before the server, which serves them until it is shut down.
   distkit::core::RateLimitSettings rate_settings;
   rate_settings.window_ms = config->rate_window_seconds * 1000;

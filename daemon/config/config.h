@@ -11,7 +11,7 @@ namespace distkit::config {
 
 enum class FailureMode { kOpen, kClosed, kLocal };
 
-// The validated, immutable daemon configuration (product.md §3.2).
+// The validated, immutable daemon configuration (docs/api.md#flags).
 struct Config {
   std::vector<std::string> listen = {"unix:/tmp/distkitd.sock"};
   std::string redis = "redis://127.0.0.1:6379";
