@@ -1,4 +1,4 @@
-// distkit: the command-line client of distkitd (product.md §3.3). `distkit health` is the
+// distkit: the command-line client of distkitd (docs/api.md#cli-distkit). `distkit health` is the
 // Kubernetes exec probe; the counter, icounter and ratelimit subcommands mirror CounterService,
 // InstanceCounterService and RateLimitService for people at a terminal.
 //

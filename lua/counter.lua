@@ -1,4 +1,5 @@
--- counter.lua: one atomic step on a plain counter (product.md §4.1, §4.4, §5 exactly-once flush).
+-- counter.lua: one atomic step on a plain counter (docs/api.md#counterservice; exactly-once
+-- flush: docs/architecture.md).
 --
 -- KEYS[1]  a hash: "v"            the value, a canonical int64 decimal string (absent = 0)
 --                  "s:<instance>" the highest lax-flush seq of that daemon already applied here

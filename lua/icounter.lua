@@ -1,5 +1,5 @@
--- icounter.lua: one atomic step on an instance-aware counter (product.md §3.1, §4.2; layout and
--- protocol in docs/instance_counters.md).
+-- icounter.lua: one atomic step on an instance-aware counter
+-- (docs/api.md#instancecounterservice; layout and protocol in docs/instance_counters.md).
 --
 -- KEYS[1]  the counter hash:
 --            "e"            the key's epoch, a positive int64 string (absent: no slice can exist)

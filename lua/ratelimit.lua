@@ -1,6 +1,6 @@
--- ratelimit.lua: one atomic step of the REDIS rate limiter (product.md §4.3; the semantics and
--- the layout are explained in docs/rate_limiting.md, section REDIS): one Inc or Get, or k Incs
--- of one key in one call (the daemon coalescing concurrent Incs of a hot key).
+-- ratelimit.lua: one atomic step of the REDIS rate limiter (docs/api.md#rate-limiting; the
+-- semantics and the layout are explained in docs/rate_limiting.md, section REDIS): one Inc or Get,
+-- or k Incs of one key in one call (the daemon coalescing concurrent Incs of a hot key).
 --
 -- KEYS[1]  dk:{TTTTTTTT}:r:<a|s>:<namespace>:<key>, a HASH, one per (namespace, key, strategy):
 --            b:<ts>  units observed in the bucket opened at <ts> (ms of Redis TIME)
@@ -236,7 +236,7 @@ local must_scan = malformed or (oldest and now - oldest >= window) or
                     (total > 0 and not (oldest and newest)) or total < 0 or declined < 0 or
                     declined > total or not inc
 
--- Limits of a rate (product.md §4.3): soft = the capacity floor(rate × W_s), hard =
+-- Limits of a rate (docs/api.md#rate-limiting): soft = the capacity floor(rate × W_s), hard =
 -- floor(soft × hlf); as RateCapacity / SuppressedLimitsFor in daemon/core/rate_window.cc.
 local soft, hard
 if inc and suppressed then
@@ -655,11 +655,11 @@ if must_scan then
   scanned = true
 end
 
--- Suppression factor of the state before this request (trypema §3.3, with the hard-limit
--- check on accepted units; docs/rate_limiting.md). The deterministic cases are cheap and always
--- current; only the formula is cached (in f, ft, fk: fresh while 0 <= now - ft < cache_ms, for
--- the same limits, and while no bucket expired). Needs soft and hard; sets `factor` and
--- `computed` (the formula ran now: the caller caches it). Run by Get and by Inc in the band.
+-- Suppression factor of the state before this request (docs/api.md#rate-limiting, with the
+-- hard-limit check on accepted units: docs/rate_limiting.md D3). The deterministic cases are cheap
+-- and always current; only the formula is cached (in f, ft, fk: fresh while 0 <= now - ft <
+-- cache_ms, for the same limits, and while no bucket expired). Needs soft and hard; sets `factor`
+-- and `computed` (the formula ran now: the caller caches it). Run by Get and by Inc in the band.
 local factor, factor_s, computed = 0, "0", false
 local need_factor = false
 local admitted, decision, declined_units

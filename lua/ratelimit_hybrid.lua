@@ -1,5 +1,5 @@
--- ratelimit_hybrid.lua: the periodic sync of the HYBRID rate limiter (product.md §4.3; protocol,
--- lease rule and overshoot bound in docs/rate_limiting.md, section HYBRID).
+-- ratelimit_hybrid.lua: the periodic sync of the HYBRID rate limiter (docs/api.md#providers;
+-- protocol, lease rule and overshoot bound in docs/rate_limiting.md, section HYBRID).
 --
 -- One call pushes this daemon's new usage of a key (exactly once), renews its lease (units it
 -- may admit from memory until its next sync) and returns the key's global state.

@@ -14,7 +14,7 @@ inline constexpr char kDefaultRedisUrl[] = "redis://127.0.0.1:6379";
 
 enum class FailureMode { kOpen, kClosed, kLocal };
 
-// The validated, immutable daemon configuration (product.md §3.2).
+// The validated, immutable daemon configuration (docs/api.md#flags).
 struct Config {
   std::vector<std::string> listen = {"unix:/tmp/distkitd.sock"};
   redis::RedisEndpoint redis_endpoint = DefaultRedisEndpoint();  // --redis, parsed

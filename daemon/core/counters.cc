@@ -287,8 +287,8 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
                          ScriptArgs(options_.dedup_id, {}, "del", Condition{}, 0),
                          [join](absl::StatusOr<redis::Reply> raw) {
                            auto pr = ParseScriptReply(std::move(raw));
-                           // A corrupt value is deleted anyway? No: "notint" changes nothing,
-                           // and Clear reports it rather than hiding it.
+                           // "notint" deletes nothing: Clear leaves a value that is not an
+                           // int64 in place and reports it rather than hiding it.
                            absl::Status s = pr.status();
                            if (pr.ok() && pr->status == "notint") {
                              s = absl::FailedPreconditionError(

@@ -36,7 +36,7 @@ struct CountersStats {
   std::atomic<int64_t> cached_keys{0};
 };
 
-// Plain counters (product.md §4.1). STRICT operations are one counter.lua call each; LAX
+// Plain counters (docs/api.md#strict-and-lax). STRICT operations are one counter.lua call each; LAX
 // increments live in a sharded in-memory store and are flushed by a background thread every
 // flush interval, exactly once (see lax_store.h). Thread-safe. Callbacks run either inline
 // (LAX answered from memory) or on the Redis loop thread, never under a lock of ours.
@@ -73,7 +73,7 @@ class Counters {
  private:
   struct Shard {
     absl::Mutex mu;
-    // Map key: namespace + '\0' + key (neither may contain NUL... they may, so we use a pair).
+    // Keyed by the (namespace, key) pair, not a joined string: either may contain NUL.
     absl::flat_hash_map<std::pair<std::string, std::string>, LaxEntry> map ABSL_GUARDED_BY(mu);
   };
   using MapKey = std::pair<std::string, std::string>;

@@ -1,8 +1,8 @@
 #pragma once
 
-// HYBRID rate limiting (product.md §4.3): decisions from daemon memory, usage synced with Redis
-// every --sync_interval_ms by lua/ratelimit_hybrid.lua. The protocol, the lease rule that bounds
-// the global overshoot, and the failure behaviour: docs/rate_limiting.md, section HYBRID.
+// HYBRID rate limiting (docs/api.md#providers): decisions from daemon memory, usage synced with
+// Redis every --sync_interval_ms by lua/ratelimit_hybrid.lua. The protocol, the lease rule that
+// bounds the global overshoot, and the failure behaviour: docs/rate_limiting.md, section HYBRID.
 //
 // In short: each daemon key state holds a *lease*, units it may admit from memory until its
 // next sync. Redis grants a lease only out of what is neither used in the window nor leased to

@@ -558,8 +558,8 @@ void InstanceCounters::SendScript(const MapKey& k, Op op, Condition cond, int64_
                    if (!r.ok()) return done(r.status());
                    done(InstanceResult{r->cumulative, r->instance, r->previous_cumulative,
                                        r->previous_instance,
-                                       // "false only when a condition failed" (product.md
-                                       // §3.1): a Get has none.
+                                       // "false only when a condition failed"
+                                       // (docs/api.md#instancecounterservice): a Get has none.
                                        r->applied || op == Op::kGet});
                  });
 }

@@ -63,7 +63,8 @@ std::string InstanceCounterPattern(std::string_view ns);
 // This instance's key set of `ns`: "dk:{I:<id>:<inc>}:keys:<ns>".
 std::string InstanceKeySet(std::string_view id, int64_t incarnation, std::string_view ns);
 
-// Instance-aware counters (product.md §4.2; layout and protocol: docs/instance_counters.md).
+// Instance-aware counters (docs/api.md#instancecounterservice; layout and protocol:
+// docs/instance_counters.md).
 // STRICT operations are one lua/icounter.lua call each, which first applies this daemon's LAX
 // work for the key. LAX Inc / Get / SetOnInstance are answered from a sharded in-memory store
 // and flushed every flush interval, exactly once. Registration, heartbeat, the reaper and

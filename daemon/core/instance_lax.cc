@@ -88,7 +88,7 @@ void OnInstanceCarrierDone(InstanceEntry& e, const std::vector<SeqSliceOp>& carr
     e.belief_uncertain = true;
     return;
   }
-  // Did this command assign our slice? (then Redis's value is the truth, reaped or not)
+  // A command that assigned our slice makes Redis's value the truth, reaped or not.
   bool assignment = assigned && reply->applied && !reply->overflow;
   for (const auto& u : carried) {
     if (u.seq > e.remote_seq && u.seq <= reply->seen && u.op.kind == SliceOpKind::kSet) {

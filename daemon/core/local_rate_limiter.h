@@ -1,6 +1,6 @@
 #pragma once
 
-// The LOCAL rate-limit provider (product.md §4.3, docs/rate_limiting.md "LOCAL"): every
+// The LOCAL rate-limit provider (docs/api.md#providers, docs/rate_limiting.md "LOCAL"): every
 // decision from daemon memory, inline, exact under concurrency; idle keys are swept.
 
 #include <atomic>

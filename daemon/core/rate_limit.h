@@ -1,8 +1,8 @@
 #pragma once
 
-// Rate limiting (product.md §4.3): the provider interface shared by LOCAL, REDIS and HYBRID,
-// and the types the transport layer maps to RateLimitService. Design and the semantics each
-// provider keeps: docs/rate_limiting.md.
+// Rate limiting (docs/api.md#ratelimitservice): the provider interface shared by LOCAL, REDIS
+// and HYBRID, and the types the transport layer maps to RateLimitService. Design and the semantics
+// each provider keeps: docs/rate_limiting.md.
 
 #include <cstdint>
 #include <optional>
@@ -16,7 +16,7 @@ namespace distkit::core {
 enum class RateStrategy { kAbsolute, kSuppressed };
 enum class RateDecision { kAllowed, kRejected, kSuppressed };
 
-// Daemon-wide settings (§3.2 flags), the same for every key.
+// Daemon-wide settings (docs/api.md#flags), the same for every key.
 struct RateLimitSettings {
   int64_t window_ms = 10000;         // --rate_window_seconds × 1000
   int64_t bucket_ms = 100;           // --rate_bucket_ms

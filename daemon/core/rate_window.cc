@@ -164,7 +164,7 @@ double ComputeSuppressionFactor(const RateWindow& w, int64_t now_ms, int64_t win
                                 SuppressedLimits limits) {
   if (w.empty()) return 0;
   const uint64_t accepted = w.accepted();
-  if (accepted >= limits.hard) return 1;  // our fix: accepted, not observed (trypema §10.4)
+  if (accepted >= limits.hard) return 1;  // accepted, not observed: docs/rate_limiting.md D3
   if (accepted < limits.soft) return 0;
   const double window_s = WindowSeconds(window_ms);
   const double avg = static_cast<double>(w.observed()) / window_s;

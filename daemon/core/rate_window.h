@@ -1,6 +1,6 @@
 #pragma once
 
-// The sliding-window math of rate limiting (docs/rate_limiting.md, product.md §4.3), pure and
+// The sliding-window math of rate limiting (docs/rate_limiting.md), pure and
 // clock-free: every call takes `now_ms` (any monotonic millisecond clock) and the daemon-wide
 // RateLimitSettings; randomness comes from a RandomSource passed in. No locking: the owner
 // (LOCAL: a shard mutex; HYBRID: its own) serialises calls on one RateWindow.
@@ -12,7 +12,7 @@
 //    W/B + 1 live buckets exist (when the clock never goes backwards).
 //  - accepted = Σ accepted of the buckets, declined = Σ declined, observed = accepted +
 //    declined. ABSOLUTE records only admitted units (declined stays 0, observed = used);
-//    SUPPRESSED records every request (trypema §3.2 step 7) and marks the declined ones.
+//    SUPPRESSED records every request (docs/api.md#rate-limiting) and marks the declined ones.
 //  - Limits come from the request's rate (never sticky): RateCapacity / SuppressedLimitsFor.
 
 #include <cstdint>
@@ -25,10 +25,10 @@ namespace distkit::core {
 // ⌊rate × W/1000⌋, saturating: NaN or negative → 0, ≥ 2^64 (e.g. DBL_MAX) → UINT64_MAX.
 uint64_t RateCapacity(double rate_per_second, int64_t window_ms);
 
-// SUPPRESSED limits (product.md §4.3): soft = RateCapacity, hard = ⌊soft × hlf⌋ (hlf ≥ 1, so
-// soft ≤ hard; with hlf = 1 both equal RateCapacity). Not trypema's §1.2 (hard = ⌊rate × hlf ×
-// W_s⌋, soft = ⌊hard_raw / hlf⌋): its round trip through hlf made soft one below the capacity
-// for common rates (rate 3, W 10 s, hlf 1.1: soft 29).
+// SUPPRESSED limits (docs/api.md#rate-limiting): soft = RateCapacity, hard = ⌊soft × hlf⌋
+// (hlf ≥ 1, so soft ≤ hard; with hlf = 1 both equal RateCapacity). Not trypema's (deviation D6
+// in docs/rate_limiting.md: hard = ⌊rate × hlf × W_s⌋, soft = ⌊hard_raw / hlf⌋): its round trip
+// through hlf made soft one below the capacity for common rates (rate 3, W 10 s, hlf 1.1: soft 29).
 struct SuppressedLimits {
   uint64_t soft = 0;
   uint64_t hard = 0;
@@ -46,7 +46,7 @@ struct RateBucket {
   uint64_t accepted = 0;  // of which admitted (exact: admission keeps it ≤ a limit)
 };
 
-// Cached suppression factor of one key (trypema §3.3 "Caching"): fresh while
+// Cached suppression factor of one key (docs/api.md#rate-limiting): fresh while
 // 0 ≤ now − computed_at_ms < settings.suppression_cache_ms; dropped when Evict removes a bucket.
 // The cache also remembers the limits it was computed for: a request with another rate (rates
 // are per request) recomputes.
@@ -71,7 +71,7 @@ class RateWindow {
   // Drops the buckets with now − ts ≥ window_ms (oldest first); true if any was dropped.
   bool Evict(int64_t now_ms, int64_t window_ms);
   // Adds `count` units, `declined` (≤ count) of them declined, with coalescing (see above).
-  // `count` 0 still opens or reuses a bucket (trypema §2.3; the transport never sends 0).
+  // `count` 0 still opens or reuses a bucket (the transport never sends 0).
   void Record(int64_t now_ms, int64_t bucket_ms, uint64_t count, uint64_t declined);
   // Σ count of the buckets with now − ts ≤ age_ms (the "last second" with age_ms = 1000).
   uint64_t ObservedWithin(int64_t now_ms, int64_t age_ms) const;
@@ -104,8 +104,8 @@ class RateWindow {
 RateIncResult AdmitAbsolute(RateWindow& w, const RateLimitSettings& s, int64_t now_ms,
                             double rate_per_second, uint64_t count);
 
-// The suppression factor for the window as it is now (trypema §3.3 with our fix: the
-// hard-limit checks use ACCEPTED usage):
+// The suppression factor for the window as it is now (docs/api.md#rate-limiting; the
+// hard-limit checks use ACCEPTED usage, docs/rate_limiting.md D3):
 //   no bucket → 0; accepted ≥ hard → 1; accepted < soft → 0;
 //   else 1 − (soft / W_s) / max(observed / W_s, ObservedWithin(now, 1000)), clamped to [0, 1].
 // Pure: no cache (see SuppressionFactor).
@@ -131,9 +131,9 @@ RateIncResult AdmitSuppressed(RateWindow& w, FactorCache& cache, const RateLimit
                               int64_t now_ms, double rate_per_second, uint64_t count,
                               RandomSource& random);
 
-// Get (product.md §3.1): evicts (dropping the cache on eviction), then ABSOLUTE {used, 0, 0};
-// SUPPRESSED {observed, declined, factor through `cache`} with the limits of `last_rate` (the
-// rate of the key's last Inc; Get carries none).
+// Get (docs/api.md#rate-limiting): evicts (dropping the cache on eviction), then ABSOLUTE
+// {used, 0, 0}; SUPPRESSED {observed, declined, factor through `cache`} with the limits of
+// `last_rate` (the rate of the key's last Inc; Get carries none).
 RateGetResult ReadWindow(RateWindow& w, FactorCache& cache, const RateLimitSettings& s,
                          int64_t now_ms, RateStrategy strategy, double last_rate);
 

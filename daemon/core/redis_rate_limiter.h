@@ -1,6 +1,6 @@
 #pragma once
 
-// The REDIS rate-limit provider (product.md §4.3): every Inc is one atomic lua/ratelimit.lua
+// The REDIS rate-limit provider (docs/api.md#providers): every Inc is one atomic lua/ratelimit.lua
 // call, so all daemons share one exact limit per (namespace, key, strategy). Layout, script
 // steps and failure modes: docs/rate_limiting.md, section REDIS.
 
@@ -58,7 +58,7 @@ struct RedisRateLimiterStats {
 class RedisRateLimiter final : public RateLimiter {
  public:
   // `redis` and `random` must outlive this object; `fallback` too, and it is required for
-  // kLocal (ignored otherwise). Settings must be valid (§3.2 ranges).
+  // kLocal (ignored otherwise). Settings must be valid (docs/api.md#flags).
   RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings settings,
                    RateFailureMode failure_mode, RandomSource* random,
                    RateLimiter* fallback = nullptr);

@@ -24,8 +24,8 @@ namespace distkit::transport {
 
 // Items of one batch in flight at once: enough to pipeline, few enough that the last one's Redis
 // commands (up to three for an instance counter's first write) are not queued behind thousands
-// of others and miss --redis_timeout_ms, which counts from submission (13d9beb: a 10 000-item
-// batch on a loaded machine did).
+// of others and miss --redis_timeout_ms, which counts from submission (a 10 000-item batch on a
+// loaded machine did, before this bound).
 inline constexpr int kMaxBatchInFlight = 256;
 
 // How a batch item (or an RPC) gets its completion, built only when it goes asynchronous:

@@ -64,7 +64,7 @@ class RpcMetrics {
   std::vector<Method> methods_;  // fixed after construction
 };
 
-// Rate-limit decisions (product.md §5 "degraded answers"), every series created up front:
+// Rate-limit decisions (docs/api.md#metrics, "degraded"), every series created up front:
 //   distkit_ratelimit_decisions_total{provider,strategy,decision}
 //   distkit_ratelimit_degraded_total{provider}
 // provider: local, redis, hybrid; strategy: absolute, suppressed; decision: allowed, rejected,
@@ -88,7 +88,7 @@ class RateLimitMetrics {
   std::array<prometheus::Counter*, kProviders> degraded_{};
 };
 
-// Prometheus metrics (product.md §5 "Observability"), never with per-key labels:
+// Prometheus metrics (docs/api.md#metrics), never with per-key labels:
 //   distkit_rpc_total{service,method,code}, distkit_rpc_duration_seconds{service,method},
 //   distkit_batch_items_total{service}, and, read from core and redis at scrape time,
 //   distkit_lax_*, distkit_icounter_*, distkit_redis_* and the providers' distkit_ratelimit_*

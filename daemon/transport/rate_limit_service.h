@@ -21,10 +21,10 @@ struct RateLimiters {
   bool any() const { return local != nullptr || redis != nullptr || hybrid != nullptr; }
 };
 
-// gRPC callback service for rate limiting (product.md §3.1): validates, picks the provider
-// (PROVIDER_UNSPECIFIED = LOCAL) and strategy (STRATEGY_UNSPECIFIED = ABSOLUTE), and answers
-// inline when the provider can (RateLimiter::TryInc: no callback, no allocation), else from the
-// provider's completion (any thread). Never blocks a gRPC thread.
+// gRPC callback service for rate limiting (docs/api.md#ratelimitservice): validates, picks the
+// provider (PROVIDER_UNSPECIFIED = LOCAL) and strategy (STRATEGY_UNSPECIFIED = ABSOLUTE), and
+// answers inline when the provider can (RateLimiter::TryInc: no callback, no allocation), else from
+// the provider's completion (any thread). Never blocks a gRPC thread.
 class RateLimitServiceImpl final : public v1::RateLimitService::CallbackService {
  public:
   RateLimitServiceImpl(RateLimiters limiters, std::string default_namespace, InFlight* in_flight,

@@ -143,7 +143,7 @@ TEST_F(HybridE2ETest, ThreeDaemonsHammeringOneKeyAdmitAtMostTwiceTheCapacityInAn
   EXPECT_EQ(errors.load(), 0);
   EXPECT_GT(rejected.load(), 0);
   EXPECT_GE(received.size(), kCapacity);  // the limit was reached, not starved
-  EXPECT_LE(by_received, 2 * kCapacity);  // product goal (docs: at most C while Redis answers)
+  EXPECT_LE(by_received, 2 * kCapacity);  // docs/api.md#providers (at most C while Redis answers)
   EXPECT_LE(by_sent, 2 * kCapacity);
   // Every key the provider wrote expires by itself.
   const auto keys = HybridKeys(*redis_);

@@ -1,8 +1,8 @@
 // Instance-aware counters end to end: three real distkitd processes (distinct --instance_id, a
 // short --dead_instance_threshold_ms) on one real redis-server. SIGKILL, SIGSTOP/SIGCONT and
-// SIGTERM of one daemon as seen from the others (product.md §4.2, §5), and the cleanup of a
-// killed daemon with 20 000 keys. Cross-daemon effects are polled with generous deadlines, then
-// asserted exactly.
+// SIGTERM of one daemon as seen from the others (docs/api.md#dead-instances, #shutdown), and the
+// cleanup of a killed daemon with 20 000 keys. Cross-daemon effects are polled with generous
+// deadlines, then asserted exactly.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>

@@ -434,7 +434,8 @@ TEST_F(CounterScriptTest, DelFoldsEntriesIntoPreviousAndKeepsMarks) {
   ExpectMarksOnlyWithTtl();
   EXPECT_EQ(Flush("A", {{"1", "5"}}), "ok,0,0,0,0");
   EXPECT_EQ(Cmd({"HEXISTS", kKey, "v"}), "0");
-  // Another daemon's late lax increment brings the key back (spec §4.1), now without TTL.
+  // Another daemon's late lax increment brings the key back (docs/api.md#strict-and-lax), now
+  // without TTL.
   EXPECT_EQ(Flush("B", {{"7", "3"}}), "ok,3,3,0,0");
   EXPECT_EQ(Value(), "3");
   EXPECT_EQ(Pttl(), -1);

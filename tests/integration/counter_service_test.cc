@@ -1,6 +1,7 @@
 // CounterService end to end inside one process: the real gRPC server, core and executor on a
 // real redis-server. Two in-process daemons share one Redis where a scenario needs a second
-// instance. Ports distkit-behaviour.md §12 scenarios 2-39 to our semantics (STRICT and LAX share
+// instance. Ports the original library's scenarios 2-39 (docs/instance_counters.md,
+// "Origin") to our semantics (STRICT and LAX share
 // one value per key; "a new LaxCounter" = another daemon; sleeps = polling with a deadline).
 
 #include <grpcpp/grpcpp.h>
@@ -269,7 +270,7 @@ TEST_P(CounterServiceTest, Conditions) {
   }
 }
 
-// §4.4: int64 exact over the whole range; overflow refused with nothing changed.
+// docs/api.md#numbers: int64 exact over the whole range; overflow refused with nothing changed.
 TEST_P(CounterServiceTest, Int64Extremes) {
   const int64_t kMax = INT64_MAX, kMin = INT64_MIN;
   Set(*a_, "max", kMax);
@@ -441,7 +442,7 @@ TEST_F(CounterServiceTest, LaxAndStrictShareOneValue) {
   EXPECT_EQ(Get(*a_, "m", kLax), 7);
   Set(*a_, "m2", 0);
   Inc(*a_, "m2", 5, kLax);
-  EXPECT_EQ(Set(*a_, "m2", 100).previous, 5);  // product.md §4.1 example
+  EXPECT_EQ(Set(*a_, "m2", 100).previous, 5);  // docs/api.md#strict-and-lax example
 }
 
 }  // namespace

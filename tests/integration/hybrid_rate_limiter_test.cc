@@ -591,7 +591,7 @@ TEST_F(HybridProviderTest, ThreeDaemonsHammeringOneKeyStayWithinTheBound) {
   EXPECT_EQ(errors.load(), 0);
   EXPECT_GT(rejected.load(), 0);
   EXPECT_GE(all.size(), 100u);         // the limit was reached
-  EXPECT_LE(max_in_window, 2 * 100u);  // product goal; docs: at most C while Redis answers
+  EXPECT_LE(max_in_window, 2 * 100u);  // docs/api.md#providers; at most C while Redis answers
 }
 
 TEST_F(HybridProviderTest, RedisPausedAnswersDegradedThenResyncsExactlyOnce) {

@@ -1,7 +1,7 @@
 // lua/icounter.lua against a real redis-server: the op table of docs/instance_counters.md, the
-// strict instance-aware scenarios 40–78 of distkit-behaviour.md §12 at script level (several
+// strict instance-aware scenarios 40–78 (docs/instance_counters.md) at script level (several
 // instances = several ids calling the script; a dead instance = `reap` of its id), regressions
-// for the defects of its §14, epochs, TTLs, overflow and bad input. The text under test is the
+// for the original defects 1-8, epochs, TTLs, overflow and bad input. The text under test is the
 // embedded one (lua/lib/*.lua prepended), exactly what the daemon loads.
 
 #include <gtest/gtest.h>
@@ -319,7 +319,7 @@ TEST_F(ICounterScriptTest, SlicesSummingToZeroKeepTheKeyPersistent) {
   EXPECT_EQ(Pttl(), -1);
 }
 
-// ================= §12 scenarios 40–78 (strict instance-aware), at script level =================
+// ============== original scenarios 40–78 (strict instance-aware), at script level ==============
 
 TEST_F(ICounterScriptTest, Scenario40BasicWrites) {
   EXPECT_EQ(Inc(c0, "5", "a"), "ok,5,5,0,0,1");
@@ -727,7 +727,7 @@ TEST_F(ICounterScriptTest, ConditionsCompareExactlyBeyond2To53) {
             "ok,-9007199254740993,-9007199254740993,9007199254740994,9007199254740994,1");
 }
 
-// ================= §14 defects of the original library, with our results =================
+// ================= the defects of the original library, with our results =================
 
 TEST_F(ICounterScriptTest, Defect1StaleSlicesAreGoneAfterSetAndDel) {
   // A+3, B+7, A.del, A+2, B dies: the original got -5.

@@ -1,20 +1,20 @@
-// InstanceCounterService: the conformance scenarios of distkit-behaviour.md §12 that
+// InstanceCounterService: the conformance scenarios of docs/instance_counters.md#origin that
 // instance_counter_service_test.cc does not port (55-58, 60, 67-102) and one regression test per
-// instance-aware defect of §14 (items 1-8), each showing our result. In-process daemons
+// instance-aware original defect (1-8), each showing our result. In-process daemons
 // (tests/support/icounter_daemon.h) on a real redis-server, one instance id each.
 //
-// Mapping to our API (product.md §3.1, §4.2):
+// Mapping to our API (docs/api.md#instancecounterservice):
 //  - "dropping a counter" = a daemon stops without deregistering (Kill below: as after SIGKILL);
 //  - inc_all / get_all / set_all(_if) / set_all_on_instance(_if) = one Batch RPC;
 //  - the lax icounter scenarios (79-102) send CONSISTENCY_LAX on Inc, Get and SetOnInstance;
 //    a "reader" is a daemon that joins later. LAX writes reach other daemons eventually: cross-
 //    daemon reads poll with a deadline, then assert exact values. A STRICT call carries the
-//    daemon's pending LAX work for the key (product.md §4.1), so after one STRICT Get on the
-//    writer its work is in Redis and STRICT reads anywhere are exact.
+//    daemon's pending LAX work for the key (docs/api.md#strict-and-lax), so after one STRICT Get on
+//    the writer its work is in Redis and STRICT reads anywhere are exact.
 //  - a daemon "declared dead" without being killed (recovery scenarios) is simulated by setting
 //    its heartbeat score to 0 in dk:{live}:instances.
 //
-// The last section, InstanceCounterRecoveryTest, needs recovery (product.md §4.2: a daemon that
+// The last section, InstanceCounterRecoveryTest, needs recovery (docs/api.md#dead-instances: a
 // finds it was declared dead restores all its slices, negative ones too, for keys whose epoch
 // did not change).
 
@@ -664,7 +664,7 @@ TEST_F(InstanceCounterScenariosTest, Scenario102LaxSetAllOnInstanceIf) {
 }
 
 // ============================================================================================
-// distkit-behaviour.md §14, instance-aware defects 1-8: our results
+// The original library's instance-aware defects 1-8 (docs/instance_counters.md): our results
 // ============================================================================================
 
 // Stale slices stay in other instances' hashes and are subtracted when that instance is reaped.
@@ -834,7 +834,7 @@ TEST_F(InstanceCounterScenariosTest, Defect8LaxSetOnInstanceIsAnAssignmentAndNot
 }
 
 // ============================================================================================
-// Recovery (product.md §4.2; scenarios 68-72, §14 item 5). A daemon is "declared dead" by
+// Recovery (docs/api.md#dead-instances, scenarios 68-72, defect 5). A daemon is "declared dead" by
 // setting its heartbeat score to 0. Its next heartbeat finds out and it re-registers; meanwhile
 // a reaper (another daemon's, or its own) may already have removed its slices and its id. With
 // recovery, it writes back every slice it held for keys whose epoch did not change. Either order
@@ -980,7 +980,7 @@ TEST_F(InstanceCounterRecoveryTest, Scenario72RestoredSliceIsCountedOnce) {
   EXPECT_EQ(Get(*c1, "k").now(), CI(26, 25));
 }
 
-// Original (§8.6): only the key of the first call after the reaping is recovered, and negative
+// Original: only the key of the first call after the reaping is recovered, and negative
 // slices never are: with c1 k1 20, k2 7, k3 -3 and c2 k1 5, k2 1, k3 10, it ends with
 // k2 -> 1 (expected 8) and k3 -> 10 (expected 7). Ours: all three come back, 25, 8, 7.
 TEST_F(InstanceCounterRecoveryTest, Defect5AllSlicesNegativeOnesTooComeBack) {

@@ -1,7 +1,7 @@
 // InstanceCounterService end to end inside one process: real gRPC servers, core and executors
 // on a real redis-server; each in-process daemon has its own instance id. Ports a subset of
-// distkit-behaviour.md §12 scenarios 40-66 ("dropping a counter" = stopping a daemon without
-// deregistering) and the worked example of product.md §4.2 with a short threshold.
+// the original scenarios 40-66 (docs/instance_counters.md#origin; "dropping a counter" = stopping
+// a daemon without deregistering) and the example of docs/api.md#dead-instances, shorter.
 
 #include <gtest/gtest.h>
 
@@ -229,7 +229,7 @@ TEST_F(InstanceCounterServiceTest, BatchRunsInOrder) {
             grpc::StatusCode::INVALID_ARGUMENT);
 }
 
-// product.md §4.2 worked example with a 300 ms threshold; scenarios 56/57: a daemon stops
+// The docs/api.md#dead-instances example with a 300 ms threshold; scenarios 56/57: a daemon stops
 // without deregistering, the survivor's reads converge to its own slice, a new writer adds.
 TEST_F(InstanceCounterServiceTest, DeadInstanceSlicesLeaveTheCumulative) {
   d_.clear();

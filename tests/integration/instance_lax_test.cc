@@ -156,8 +156,8 @@ TEST_F(InstanceLaxTest, StrictOpFoldsThePendingLaxWorkFirst) {
   EXPECT_EQ(a.ic().stats().dirty_keys.load(), 0);
 }
 
-// distkit-behaviour.md §14 item 8: a pending LAX SetOnInstance is "slice := v" even after
-// another daemon's Set moved the epoch (the original applied it as an increment: 97 / -3).
+// Original defect 8 (docs/instance_counters.md): a pending LAX SetOnInstance is "slice := v" even
+// after another daemon's Set moved the epoch (the original applied it as an increment: 97 / -3).
 TEST_F(InstanceLaxTest, PendingSetOnInstanceAfterForeignSetIsAnAssignment) {
   Node a(*redis_), b(*redis_);
   ASSERT_TRUE(a.Inc("k", 10, Consistency::kStrict).ok());

@@ -1,11 +1,11 @@
-// trypema's conformance scenarios (../shared/reference/trypema-behaviour.md §8) ported to our
-// semantics (docs/rate_limiting.md, product.md §3.1/§4.3), run against every provider through
-// the core::RateLimiter interface: LOCAL, REDIS and HYBRID, built by the daemon's App (REDIS with
+// trypema's conformance scenarios (docs/rate_limiting.md, "Origin and deviations") ported to our
+// semantics (docs/api.md#ratelimitservice), run against every provider through the
+// core::RateLimiter interface: LOCAL, REDIS and HYBRID, built by the daemon's App (REDIS with
 // failure mode `open` and the LOCAL provider as fallback; HYBRID with a fresh dedup id and its
 // sync thread started), each "daemon" on its own Executor, against a private redis-server
 // (tests/support/redis_server.h: Unix socket in a temp dir, one per test).
 //
-// Scenario numbers are §8's. Every scenario marked [R] or [H] (or [L,R,H]) that our API (Inc, Get;
+// Numbers are trypema's. Every scenario marked [R] or [H] (or [L,R,H]) that our API (Inc, Get;
 // Batch = ordered Incs) can express is here; most run on all three providers, because our
 // semantics are the same for every provider ("Semantics every provider keeps"). Scenarios about
 // two instances sharing a limit run on REDIS and HYBRID (LOCAL is per daemon by definition).
@@ -26,7 +26,7 @@
 // (docs/rate_limiting.md, REDIS "Randomness"), so "the RNG is not called" is checked on LOCAL and
 // HYBRID only, and on REDIS as "the decision does not depend on the draw".
 //
-// Deviations from trypema (decided in docs/rate_limiting.md; each test says which one applies):
+// Deviations from trypema (docs/rate_limiting.md D1-D11; each test says which one applies):
 //  D1 rate per request, never sticky (trypema stores the first rate; no `w` key / stored limit).
 //  D2 all-or-nothing for every provider (trypema's LOCAL admitted any count while below capacity).
 //  D3 SUPPRESSED hard limit on ACCEPTED units (trypema: observed units, so declines pinned the
@@ -35,7 +35,7 @@
 //  D4 only the factor formula is cached; the deterministic cases (no bucket → 0, accepted ≥ hard
 //     → 1, accepted < soft → 0) are evaluated on every call, so no cache can be pinned by a test.
 //  D5 HYBRID decides out of leases reserved in Redis (docs: HYBRID): it never lets N daemons
-//     admit N × capacity (trypema §6.4), and a daemon's first request reserves its lease in
+//     admit N × capacity (as trypema's could), and a daemon's first request reserves its lease in
 //     Redis (trypema's hybrid wrote nothing before the local budget overflowed).
 //
 // Skipped scenarios (not expressible in our API):
@@ -121,7 +121,7 @@ std::string ProviderName(const ::testing::TestParamInfo<Provider>& info) {
   return "?";
 }
 
-// Settings as the daemon flags give them (§3.2 defaults unless a scenario says otherwise).
+// Settings as the daemon flags give them (docs/api.md#flags defaults unless a scenario says so).
 RateLimitSettings S(int64_t window_s, int64_t bucket_ms = 100, double hlf = 1.0,
                     int64_t cache_ms = 100) {
   RateLimitSettings s;
@@ -900,7 +900,7 @@ TEST_P(AllProviders, Scenario77ExactHardIsInTheBandNotAllowed) {
   EXPECT_TRUE(Snapshot(Get("k", kSup), 5, 1, 1));
 }
 
-// Not a trypema scenario: product.md §4.3 sets soft = capacity and hard = floor(capacity ×
+// Not a trypema scenario (D6): docs/api.md sets soft = capacity and hard = floor(capacity ×
 // hlf). trypema took soft back from the raw hard value through hlf and lost a unit to rounding
 // for common rates (r3 W10 hlf1.1: soft 29, so the 30th request within the capacity was drawn).
 TEST_P(AllProviders, SuppressedSoftLimitIsTheCapacityHardIsCapacityTimesFactor) {

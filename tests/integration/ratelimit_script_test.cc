@@ -645,7 +645,8 @@ TEST_F(RateLimitScriptTest, SuppressedFactorFollowsTheObservedRate) {
   ASSERT_EQ(Inc(kS, "1", "10", p).decision, "allowed");
   auto r = Inc(kS, "1", "1", p, "0");  // forecast 11: in the band
   ASSERT_EQ(r.decision, "suppressed");
-  // trypema §3.3: 1 - (soft / window_s) / max(observed / window_s, observed in the last second).
+  // docs/api.md#rate-limiting: 1 - (soft / window_s) / max(observed / window_s, observed in the
+  // last second).
   const int64_t ts = Field(kS, "o");
   const double last_second = r.now - ts <= 1000 ? 10 : 0;
   const double expected = 1 - (10.0 / 10) / std::max(10.0 / 10, last_second);
@@ -723,8 +724,8 @@ TEST_F(RateLimitScriptTest, BatchCrossingTheHardLimitIsDeclinedWhole) {
   EXPECT_EQ(g.declined, 11);
 }
 
-// The fix over trypema (§10.4): declined units do not pin the factor at 1 once the observed
-// total passes the hard limit; only accepted units count against it.
+// The fix over trypema (docs/rate_limiting.md D3): declined units do not pin the factor at 1 once
+// the observed total passes the hard limit; only accepted units count against it.
 TEST_F(RateLimitScriptTest, DeclinesPilingUpDoNotCollapseAdmission) {
   Params p;
   p.window = 10000;

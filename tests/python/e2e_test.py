@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""End-to-end test of distkitd's CounterService and RateLimitService from Python (product.md §3.1,
-§4.1, §4.3, §4.4, §5).
+"""End-to-end test of distkitd's CounterService and RateLimitService from Python
+(docs/api.md: CounterService, RateLimitService, Numbers, Shutdown).
 
 Runs the built daemon binary as a process against a private redis-server, talks to it over gRPC
 on Unix sockets, and checks values. Uses Debian's python3-grpcio / python3-protobuf and stdlib
@@ -510,7 +510,8 @@ class LaxTest(CounterTestBase):
         self.stays("k", 4, self.b)
 
     def test_set_previous_includes_pending_lax(self):
-        # §4.1: LAX +5 (pending), then Set 100 -> previous 5; the +5 is not applied again later.
+        # docs/api.md#strict-and-lax: LAX +5 (pending), then Set 100 -> previous 5; the +5 is not
+        # applied again later.
         self.inc("k", 5, LAX)
         self.assertResult(self.set("k", 100), 100, 5, True)
         self.stays("k", 100, self.b)
@@ -815,7 +816,7 @@ class RateLimitTest(CounterTestBase):
 
 
 class ShutdownTest(unittest.TestCase):
-    """SIGTERM flushes pending LAX deltas before exit 0 (§5)."""
+    """SIGTERM flushes pending LAX deltas before exit 0 (docs/api.md#shutdown)."""
 
     def setUp(self):
         self.tmp = _make_tmpdir()

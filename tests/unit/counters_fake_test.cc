@@ -119,7 +119,7 @@ TEST_F(CountersTest, StrictOpFoldsPendingLaxDelta) {
   counters_->Set("ns", "k", 100, {}, s.cb());
   redis_.AnswerAll();
   ASSERT_TRUE(s.r && s.r->ok());
-  EXPECT_EQ((*s.r)->previous, 5);  // product.md §4.1 example
+  EXPECT_EQ((*s.r)->previous, 5);  // docs/api.md#strict-and-lax example
   EXPECT_EQ((*s.r)->value, 100);
   EXPECT_EQ(redis_.Stored(key_), 100);
   counters_->FlushNow();

@@ -15,7 +15,7 @@ TEST(Int64Math, CheckedAddAtTheEdges) {
   EXPECT_EQ(CheckedAdd(9007199254740992, 1), 9007199254740993);  // above 2^53: exact
 }
 
-// distkit-behaviour.md §12 scenario 1, extended to LE/GE.
+// The original library's scenario 1 (docs/instance_counters.md, "Origin"), extended to LE/GE.
 TEST(Int64Math, Comparators) {
   EXPECT_TRUE(Holds({Comparator::kEq, 5}, 5));
   EXPECT_TRUE(Holds({Comparator::kLt, 5}, 4));

@@ -1,6 +1,6 @@
 // The LOCAL provider (daemon/core/local_rate_limiter.h) with a manual clock and a scripted or
-// seeded random source. Scenario numbers refer to ../shared/reference/trypema-behaviour.md §8;
-// deliberate deviations (docs/rate_limiting.md) are named in the test names or comments.
+// seeded random source. Scenario numbers are those of trypema's test list (docs/rate_limiting.md,
+// "Origin and deviations"); deliberate deviations are named in the test names or comments.
 
 #include "daemon/core/local_rate_limiter.h"
 
@@ -102,7 +102,7 @@ TEST_F(LocalRateLimiterTest, Scenario26KeysNamespacesAndStrategiesAreIndependent
   EXPECT_EQ(limiter_->stats().keys.load(), 4);
 }
 
-// Deviation (docs/rate_limiting.md): the rate is per request. trypema stores the first rate
+// Deviation D1 (docs/rate_limiting.md): the rate is per request. trypema stores the first rate
 // (W6: inc(rate 1, 0) then inc(rate 100, 6) is rejected there).
 TEST_F(LocalRateLimiterTest, Scenario27RateIsPerRequestNotSticky) {
   Make(S(6));
@@ -135,7 +135,7 @@ TEST_F(LocalRateLimiterTest, Scenario32UnblocksAfterTheWindow) {
   EXPECT_EQ(Inc("k", 3, 1).decision, RateDecision::kAllowed);
 }
 
-// Deviation (trypema §10.1): all-or-nothing, also for LOCAL.
+// Deviation D2 (docs/rate_limiting.md): all-or-nothing, also for LOCAL.
 TEST_F(LocalRateLimiterTest, Scenario38AllOrNothing) {
   Make(S(1));
   EXPECT_EQ(Inc("k", 10, 9).decision, RateDecision::kAllowed);
@@ -340,7 +340,7 @@ TEST_F(LocalRateLimiterTest, ConcurrentIncsWhileTimeMovesStayWithinCapacityPerWi
 // admitted rate after the first two windows stays within ±15% of the soft rate for every k,
 // the accepted usage of the live window never exceeds the hard limit, and the band really
 // sheds probabilistically: its answers carry factor ≈ 1 − 1/k and some of them are admitted.
-// (With trypema's observed-total check, §10.4, the factor is pinned at 1 once declines reach the
+// (With trypema's observed-total check, D3, the factor is pinned at 1 once declines reach the
 // hard limit: every band request is declined and admission degenerates to a cap at soft.)
 TEST_F(LocalRateLimiterTest, SustainedOverloadAdmitsAboutTheSoftRate) {
   for (int k : {2, 5, 50}) {

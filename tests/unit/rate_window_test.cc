@@ -1,7 +1,7 @@
 // The pure sliding-window math (daemon/core/rate_window.h): every formula and boundary, with
-// explicit times (no clock) and a scripted random source. Scenario numbers refer to
-// ../shared/reference/trypema-behaviour.md §8; where our decided semantics differ
-// (docs/rate_limiting.md) the test name or a comment says so.
+// explicit times (no clock) and a scripted random source. Scenario numbers are those of
+// trypema's test list; where our decided semantics differ (docs/rate_limiting.md, "Origin and
+// deviations") the test name or a comment says so.
 
 #include "daemon/core/rate_window.h"
 
@@ -59,7 +59,8 @@ TEST(RateLimits, SaturatingFloor) {
 }
 
 TEST(RateLimits, SuppressedSoftAndHard) {
-  // §1.2 example: 0.5/s, 6 s, factor 1.5 → raw 4.5: soft 3, hard 4.
+  // trypema's limits example (D6 keeps its result here): 0.5/s, 6 s, factor 1.5 → raw 4.5: soft 3,
+  // hard 4.
   auto l = SuppressedLimitsFor(0.5, 6000, 1.5);
   EXPECT_EQ(l.soft, 3u);
   EXPECT_EQ(l.hard, 4u);
@@ -78,9 +79,9 @@ TEST(RateLimits, SuppressedSoftAndHard) {
     EXPECT_EQ(l.soft, RateCapacity(rate, 10000)) << rate;
     EXPECT_EQ(l.hard, RateCapacity(rate, 10000)) << rate;
   }
-  // product.md §4.3: soft = capacity, hard = floor(capacity × hlf). trypema derived soft from
-  // the raw hard value and lost a unit to rounding (rate 3, W 10 s, hlf 1.1: soft 29, not 30);
-  // every rate of 0.1..50 in steps of 0.1 with the common factors keeps soft = capacity here.
+  // D6, docs/api.md#rate-limiting: soft = capacity, hard = floor(capacity × hlf). trypema derived
+  // soft from the raw hard value and lost a unit to rounding (rate 3, W 10 s, hlf 1.1: soft 29, not
+  // 30); every rate of 0.1..50 in steps of 0.1 with the common factors keeps soft = capacity here.
   for (int tenths = 1; tenths <= 500; ++tenths) {
     const double rate = tenths / 10.0;
     for (double hlf : {1.0, 1.1, 1.2, 1.25, 1.5, 2.0, 3.0, 10.0}) {
@@ -372,7 +373,7 @@ TEST(Absolute, Scenario37UnitVolume) {
   EXPECT_EQ(a.Get(80), 50u);
 }
 
-// Deviation from trypema's LOCAL provider (§10.1), which admits 9 then 2 (total 11): every
+// Deviation D2 from trypema's LOCAL provider, which admits 9 then 2 (total 11): every
 // provider of ours is all-or-nothing, like trypema's Redis and hybrid.
 TEST(Absolute, Scenario38AllOrNothingNotLocalOvershoot) {
   Abs a{S(1), {}};
@@ -415,7 +416,7 @@ TEST(Absolute, Scenario41OversizedRequestIsRejectedWithZeros) {
   EXPECT_EQ(a.Get(10), 5u);
 }
 
-// Deviation from trypema §7 (its LOCAL admits the first request of a new key): capacity 0
+// Deviation D10 (trypema's LOCAL admits the first request of a new key): capacity 0
 // rejects everything, with 0/0.
 TEST(Absolute, CapacityZeroRejectsEverything) {
   Abs a{S(10), {}};
@@ -545,7 +546,7 @@ TEST(Suppressed, Scenario76NeverRejected) {
   EXPECT_EQ(x.random.calls(), 0);
 }
 
-// Deviation: trypema answers the request landing exactly on the hard limit with ALLOWED; ours
+// Deviation D3: trypema answers the request landing exactly on the hard limit with ALLOWED; ours
 // treats it like any request in the band (SUPPRESSED, admitted with probability 1 − factor).
 TEST(Suppressed, Scenario77ExactHardIsInTheBandNotAllowed) {
   Sup x(S(1, 100, 2));  // r1.3: soft 1, hard 2
@@ -604,7 +605,7 @@ TEST(Suppressed, Scenario80StaleCacheIsRecomputed) {
   EXPECT_EQ(g.declined, 1u);
 }
 
-// Stronger than trypema's 82 (a stale 0.9 recomputed to 0): with no bucket the factor is 0
+// Stronger than trypema's scenario 82 (a stale 0.9 recomputed to 0): with no bucket the factor is 0
 // even while a cached value is fresh (the edges are evaluated live, only the formula is cached).
 TEST(Suppressed, Scenario82NoBucketsIsZeroWhateverIsCached) {
   Sup x(S(10, 100, 2));
@@ -675,7 +676,7 @@ TEST(Suppressed, Scenario88EvictionOfDeclinedBuckets) {
   EXPECT_EQ(g.suppression_factor, 0);
 }
 
-// trypema §3.3 worked examples.
+// The worked examples of the factor formula (docs/api.md#rate-limiting), as trypema gives them.
 TEST(Suppressed, FactorWorkedExamples) {
   const SuppressedLimits l{10, 20};
   RateWindow old;
@@ -695,7 +696,7 @@ TEST(Suppressed, FactorWorkedExamples) {
   EXPECT_EQ(ComputeSuppressionFactor(full, 0, 10000, {10, 10}), 1);
 }
 
-// The fix (docs/rate_limiting.md, trypema §10.4): the hard-limit check uses ACCEPTED usage. With
+// The fix (docs/rate_limiting.md, D3): the hard-limit check uses ACCEPTED usage. With
 // declined units piled up past the hard limit, trypema's factor would be 1 forever (the admitted
 // rate collapses to 0); ours keeps 1 − soft_rate / observed_rate.
 TEST(Suppressed, DeclinedUnitsDoNotPinTheFactorAtOne) {
