@@ -1,6 +1,6 @@
 // HybridRateLimiter without Redis: a fake client runs a C++ model of lua/ratelimit_hybrid.lua
 // (the real script is tested against a real redis-server in
-// tests/integration/hybrid_rate_limiter_test.cc), a manual clock drives time, and the test
+// tests/integration/hybrid_rate_limiter_redis_test.cc), a manual clock drives time, and the test
 // decides when each sync is answered, lost after being applied, or refused. Covers the lease
 // accounting (held units, trimming to the fair share, release), exactly-once pushes, degraded
 // decisions and recovery, SUPPRESSED, eviction, and randomized schedules of several daemons
