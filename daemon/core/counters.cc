@@ -4,7 +4,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "daemon/common/logging.h"
+#include "daemon/common/wait_until.h"
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
@@ -38,20 +40,19 @@ Counters::Counters(redis::RedisClient* redis, CountersOptions options, const Clo
     : redis_(redis),
       options_(std::move(options)),
       clock_(clock),
-      shards_(std::make_unique<Shard[]>(kShards)) {}
+      shards_(std::make_unique<Shard[]>(kShards)),
+      flush_task_(std::chrono::milliseconds(options_.flush_interval_ms),
+                  [this, next_evict = std::chrono::steady_clock::now()]() mutable {
+                    FlushNow();
+                    if (std::chrono::steady_clock::now() >= next_evict) {
+                      EvictIdle();
+                      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+                    }
+                  }) {}
 
-Counters::~Counters() {
-  {
-    std::lock_guard<std::mutex> lock(flush_mu_);
-    stop_flush_ = true;
-  }
-  flush_cv_.notify_all();
-  if (flush_thread_.joinable()) flush_thread_.join();
-}
+Counters::~Counters() { flush_task_.Stop(); }
 
-void Counters::Start() {
-  flush_thread_ = std::thread([this] { FlushLoop(); });
-}
+void Counters::Start() { flush_task_.Start(); }
 
 Counters::Shard& Counters::ShardFor(const MapKey& k) {
   const size_t h = absl::HashOf(k.first, k.second);
@@ -377,38 +378,14 @@ void Counters::EvictIdle() {
   stats_.cached_keys = total;
 }
 
-void Counters::FlushLoop() {
-  const auto interval = std::chrono::milliseconds(options_.flush_interval_ms);
-  auto next_evict = std::chrono::steady_clock::now();
-  std::unique_lock<std::mutex> lock(flush_mu_);
-  while (!stop_flush_) {
-    flush_cv_.wait_for(lock, interval, [this] { return stop_flush_; });
-    if (stop_flush_) break;
-    lock.unlock();
-    FlushNow();
-    if (std::chrono::steady_clock::now() >= next_evict) {
-      EvictIdle();
-      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    }
-    lock.lock();
-  }
-}
-
 int64_t Counters::Shutdown(std::chrono::milliseconds timeout) {
-  {
-    std::lock_guard<std::mutex> lock(flush_mu_);
-    stop_flush_ = true;
-  }
-  flush_cv_.notify_all();
-  if (flush_thread_.joinable()) flush_thread_.join();
+  flush_task_.Stop();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     FlushNow();
-    while (outstanding_flushes_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    WaitUntil([this] { return outstanding_flushes_.load() <= 0; }, deadline);
     if (stats_.dirty_keys.load() == 0) return 0;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Redis down: retry
+    absl::SleepFor(absl::Milliseconds(20));  // Redis down: retry
   }
   return stats_.dirty_keys.load();
 }

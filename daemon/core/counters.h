@@ -1,16 +1,14 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/common/periodic_task.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/lax_store.h"
 #include "daemon/core/types.h"
@@ -97,7 +95,6 @@ class Counters {
   // A command that carried `carried` for `k` finished with `r`: update the entry.
   void SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
                      const absl::StatusOr<ScriptReply>& r, bool maybe_sent);
-  void FlushLoop();
   void EvictIdle();
   void UpdateDirty(bool was_dirty, bool is_dirty);
 
@@ -110,10 +107,7 @@ class Counters {
   static constexpr int kShards = 64;
   std::unique_ptr<Shard[]> shards_;
 
-  std::mutex flush_mu_;
-  std::condition_variable flush_cv_;
-  bool stop_flush_ = false;
-  std::thread flush_thread_;
+  PeriodicTask flush_task_;  // FlushNow every flush interval, EvictIdle at most every second
 };
 
 }  // namespace distkit::core

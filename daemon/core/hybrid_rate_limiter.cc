@@ -12,7 +12,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "daemon/common/logging.h"
+#include "daemon/common/wait_until.h"
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/rate_window.h"
 
@@ -293,22 +295,24 @@ HybridRateLimiter::HybridRateLimiter(redis::RedisClient* redis, HybridRateLimite
       active_ms_(std::max<int64_t>(lease_ms_ / 2, 2 * options_.settings.sync_interval_ms)),
       idle_evict_ms_(options_.settings.idle_evict_ms > 0 ? options_.settings.idle_evict_ms
                                                          : options_.settings.window_ms + 1000),
-      shards_(std::make_unique<Shard[]>(kShards)) {}
+      shards_(std::make_unique<Shard[]>(kShards)),
+      sync_task_(std::chrono::milliseconds(s_.sync_interval_ms),
+                 [this, next_evict = std::chrono::steady_clock::now()]() mutable {
+                   SyncNow();
+                   if (std::chrono::steady_clock::now() >= next_evict) {
+                     EvictIdle();
+                     next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+                   }
+                 }) {}
 
 HybridRateLimiter::~HybridRateLimiter() {
-  {
-    std::lock_guard<std::mutex> lock(loop_mu_);
-    stop_loop_ = true;
-  }
-  loop_cv_.notify_all();
-  if (loop_thread_.joinable()) loop_thread_.join();
+  sync_task_.Stop();
   // Replies capture `this`: the client answers every command (its deadline), so this ends.
-  while (outstanding_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  WaitUntil([this] { return outstanding_.load() <= 0; },
+            std::chrono::steady_clock::time_point::max());
 }
 
-void HybridRateLimiter::Start() {
-  loop_thread_ = std::thread([this] { SyncLoop(); });
-}
+void HybridRateLimiter::Start() { sync_task_.Start(); }
 
 HybridRateLimiter::Shard& HybridRateLimiter::ShardFor(RateStrategy strategy, std::string_view ns,
                                                       std::string_view key) {
@@ -846,30 +850,8 @@ void HybridRateLimiter::EvictIdle() {
   stats_.keys = total;
 }
 
-void HybridRateLimiter::SyncLoop() {
-  const auto interval = std::chrono::milliseconds(s_.sync_interval_ms);
-  auto next_evict = std::chrono::steady_clock::now();
-  std::unique_lock<std::mutex> lock(loop_mu_);
-  while (!stop_loop_) {
-    loop_cv_.wait_for(lock, interval, [this] { return stop_loop_; });
-    if (stop_loop_) break;
-    lock.unlock();
-    SyncNow();
-    if (std::chrono::steady_clock::now() >= next_evict) {
-      EvictIdle();
-      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    }
-    lock.lock();
-  }
-}
-
 int64_t HybridRateLimiter::Shutdown(std::chrono::milliseconds timeout) {
-  {
-    std::lock_guard<std::mutex> lock(loop_mu_);
-    stop_loop_ = true;
-  }
-  loop_cv_.notify_all();
-  if (loop_thread_.joinable()) loop_thread_.join();
+  sync_task_.Stop();
   releasing_ = true;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   auto left = [&] {
@@ -885,11 +867,9 @@ int64_t HybridRateLimiter::Shutdown(std::chrono::milliseconds timeout) {
   };
   while (std::chrono::steady_clock::now() < deadline) {
     SyncNow();
-    while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    WaitUntil([this] { return outstanding_.load() <= 0; }, deadline);
     if (left() == 0) return 0;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Redis down: retry
+    absl::SleepFor(absl::Milliseconds(20));  // Redis down: retry
   }
   return left();
 }

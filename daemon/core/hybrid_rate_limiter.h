@@ -13,15 +13,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 
+#include "daemon/common/periodic_task.h"
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
@@ -102,7 +100,6 @@ class HybridRateLimiter final : public RateLimiter {
   SyncCall BeginSync(const MapKey& key, KeyState& st, int64_t now_ns);
   void Send(SyncCall call);
   void Complete(const SyncCall& call, absl::StatusOr<redis::Reply> raw);
-  void SyncLoop();
 
   redis::RedisClient* const redis_;
   const HybridRateLimiterOptions options_;
@@ -121,10 +118,7 @@ class HybridRateLimiter final : public RateLimiter {
   static constexpr int kShards = 64;
   std::unique_ptr<Shard[]> shards_;
 
-  std::mutex loop_mu_;
-  std::condition_variable loop_cv_;
-  bool stop_loop_ = false;
-  std::thread loop_thread_;
+  PeriodicTask sync_task_;  // SyncNow every sync interval, EvictIdle at most every second
 };
 
 }  // namespace distkit::core

@@ -7,8 +7,10 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
+#include "daemon/common/wait_until.h"
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
@@ -23,6 +25,10 @@ constexpr char kInstances[] = "dk:{live}:instances";
 constexpr char kIncarnations[] = "dk:{live}:incarnations";
 constexpr int kMaxOutstandingRestores = 1000;
 LogEvery g_flush_log(std::chrono::seconds(5));
+
+std::chrono::milliseconds BeatPeriod(const InstanceCountersOptions& o) {
+  return std::chrono::milliseconds(std::max<int64_t>(1, o.dead_instance_threshold_ms / 3));
+}
 
 std::string NamespaceSet(std::string_view id, int64_t inc) {
   return absl::StrCat("dk:{I:", AbslView(id), ":", inc, "}:namespaces");
@@ -122,7 +128,30 @@ InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOp
     : redis_(redis),
       options_(std::move(options)),
       clock_(clock),
-      shards_(std::make_unique<Shard[]>(kShards)) {}
+      shards_(std::make_unique<Shard[]>(kShards)),
+      beat_task_(BeatPeriod(options_),
+                 [this] {
+                   const auto timeout =
+                       std::max(BeatPeriod(options_), std::chrono::milliseconds(100));
+                   if (auto s = BeatOnce(timeout); !s.ok()) {
+                     spdlog::warn("heartbeat failed: {}", s.ToString());
+                   }
+                 }),
+      reap_task_(std::chrono::milliseconds(
+                     std::max<int64_t>(1000, options_.dead_instance_threshold_ms / 10)),
+                 [this] {
+                   if (auto s = ReapOnce(std::chrono::milliseconds(10000)); !s.ok()) {
+                     spdlog::warn("reaper: {}", s.ToString());
+                   }
+                 }),
+      flush_task_(std::chrono::milliseconds(std::max<int64_t>(1, options_.flush_interval_ms)),
+                  [this, next_evict = std::chrono::steady_clock::now()]() mutable {
+                    FlushNow();
+                    if (std::chrono::steady_clock::now() >= next_evict) {
+                      EvictIdle();
+                      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+                    }
+                  }) {}
 
 InstanceCounters::~InstanceCounters() { StopThreads(); }
 
@@ -189,36 +218,19 @@ absl::Status InstanceCounters::Start(std::chrono::milliseconds timeout) {
   } else {
     out = absl::UnavailableError("instance registration failed; retried by the heartbeat");
   }
-  beat_thread_ = std::thread([this] { BeatLoop(); });
-  reap_thread_ = std::thread([this] { ReapLoop(); });
-  flush_thread_ = std::thread([this] { FlushLoop(); });
+  beat_task_.Start();
+  reap_task_.Start();
+  flush_task_.Start();
   return out;
 }
 
 void InstanceCounters::StopThreads() {
-  {
-    std::lock_guard<std::mutex> lock(loop_mu_);
-    stop_ = true;
-  }
-  loop_cv_.notify_all();
-  if (beat_thread_.joinable()) beat_thread_.join();
-  if (reap_thread_.joinable()) reap_thread_.join();
-  if (flush_thread_.joinable()) flush_thread_.join();
+  // No task starts another run once any of them is stopping.
+  for (PeriodicTask* t : {&beat_task_, &reap_task_, &flush_task_}) t->RequestStop();
+  for (PeriodicTask* t : {&beat_task_, &reap_task_, &flush_task_}) t->Stop();
 }
 
 void InstanceCounters::StopWithoutDeregistering() { StopThreads(); }
-
-void InstanceCounters::BeatLoop() {
-  const auto period =
-      std::chrono::milliseconds(std::max<int64_t>(1, options_.dead_instance_threshold_ms / 3));
-  const auto timeout = std::max(period, std::chrono::milliseconds(100));
-  std::unique_lock<std::mutex> lock(loop_mu_);
-  while (!loop_cv_.wait_for(lock, period, [this] { return stop_; })) {
-    lock.unlock();
-    if (auto s = BeatOnce(timeout); !s.ok()) spdlog::warn("heartbeat failed: {}", s.ToString());
-    lock.lock();
-  }
-}
 
 absl::Status InstanceCounters::BeatOnce(std::chrono::milliseconds timeout) {
   const int64_t inc = incarnation_.load();
@@ -247,28 +259,8 @@ absl::Status InstanceCounters::BeatOnce(std::chrono::milliseconds timeout) {
       "instance {} was declared dead; re-registered as incarnation {}, restoring its "
       "slices",
       options_.instance_id, now);
-  {
-    std::lock_guard<std::mutex> lock(loop_mu_);
-    recover_ = true;
-  }
-  loop_cv_.notify_all();
+  reap_task_.Wake();
   return absl::OkStatus();
-}
-
-void InstanceCounters::ReapLoop() {
-  const auto period =
-      std::chrono::milliseconds(std::max<int64_t>(1000, options_.dead_instance_threshold_ms / 10));
-  std::unique_lock<std::mutex> lock(loop_mu_);
-  while (true) {
-    loop_cv_.wait_for(lock, period, [this] { return stop_ || recover_; });
-    if (stop_) break;
-    recover_ = false;
-    lock.unlock();
-    if (auto s = ReapOnce(std::chrono::milliseconds(10000)); !s.ok()) {
-      spdlog::warn("reaper: {}", s.ToString());
-    }
-    lock.lock();
-  }
 }
 
 absl::Status InstanceCounters::ReapOnce(std::chrono::milliseconds timeout) {
@@ -437,17 +429,12 @@ absl::Status InstanceCounters::RestoreAll(std::chrono::milliseconds timeout) {
     }
   }
   for (const auto& k : due) {
-    while (outstanding_.load() >= kMaxOutstandingRestores) {
-      if (std::chrono::steady_clock::now() >= deadline) {
-        return absl::DeadlineExceededError("recovery: Redis did not answer in time");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (!WaitUntil([this] { return outstanding_.load() < kMaxOutstandingRestores; }, deadline)) {
+      return absl::DeadlineExceededError("recovery: Redis did not answer in time");
     }
     StartRestore(k);  // a key with commands in flight starts when the last one settles
   }
-  while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  WaitUntil([this] { return outstanding_.load() <= 0; }, deadline);
   return absl::OkStatus();
 }
 
@@ -905,21 +892,6 @@ void InstanceCounters::EvictIdle() {
   stats_.cached_keys = total;
 }
 
-void InstanceCounters::FlushLoop() {
-  const auto interval = std::chrono::milliseconds(std::max<int64_t>(1, options_.flush_interval_ms));
-  auto next_evict = std::chrono::steady_clock::now();
-  std::unique_lock<std::mutex> lock(loop_mu_);
-  while (!loop_cv_.wait_for(lock, interval, [this] { return stop_; })) {
-    lock.unlock();
-    FlushNow();
-    if (std::chrono::steady_clock::now() >= next_evict) {
-      EvictIdle();
-      next_evict = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    }
-    lock.lock();
-  }
-}
-
 int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
   StopThreads();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -930,11 +902,9 @@ int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
     (void)RestoreAll(std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now()));
     FlushNow();
-    while (outstanding_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    WaitUntil([this] { return outstanding_.load() <= 0; }, deadline);
     if (stats_.dirty_keys.load() == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Redis down: retry
+    absl::SleepFor(absl::Milliseconds(20));  // Redis down: retry
   }
   // 2. Remove every slice we may hold.
   std::vector<MapKey> keys;
@@ -948,12 +918,10 @@ int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
   }
   // At most kMaxOutstandingRestores at a time (the executor bounds its queue).
   auto failed = std::make_shared<std::atomic<int64_t>>(0);
+  const auto late = deadline + std::chrono::milliseconds(100);
   bool in_time = true;
   for (const auto& k : keys) {
-    while (outstanding_.load() >= kMaxOutstandingRestores && in_time) {
-      in_time = std::chrono::steady_clock::now() < deadline + std::chrono::milliseconds(100);
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    in_time = WaitUntil([this] { return outstanding_.load() < kMaxOutstandingRestores; }, late);
     if (!in_time) break;
     outstanding_++;
     RunStrict(k, Op::kDelOnInstance, Condition{}, 0,
@@ -962,10 +930,7 @@ int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
                 outstanding_--;
               });
   }
-  while (outstanding_.load() > 0 && in_time) {
-    in_time = std::chrono::steady_clock::now() < deadline + std::chrono::milliseconds(100);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  in_time = in_time && WaitUntil([this] { return outstanding_.load() <= 0; }, late);
   if (!in_time) {
     spdlog::warn(
         "shutdown: removing this instance's slices did not finish in time; left to "

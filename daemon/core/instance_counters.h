@@ -2,14 +2,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -17,6 +14,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/common/periodic_task.h"
 #include "daemon/core/instance_lax.h"
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
@@ -154,9 +152,6 @@ class InstanceCounters {
   void ClearOnInstanceScan(const std::string& ns, std::string set, const std::string& cursor,
                            StatusCallback done);
   bool Register(std::chrono::milliseconds timeout);
-  void BeatLoop();
-  void ReapLoop();
-  void FlushLoop();
   void EvictIdle();
   void StopThreads();
   std::vector<MapKey> KeysOf(const std::string& ns);
@@ -183,11 +178,9 @@ class InstanceCounters {
   // score, so no other daemon sees them dead; our reaper reaps them.
   std::vector<int64_t> own_dead_incarnations_ ABSL_GUARDED_BY(own_mu_);
 
-  std::mutex loop_mu_;
-  std::condition_variable loop_cv_;
-  bool stop_ = false;
-  bool recover_ = false;  // guarded by loop_mu_: a recovery is due (the reaper thread runs it)
-  std::thread beat_thread_, reap_thread_, flush_thread_;
+  PeriodicTask beat_task_;   // BeatOnce three times per dead-instance threshold
+  PeriodicTask reap_task_;   // ReapOnce; woken when a recovery is due
+  PeriodicTask flush_task_;  // FlushNow every flush interval, EvictIdle at most every second
 };
 
 }  // namespace distkit::core

@@ -13,18 +13,12 @@ LocalRateLimiter::LocalRateLimiter(LocalRateLimiterOptions options)
       idle_ms_(std::max(options.settings.window_ms, options.settings.idle_evict_ms > 0
                                                         ? options.settings.idle_evict_ms
                                                         : options.settings.window_ms + 1000)),
-      shards_(std::make_unique<Shard[]>(kShards)) {
-  if (options_.sweep_interval_ms > 0) sweep_thread_ = std::thread([this] { SweepLoop(); });
+      shards_(std::make_unique<Shard[]>(kShards)),
+      sweep_task_(std::chrono::milliseconds(options_.sweep_interval_ms), [this] { Sweep(); }) {
+  if (options_.sweep_interval_ms > 0) sweep_task_.Start();
 }
 
-LocalRateLimiter::~LocalRateLimiter() {
-  {
-    std::lock_guard<std::mutex> lock(sweep_mu_);
-    stop_ = true;
-  }
-  sweep_cv_.notify_all();
-  if (sweep_thread_.joinable()) sweep_thread_.join();
-}
+LocalRateLimiter::~LocalRateLimiter() { sweep_task_.Stop(); }
 
 LocalRateLimiter::Shard& LocalRateLimiter::ShardFor(const KeyView& k) const {
   // The map mixes the same hash again internally; the top bits pick the shard.
@@ -109,17 +103,6 @@ size_t LocalRateLimiter::size() const {
     n += shards_[i].map.size();
   }
   return n;
-}
-
-void LocalRateLimiter::SweepLoop() {
-  std::unique_lock<std::mutex> lock(sweep_mu_);
-  while (!stop_) {
-    sweep_cv_.wait_for(lock, std::chrono::milliseconds(options_.sweep_interval_ms));
-    if (stop_) break;
-    lock.unlock();
-    Sweep();
-    lock.lock();
-  }
 }
 
 }  // namespace distkit::core

@@ -4,18 +4,16 @@
 // decision from daemon memory, inline, exact under concurrency; idle keys are swept.
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/common/periodic_task.h"
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/rate_window.h"
 #include "daemon/core/types.h"
@@ -100,17 +98,13 @@ class LocalRateLimiter final : public RateLimiter {
 
   Shard& ShardFor(const KeyView& k) const;
   int64_t NowMs() const { return options_.clock->NowNs() / 1000000; }
-  void SweepLoop();
 
   const LocalRateLimiterOptions options_;
   const int64_t idle_ms_;  // a state whose newest bucket is older than this is removed
   LocalRateLimiterStats stats_;
   std::unique_ptr<Shard[]> shards_;
 
-  std::mutex sweep_mu_;
-  std::condition_variable sweep_cv_;
-  bool stop_ = false;
-  std::thread sweep_thread_;
+  PeriodicTask sweep_task_;  // Sweep every sweep interval (started only when it is > 0)
 };
 
 }  // namespace distkit::core

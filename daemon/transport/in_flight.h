@@ -2,7 +2,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <thread>
+
+#include "daemon/common/wait_until.h"
 
 namespace distkit::transport {
 
@@ -17,11 +18,7 @@ class InFlight {
 
   // True when no RPC is in flight before `deadline`.
   bool WaitIdle(std::chrono::steady_clock::time_point deadline) const {
-    while (count() > 0) {
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return true;
+    return WaitUntil([this] { return count() <= 0; }, deadline);
   }
 
  private:

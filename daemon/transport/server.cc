@@ -106,27 +106,23 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   health->SetServingStatus("", true);
   const bool ready = redis->Healthy();
   for (const auto& name : s->health_names_) health->SetServingStatus(name, ready);
-  s->readiness_thread_ = std::thread([raw = s.get(), ready] { raw->ReadinessLoop(ready); });
+  // `last` is the status already set.
+  s->readiness_task_ = std::make_unique<PeriodicTask>(
+      std::chrono::milliseconds(100), [raw = s.get(), health, last = ready]() mutable {
+        const bool now = raw->redis_->Healthy();
+        if (now == last) return;
+        spdlog::info("readiness: Redis {}",
+                     now ? "reachable, SERVING" : "unreachable, NOT_SERVING");
+        for (const auto& name : raw->health_names_) health->SetServingStatus(name, now);
+        last = now;
+      });
+  s->readiness_task_->Start();
   return s;
-}
-
-void Server::ReadinessLoop(bool last) {
-  auto* health = server_->GetHealthCheckService();
-  while (!stopping_.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (stopping_.load()) break;
-    const bool now = redis_->Healthy();
-    if (now != last) {
-      spdlog::info("readiness: Redis {}", now ? "reachable, SERVING" : "unreachable, NOT_SERVING");
-      for (const auto& name : health_names_) health->SetServingStatus(name, now);
-      last = now;
-    }
-  }
 }
 
 void Server::Shutdown(std::chrono::system_clock::time_point deadline) {
   if (stopping_.exchange(true)) return;
-  if (readiness_thread_.joinable()) readiness_thread_.join();
+  if (readiness_task_) readiness_task_->Stop();
   if (server_) {
     server_->GetHealthCheckService()->SetServingStatus(false);
     // Let running calls finish (bounded), then close with a short deadline: gRPC's own wait

@@ -6,10 +6,10 @@
 #include <chrono>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "daemon/common/periodic_task.h"
 #include "daemon/config/config.h"
 #include "daemon/core/counters.h"
 #include "daemon/core/instance_counters.h"
@@ -47,8 +47,6 @@ class Server {
 
  private:
   Server() = default;
-  // Mirrors Redis health into the distkit.v1.* health entries; `last` is the status already set.
-  void ReadinessLoop(bool last);
 
   const redis::RedisClient* redis_ = nullptr;
   std::unique_ptr<Metrics> own_metrics_;  // when Start() got none
@@ -60,7 +58,8 @@ class Server {
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::string> unix_paths_;
   std::atomic<bool> stopping_{false};
-  std::thread readiness_thread_;
+  // Mirrors Redis health into the distkit.v1.* health entries every 100 ms.
+  std::unique_ptr<PeriodicTask> readiness_task_;
 };
 
 }  // namespace distkit::transport
