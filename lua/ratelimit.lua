@@ -1,3 +1,4 @@
+-- requires: lib/validate.lua
 -- ratelimit.lua: one atomic step of the REDIS rate limiter (product.md §4.3; the semantics and
 -- the layout are explained in docs/rate_limiting.md, section REDIS): one Inc or Get, or k Incs
 -- of one key in one call (the daemon coalescing concurrent Incs of a hot key).
