@@ -371,7 +371,8 @@ if k > 1 then
   -- the state comes from and goes to (the model, written once, instead of Redis directly): a
   -- change to that flow must go to the single path's too (the multi-vs-singles tests of
   -- tests/integration/ratelimit_script_test.cc compare them). Kept apart because the model
-  -- costs a single call ~30 % more Redis instructions (its closures capture ~40 locals).
+  -- costs a single call 15-39 % more Redis instructions (its closures capture ~40 locals;
+  -- docs/rate_limiting.md, "Script structure").
 
   -- Fields: false (absent), a string (as read) or a number (its "%d" text written by this
   -- batch, an integer in (-2^53, 2^53)); rt .. rr: what Redis holds; f ft fk read on first use.
