@@ -1,3 +1,4 @@
+-- requires: lib/int64.lua lib/validate.lua
 -- counter.lua: one atomic step on a plain counter (docs/api.md#counterservice; exactly-once
 -- flush: docs/architecture.md).
 --
@@ -10,10 +11,10 @@
 --          highest seq of this instance now applied here (decimal string, "0" for none): the
 --          daemon uses it to know which of its deltas a value already contains.
 --
--- The int64-on-strings helpers (is_i64, i64_add, i64_cmp, parse_seq, is_comparator, holds, fail,
--- MARK_TTL_MS, ...) come from lua/lib/int64.lua, prepended to this file when it is embedded:
--- values never become Lua numbers (exact only up to 2^53). Errors are raised before the first
--- write: Redis does not roll back.
+-- The int64-on-strings helpers (is_i64, i64_add, i64_cmp, is_comparator, holds, MARK_TTL_MS,
+-- ...) come from lua/lib/int64.lua, fail and parse_seq from lua/lib/validate.lua, prepended to
+-- this file when it is embedded (the "requires" line): values never become Lua numbers (exact
+-- only up to 2^53). Errors are raised before the first write: Redis does not roll back.
 
 local OPS = {flush = true, get = true, inc = true, set = true, del = true}
 

@@ -1,3 +1,4 @@
+-- requires: lib/int64.lua lib/validate.lua
 -- icounter.lua: one atomic step on an instance-aware counter
 -- (docs/api.md#instancecounterservice; layout and protocol in docs/instance_counters.md).
 --
@@ -35,7 +36,8 @@
 -- not the current one (should never exist) counts 0 and is removed when touched. Zero values
 -- are not stored. A hash left with no c and no s:* (only e and/or q:*) expires after 24 h.
 -- All checks run before the first write (Redis does not roll back); overflow anywhere in the op
--- changes nothing of the op. int64 helpers: lua/lib/int64.lua, prepended at build time.
+-- changes nothing of the op. int64 helpers: lua/lib/int64.lua (fail, parse_seq:
+-- lua/lib/validate.lua), prepended at build time.
 --
 -- Cost: this runs for every STRICT op and every flush. Redis runs the whole chunk each time, and
 -- each table or closure it creates is an allocation for the Lua GC, so the common paths (inc, and

@@ -1,3 +1,4 @@
+-- requires: lib/validate.lua
 -- ratelimit.lua: one atomic step of the REDIS rate limiter (docs/api.md#rate-limiting; the
 -- semantics and the layout are explained in docs/rate_limiting.md, section REDIS): one Inc or Get,
 -- or k Incs of one key in one call (the daemon coalescing concurrent Incs of a hot key).
@@ -33,13 +34,14 @@
 -- Every check runs before the first write (Redis does not roll back), and every write ends
 -- with PEXPIRE window + bucket: the newest bucket is at most `now`, so when the key expires no
 -- live bucket is lost, and an idle key disappears by itself (no cleanup scan).
--- fail() and parse_seq() come from lua/lib/int64.lua, prepended when embedded.
+-- fail() and parse_seq() come from lua/lib/validate.lua, prepended when embedded.
 --
 -- Cost: this runs for every REDIS Inc, and Redis runs the whole chunk each time: every closure
 -- (an allocation per upvalue too), table and C call (tonumber, string.find, string.format:
 -- 1-2k instructions each) counts, and so does every field a command looks up in a hot key's
 -- hash (a listpack of ~200 entries, scanned linearly; an absent field scans all of it). So the
--- common request creates no closure and no table but the reply and Redis' own; ARGV is checked
+-- common request creates no closure with upvalues (the decision model's functions take their
+-- inputs as arguments) and no table but the reply and Redis' own; ARGV is checked
 -- by one pattern (the checks one by one run only when it fails, to name the bad argument); the
 -- fast fields, when they hold the canonical integers this script writes ("clean"), are read by
 -- arithmetic coercion and their text is reused; f, ft, fk are read only when the band needs the
@@ -60,7 +62,7 @@ local TWO_53 = 9007199254740992
 local MAX_UNITS = TWO_53 - 1
 local HUGE = math.huge
 local MAX_BATCH = 1000 -- requests per call at most
-local find, format, floor = string.find, string.format, math.floor
+local find, format = string.find, string.format
 
 -- ---------------------------------------------------------------- validation (no writes)
 
@@ -184,6 +186,61 @@ if not valid then
 end
 local window_s = window / 1000
 
+-- ---------------------------------------------------------------- the decision model
+-- One definition each, used by the single request, the k requests and Get below. They take
+-- what they need as arguments: a function without upvalues costs Redis little to build on
+-- every call, unlike one that captures the script's locals.
+
+-- Limits of a rate (docs/api.md#rate-limiting): soft = the capacity floor(rate × W_s) (ABSOLUTE's one
+-- limit), hard = floor(soft × hlf), both capped at 2^53 - 1; as RateCapacity /
+-- SuppressedLimitsFor in daemon/core/rate_window.cc.
+local function limits(rate, window_s, hlf)
+  local soft = rate * window_s
+  soft = soft >= 9007199254740991 and 9007199254740991 or math.floor(soft)
+  local hard = soft * hlf
+  return soft, hard >= 9007199254740991 and 9007199254740991 or math.floor(hard)
+end
+
+-- SUPPRESSED, before the factor: forecast = accepted + count. Returns decision, factor_s,
+-- factor, admitted and whether the request is in the band (the factor decides).
+local function suppressed_decision(total, declined, count, soft, hard)
+  local forecast = total - declined + count
+  if forecast <= soft then return "allowed", "0", 0, true, false end
+  return "suppressed", "1", 1, false, forecast <= hard
+end
+
+-- Suppression factor of a state (docs/api.md#rate-limiting; hard-limit check on accepted units,
+-- docs/rate_limiting.md D3; rate_window.h's SuppressionFactorFromTotals), in two steps: the deterministic cases, cheap
+-- and always current (no units → 0, accepted ≥ hard → 1, accepted < soft → 0; nil in the
+-- band), then the formula, which needs the live buckets (`live`: ts -> units) and is cached
+-- (in f, ft, fk: fresh while 0 <= now - ft < cache_ms, for the same limits, and while no
+-- bucket expired; see `fresh`).
+local function fixed_factor(total, declined, soft, hard)
+  local accepted = total - declined
+  if total <= 0 then return 0, "0" end
+  if accepted >= hard then return 1, "1" end
+  if accepted < soft then return 0, "0" end
+  return nil
+end
+
+local function fresh(f, ft, fk_cached, fk, ndead, now, cache_ms)
+  return f and ft and ndead == 0 and now >= ft and now - ft < cache_ms and f >= 0 and f <= 1 and
+           fk_cached == fk
+end
+
+local function formula(live, total, soft, now, window_s)
+  local last_second = 0
+  for ts, c in pairs(live) do
+    if now - ts <= 1000 then last_second = last_second + c end
+  end
+  local perceived = total / window_s
+  if last_second > perceived then perceived = last_second end -- as math.max
+  if perceived <= 0 then return soft == 0 and 1 or 0 end
+  local f = 1 - (soft / window_s) / perceived
+  if f < 0 then return 0 elseif f > 1 then return 1 end
+  return f
+end
+
 local clock = redis.call("TIME")
 local us = clock[2] + 0
 local now = clock[1] * 1000 + (us - us % 1000) / 1000 -- ms; exact, no math.floor call
@@ -236,15 +293,9 @@ local must_scan = malformed or (oldest and now - oldest >= window) or
                     (total > 0 and not (oldest and newest)) or total < 0 or declined < 0 or
                     declined > total or not inc
 
--- Limits of a rate (docs/api.md#rate-limiting): soft = the capacity floor(rate × W_s), hard =
--- floor(soft × hlf); as RateCapacity / SuppressedLimitsFor in daemon/core/rate_window.cc.
+-- The first request's limits (a Get's come from the stored rate, below).
 local soft, hard
-if inc and suppressed then
-  soft = rate * window_s
-  soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
-  hard = soft * hlf
-  hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
-end
+if inc then soft, hard = limits(rate, window_s, hlf) end
 
 -- Reads every field: fills `live` (ts -> units observed in the bucket), lists the fields to
 -- delete (`dead`: expired, or not numbers) and recomputes the totals from the live buckets.
@@ -315,10 +366,13 @@ if k > 1 then
   -- this script does not write, values not integers in [0, 2^53)): then every later request
   -- reads Redis as a call would (slow), after the pending writes. A write failing in Redis (a
   -- bucket holding a non-integer, never written so by this script) fails the whole call.
-  -- The decision code below repeats the single-request path's (ABSOLUTE inc, SUPPRESSED inc,
-  -- the factor) on the model instead of Redis: a change to one must go to the other (the
-  -- multi-vs-singles tests of tests/integration/ratelimit_script_test.cc compare them). Kept
-  -- apart so the common single call stays as cheap as it was (no closure, no model).
+  -- The decisions are the model's functions above (limits, suppressed_decision, fixed_factor,
+  -- fresh, formula), shared with the single request; what this path has of its own is where
+  -- the state comes from and goes to (the model, written once, instead of Redis directly): a
+  -- change to that flow must go to the single path's too (the multi-vs-singles tests of
+  -- tests/integration/ratelimit_script_test.cc compare them). Kept apart because the model
+  -- costs a single call 15-39 % more Redis instructions (its closures capture ~40 locals;
+  -- docs/rate_limiting.md, "Script structure").
 
   -- Fields: false (absent), a string (as read) or a number (its "%d" text written by this
   -- batch, an integer in (-2^53, 2^53)); rt .. rr: what Redis holds; f ft fk read on first use.
@@ -430,7 +484,7 @@ if k > 1 then
 
   -- The limits of the last rate, and the last reply of each kind (identical replies share a
   -- table: Redis converts each element anyway, Lua does not build it again).
-  local l_rate, capacity, soft, hard, l_fk, l_factor, l_factor_s
+  local l_rate, l_fk, l_factor, l_factor_s
   local r_allowed, r_sup, r_range, r_rej, r_band
   local argv, reply = ARGV, {}
   for i = 1, k do
@@ -462,15 +516,7 @@ if k > 1 then
                         declined > total
     if rate ~= l_rate then
       l_rate, l_fk = rate, nil
-      if suppressed then
-        soft = rate * window_s
-        soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
-        hard = soft * hlf
-        hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
-      else
-        capacity = rate * window_s
-        capacity = capacity >= MAX_UNITS and MAX_UNITS or floor(capacity)
-      end
+      soft, hard = limits(rate, window_s, hlf)
     end
     local live, dead, ndead, scanned = nil, nil, 0, false
     if must_scan then
@@ -481,9 +527,9 @@ if k > 1 then
     local admitted, decision, declined_units, out
 
     if not suppressed then
-      if count > capacity or not (total + count <= capacity) then
+      if count > soft or not (total + count <= soft) then
         local retry, remaining = 0, 0
-        if count <= capacity and oldest then
+        if count <= soft and oldest then
           retry = window - (now - oldest)
           if not (retry > 0) then retry = 0 end
           if scanned then
@@ -536,24 +582,13 @@ if k > 1 then
       out = r_range or {"range", "suppressed", 0, 0, "1", 0, now}
       r_range = out
     else
-      local forecast = total - declined + count
-      decision, factor_s, factor, admitted = "suppressed", "1", 1, false
-      if forecast <= soft then
-        decision, factor_s, factor, admitted = "allowed", "0", 0, true
-      elseif forecast <= hard then
-        need_factor = true
-      end
+      decision, factor_s, factor, admitted, need_factor =
+        suppressed_decision(total, declined, count, soft, hard)
     end
 
     if need_factor then
-      local accepted = total - declined
-      if total <= 0 then
-        factor, factor_s = 0, "0"
-      elseif accepted >= hard then
-        factor, factor_s = 1, "1"
-      elseif accepted < soft then
-        factor, factor_s = 0, "0"
-      else
+      factor, factor_s = fixed_factor(total, declined, soft, hard)
+      if not factor then
         if not fknown then
           local c = redis.call("HMGET", key, "f", "ft", "fk")
           mf, mft, mfk, fknown = c[1], c[2], c[3], true
@@ -561,27 +596,14 @@ if k > 1 then
         end
         if not l_fk then l_fk = format("%d:%d", soft, hard) end
         fk = l_fk
-        if cf and cft and ndead == 0 and now >= cft and now - cft < cache_ms and cf >= 0 and
-            cf <= 1 and mfk == fk then
+        if fresh(cf, cft, mfk, fk, ndead, now, cache_ms) then
           factor = cf
         else
           if not scanned then
             live, dead, ndead, total, declined, oldest, newest = scan_now(newest)
             scanned = true
           end
-          local last_second = 0
-          for ts, c in pairs(live) do
-            if now - ts <= 1000 then last_second = last_second + c end
-          end
-          local perceived = total / window_s
-          if last_second > perceived then perceived = last_second end
-          if perceived <= 0 then
-            factor = soft == 0 and 1 or 0
-          else
-            factor = 1 - (soft / window_s) / perceived
-            if factor < 0 then factor = 0 elseif factor > 1 then factor = 1 end
-          end
-          computed = true
+          factor, computed = formula(live, total, soft, now, window_s), true
         end
         if factor ~= l_factor or factor == 0 then -- (0 or -0)
           l_factor, l_factor_s = factor, format("%.17g", factor)
@@ -655,11 +677,8 @@ if must_scan then
   scanned = true
 end
 
--- Suppression factor of the state before this request (docs/api.md#rate-limiting, with the
--- hard-limit check on accepted units: docs/rate_limiting.md D3). The deterministic cases are cheap
--- and always current; only the formula is cached (in f, ft, fk: fresh while 0 <= now - ft <
--- cache_ms, for the same limits, and while no bucket expired). Needs soft and hard; sets `factor`
--- and `computed` (the formula ran now: the caller caches it). Run by Get and by Inc in the band.
+-- Suppression factor of the state before this request (see fixed_factor): `computed` when the
+-- formula ran now (the write below caches it). Run by Get and by Inc in the band.
 local factor, factor_s, computed = 0, "0", false
 local need_factor = false
 local admitted, decision, declined_units
@@ -670,21 +689,16 @@ if not inc then
   if not suppressed then return {"ok", total, 0, "0", now} end
   local r = total > 0 and h[5] and parse_float(h[5])
   if r and r > 0 then
-    soft = r * window_s
-    soft = soft >= MAX_UNITS and MAX_UNITS or floor(soft)
-    hard = soft * hlf
-    hard = hard >= MAX_UNITS and MAX_UNITS or floor(hard)
+    soft, hard = limits(r, window_s, hlf)
     need_factor = true
   end
 elseif not suppressed then
   -- ---------------------------------------------------------------- ABSOLUTE inc
-  local capacity = rate * window_s
-  capacity = capacity >= MAX_UNITS and MAX_UNITS or floor(capacity)
-  if count > capacity or not (total + count <= capacity) then
+  if count > soft or not (total + count <= soft) then
     -- Rejected: with (0, 0) when the request exceeds the capacity, else with the time until the
     -- oldest bucket leaves the window and its units.
     local retry, remaining = 0, 0
-    if count <= capacity and oldest then
+    if count <= soft and oldest then
       retry = window - (now - oldest)
       if not (retry > 0) then retry = 0 end -- as math.max(0, retry)
       if scanned then
@@ -714,48 +728,25 @@ elseif not suppressed then
 else
   -- ---------------------------------------------------------------- SUPPRESSED inc
   if total + count >= TWO_53 then return {"range", "suppressed", 0, 0, "1", 0, now} end
-  local forecast = total - declined + count
-  decision, factor_s, factor, admitted = "suppressed", "1", 1, false
-  if forecast <= soft then
-    decision, factor_s, factor, admitted = "allowed", "0", 0, true
-  elseif forecast <= hard then
-    need_factor = true
-  end
+  decision, factor_s, factor, admitted, need_factor =
+    suppressed_decision(total, declined, count, soft, hard)
 end
 
 if need_factor then
-  local accepted = total - declined
-  if total <= 0 then
-    factor, factor_s = 0, "0"
-  elseif accepted >= hard then
-    factor, factor_s = 1, "1"
-  elseif accepted < soft then
-    factor, factor_s = 0, "0"
-  else
+  factor, factor_s = fixed_factor(total, declined, soft, hard)
+  if not factor then
     local c = inc and redis.call("HMGET", key, "f", "ft", "fk") or {h[6], h[7], h[8]}
-    local cached_f, cached_ft = tonumber(c[1]), tonumber(c[2])
-    if cached_f and cached_ft and ndead == 0 and now >= cached_ft and
-        now - cached_ft < cache_ms and cached_f >= 0 and cached_f <= 1 and
-        c[3] == format("%d:%d", soft, hard) then
+    local cached_f = tonumber(c[1])
+    -- The limits' text only when a cache exists (nil, never equal to an absent fk, else).
+    local fk = c[3] and format("%d:%d", soft, hard) or nil
+    if fresh(cached_f, tonumber(c[2]), c[3], fk, ndead, now, cache_ms) then
       factor = cached_f
     else
       if not scanned then
         live, dead, ndead, total, declined, oldest, newest = scan(key, now, window, newest)
         scanned = true
       end
-      local last_second = 0
-      for ts, c in pairs(live) do
-        if now - ts <= 1000 then last_second = last_second + c end
-      end
-      local perceived = total / window_s
-      if last_second > perceived then perceived = last_second end -- as math.max
-      if perceived <= 0 then
-        factor = soft == 0 and 1 or 0
-      else
-        factor = 1 - (soft / window_s) / perceived
-        if factor < 0 then factor = 0 elseif factor > 1 then factor = 1 end
-      end
-      computed = true
+      factor, computed = formula(live, total, soft, now, window_s), true
     end
     factor_s = format("%.17g", factor)
   end

@@ -1,3 +1,4 @@
+-- requires: lib/int64.lua lib/validate.lua
 -- ratelimit_hybrid.lua: the periodic sync of the HYBRID rate limiter (docs/api.md#providers;
 -- protocol, lease rule and overshoot bound in docs/rate_limiting.md, section HYBRID).
 --

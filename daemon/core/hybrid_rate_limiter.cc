@@ -44,18 +44,12 @@ std::string RateText(double rate) {
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
-// The suppression factor of rate_window.h's ComputeSuppressionFactor, from totals instead of a
-// window (HYBRID knows the global window only as totals from its last sync).
+// The suppression factor from the totals of the last sync (HYBRID knows the global window only
+// as totals): no units → 0, else rate_window.h's formula.
 double FactorFromTotals(uint64_t accepted, uint64_t observed, uint64_t last_second,
                         int64_t window_ms, SuppressedLimits limits) {
   if (observed == 0) return 0;
-  if (accepted >= limits.hard) return 1;
-  if (accepted < limits.soft) return 0;
-  const double window_s = static_cast<double>(window_ms) / 1000.0;
-  const double perceived =
-      std::max(static_cast<double>(observed) / window_s, static_cast<double>(last_second));
-  if (!(perceived > 0)) return limits.soft == 0 ? 1 : 0;
-  return std::clamp(1 - (static_cast<double>(limits.soft) / window_s) / perceived, 0.0, 1.0);
+  return SuppressionFactorFromTotals(accepted, observed, last_second, window_ms, limits);
 }
 
 SuppressedLimits Clamp(SuppressedLimits l) {

@@ -160,19 +160,23 @@ RateIncResult AdmitAbsolute(RateWindow& w, const RateLimitSettings& s, int64_t n
   return r;
 }
 
-double ComputeSuppressionFactor(const RateWindow& w, int64_t now_ms, int64_t window_ms,
-                                SuppressedLimits limits) {
-  if (w.empty()) return 0;
-  const uint64_t accepted = w.accepted();
+double SuppressionFactorFromTotals(uint64_t accepted, uint64_t observed, uint64_t last_second,
+                                   int64_t window_ms, SuppressedLimits limits) {
   if (accepted >= limits.hard) return 1;  // accepted, not observed: docs/rate_limiting.md D3
   if (accepted < limits.soft) return 0;
   const double window_s = WindowSeconds(window_ms);
-  const double avg = static_cast<double>(w.observed()) / window_s;
-  const double last_second = static_cast<double>(w.ObservedWithin(now_ms, kLastSecondMs));
-  const double perceived = std::max(avg, last_second);
+  const double perceived =
+      std::max(static_cast<double>(observed) / window_s, static_cast<double>(last_second));
   if (!(perceived > 0)) return limits.soft == 0 ? 1 : 0;
   const double f = 1 - (static_cast<double>(limits.soft) / window_s) / perceived;
   return std::clamp(f, 0.0, 1.0);
+}
+
+double ComputeSuppressionFactor(const RateWindow& w, int64_t now_ms, int64_t window_ms,
+                                SuppressedLimits limits) {
+  if (w.empty()) return 0;
+  return SuppressionFactorFromTotals(w.accepted(), w.observed(),
+                                     w.ObservedWithin(now_ms, kLastSecondMs), window_ms, limits);
 }
 
 double SuppressionFactor(const RateWindow& w, FactorCache& cache, const RateLimitSettings& s,

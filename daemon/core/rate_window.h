@@ -104,10 +104,17 @@ class RateWindow {
 RateIncResult AdmitAbsolute(RateWindow& w, const RateLimitSettings& s, int64_t now_ms,
                             double rate_per_second, uint64_t count);
 
-// The suppression factor for the window as it is now (docs/api.md#rate-limiting; the
-// hard-limit checks use ACCEPTED usage, docs/rate_limiting.md D3):
-//   no bucket → 0; accepted ≥ hard → 1; accepted < soft → 0;
-//   else 1 − (soft / W_s) / max(observed / W_s, ObservedWithin(now, 1000)), clamped to [0, 1].
+// The one suppression-factor formula (docs/api.md#rate-limiting; the hard-limit checks use
+// ACCEPTED usage, docs/rate_limiting.md D3), from a window's totals, for a window holding at least one bucket:
+//   accepted ≥ hard → 1; accepted < soft → 0;
+//   else 1 − (soft / W_s) / max(observed / W_s, last_second), clamped to [0, 1].
+// Pure. LOCAL applies it to a RateWindow (below), HYBRID to the totals of its last sync, and
+// lua/ratelimit.lua (REDIS) repeats it in Lua.
+double SuppressionFactorFromTotals(uint64_t accepted, uint64_t observed, uint64_t last_second,
+                                   int64_t window_ms, SuppressedLimits limits);
+
+// The suppression factor for the window as it is now: no bucket → 0, else
+// SuppressionFactorFromTotals with last_second = ObservedWithin(now, 1000).
 // Pure: no cache (see SuppressionFactor).
 double ComputeSuppressionFactor(const RateWindow& w, int64_t now_ms, int64_t window_ms,
                                 SuppressedLimits limits);

@@ -1,6 +1,8 @@
--- lib/int64.lua: shared by every script. At build time each lua/*.lua script is embedded with
--- every lua/lib/*.lua file prepended (file-name order, cmake/embed_lua.cmake), so these locals
--- are in scope in the script's own code. Libraries only define locals: no Redis calls here.
+-- lib/int64.lua: int64 arithmetic on decimal strings, for the scripts that declare
+-- "-- requires: lib/int64.lua" (counter, icounter, ratelimit_hybrid). At build time each
+-- lua/*.lua script is embedded with the lua/lib files it requires prepended (in the order it
+-- lists them; CMakeLists.txt, cmake/compose_lua.cmake), so these locals are in scope in the
+-- script's own code. Libraries only define locals: no Redis calls here.
 --
 -- Lua 5.1 numbers are doubles, exact only up to 2^53, so an int64 never becomes a Lua number
 -- here: values stay decimal strings and are added in base-10^7 chunks (every intermediate sum
@@ -14,11 +16,6 @@
 
 -- How long a hash that holds only bookkeeping (dedup marks, an epoch) lives after its last write.
 local MARK_TTL_MS = 86400000
-
--- Bad ARGV: an error reply, always raised before the first write (Redis does not roll back).
-local function fail(what)
-  return redis.error_reply("ERR distkit: " .. what)
-end
 
 -- The arbitrary-precision helpers, built by bignum() on first use.
 local big
@@ -169,14 +166,6 @@ local function i64_sub_add(a, b, d)
   local r = B.add(B.add(a, B.neg(b)), d)
   if B.fits(r) then return r end
   return nil
-end
-
--- A seq (or entry count) is a canonical decimal in [1, 2^53), exact as a Lua number.
-local function parse_seq(s)
-  if type(s) ~= "string" or #s > 16 or not string.find(s, "^[1-9]%d*$") then return nil end
-  local n = s + 0
-  if n >= 9007199254740992 then return nil end -- 2^53
-  return n
 end
 
 -- Comparators on the result of i64_cmp(value, operand); "" is no condition.

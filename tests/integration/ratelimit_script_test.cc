@@ -1,6 +1,6 @@
 // lua/ratelimit.lua against a real redis-server. The contract is documented at the top of the
 // script and in docs/rate_limiting.md (REDIS). The text under test is the embedded one
-// (lua/lib/*.lua prepended), exactly what the daemon loads.
+// (with the lua/lib files it requires prepended), exactly what the daemon loads.
 //
 // Redis time cannot be faked: every reply carries the script's `now`, and the hash carries the
 // bucket timestamps, so expectations that depend on time are computed from what Redis saw, and
