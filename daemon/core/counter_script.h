@@ -25,10 +25,6 @@ struct ScriptReply {
   std::optional<uint64_t> applied_seq;  // highest of our lax seqs Redis has applied
 };
 
-// Maps a Redis error reply to a status: transient server states are UNAVAILABLE, OOM is
-// RESOURCE_EXHAUSTED, anything else would be a bug of ours (INTERNAL).
-absl::Status RedisErrorStatus(const std::string& err);
-
 absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r);
 
 // ARGV of counter.lua: dedup id, the lax entries, op, comparator, operand, arg.

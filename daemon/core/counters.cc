@@ -271,7 +271,7 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
       {"SCAN", cursor, "MATCH", PlainCounterPattern(ns), "COUNT", "1000"},
       [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
         if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(RedisErrorStatus(r->str));
+        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
         if (r->elements.size() != 2) {
           return done(absl::InternalError("unexpected SCAN reply: " + r->DebugString()));
         }

@@ -10,9 +10,9 @@
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
 #include "daemon/core/counter_keys.h"
-#include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
 #include "daemon/core/join.h"
+#include "daemon/redis/reply.h"
 
 namespace distkit::core {
 namespace {
@@ -37,7 +37,7 @@ std::string ReplyInt(const redis::Reply& r) {
 absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::string_view key,
                                          std::optional<InstanceReply>* applied_reply) {
   if (!r.ok()) return r.status();
-  if (r->is_error()) return RedisErrorStatus(r->str);
+  if (r->is_error()) return redis::RedisErrorStatus(r->str);
   const auto& e = r->elements;
   if (r->type != redis::Reply::Type::kArray || e.size() < 6) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
@@ -141,7 +141,7 @@ absl::StatusOr<redis::Reply> InstanceCounters::Call(std::vector<std::string> arg
     return absl::DeadlineExceededError("Redis did not answer in time");
   }
   auto r = f.get();
-  if (r.ok() && r->is_error()) return RedisErrorStatus(r->str);
+  if (r.ok() && r->is_error()) return redis::RedisErrorStatus(r->str);
   return r;
 }
 
@@ -155,7 +155,7 @@ absl::StatusOr<redis::Reply> InstanceCounters::Live(std::vector<std::string> arg
     return absl::DeadlineExceededError("Redis did not answer in time");
   }
   auto r = f.get();
-  if (r.ok() && r->is_error()) return RedisErrorStatus(r->str);
+  if (r.ok() && r->is_error()) return redis::RedisErrorStatus(r->str);
   return r;
 }
 
@@ -504,7 +504,7 @@ void InstanceCounters::Send(const MapKey& k, Op op, Condition cond, int64_t arg,
                   [this, k, op, cond, arg, inc, carried = std::move(carried),
                    done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
                     absl::Status s = r.status();
-                    if (s.ok() && r->is_error()) s = RedisErrorStatus(r->str);
+                    if (s.ok() && r->is_error()) s = redis::RedisErrorStatus(r->str);
                     if (!s.ok()) {
                       // The script was not sent: its entries surely did not reach Redis.
                       Settle(k, op, inc, carried, nullptr, /*maybe_sent=*/false);
@@ -781,7 +781,7 @@ void InstanceCounters::ClearScan(const std::string& ns, const std::string& curso
       {"SCAN", cursor, "MATCH", InstanceCounterPattern(ns), "COUNT", "1000"},
       [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
         if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(RedisErrorStatus(r->str));
+        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
         if (r->elements.size() != 2) {
           return done(absl::InternalError("unexpected SCAN reply: " + r->DebugString()));
         }
@@ -831,7 +831,7 @@ void InstanceCounters::ClearOnInstanceScan(const std::string& ns, std::string se
       {"SSCAN", set, cursor, "COUNT", "1000"},
       [this, ns, set, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
         if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(RedisErrorStatus(r->str));
+        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
         if (r->elements.size() != 2) {
           return done(absl::InternalError("unexpected SSCAN reply: " + r->DebugString()));
         }

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 #include "daemon/core/counter_keys.h"
-#include "daemon/core/counter_script.h"
+#include "daemon/redis/reply.h"
 
 namespace distkit::core {
 namespace {
@@ -52,7 +52,7 @@ std::optional<double> ParseFactor(const redis::Reply& r) {
 
 // {status, decision, retry_after_ms, remaining, factor, allowed, now}
 absl::StatusOr<RateIncResult> ParseIncReply(const redis::Reply& r) {
-  if (r.is_error()) return RedisErrorStatus(r.str);
+  if (r.is_error()) return redis::RedisErrorStatus(r.str);
   const auto& e = r.elements;
   if (r.type != redis::Reply::Type::kArray || e.size() != 7 || !IsStr(e[0]) || !IsStr(e[1]) ||
       !IsInt(e[2]) || !IsInt(e[3]) || !IsInt(e[5]) || e[2].integer < 0 || e[3].integer < 0) {
@@ -83,7 +83,7 @@ absl::StatusOr<RateIncResult> ParseIncReply(const redis::Reply& r) {
 
 // {status, total, declined, factor, now}
 absl::StatusOr<RateGetResult> ParseGetReply(const redis::Reply& r) {
-  if (r.is_error()) return RedisErrorStatus(r.str);
+  if (r.is_error()) return redis::RedisErrorStatus(r.str);
   const auto& e = r.elements;
   if (r.type != redis::Reply::Type::kArray || e.size() != 5 || !IsStr(e[0]) || e[0].str != "ok" ||
       !IsInt(e[1]) || !IsInt(e[2]) || e[1].integer < 0 || e[2].integer < 0) {
@@ -189,7 +189,7 @@ void RedisRateLimiter::SendIncs(std::string key, RateStrategy strategy,
         } else if (batch.size() == 1) {
           results.push_back(ParseIncReply(*raw));
         } else if (raw->is_error()) {
-          results.assign(batch.size(), RedisErrorStatus(raw->str));
+          results.assign(batch.size(), redis::RedisErrorStatus(raw->str));
         } else if (raw->type != redis::Reply::Type::kArray ||
                    raw->elements.size() != batch.size()) {
           results.assign(batch.size(), BadReply(*raw));
@@ -198,7 +198,7 @@ void RedisRateLimiter::SendIncs(std::string key, RateStrategy strategy,
         }
         const absl::Status call_status =
             !raw.ok() ? raw.status()
-                      : (raw->is_error() ? RedisErrorStatus(raw->str) : absl::OkStatus());
+                      : (raw->is_error() ? redis::RedisErrorStatus(raw->str) : absl::OkStatus());
         const bool down = RedisDown(call_status);
         // The next call goes out before these answers are delivered.
         std::vector<PendingInc> next = NextBatch(key, down);

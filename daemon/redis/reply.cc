@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/strings.h"
 
@@ -102,6 +103,21 @@ absl::Status MarkNotSent(absl::Status status) {
 
 bool IsNotSent(const absl::Status& status) {
   return status.GetPayload(kNotSentPayload).has_value();
+}
+
+absl::Status RedisErrorStatus(std::string_view error) {
+  const absl::string_view err = AbslView(error);
+  for (absl::string_view transient : {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
+                                      "TRYAGAIN", "NOAUTH", "NOPERM", "WRONGPASS", "MOVED",
+                                      "ASK"}) {
+    if (absl::StartsWith(err, transient)) {
+      return absl::UnavailableError(absl::StrCat("Redis: ", err));
+    }
+  }
+  if (absl::StartsWith(err, "OOM")) {
+    return absl::ResourceExhaustedError(absl::StrCat("Redis: ", err));
+  }
+  return absl::InternalError(absl::StrCat("Redis script error: ", err));
 }
 
 }  // namespace distkit::redis

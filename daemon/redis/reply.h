@@ -38,4 +38,8 @@ absl::Status NotSentError(std::string_view message);
 absl::Status MarkNotSent(absl::Status status);  // same code and message, marked "not sent"
 bool IsNotSent(const absl::Status& status);
 
+// Maps a Redis error reply to a status: transient server states are UNAVAILABLE, OOM is
+// RESOURCE_EXHAUSTED, anything else would be a bug of ours (INTERNAL).
+absl::Status RedisErrorStatus(std::string_view err);
+
 }  // namespace distkit::redis
