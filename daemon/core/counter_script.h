@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/core/lax_store.h"
+#include "daemon/core/script_status.h"
 #include "daemon/core/types.h"
 #include "daemon/redis/reply.h"
 
@@ -17,7 +18,7 @@ namespace distkit::core {
 
 // Parsed reply of lua/counter.lua.
 struct ScriptReply {
-  std::string status;  // "ok" | "overflow" | "notint"
+  ScriptStatus status = ScriptStatus::kOk;  // kOk | kOverflow | kNotInt
   int64_t value = 0;
   int64_t previous = 0;
   bool applied = false;

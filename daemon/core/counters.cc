@@ -94,9 +94,9 @@ void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, i
         if (tracked) SettleCarrier(k, carried, r, maybe_sent);
         if (!r.ok()) {
           done(r.status());
-        } else if (r->status == "overflow") {
+        } else if (r->status == ScriptStatus::kOverflow) {
           done(absl::OutOfRangeError("result would leave the int64 range; nothing changed"));
-        } else if (r->status == "notint") {
+        } else if (r->status == ScriptStatus::kNotInt) {
           done(absl::FailedPreconditionError(absl::StrCat("the value stored in Redis for key '",
                                                           k.second,
                                                           "' is not an int64; nothing changed")));
@@ -127,14 +127,14 @@ void Counters::RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then) {
                      absl::MutexLock lock(&shard.mu);
                      LaxEntry& e = shard.map[k];
                      e.refreshing = false;
-                     if (r.ok() && r->status == "ok") {
+                     if (r.ok() && r->status == ScriptStatus::kOk) {
                        OnRemoteValue(e, r->value, r->applied_seq.value_or(e.remote_seq), Now());
                      } else {
                        // Answer from the last known value (0 if never known); keep deltas.
                        e.initialized = true;
                        if (g_flush_log.ShouldLog()) {
                          spdlog::warn("lax read of {}/{} failed: {}", k.first, k.second,
-                                      r.ok() ? r->status : r.status().ToString());
+                                      r.ok() ? ScriptStatusName(r->status) : r.status().ToString());
                        }
                      }
                      waiters.swap(e.waiters);
@@ -290,7 +290,7 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
                            // A corrupt value is deleted anyway? No: "notint" changes nothing,
                            // and Clear reports it rather than hiding it.
                            absl::Status s = pr.status();
-                           if (pr.ok() && pr->status == "notint") {
+                           if (pr.ok() && pr->status == ScriptStatus::kNotInt) {
                              s = absl::FailedPreconditionError(
                                  "a stored value is not an int64; it was left in place");
                            }
@@ -328,11 +328,11 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
                    const bool maybe_sent = !redis::IsNotSent(raw.status());
                    auto r = ParseScriptReply(std::move(raw));
                    SettleCarrier(k, carried, r, maybe_sent);
-                   if (!(r.ok() && r->status == "ok")) {
+                   if (!(r.ok() && r->status == ScriptStatus::kOk)) {
                      stats_.flush_failures++;
                      if (g_flush_log.ShouldLog()) {
                        spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
-                                    r.ok() ? r->status : r.status().ToString());
+                                    r.ok() ? ScriptStatusName(r->status) : r.status().ToString());
                      }
                    }
                    outstanding_flushes_--;
@@ -343,7 +343,7 @@ void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carri
                              const absl::StatusOr<ScriptReply>& r, bool maybe_sent) {
   // "overflow" refused only the operation: the carried entries were applied. "notint" and
   // failures applied nothing.
-  const bool applied = r.ok() && r->status != "notint";
+  const bool applied = r.ok() && r->status != ScriptStatus::kNotInt;
   if (applied && r->dropped > 0) {
     stats_.dropped_overflow += r->dropped;
     spdlog::error("{}/{}: {} lax delta(s) dropped, the Redis value would overflow int64", k.first,

@@ -12,6 +12,7 @@
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/int64_math.h"
 #include "daemon/core/join.h"
+#include "daemon/core/script_status.h"
 #include "daemon/redis/reply.h"
 
 namespace distkit::core {
@@ -42,7 +43,8 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   if (r->type != redis::Reply::Type::kArray || e.size() < 6) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
-  if (e[0].str == "notint") {
+  const ScriptStatus status = ParseScriptStatus(e[0].str);
+  if (status == ScriptStatus::kNotInt) {
     return absl::FailedPreconditionError(absl::StrCat(
         "a value stored in Redis for key '", AbslView(key), "' is not an int64; nothing changed"));
   }
@@ -53,7 +55,7 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   auto ep = e.size() > 6 ? ParseInt64(ReplyInt(e[6])) : std::optional<int64_t>(0);
   auto seen = e.size() > 7 ? ParseInt64(ReplyInt(e[7])) : std::optional<int64_t>(0);
   auto before = e.size() > 9 ? ParseInt64(ReplyInt(e[9])) : pi;
-  if ((e[0].str != "ok" && e[0].str != "overflow") || !c || !i || !pc || !pi || !ep || !seen ||
+  if ((status != ScriptStatus::kOk && status != ScriptStatus::kOverflow) || !c || !i || !pc || !pi || !ep || !seen ||
       !before || *seen < 0) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
@@ -67,7 +69,7 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   out.seen = static_cast<uint64_t>(*seen);
   out.dropped = e.size() > 8 ? e[8].integer : 0;
   out.before = *before;
-  out.overflow = e[0].str == "overflow";
+  out.overflow = status == ScriptStatus::kOverflow;
   *applied_reply = out;
   if (out.overflow) {
     return absl::OutOfRangeError("result would leave the int64 range; nothing changed");

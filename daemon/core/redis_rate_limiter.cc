@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 #include "daemon/core/counter_keys.h"
+#include "daemon/core/script_status.h"
 #include "daemon/redis/reply.h"
 
 namespace distkit::core {
@@ -58,12 +59,13 @@ absl::StatusOr<RateIncResult> ParseIncReply(const redis::Reply& r) {
       !IsInt(e[2]) || !IsInt(e[3]) || !IsInt(e[5]) || e[2].integer < 0 || e[3].integer < 0) {
     return BadReply(r);
   }
-  if (e[0].str == "range") {
+  const ScriptStatus status = ParseScriptStatus(e[0].str);
+  if (status == ScriptStatus::kRange) {
     return absl::OutOfRangeError(
         "the observed units of this key would reach 2^53 within the window; nothing recorded");
   }
   auto factor = ParseFactor(e[4]);
-  if (e[0].str != "ok" || !factor) return BadReply(r);
+  if (status != ScriptStatus::kOk || !factor) return BadReply(r);
   RateIncResult out;
   if (e[1].str == "allowed") {
     out.decision = RateDecision::kAllowed;
@@ -85,8 +87,9 @@ absl::StatusOr<RateIncResult> ParseIncReply(const redis::Reply& r) {
 absl::StatusOr<RateGetResult> ParseGetReply(const redis::Reply& r) {
   if (r.is_error()) return redis::RedisErrorStatus(r.str);
   const auto& e = r.elements;
-  if (r.type != redis::Reply::Type::kArray || e.size() != 5 || !IsStr(e[0]) || e[0].str != "ok" ||
-      !IsInt(e[1]) || !IsInt(e[2]) || e[1].integer < 0 || e[2].integer < 0) {
+  if (r.type != redis::Reply::Type::kArray || e.size() != 5 || !IsStr(e[0]) ||
+      ParseScriptStatus(e[0].str) != ScriptStatus::kOk || !IsInt(e[1]) || !IsInt(e[2]) ||
+      e[1].integer < 0 || e[2].integer < 0) {
     return BadReply(r);
   }
   auto factor = ParseFactor(e[3]);
