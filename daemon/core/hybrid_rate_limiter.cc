@@ -1,7 +1,6 @@
 #include "daemon/core/hybrid_rate_limiter.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/common/logging.h"
+#include "daemon/common/strings.h"
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/rate_window.h"
 
@@ -34,11 +34,6 @@ uint64_t SatAdd(uint64_t a, uint64_t b) { return b > kU64Max - a ? kU64Max : a +
 uint64_t CumDiff(uint64_t newer, uint64_t older) { return (newer - older) & kCumMask; }
 
 std::string Num(uint64_t v) { return absl::StrCat(v); }
-std::string RateText(double rate) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof(buf), rate);
-  return std::string(buf, r.ptr);
-}
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -655,7 +650,7 @@ HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyS
                Num(s_.window_ms),
                Num(s_.bucket_ms),
                Num(lease_ms_ + lease_grace_ms_),
-               st.rate > 0 ? RateText(st.rate) : "",
+               st.rate > 0 ? FormatDouble(st.rate) : "",
                Num(want ? st.Demand() : 0),
                Num(call.take)};
   st.in_flight = true;

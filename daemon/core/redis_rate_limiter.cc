@@ -10,6 +10,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
+#include "daemon/common/strings.h"
 #include "daemon/core/counter_keys.h"
 #include "daemon/core/script_status.h"
 #include "daemon/redis/reply.h"
@@ -21,13 +22,6 @@ constexpr char kScript[] = "ratelimit";
 LogEvery g_redis_log(std::chrono::seconds(5));
 
 std::string_view StrategyArg(RateStrategy s) { return s == RateStrategy::kAbsolute ? "a" : "s"; }
-
-// Shortest text that parses back to the same double (Lua's tonumber is strtod).
-std::string DoubleArg(double v) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  return std::string(buf, r.ptr);
-}
 
 // Failures that mean "Redis cannot answer now" (the failure mode applies), as opposed to bugs.
 bool RedisDown(const absl::Status& s) {
@@ -119,7 +113,7 @@ RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings 
       fallback_(fallback),
       window_arg_(absl::StrCat(settings.window_ms)),
       bucket_arg_(absl::StrCat(settings.bucket_ms)),
-      hlf_arg_(DoubleArg(settings.hard_limit_factor)),
+      hlf_arg_(FormatDouble(settings.hard_limit_factor)),
       cache_arg_(absl::StrCat(settings.suppression_cache_ms)) {
   if (redis_ == nullptr || random_ == nullptr ||
       (failure_mode_ == RateFailureMode::kLocal && fallback_ == nullptr)) {
@@ -148,8 +142,8 @@ void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
   }
   double u = random_->Uniform01();
   if (!(u >= 0 && u < 1)) u = 0;  // a broken source must not make the script refuse the call
-  PendingInc p{DoubleArg(req.rate_per_second), absl::StrCat(req.count == 0 ? 1 : req.count),
-               DoubleArg(u),
+  PendingInc p{FormatDouble(req.rate_per_second), absl::StrCat(req.count == 0 ? 1 : req.count),
+               FormatDouble(u),
                // The request is needed again only by the LOCAL failure mode.
                failure_mode_ == RateFailureMode::kLocal ? req : RateIncRequest{}, std::move(done)};
   std::string key = RedisRateLimitKey(req.ns, req.key, req.strategy);
