@@ -5,7 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
-#include "daemon/core/counter_keys.h"
+#include "daemon/core/redis_keys.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
 #include "daemon/core/join.h"

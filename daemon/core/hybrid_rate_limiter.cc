@@ -13,7 +13,6 @@
 #include "absl/synchronization/mutex.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
-#include "daemon/core/counter_keys.h"
 #include "daemon/core/rate_window.h"
 
 namespace distkit::core {
@@ -204,15 +203,6 @@ struct HybridRateLimiter::Outcome {
   bool need_sync = false;
   absl::StatusOr<RateIncResult> result;
 };
-
-std::string HybridRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy) {
-  std::string out;
-  out.reserve(24 + ns.size() + key.size());
-  out.append("dk:{").append(HashTag(ns, key)).append("}:rh:");
-  out.append(strategy == RateStrategy::kSuppressed ? "s:" : "a:");
-  out.append(ns).append(":").append(key);
-  return out;
-}
 
 namespace {
 

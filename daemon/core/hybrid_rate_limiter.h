@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "daemon/core/rate_limit.h"
+#include "daemon/core/redis_keys.h"  // HybridRateLimitKey
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
 
@@ -54,9 +55,6 @@ struct HybridRateLimiterStats {
   std::atomic<uint64_t> degraded{0};       // answers with degraded = true
   std::atomic<int64_t> keys{0};            // key states held in memory
 };
-
-// "dk:{TTTTTTTT}:rh:<a|s>:<namespace>:<key>" (hash tag of counter_keys.h: one slot per key).
-std::string HybridRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy);
 
 class HybridRateLimiter final : public RateLimiter {
  public:

@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
-#include "daemon/core/counter_keys.h"
 #include "daemon/core/int64_math.h"
 #include "daemon/core/join.h"
 #include "daemon/core/script_status.h"
@@ -20,14 +19,8 @@ namespace {
 
 constexpr char kScript[] = "icounter";
 constexpr char kLiveScript[] = "liveness";
-constexpr char kInstances[] = "dk:{live}:instances";
-constexpr char kIncarnations[] = "dk:{live}:incarnations";
 constexpr int kMaxOutstandingRestores = 1000;
 LogEvery g_flush_log(std::chrono::seconds(5));
-
-std::string NamespaceSet(std::string_view id, int64_t inc) {
-  return absl::StrCat("dk:{I:", AbslView(id), ":", inc, "}:namespaces");
-}
 
 std::string ReplyInt(const redis::Reply& r) {
   return r.type == redis::Reply::Type::kInteger ? absl::StrCat(r.integer) : r.str;
@@ -55,8 +48,8 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   auto ep = e.size() > 6 ? ParseInt64(ReplyInt(e[6])) : std::optional<int64_t>(0);
   auto seen = e.size() > 7 ? ParseInt64(ReplyInt(e[7])) : std::optional<int64_t>(0);
   auto before = e.size() > 9 ? ParseInt64(ReplyInt(e[9])) : pi;
-  if ((status != ScriptStatus::kOk && status != ScriptStatus::kOverflow) || !c || !i || !pc || !pi || !ep || !seen ||
-      !before || *seen < 0) {
+  if ((status != ScriptStatus::kOk && status != ScriptStatus::kOverflow) || !c || !i || !pc ||
+      !pi || !ep || !seen || !before || *seen < 0) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
   InstanceReply out;
@@ -101,24 +94,6 @@ class DirtyTracker {
 
 }  // namespace
 
-std::string InstanceCounterKey(std::string_view ns, std::string_view key) {
-  return absl::StrCat("dk:{", HashTag(ns, key), "}:i:", AbslView(ns), ":", AbslView(key));
-}
-
-std::string InstanceCounterPattern(std::string_view ns) {
-  std::string out = "dk:{????????}:i:";
-  for (char c : ns) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.append(":*");
-  return out;
-}
-
-std::string InstanceKeySet(std::string_view id, int64_t incarnation, std::string_view ns) {
-  return absl::StrCat("dk:{I:", AbslView(id), ":", incarnation, "}:keys:", AbslView(ns));
-}
-
 InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOptions options,
                                    const Clock* clock)
     : redis_(redis),
@@ -151,7 +126,7 @@ absl::StatusOr<redis::Reply> InstanceCounters::Live(std::vector<std::string> arg
                                                     std::chrono::milliseconds timeout) {
   auto p = std::make_shared<std::promise<absl::StatusOr<redis::Reply>>>();
   auto f = p->get_future();
-  redis_->Script(kLiveScript, {kInstances, kIncarnations}, std::move(args),
+  redis_->Script(kLiveScript, {kLiveInstancesKey, kLiveIncarnationsKey}, std::move(args),
                  [p](absl::StatusOr<redis::Reply> r) { p->set_value(r); });
   if (f.wait_for(timeout) != std::future_status::ready) {
     return absl::DeadlineExceededError("Redis did not answer in time");
@@ -301,11 +276,11 @@ absl::Status InstanceCounters::ReapOnce(std::chrono::milliseconds timeout) {
 
 absl::Status InstanceCounters::ReapInstance(const std::string& id, const std::string& inc,
                                             std::chrono::milliseconds timeout) {
-  const std::string ns_set = absl::StrCat("dk:{I:", id, ":", inc, "}:namespaces");
+  const std::string ns_set = InstanceNamespaceSet(id, inc);
   auto nss = Call({"SMEMBERS", ns_set}, timeout);
   if (!nss.ok()) return nss.status();
   for (const auto& nsr : nss->elements) {
-    const std::string set = absl::StrCat("dk:{I:", id, ":", inc, "}:keys:", nsr.str);
+    const std::string set = InstanceKeySet(id, inc, nsr.str);
     std::string cursor = "0";
     do {
       auto sc = Call({"SSCAN", set, cursor, "COUNT", "1000"}, timeout);
@@ -501,7 +476,8 @@ void InstanceCounters::Send(const MapKey& k, Op op, Condition cond, int64_t arg,
   }
   // First slice write of this key in this incarnation: list the key in the incarnation's key
   // set first, so a reaper finds the slice if this daemon dies.
-  redis_->Command({"SADD", NamespaceSet(options_.instance_id, inc), k.first}, [](auto) {});
+  redis_->Command({"SADD", InstanceNamespaceSet(options_.instance_id, inc), k.first},
+                  [](auto) {});
   redis_->Command({"SADD", InstanceKeySet(options_.instance_id, inc, k.first), k.second},
                   [this, k, op, cond, arg, inc, carried = std::move(carried),
                    done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
@@ -986,11 +962,12 @@ int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
                                          deadline - std::chrono::steady_clock::now()),
                                      std::chrono::milliseconds(100));
   // Other namespaces of this incarnation (evicted keys): the namespaces set lists them all.
-  if (auto listed = Call({"SMEMBERS", NamespaceSet(options_.instance_id, inc)}, timeout_left);
+  if (auto listed =
+          Call({"SMEMBERS", InstanceNamespaceSet(options_.instance_id, inc)}, timeout_left);
       listed.ok()) {
     for (const auto& n : listed->elements) nss.insert(n.str);
   }
-  std::vector<std::string> del = {"DEL", NamespaceSet(options_.instance_id, inc)};
+  std::vector<std::string> del = {"DEL", InstanceNamespaceSet(options_.instance_id, inc)};
   for (const auto& ns : nss) del.push_back(InstanceKeySet(options_.instance_id, inc, ns));
   auto d = Call(std::move(del), timeout_left);
   auto rm = Live({"remove", options_.instance_id, absl::StrCat(inc)}, timeout_left);

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/core/instance_lax.h"
+#include "daemon/core/redis_keys.h"  // InstanceCounterKey, InstanceKeySet
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
 
@@ -56,12 +57,6 @@ struct InstanceResult {
   bool applied = true;
 };
 using InstanceCallback = absl::AnyInvocable<void(absl::StatusOr<InstanceResult>)>;
-
-// Redis key of an instance-aware counter: "dk:{TTTTTTTT}:i:<namespace>:<key>".
-std::string InstanceCounterKey(std::string_view ns, std::string_view key);
-std::string InstanceCounterPattern(std::string_view ns);
-// This instance's key set of `ns`: "dk:{I:<id>:<inc>}:keys:<ns>".
-std::string InstanceKeySet(std::string_view id, int64_t incarnation, std::string_view ns);
 
 // Instance-aware counters (product.md §4.2; layout and protocol: docs/instance_counters.md).
 // STRICT operations are one lua/icounter.lua call each, which first applies this daemon's LAX

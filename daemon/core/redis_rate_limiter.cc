@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
-#include "daemon/core/counter_keys.h"
 #include "daemon/core/script_status.h"
 #include "daemon/redis/reply.h"
 
@@ -93,15 +92,6 @@ absl::StatusOr<RateGetResult> ParseGetReply(const redis::Reply& r) {
 }
 
 }  // namespace
-
-std::string RedisRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy) {
-  std::string out;
-  out.reserve(22 + ns.size() + key.size());
-  out.append("dk:{").append(HashTag(ns, key)).append("}:r:");
-  out.append(StrategyArg(strategy)).append(":");
-  out.append(ns).append(":").append(key);
-  return out;
-}
 
 RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings settings,
                                    RateFailureMode failure_mode, RandomSource* random,

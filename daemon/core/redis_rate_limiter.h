@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 
 #include "daemon/core/rate_limit.h"
+#include "daemon/core/redis_keys.h"  // RedisRateLimitKey
 #include "daemon/redis/redis_client.h"
 
 namespace distkit::core {
@@ -27,11 +28,6 @@ enum class RateFailureMode {
   kClosed,  // REJECTED (retry_after_ms 0), degraded
   kLocal,   // the fallback provider's answer (the LOCAL provider's state), degraded
 };
-
-// Redis key of a (namespace, key, strategy) under the REDIS provider:
-// "dk:{TTTTTTTT}:r:<a|s>:<namespace>:<key>", with the hash tag of counter_keys.h (one slot per
-// key, a namespace spread over a cluster; SCAN MATCH 'dk:{*}:r:?:<ns>:*' finds a namespace's).
-std::string RedisRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy);
 
 // At most this many Inc requests of one key go into one script call (the script takes 1000).
 inline constexpr size_t kMaxCoalescedIncs = 128;
