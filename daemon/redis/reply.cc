@@ -1,7 +1,5 @@
 #include "daemon/redis/reply.h"
 
-#include <hiredis/hiredis.h>
-
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -11,39 +9,6 @@ namespace distkit::redis {
 namespace {
 constexpr char kNotSentPayload[] = "type.distkit/redis.not_sent";
 }  // namespace
-
-Reply Reply::FromHiredis(const redisReply* r) {
-  Reply out;
-  if (r == nullptr) return out;
-  switch (r->type) {
-    case REDIS_REPLY_INTEGER:
-      out.type = Type::kInteger;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_STRING:
-      out.type = Type::kString;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.type = Type::kStatus;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ERROR:
-      out.type = Type::kError;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Type::kArray;
-      out.elements.reserve(r->elements);
-      for (size_t i = 0; i < r->elements; ++i) {
-        out.elements.push_back(FromHiredis(r->element[i]));
-      }
-      break;
-    default:
-      break;
-  }
-  return out;
-}
 
 Reply Reply::Integer(int64_t v) {
   Reply r;

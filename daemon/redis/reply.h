@@ -19,7 +19,7 @@ struct Reply {
   std::string str;  // kString, kStatus, kError
   std::vector<Reply> elements;
 
-  static Reply FromHiredis(const redisReply* r);
+  static Reply FromHiredis(const redisReply* r);  // hiredis_reply.cc, in distkit_redis only
   static Reply Integer(int64_t v);
   static Reply String(std::string s);
   static Reply Error(std::string s);
