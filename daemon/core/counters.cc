@@ -37,8 +37,7 @@ class DirtyTracker {
 Counters::Counters(redis::RedisClient* redis, CountersOptions options, const Clock* clock)
     : redis_(redis),
       options_(std::move(options)),
-      clock_(clock),
-      shards_(std::make_unique<Shard[]>(kShards)) {}
+      clock_(clock) {}
 
 Counters::~Counters() {
   {
@@ -54,8 +53,7 @@ void Counters::Start() {
 }
 
 Counters::Shard& Counters::ShardFor(const MapKey& k) {
-  const size_t h = absl::HashOf(k.first, k.second);
-  return shards_[h % kShards];
+  return shards_.ShardFor(absl::HashOf(k.first, k.second));
 }
 
 bool Counters::Fresh(const LaxEntry& e, int64_t now) const {

@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/lax_store.h"
 #include "daemon/core/types.h"
@@ -71,12 +72,8 @@ class Counters {
   const CountersStats& stats() const { return stats_; }
 
  private:
-  struct Shard {
-    absl::Mutex mu;
-    // Map key: namespace + '\0' + key (neither may contain NUL... they may, so we use a pair).
-    absl::flat_hash_map<std::pair<std::string, std::string>, LaxEntry> map ABSL_GUARDED_BY(mu);
-  };
-  using MapKey = std::pair<std::string, std::string>;
+  using MapKey = std::pair<std::string, std::string>;  // (namespace, key)
+  using Shard = LockedMap<absl::flat_hash_map<MapKey, LaxEntry>>;
 
   Shard& ShardFor(const MapKey& k);
   int64_t Now() const { return clock_->NowNs(); }
@@ -108,7 +105,7 @@ class Counters {
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<int64_t> outstanding_flushes_{0};
   static constexpr int kShards = 64;
-  std::unique_ptr<Shard[]> shards_;
+  Sharded<Shard, kShards> shards_;
 
   std::mutex flush_mu_;
   std::condition_variable flush_cv_;

@@ -277,8 +277,7 @@ HybridRateLimiter::HybridRateLimiter(redis::RedisClient* redis, HybridRateLimite
                                                   : std::max<int64_t>(50, lease_ms_ / 4)),
       active_ms_(std::max<int64_t>(lease_ms_ / 2, 2 * options_.settings.sync_interval_ms)),
       idle_evict_ms_(options_.settings.idle_evict_ms > 0 ? options_.settings.idle_evict_ms
-                                                         : options_.settings.window_ms + 1000),
-      shards_(std::make_unique<Shard[]>(kShards)) {}
+                                                         : options_.settings.window_ms + 1000) {}
 
 HybridRateLimiter::~HybridRateLimiter() {
   {
@@ -297,7 +296,7 @@ void HybridRateLimiter::Start() {
 
 HybridRateLimiter::Shard& HybridRateLimiter::ShardFor(RateStrategy strategy, std::string_view ns,
                                                       std::string_view key) {
-  return shards_[MapKeyHash{}(KeyRef{strategy, ns, key}) % kShards];
+  return shards_.ShardFor(MapKeyHash{}(KeyRef{strategy, ns, key}));
 }
 
 // ---------------------------------------------------------------- decisions

@@ -22,6 +22,7 @@
 #include <string_view>
 #include <thread>
 
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/redis_keys.h"  // HybridRateLimitKey
 #include "daemon/core/types.h"
@@ -117,7 +118,7 @@ class HybridRateLimiter final : public RateLimiter {
   std::atomic<int64_t> outstanding_{0};
   std::atomic<bool> releasing_{false};  // Shutdown: every sync gives its lease back
   static constexpr int kShards = 64;
-  std::unique_ptr<Shard[]> shards_;
+  Sharded<Shard, kShards> shards_;
 
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;

@@ -98,13 +98,12 @@ InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOp
                                    const Clock* clock)
     : redis_(redis),
       options_(std::move(options)),
-      clock_(clock),
-      shards_(std::make_unique<Shard[]>(kShards)) {}
+      clock_(clock) {}
 
 InstanceCounters::~InstanceCounters() { StopThreads(); }
 
 InstanceCounters::Shard& InstanceCounters::ShardFor(const MapKey& k) {
-  return shards_[absl::HashOf(k.first, k.second) % kShards];
+  return shards_.ShardFor(absl::HashOf(k.first, k.second));
 }
 
 // ---------------------------------------------------------------- blocking helpers

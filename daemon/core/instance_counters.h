@@ -17,6 +17,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/instance_lax.h"
 #include "daemon/core/redis_keys.h"  // InstanceCounterKey, InstanceKeySet
 #include "daemon/core/types.h"
@@ -112,10 +113,7 @@ class InstanceCounters {
 
  private:
   using MapKey = std::pair<std::string, std::string>;
-  struct Shard {
-    absl::Mutex mu;
-    absl::flat_hash_map<MapKey, InstanceEntry> map ABSL_GUARDED_BY(mu);
-  };
+  using Shard = LockedMap<absl::flat_hash_map<MapKey, InstanceEntry>>;
   enum class Op { kGet, kInc, kSet, kSetOnInstance, kDel, kDelOnInstance, kRestore };
   using Waiter = absl::AnyInvocable<void(absl::Status)>;
 
@@ -170,7 +168,7 @@ class InstanceCounters {
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<int64_t> outstanding_{0};  // flush and restore commands in flight
   static constexpr int kShards = 64;
-  std::unique_ptr<Shard[]> shards_;
+  Sharded<Shard, kShards> shards_;
 
   absl::Mutex own_mu_;
   // Own older incarnations left behind by a re-registration: the heartbeat refreshed the id's

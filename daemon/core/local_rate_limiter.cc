@@ -12,8 +12,7 @@ LocalRateLimiter::LocalRateLimiter(LocalRateLimiterOptions options)
       // invisible; idle_evict_ms may only delay that, never advance it.
       idle_ms_(std::max(options.settings.window_ms, options.settings.idle_evict_ms > 0
                                                         ? options.settings.idle_evict_ms
-                                                        : options.settings.window_ms + 1000)),
-      shards_(std::make_unique<Shard[]>(kShards)) {
+                                                        : options.settings.window_ms + 1000)) {
   if (options_.sweep_interval_ms > 0) sweep_thread_ = std::thread([this] { SweepLoop(); });
 }
 
@@ -28,7 +27,7 @@ LocalRateLimiter::~LocalRateLimiter() {
 
 LocalRateLimiter::Shard& LocalRateLimiter::ShardFor(const KeyView& k) const {
   // The map mixes the same hash again internally; the top bits pick the shard.
-  return shards_[(KeyHash()(k) >> 32) % kShards];
+  return shards_.ShardFor(KeyHash()(k) >> 32);
 }
 
 RateIncResult LocalRateLimiter::Decide(const RateIncRequest& req) {

@@ -113,7 +113,7 @@ RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings 
 }
 
 RedisRateLimiter::Shard& RedisRateLimiter::ShardFor(const std::string& key) {
-  return shards_[absl::HashOf(key) % kShards];
+  return shards_.ShardFor(absl::HashOf(key));
 }
 
 void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
@@ -140,7 +140,7 @@ void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
   {
     Shard& shard = ShardFor(key);
     absl::MutexLock lock(&shard.mu);
-    auto [it, first] = shard.waiting.try_emplace(key);
+    auto [it, first] = shard.map.try_emplace(key);
     if (!first) {  // a call for this key is in flight: ride in the next one
       it->second.push_back(std::move(p));
       return;
@@ -205,16 +205,16 @@ std::vector<RedisRateLimiter::PendingInc> RedisRateLimiter::NextBatch(const std:
   std::vector<PendingInc> next;
   Shard& shard = ShardFor(key);
   absl::MutexLock lock(&shard.mu);
-  auto it = shard.waiting.find(key);
-  if (it == shard.waiting.end()) return next;  // not reached: the key is in flight
+  auto it = shard.map.find(key);
+  if (it == shard.map.end()) return next;  // not reached: the key is in flight
   std::vector<PendingInc>& w = it->second;
   if (w.empty()) {
-    shard.waiting.erase(it);
+    shard.map.erase(it);
   } else if (redis_down) {
     // All of them: a later call would only wait for the same Redis again. The key leaves the
     // map; the next Inc sends a call of its own.
     next = std::move(w);
-    shard.waiting.erase(it);
+    shard.map.erase(it);
   } else if (w.size() <= kMaxCoalescedIncs) {
     next = std::move(w);
     w.clear();  // still in flight: the key stays, with nobody waiting

@@ -4,7 +4,6 @@
 // call, so all daemons share one exact limit per (namespace, key, strategy). Layout, script
 // steps and failure modes: docs/rate_limiting.md, section REDIS.
 
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -15,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/redis_keys.h"  // RedisRateLimitKey
 #include "daemon/redis/redis_client.h"
@@ -75,10 +75,7 @@ class RedisRateLimiter final : public RateLimiter {
     RateIncCallback done;
   };
   // Keys with an inc call in flight, and the Incs waiting for it to come back.
-  struct Shard {
-    absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::vector<PendingInc>> waiting ABSL_GUARDED_BY(mu);
-  };
+  using Shard = LockedMap<absl::flat_hash_map<std::string, std::vector<PendingInc>>>;
   static constexpr size_t kShards = 16;
   Shard& ShardFor(const std::string& key);
 
@@ -100,7 +97,7 @@ class RedisRateLimiter final : public RateLimiter {
   // The settings as the script's ARGV 3..6, formatted once.
   std::string window_arg_, bucket_arg_, hlf_arg_, cache_arg_;
   RedisRateLimiterStats stats_;
-  std::array<Shard, kShards> shards_;
+  Sharded<Shard, kShards> shards_;
 };
 
 }  // namespace distkit::core
