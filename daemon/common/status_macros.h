@@ -18,7 +18,10 @@
 // `DK_ASSIGN_OR_RETURN(auto x, F());` declares x from an OK StatusOr or returns its status.
 #define DK_ASSIGN_OR_RETURN(lhs, expr) \
   DK_ASSIGN_OR_RETURN_IMPL_(DK_CONCAT_(dk_statusor_, __LINE__), lhs, expr)
+// `tmp` is an identifier and `lhs` may be a declaration ("auto x"): neither can be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define DK_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -166,11 +166,8 @@ FlagDef IntFlag(std::string_view name, int64_t Config::*field, int64_t min, int6
   return def;
 }
 
-std::string PrintDouble(double v) {
-  char buf[64];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v);
-  return ec == std::errc() ? std::string(buf, end) : absl::StrCat(v);
-}
+// The flag table's printer for doubles (named like the other Print* helpers).
+std::string PrintDouble(double v) { return FormatDouble(v); }
 
 std::string PrintFailureMode(FailureMode mode) {
   switch (mode) {

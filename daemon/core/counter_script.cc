@@ -1,36 +1,23 @@
 #include "daemon/core/counter_script.h"
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/core/int64_math.h"
 
 namespace distkit::core {
 
-absl::Status RedisErrorStatus(const std::string& err) {
-  for (const char* transient : {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
-                                "TRYAGAIN", "NOAUTH", "NOPERM", "WRONGPASS", "MOVED", "ASK"}) {
-    if (absl::StartsWith(err, transient)) {
-      return absl::UnavailableError(absl::StrCat("Redis: ", err));
-    }
-  }
-  if (absl::StartsWith(err, "OOM")) {
-    return absl::ResourceExhaustedError(absl::StrCat("Redis: ", err));
-  }
-  return absl::InternalError(absl::StrCat("Redis script error: ", err));
-}
-
 absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r) {
   if (!r.ok()) return r.status();
-  if (r->is_error()) return RedisErrorStatus(r->str);
+  if (r->is_error()) return redis::RedisErrorStatus(r->str);
   const auto& e = r->elements;
   if (r->type != redis::Reply::Type::kArray || e.size() < 5) {
     return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
   }
   ScriptReply out;
-  out.status = e[0].str;
+  out.status = ParseScriptStatus(e[0].str);
   auto v = ParseInt64(e[1].str);
   auto p = ParseInt64(e[2].str);
-  if (!v || !p) {
+  if (!v || !p || (out.status != ScriptStatus::kOk && out.status != ScriptStatus::kOverflow &&
+                   out.status != ScriptStatus::kNotInt)) {
     return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
   }
   out.value = *v;

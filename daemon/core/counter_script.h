@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "daemon/core/lax_store.h"
+#include "daemon/core/script_status.h"
 #include "daemon/core/types.h"
 #include "daemon/redis/reply.h"
 
@@ -17,17 +18,13 @@ namespace distkit::core {
 
 // Parsed reply of lua/counter.lua.
 struct ScriptReply {
-  std::string status;  // "ok" | "overflow" | "notint"
+  ScriptStatus status = ScriptStatus::kOk;  // kOk | kOverflow | kNotInt
   int64_t value = 0;
   int64_t previous = 0;
   bool applied = false;
   int64_t dropped = 0;
   std::optional<uint64_t> applied_seq;  // highest of our lax seqs Redis has applied
 };
-
-// Maps a Redis error reply to a status: transient server states are UNAVAILABLE, OOM is
-// RESOURCE_EXHAUSTED, anything else would be a bug of ours (INTERNAL).
-absl::Status RedisErrorStatus(const std::string& err);
 
 absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r);
 

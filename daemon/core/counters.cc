@@ -7,7 +7,7 @@
 #include "absl/time/clock.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/wait_until.h"
-#include "daemon/core/counter_keys.h"
+#include "daemon/core/redis_keys.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
 #include "daemon/core/join.h"
@@ -40,7 +40,6 @@ Counters::Counters(redis::RedisClient* redis, CountersOptions options, const Clo
     : redis_(redis),
       options_(std::move(options)),
       clock_(clock),
-      shards_(std::make_unique<Shard[]>(kShards)),
       flush_task_(std::chrono::milliseconds(options_.flush_interval_ms),
                   [this, next_evict = std::chrono::steady_clock::now()]() mutable {
                     FlushNow();
@@ -55,8 +54,7 @@ Counters::~Counters() { flush_task_.Stop(); }
 void Counters::Start() { flush_task_.Start(); }
 
 Counters::Shard& Counters::ShardFor(const MapKey& k) {
-  const size_t h = absl::HashOf(k.first, k.second);
-  return shards_[h % kShards];
+  return shards_.ShardFor(absl::HashOf(k.first, k.second));
 }
 
 bool Counters::Fresh(const LaxEntry& e, int64_t now) const {
@@ -95,9 +93,9 @@ void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, i
         if (tracked) SettleCarrier(k, carried, r, maybe_sent);
         if (!r.ok()) {
           done(r.status());
-        } else if (r->status == "overflow") {
+        } else if (r->status == ScriptStatus::kOverflow) {
           done(absl::OutOfRangeError("result would leave the int64 range; nothing changed"));
-        } else if (r->status == "notint") {
+        } else if (r->status == ScriptStatus::kNotInt) {
           done(absl::FailedPreconditionError(absl::StrCat("the value stored in Redis for key '",
                                                           k.second,
                                                           "' is not an int64; nothing changed")));
@@ -128,14 +126,14 @@ void Counters::RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then) {
                      absl::MutexLock lock(&shard.mu);
                      LaxEntry& e = shard.map[k];
                      e.refreshing = false;
-                     if (r.ok() && r->status == "ok") {
+                     if (r.ok() && r->status == ScriptStatus::kOk) {
                        OnRemoteValue(e, r->value, r->applied_seq.value_or(e.remote_seq), Now());
                      } else {
                        // Answer from the last known value (0 if never known); keep deltas.
                        e.initialized = true;
                        if (g_flush_log.ShouldLog()) {
                          spdlog::warn("lax read of {}/{} failed: {}", k.first, k.second,
-                                      r.ok() ? r->status : r.status().ToString());
+                                      r.ok() ? ScriptStatusName(r->status) : r.status().ToString());
                        }
                      }
                      waiters.swap(e.waiters);
@@ -272,7 +270,7 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
       {"SCAN", cursor, "MATCH", PlainCounterPattern(ns), "COUNT", "1000"},
       [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
         if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(RedisErrorStatus(r->str));
+        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
         if (r->elements.size() != 2) {
           return done(absl::InternalError("unexpected SCAN reply: " + r->DebugString()));
         }
@@ -291,7 +289,7 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
                            // "notint" deletes nothing: Clear leaves a value that is not an
                            // int64 in place and reports it rather than hiding it.
                            absl::Status s = pr.status();
-                           if (pr.ok() && pr->status == "notint") {
+                           if (pr.ok() && pr->status == ScriptStatus::kNotInt) {
                              s = absl::FailedPreconditionError(
                                  "a stored value is not an int64; it was left in place");
                            }
@@ -329,11 +327,11 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
                    const bool maybe_sent = !redis::IsNotSent(raw.status());
                    auto r = ParseScriptReply(std::move(raw));
                    SettleCarrier(k, carried, r, maybe_sent);
-                   if (!(r.ok() && r->status == "ok")) {
+                   if (!(r.ok() && r->status == ScriptStatus::kOk)) {
                      stats_.flush_failures++;
                      if (g_flush_log.ShouldLog()) {
                        spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
-                                    r.ok() ? r->status : r.status().ToString());
+                                    r.ok() ? ScriptStatusName(r->status) : r.status().ToString());
                      }
                    }
                    outstanding_flushes_--;
@@ -344,7 +342,7 @@ void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carri
                              const absl::StatusOr<ScriptReply>& r, bool maybe_sent) {
   // "overflow" refused only the operation: the carried entries were applied. "notint" and
   // failures applied nothing.
-  const bool applied = r.ok() && r->status != "notint";
+  const bool applied = r.ok() && r->status != ScriptStatus::kNotInt;
   if (applied && r->dropped > 0) {
     stats_.dropped_overflow += r->dropped;
     spdlog::error("{}/{}: {} lax delta(s) dropped, the Redis value would overflow int64", k.first,

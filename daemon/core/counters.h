@@ -9,6 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/common/periodic_task.h"
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/lax_store.h"
 #include "daemon/core/types.h"
@@ -69,12 +70,9 @@ class Counters {
   const CountersStats& stats() const { return stats_; }
 
  private:
-  struct Shard {
-    absl::Mutex mu;
-    // Keyed by the (namespace, key) pair, not a joined string: either may contain NUL.
-    absl::flat_hash_map<std::pair<std::string, std::string>, LaxEntry> map ABSL_GUARDED_BY(mu);
-  };
+  // Keyed by the (namespace, key) pair, not a joined string: either may contain NUL.
   using MapKey = std::pair<std::string, std::string>;
+  using Shard = LockedMap<absl::flat_hash_map<MapKey, LaxEntry>>;
 
   Shard& ShardFor(const MapKey& k);
   int64_t Now() const { return clock_->NowNs(); }
@@ -105,7 +103,7 @@ class Counters {
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<int64_t> outstanding_flushes_{0};
   static constexpr int kShards = 64;
-  std::unique_ptr<Shard[]> shards_;
+  Sharded<Shard, kShards> shards_;
 
   PeriodicTask flush_task_;  // FlushNow every flush interval, EvictIdle at most every second
 };

@@ -1,7 +1,6 @@
 #include "daemon/core/hybrid_rate_limiter.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -14,8 +13,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "daemon/common/logging.h"
+#include "daemon/common/strings.h"
 #include "daemon/common/wait_until.h"
-#include "daemon/core/counter_keys.h"
 #include "daemon/core/rate_window.h"
 
 namespace distkit::core {
@@ -36,11 +35,6 @@ uint64_t SatAdd(uint64_t a, uint64_t b) { return b > kU64Max - a ? kU64Max : a +
 uint64_t CumDiff(uint64_t newer, uint64_t older) { return (newer - older) & kCumMask; }
 
 std::string Num(uint64_t v) { return absl::StrCat(v); }
-std::string RateText(double rate) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof(buf), rate);
-  return std::string(buf, r.ptr);
-}
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
@@ -206,15 +200,6 @@ struct HybridRateLimiter::Outcome {
   absl::StatusOr<RateIncResult> result;
 };
 
-std::string HybridRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy) {
-  std::string out;
-  out.reserve(24 + ns.size() + key.size());
-  out.append("dk:{").append(HashTag(ns, key)).append("}:rh:");
-  out.append(strategy == RateStrategy::kSuppressed ? "s:" : "a:");
-  out.append(ns).append(":").append(key);
-  return out;
-}
-
 namespace {
 
 int64_t DerivedLeaseMs(const RateLimitSettings& s) {
@@ -289,7 +274,6 @@ HybridRateLimiter::HybridRateLimiter(redis::RedisClient* redis, HybridRateLimite
       active_ms_(std::max<int64_t>(lease_ms_ / 2, 2 * options_.settings.sync_interval_ms)),
       idle_evict_ms_(options_.settings.idle_evict_ms > 0 ? options_.settings.idle_evict_ms
                                                          : options_.settings.window_ms + 1000),
-      shards_(std::make_unique<Shard[]>(kShards)),
       sync_task_(std::chrono::milliseconds(s_.sync_interval_ms),
                  [this, next_evict = std::chrono::steady_clock::now()]() mutable {
                    SyncNow();
@@ -310,7 +294,7 @@ void HybridRateLimiter::Start() { sync_task_.Start(); }
 
 HybridRateLimiter::Shard& HybridRateLimiter::ShardFor(RateStrategy strategy, std::string_view ns,
                                                       std::string_view key) {
-  return shards_[MapKeyHash{}(KeyRef{strategy, ns, key}) % kShards];
+  return shards_.ShardFor(MapKeyHash{}(KeyRef{strategy, ns, key}));
 }
 
 // ---------------------------------------------------------------- decisions
@@ -653,7 +637,7 @@ HybridRateLimiter::SyncCall HybridRateLimiter::BeginSync(const MapKey& key, KeyS
                Num(s_.window_ms),
                Num(s_.bucket_ms),
                Num(lease_ms_ + lease_grace_ms_),
-               st.rate > 0 ? RateText(st.rate) : "",
+               st.rate > 0 ? FormatDouble(st.rate) : "",
                Num(want ? st.Demand() : 0),
                Num(call.take)};
   st.in_flight = true;

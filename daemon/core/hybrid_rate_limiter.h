@@ -20,7 +20,9 @@
 #include <string_view>
 
 #include "daemon/common/periodic_task.h"
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/rate_limit.h"
+#include "daemon/core/redis_keys.h"  // HybridRateLimitKey
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
 
@@ -52,9 +54,6 @@ struct HybridRateLimiterStats {
   std::atomic<uint64_t> degraded{0};       // answers with degraded = true
   std::atomic<int64_t> keys{0};            // key states held in memory
 };
-
-// "dk:{TTTTTTTT}:rh:<a|s>:<namespace>:<key>" (hash tag of counter_keys.h: one slot per key).
-std::string HybridRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy);
 
 class HybridRateLimiter final : public RateLimiter {
  public:
@@ -116,7 +115,7 @@ class HybridRateLimiter final : public RateLimiter {
   std::atomic<int64_t> outstanding_{0};
   std::atomic<bool> releasing_{false};  // Shutdown: every sync gives its lease back
   static constexpr int kShards = 64;
-  std::unique_ptr<Shard[]> shards_;
+  Sharded<Shard, kShards> shards_;
 
   PeriodicTask sync_task_;  // SyncNow every sync interval, EvictIdle at most every second
 };

@@ -11,27 +11,21 @@
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
 #include "daemon/common/wait_until.h"
-#include "daemon/core/counter_keys.h"
-#include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
 #include "daemon/core/join.h"
+#include "daemon/core/script_status.h"
+#include "daemon/redis/reply.h"
 
 namespace distkit::core {
 namespace {
 
 constexpr char kScript[] = "icounter";
 constexpr char kLiveScript[] = "liveness";
-constexpr char kInstances[] = "dk:{live}:instances";
-constexpr char kIncarnations[] = "dk:{live}:incarnations";
 constexpr int kMaxOutstandingRestores = 1000;
 LogEvery g_flush_log(std::chrono::seconds(5));
 
 std::chrono::milliseconds BeatPeriod(const InstanceCountersOptions& o) {
   return std::chrono::milliseconds(std::max<int64_t>(1, o.dead_instance_threshold_ms / 3));
-}
-
-std::string NamespaceSet(std::string_view id, int64_t inc) {
-  return absl::StrCat("dk:{I:", AbslView(id), ":", inc, "}:namespaces");
 }
 
 std::string ReplyInt(const redis::Reply& r) {
@@ -43,12 +37,13 @@ std::string ReplyInt(const redis::Reply& r) {
 absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::string_view key,
                                          std::optional<InstanceReply>* applied_reply) {
   if (!r.ok()) return r.status();
-  if (r->is_error()) return RedisErrorStatus(r->str);
+  if (r->is_error()) return redis::RedisErrorStatus(r->str);
   const auto& e = r->elements;
   if (r->type != redis::Reply::Type::kArray || e.size() < 6) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
-  if (e[0].str == "notint") {
+  const ScriptStatus status = ParseScriptStatus(e[0].str);
+  if (status == ScriptStatus::kNotInt) {
     return absl::FailedPreconditionError(absl::StrCat(
         "a value stored in Redis for key '", AbslView(key), "' is not an int64; nothing changed"));
   }
@@ -59,8 +54,8 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   auto ep = e.size() > 6 ? ParseInt64(ReplyInt(e[6])) : std::optional<int64_t>(0);
   auto seen = e.size() > 7 ? ParseInt64(ReplyInt(e[7])) : std::optional<int64_t>(0);
   auto before = e.size() > 9 ? ParseInt64(ReplyInt(e[9])) : pi;
-  if ((e[0].str != "ok" && e[0].str != "overflow") || !c || !i || !pc || !pi || !ep || !seen ||
-      !before || *seen < 0) {
+  if ((status != ScriptStatus::kOk && status != ScriptStatus::kOverflow) || !c || !i || !pc ||
+      !pi || !ep || !seen || !before || *seen < 0) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
   InstanceReply out;
@@ -73,7 +68,7 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   out.seen = static_cast<uint64_t>(*seen);
   out.dropped = e.size() > 8 ? e[8].integer : 0;
   out.before = *before;
-  out.overflow = e[0].str == "overflow";
+  out.overflow = status == ScriptStatus::kOverflow;
   *applied_reply = out;
   if (out.overflow) {
     return absl::OutOfRangeError("result would leave the int64 range; nothing changed");
@@ -105,30 +100,11 @@ class DirtyTracker {
 
 }  // namespace
 
-std::string InstanceCounterKey(std::string_view ns, std::string_view key) {
-  return absl::StrCat("dk:{", HashTag(ns, key), "}:i:", AbslView(ns), ":", AbslView(key));
-}
-
-std::string InstanceCounterPattern(std::string_view ns) {
-  std::string out = "dk:{????????}:i:";
-  for (char c : ns) {
-    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.append(":*");
-  return out;
-}
-
-std::string InstanceKeySet(std::string_view id, int64_t incarnation, std::string_view ns) {
-  return absl::StrCat("dk:{I:", AbslView(id), ":", incarnation, "}:keys:", AbslView(ns));
-}
-
 InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOptions options,
                                    const Clock* clock)
     : redis_(redis),
       options_(std::move(options)),
       clock_(clock),
-      shards_(std::make_unique<Shard[]>(kShards)),
       beat_task_(BeatPeriod(options_),
                  [this] {
                    const auto timeout =
@@ -156,7 +132,7 @@ InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOp
 InstanceCounters::~InstanceCounters() { StopThreads(); }
 
 InstanceCounters::Shard& InstanceCounters::ShardFor(const MapKey& k) {
-  return shards_[absl::HashOf(k.first, k.second) % kShards];
+  return shards_.ShardFor(absl::HashOf(k.first, k.second));
 }
 
 // ---------------------------------------------------------------- blocking helpers
@@ -170,7 +146,7 @@ absl::StatusOr<redis::Reply> InstanceCounters::Call(std::vector<std::string> arg
     return absl::DeadlineExceededError("Redis did not answer in time");
   }
   auto r = f.get();
-  if (r.ok() && r->is_error()) return RedisErrorStatus(r->str);
+  if (r.ok() && r->is_error()) return redis::RedisErrorStatus(r->str);
   return r;
 }
 
@@ -178,13 +154,13 @@ absl::StatusOr<redis::Reply> InstanceCounters::Live(std::vector<std::string> arg
                                                     std::chrono::milliseconds timeout) {
   auto p = std::make_shared<std::promise<absl::StatusOr<redis::Reply>>>();
   auto f = p->get_future();
-  redis_->Script(kLiveScript, {kInstances, kIncarnations}, std::move(args),
+  redis_->Script(kLiveScript, {kLiveInstancesKey, kLiveIncarnationsKey}, std::move(args),
                  [p](absl::StatusOr<redis::Reply> r) { p->set_value(r); });
   if (f.wait_for(timeout) != std::future_status::ready) {
     return absl::DeadlineExceededError("Redis did not answer in time");
   }
   auto r = f.get();
-  if (r.ok() && r->is_error()) return RedisErrorStatus(r->str);
+  if (r.ok() && r->is_error()) return redis::RedisErrorStatus(r->str);
   return r;
 }
 
@@ -291,11 +267,11 @@ absl::Status InstanceCounters::ReapOnce(std::chrono::milliseconds timeout) {
 
 absl::Status InstanceCounters::ReapInstance(const std::string& id, const std::string& inc,
                                             std::chrono::milliseconds timeout) {
-  const std::string ns_set = absl::StrCat("dk:{I:", id, ":", inc, "}:namespaces");
+  const std::string ns_set = InstanceNamespaceSet(id, inc);
   auto nss = Call({"SMEMBERS", ns_set}, timeout);
   if (!nss.ok()) return nss.status();
   for (const auto& nsr : nss->elements) {
-    const std::string set = absl::StrCat("dk:{I:", id, ":", inc, "}:keys:", nsr.str);
+    const std::string set = InstanceKeySet(id, inc, nsr.str);
     std::string cursor = "0";
     do {
       auto sc = Call({"SSCAN", set, cursor, "COUNT", "1000"}, timeout);
@@ -486,12 +462,13 @@ void InstanceCounters::Send(const MapKey& k, Op op, Condition cond, int64_t arg,
   }
   // First slice write of this key in this incarnation: list the key in the incarnation's key
   // set first, so a reaper finds the slice if this daemon dies.
-  redis_->Command({"SADD", NamespaceSet(options_.instance_id, inc), k.first}, [](auto) {});
+  redis_->Command({"SADD", InstanceNamespaceSet(options_.instance_id, inc), k.first},
+                  [](auto) {});
   redis_->Command({"SADD", InstanceKeySet(options_.instance_id, inc, k.first), k.second},
                   [this, k, op, cond, arg, inc, carried = std::move(carried),
                    done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
                     absl::Status s = r.status();
-                    if (s.ok() && r->is_error()) s = RedisErrorStatus(r->str);
+                    if (s.ok() && r->is_error()) s = redis::RedisErrorStatus(r->str);
                     if (!s.ok()) {
                       // The script was not sent: its entries surely did not reach Redis.
                       Settle(k, op, inc, carried, nullptr, /*maybe_sent=*/false);
@@ -768,7 +745,7 @@ void InstanceCounters::ClearScan(const std::string& ns, const std::string& curso
       {"SCAN", cursor, "MATCH", InstanceCounterPattern(ns), "COUNT", "1000"},
       [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
         if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(RedisErrorStatus(r->str));
+        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
         if (r->elements.size() != 2) {
           return done(absl::InternalError("unexpected SCAN reply: " + r->DebugString()));
         }
@@ -818,7 +795,7 @@ void InstanceCounters::ClearOnInstanceScan(const std::string& ns, std::string se
       {"SSCAN", set, cursor, "COUNT", "1000"},
       [this, ns, set, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
         if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(RedisErrorStatus(r->str));
+        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
         if (r->elements.size() != 2) {
           return done(absl::InternalError("unexpected SSCAN reply: " + r->DebugString()));
         }
@@ -949,11 +926,12 @@ int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
                                          deadline - std::chrono::steady_clock::now()),
                                      std::chrono::milliseconds(100));
   // Other namespaces of this incarnation (evicted keys): the namespaces set lists them all.
-  if (auto listed = Call({"SMEMBERS", NamespaceSet(options_.instance_id, inc)}, timeout_left);
+  if (auto listed =
+          Call({"SMEMBERS", InstanceNamespaceSet(options_.instance_id, inc)}, timeout_left);
       listed.ok()) {
     for (const auto& n : listed->elements) nss.insert(n.str);
   }
-  std::vector<std::string> del = {"DEL", NamespaceSet(options_.instance_id, inc)};
+  std::vector<std::string> del = {"DEL", InstanceNamespaceSet(options_.instance_id, inc)};
   for (const auto& ns : nss) del.push_back(InstanceKeySet(options_.instance_id, inc, ns));
   auto d = Call(std::move(del), timeout_left);
   auto rm = Live({"remove", options_.instance_id, absl::StrCat(inc)}, timeout_left);

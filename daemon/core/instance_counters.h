@@ -15,7 +15,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/common/periodic_task.h"
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/instance_lax.h"
+#include "daemon/core/redis_keys.h"  // InstanceCounterKey, InstanceKeySet
 #include "daemon/core/types.h"
 #include "daemon/redis/redis_client.h"
 
@@ -54,12 +56,6 @@ struct InstanceResult {
   bool applied = true;
 };
 using InstanceCallback = absl::AnyInvocable<void(absl::StatusOr<InstanceResult>)>;
-
-// Redis key of an instance-aware counter: "dk:{TTTTTTTT}:i:<namespace>:<key>".
-std::string InstanceCounterKey(std::string_view ns, std::string_view key);
-std::string InstanceCounterPattern(std::string_view ns);
-// This instance's key set of `ns`: "dk:{I:<id>:<inc>}:keys:<ns>".
-std::string InstanceKeySet(std::string_view id, int64_t incarnation, std::string_view ns);
 
 // Instance-aware counters (docs/api.md#instancecounterservice; layout and protocol:
 // docs/instance_counters.md).
@@ -116,10 +112,7 @@ class InstanceCounters {
 
  private:
   using MapKey = std::pair<std::string, std::string>;
-  struct Shard {
-    absl::Mutex mu;
-    absl::flat_hash_map<MapKey, InstanceEntry> map ABSL_GUARDED_BY(mu);
-  };
+  using Shard = LockedMap<absl::flat_hash_map<MapKey, InstanceEntry>>;
   enum class Op { kGet, kInc, kSet, kSetOnInstance, kDel, kDelOnInstance, kRestore };
   using Waiter = absl::AnyInvocable<void(absl::Status)>;
 
@@ -171,7 +164,7 @@ class InstanceCounters {
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<int64_t> outstanding_{0};  // flush and restore commands in flight
   static constexpr int kShards = 64;
-  std::unique_ptr<Shard[]> shards_;
+  Sharded<Shard, kShards> shards_;
 
   absl::Mutex own_mu_;
   // Own older incarnations left behind by a re-registration: the heartbeat refreshed the id's

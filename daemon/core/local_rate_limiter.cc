@@ -13,7 +13,6 @@ LocalRateLimiter::LocalRateLimiter(LocalRateLimiterOptions options)
       idle_ms_(std::max(options.settings.window_ms, options.settings.idle_evict_ms > 0
                                                         ? options.settings.idle_evict_ms
                                                         : options.settings.window_ms + 1000)),
-      shards_(std::make_unique<Shard[]>(kShards)),
       sweep_task_(std::chrono::milliseconds(options_.sweep_interval_ms), [this] { Sweep(); }) {
   if (options_.sweep_interval_ms > 0) sweep_task_.Start();
 }
@@ -22,7 +21,7 @@ LocalRateLimiter::~LocalRateLimiter() { sweep_task_.Stop(); }
 
 LocalRateLimiter::Shard& LocalRateLimiter::ShardFor(const KeyView& k) const {
   // The map mixes the same hash again internally; the top bits pick the shard.
-  return shards_[(KeyHash()(k) >> 32) % kShards];
+  return shards_.ShardFor(KeyHash()(k) >> 32);
 }
 
 RateIncResult LocalRateLimiter::Decide(const RateIncRequest& req) {

@@ -14,6 +14,7 @@
 #include "absl/hash/hash.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/common/periodic_task.h"
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/rate_window.h"
 #include "daemon/core/types.h"
@@ -90,10 +91,7 @@ class LocalRateLimiter final : public RateLimiter {
     FactorCache cache;
     double last_rate = 0;  // the rate of the last Inc (Get's suppression factor)
   };
-  struct Shard {
-    mutable absl::Mutex mu;
-    absl::flat_hash_map<Key, State, KeyHash, KeyEq> map ABSL_GUARDED_BY(mu);
-  };
+  using Shard = LockedMap<absl::flat_hash_map<Key, State, KeyHash, KeyEq>>;
   static constexpr size_t kShards = 64;
 
   Shard& ShardFor(const KeyView& k) const;
@@ -102,7 +100,7 @@ class LocalRateLimiter final : public RateLimiter {
   const LocalRateLimiterOptions options_;
   const int64_t idle_ms_;  // a state whose newest bucket is older than this is removed
   LocalRateLimiterStats stats_;
-  std::unique_ptr<Shard[]> shards_;
+  Sharded<Shard, kShards> shards_;
 
   PeriodicTask sweep_task_;  // Sweep every sweep interval (started only when it is > 0)
 };

@@ -10,8 +10,9 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
-#include "daemon/core/counter_keys.h"
-#include "daemon/core/counter_script.h"
+#include "daemon/common/strings.h"
+#include "daemon/core/script_status.h"
+#include "daemon/redis/reply.h"
 
 namespace distkit::core {
 namespace {
@@ -20,13 +21,6 @@ constexpr char kScript[] = "ratelimit";
 LogEvery g_redis_log(std::chrono::seconds(5));
 
 std::string_view StrategyArg(RateStrategy s) { return s == RateStrategy::kAbsolute ? "a" : "s"; }
-
-// Shortest text that parses back to the same double (Lua's tonumber is strtod).
-std::string DoubleArg(double v) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  return std::string(buf, r.ptr);
-}
 
 // Failures that mean "Redis cannot answer now" (the failure mode applies), as opposed to bugs.
 bool RedisDown(const absl::Status& s) {
@@ -52,18 +46,19 @@ std::optional<double> ParseFactor(const redis::Reply& r) {
 
 // {status, decision, retry_after_ms, remaining, factor, allowed, now}
 absl::StatusOr<RateIncResult> ParseIncReply(const redis::Reply& r) {
-  if (r.is_error()) return RedisErrorStatus(r.str);
+  if (r.is_error()) return redis::RedisErrorStatus(r.str);
   const auto& e = r.elements;
   if (r.type != redis::Reply::Type::kArray || e.size() != 7 || !IsStr(e[0]) || !IsStr(e[1]) ||
       !IsInt(e[2]) || !IsInt(e[3]) || !IsInt(e[5]) || e[2].integer < 0 || e[3].integer < 0) {
     return BadReply(r);
   }
-  if (e[0].str == "range") {
+  const ScriptStatus status = ParseScriptStatus(e[0].str);
+  if (status == ScriptStatus::kRange) {
     return absl::OutOfRangeError(
         "the observed units of this key would reach 2^53 within the window; nothing recorded");
   }
   auto factor = ParseFactor(e[4]);
-  if (e[0].str != "ok" || !factor) return BadReply(r);
+  if (status != ScriptStatus::kOk || !factor) return BadReply(r);
   RateIncResult out;
   if (e[1].str == "allowed") {
     out.decision = RateDecision::kAllowed;
@@ -83,10 +78,11 @@ absl::StatusOr<RateIncResult> ParseIncReply(const redis::Reply& r) {
 
 // {status, total, declined, factor, now}
 absl::StatusOr<RateGetResult> ParseGetReply(const redis::Reply& r) {
-  if (r.is_error()) return RedisErrorStatus(r.str);
+  if (r.is_error()) return redis::RedisErrorStatus(r.str);
   const auto& e = r.elements;
-  if (r.type != redis::Reply::Type::kArray || e.size() != 5 || !IsStr(e[0]) || e[0].str != "ok" ||
-      !IsInt(e[1]) || !IsInt(e[2]) || e[1].integer < 0 || e[2].integer < 0) {
+  if (r.type != redis::Reply::Type::kArray || e.size() != 5 || !IsStr(e[0]) ||
+      ParseScriptStatus(e[0].str) != ScriptStatus::kOk || !IsInt(e[1]) || !IsInt(e[2]) ||
+      e[1].integer < 0 || e[2].integer < 0) {
     return BadReply(r);
   }
   auto factor = ParseFactor(e[3]);
@@ -96,15 +92,6 @@ absl::StatusOr<RateGetResult> ParseGetReply(const redis::Reply& r) {
 }
 
 }  // namespace
-
-std::string RedisRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy) {
-  std::string out;
-  out.reserve(22 + ns.size() + key.size());
-  out.append("dk:{").append(HashTag(ns, key)).append("}:r:");
-  out.append(StrategyArg(strategy)).append(":");
-  out.append(ns).append(":").append(key);
-  return out;
-}
 
 RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings settings,
                                    RateFailureMode failure_mode, RandomSource* random,
@@ -116,7 +103,7 @@ RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings 
       fallback_(fallback),
       window_arg_(absl::StrCat(settings.window_ms)),
       bucket_arg_(absl::StrCat(settings.bucket_ms)),
-      hlf_arg_(DoubleArg(settings.hard_limit_factor)),
+      hlf_arg_(FormatDouble(settings.hard_limit_factor)),
       cache_arg_(absl::StrCat(settings.suppression_cache_ms)) {
   if (redis_ == nullptr || random_ == nullptr ||
       (failure_mode_ == RateFailureMode::kLocal && fallback_ == nullptr)) {
@@ -126,7 +113,7 @@ RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings 
 }
 
 RedisRateLimiter::Shard& RedisRateLimiter::ShardFor(const std::string& key) {
-  return shards_[absl::HashOf(key) % kShards];
+  return shards_.ShardFor(absl::HashOf(key));
 }
 
 void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
@@ -145,15 +132,15 @@ void RedisRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
   }
   double u = random_->Uniform01();
   if (!(u >= 0 && u < 1)) u = 0;  // a broken source must not make the script refuse the call
-  PendingInc p{DoubleArg(req.rate_per_second), absl::StrCat(req.count == 0 ? 1 : req.count),
-               DoubleArg(u),
+  PendingInc p{FormatDouble(req.rate_per_second), absl::StrCat(req.count == 0 ? 1 : req.count),
+               FormatDouble(u),
                // The request is needed again only by the LOCAL failure mode.
                failure_mode_ == RateFailureMode::kLocal ? req : RateIncRequest{}, std::move(done)};
   std::string key = RedisRateLimitKey(req.ns, req.key, req.strategy);
   {
     Shard& shard = ShardFor(key);
     absl::MutexLock lock(&shard.mu);
-    auto [it, first] = shard.waiting.try_emplace(key);
+    auto [it, first] = shard.map.try_emplace(key);
     if (!first) {  // a call for this key is in flight: ride in the next one
       it->second.push_back(std::move(p));
       return;
@@ -189,7 +176,7 @@ void RedisRateLimiter::SendIncs(std::string key, RateStrategy strategy,
         } else if (batch.size() == 1) {
           results.push_back(ParseIncReply(*raw));
         } else if (raw->is_error()) {
-          results.assign(batch.size(), RedisErrorStatus(raw->str));
+          results.assign(batch.size(), redis::RedisErrorStatus(raw->str));
         } else if (raw->type != redis::Reply::Type::kArray ||
                    raw->elements.size() != batch.size()) {
           results.assign(batch.size(), BadReply(*raw));
@@ -198,7 +185,7 @@ void RedisRateLimiter::SendIncs(std::string key, RateStrategy strategy,
         }
         const absl::Status call_status =
             !raw.ok() ? raw.status()
-                      : (raw->is_error() ? RedisErrorStatus(raw->str) : absl::OkStatus());
+                      : (raw->is_error() ? redis::RedisErrorStatus(raw->str) : absl::OkStatus());
         const bool down = RedisDown(call_status);
         // The next call goes out before these answers are delivered.
         std::vector<PendingInc> next = NextBatch(key, down);
@@ -218,16 +205,16 @@ std::vector<RedisRateLimiter::PendingInc> RedisRateLimiter::NextBatch(const std:
   std::vector<PendingInc> next;
   Shard& shard = ShardFor(key);
   absl::MutexLock lock(&shard.mu);
-  auto it = shard.waiting.find(key);
-  if (it == shard.waiting.end()) return next;  // not reached: the key is in flight
+  auto it = shard.map.find(key);
+  if (it == shard.map.end()) return next;  // not reached: the key is in flight
   std::vector<PendingInc>& w = it->second;
   if (w.empty()) {
-    shard.waiting.erase(it);
+    shard.map.erase(it);
   } else if (redis_down) {
     // All of them: a later call would only wait for the same Redis again. The key leaves the
     // map; the next Inc sends a call of its own.
     next = std::move(w);
-    shard.waiting.erase(it);
+    shard.map.erase(it);
   } else if (w.size() <= kMaxCoalescedIncs) {
     next = std::move(w);
     w.clear();  // still in flight: the key stays, with nobody waiting

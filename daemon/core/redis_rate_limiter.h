@@ -4,7 +4,6 @@
 // call, so all daemons share one exact limit per (namespace, key, strategy). Layout, script
 // steps and failure modes: docs/rate_limiting.md, section REDIS.
 
-#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -15,7 +14,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 
+#include "daemon/common/sharded_map.h"
 #include "daemon/core/rate_limit.h"
+#include "daemon/core/redis_keys.h"  // RedisRateLimitKey
 #include "daemon/redis/redis_client.h"
 
 namespace distkit::core {
@@ -27,11 +28,6 @@ enum class RateFailureMode {
   kClosed,  // REJECTED (retry_after_ms 0), degraded
   kLocal,   // the fallback provider's answer (the LOCAL provider's state), degraded
 };
-
-// Redis key of a (namespace, key, strategy) under the REDIS provider:
-// "dk:{TTTTTTTT}:r:<a|s>:<namespace>:<key>", with the hash tag of counter_keys.h (one slot per
-// key, a namespace spread over a cluster; SCAN MATCH 'dk:{*}:r:?:<ns>:*' finds a namespace's).
-std::string RedisRateLimitKey(std::string_view ns, std::string_view key, RateStrategy strategy);
 
 // At most this many Inc requests of one key go into one script call (the script takes 1000).
 inline constexpr size_t kMaxCoalescedIncs = 128;
@@ -79,10 +75,7 @@ class RedisRateLimiter final : public RateLimiter {
     RateIncCallback done;
   };
   // Keys with an inc call in flight, and the Incs waiting for it to come back.
-  struct Shard {
-    absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::vector<PendingInc>> waiting ABSL_GUARDED_BY(mu);
-  };
+  using Shard = LockedMap<absl::flat_hash_map<std::string, std::vector<PendingInc>>>;
   static constexpr size_t kShards = 16;
   Shard& ShardFor(const std::string& key);
 
@@ -104,7 +97,7 @@ class RedisRateLimiter final : public RateLimiter {
   // The settings as the script's ARGV 3..6, formatted once.
   std::string window_arg_, bucket_arg_, hlf_arg_, cache_arg_;
   RedisRateLimiterStats stats_;
-  std::array<Shard, kShards> shards_;
+  Sharded<Shard, kShards> shards_;
 };
 
 }  // namespace distkit::core

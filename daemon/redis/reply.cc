@@ -1,8 +1,7 @@
 #include "daemon/redis/reply.h"
 
-#include <hiredis/hiredis.h>
-
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/common/strings.h"
 
@@ -10,39 +9,6 @@ namespace distkit::redis {
 namespace {
 constexpr char kNotSentPayload[] = "type.distkit/redis.not_sent";
 }  // namespace
-
-Reply Reply::FromHiredis(const redisReply* r) {
-  Reply out;
-  if (r == nullptr) return out;
-  switch (r->type) {
-    case REDIS_REPLY_INTEGER:
-      out.type = Type::kInteger;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_STRING:
-      out.type = Type::kString;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.type = Type::kStatus;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ERROR:
-      out.type = Type::kError;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Type::kArray;
-      out.elements.reserve(r->elements);
-      for (size_t i = 0; i < r->elements; ++i) {
-        out.elements.push_back(FromHiredis(r->element[i]));
-      }
-      break;
-    default:
-      break;
-  }
-  return out;
-}
 
 Reply Reply::Integer(int64_t v) {
   Reply r;
@@ -102,6 +68,21 @@ absl::Status MarkNotSent(absl::Status status) {
 
 bool IsNotSent(const absl::Status& status) {
   return status.GetPayload(kNotSentPayload).has_value();
+}
+
+absl::Status RedisErrorStatus(std::string_view error) {
+  const absl::string_view err = AbslView(error);
+  for (absl::string_view transient : {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
+                                      "TRYAGAIN", "NOAUTH", "NOPERM", "WRONGPASS", "MOVED",
+                                      "ASK"}) {
+    if (absl::StartsWith(err, transient)) {
+      return absl::UnavailableError(absl::StrCat("Redis: ", err));
+    }
+  }
+  if (absl::StartsWith(err, "OOM")) {
+    return absl::ResourceExhaustedError(absl::StrCat("Redis: ", err));
+  }
+  return absl::InternalError(absl::StrCat("Redis script error: ", err));
 }
 
 }  // namespace distkit::redis

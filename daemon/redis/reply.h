@@ -19,7 +19,7 @@ struct Reply {
   std::string str;  // kString, kStatus, kError
   std::vector<Reply> elements;
 
-  static Reply FromHiredis(const redisReply* r);
+  static Reply FromHiredis(const redisReply* r);  // hiredis_reply.cc, in distkit_redis only
   static Reply Integer(int64_t v);
   static Reply String(std::string s);
   static Reply Error(std::string s);
@@ -37,5 +37,9 @@ struct Reply {
 absl::Status NotSentError(std::string_view message);
 absl::Status MarkNotSent(absl::Status status);  // same code and message, marked "not sent"
 bool IsNotSent(const absl::Status& status);
+
+// Maps a Redis error reply to a status: transient server states are UNAVAILABLE, OOM is
+// RESOURCE_EXHAUSTED, anything else would be a bug of ours (INTERNAL).
+absl::Status RedisErrorStatus(std::string_view err);
 
 }  // namespace distkit::redis

@@ -7,9 +7,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/core/validation.h"
 #include "daemon/transport/batch_run.h"
-#include "daemon/transport/status_mapping.h"
+#include "daemon/transport/convert.h"
 #include "daemon/transport/unary.h"
 
 namespace distkit::transport {
@@ -19,23 +18,6 @@ namespace {
 enum Method : size_t { kInc, kGet, kSet, kDel, kClear, kBatch };
 constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {"Inc", "Get",   "Set",
                                                                    "Del", "Clear", "Batch"};
-
-// Stores a core result in a response (a GetResponse has only the value).
-template <typename Resp>
-void ToProto(const core::CounterResult& r, Resp* resp) {
-  resp->set_value(r.value);
-  if constexpr (requires { resp->set_previous(0); }) {
-    resp->set_previous(r.previous);
-    resp->set_applied(r.applied);
-  }
-}
-
-// Fills a response from a core result and reports the status.
-template <typename Resp>
-core::CounterCallback Fill(Resp* resp, core::StatusCallback done) {
-  return Completion<core::CounterResult>([resp](const core::CounterResult& r) { ToProto(r, resp); },
-                                         std::move(done));
-}
 
 bool IsLax(const v1::BatchOp& op) {
   return (op.has_inc() && op.inc().consistency() == v1::CONSISTENCY_LAX) ||
@@ -82,25 +64,16 @@ struct CounterBatch {
 CounterServiceImpl::CounterServiceImpl(core::Counters* counters, std::string default_namespace,
                                        InFlight* in_flight, Metrics* metrics)
     : counters_(counters),
-      default_namespace_(std::move(default_namespace)),
+      names_(std::move(default_namespace)),
       in_flight_(in_flight),
       rpc_metrics_(&metrics->Rpc(v1::CounterService::service_full_name(), kMethodNames)),
       batch_items_(&metrics->BatchItems(v1::CounterService::service_full_name())) {}
-
-absl::Status CounterServiceImpl::Names(const std::string& ns_in, const std::string& key,
-                                       std::string* ns) const {
-  *ns = ns_in.empty() ? default_namespace_ : ns_in;
-  if (!ns_in.empty()) {
-    if (auto s = core::ValidateName("namespace", ns_in); !s.ok()) return s;
-  }
-  return core::ValidateName("key", key);
-}
 
 std::optional<absl::Status> CounterServiceImpl::StartInc(const v1::IncRequest& req,
                                                          v1::IncResponse* resp,
                                                          MakeCallback callback) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
@@ -118,28 +91,30 @@ std::optional<absl::Status> CounterServiceImpl::StartInc(const v1::IncRequest& r
 void CounterServiceImpl::DoGet(const v1::GetRequest& req, v1::GetResponse* resp,
                                core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   if (!s.ok()) return done(s);
-  counters_->Get(ns, req.key(), FromProto(req.consistency()), Fill(resp, std::move(done)));
+  counters_->Get(ns, req.key(), FromProto(req.consistency()),
+                 Fill<core::CounterResult>(resp, std::move(done)));
 }
 
 void CounterServiceImpl::DoSet(const v1::SetRequest& req, v1::SetResponse* resp,
                                core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
   if (!s.ok()) return done(s);
-  counters_->Set(ns, req.key(), req.value(), *cond, Fill(resp, std::move(done)));
+  counters_->Set(ns, req.key(), req.value(), *cond,
+                 Fill<core::CounterResult>(resp, std::move(done)));
 }
 
 void CounterServiceImpl::DoDel(const v1::DelRequest& req, v1::DelResponse* resp,
                                core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (!s.ok()) return done(s);
-  counters_->Del(ns, req.key(), Fill(resp, std::move(done)));
+  counters_->Del(ns, req.key(), Fill<core::CounterResult>(resp, std::move(done)));
 }
 
 grpc::ServerUnaryReactor* CounterServiceImpl::Inc(grpc::CallbackServerContext* ctx,
@@ -175,9 +150,8 @@ grpc::ServerUnaryReactor* CounterServiceImpl::Clear(grpc::CallbackServerContext*
                                                     v1::ClearResponse* /*resp*/) {
   return Unary(ctx, in_flight_, rpc_metrics_, kClear,
                [&](const auto& callback) -> std::optional<absl::Status> {
-                 std::string ns =
-                     req->namespace_().empty() ? default_namespace_ : req->namespace_();
-                 if (auto s = core::ValidateName("namespace", ns); !s.ok()) return s;
+                 std::string ns;
+                 if (auto s = names_.Namespace(req->namespace_(), &ns); !s.ok()) return s;
                  counters_->Clear(ns, callback());
                  return std::nullopt;
                });

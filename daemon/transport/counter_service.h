@@ -5,6 +5,7 @@
 
 #include "daemon/core/counters.h"
 #include "daemon/transport/batch_run.h"
+#include "daemon/transport/convert.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 #include "distkit/v1/counter.grpc.pb.h"
@@ -43,11 +44,8 @@ class CounterServiceImpl final : public v1::CounterService::CallbackService {
   void DoDel(const v1::DelRequest& req, v1::DelResponse* resp, core::StatusCallback done);
 
  private:
-  // Validates (namespace, key) and resolves the default namespace.
-  absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
-
   core::Counters* const counters_;
-  const std::string default_namespace_;
+  const NameResolver names_;
   InFlight* const in_flight_;
   const RpcMetrics* const rpc_metrics_;
   prometheus::Counter* const batch_items_;

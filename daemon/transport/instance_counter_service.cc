@@ -8,9 +8,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/core/validation.h"
 #include "daemon/transport/batch_run.h"
-#include "daemon/transport/status_mapping.h"
+#include "daemon/transport/convert.h"
 #include "daemon/transport/unary.h"
 
 namespace distkit::transport {
@@ -31,23 +30,6 @@ constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {
     "Inc",  "Get", "Set", "SetOnInstance", "Del", "DelOnInstance", "Clear", "ClearOnInstance",
     "Batch"};
 
-// Stores a core result in a response.
-template <typename Resp>
-void ToProto(const core::InstanceResult& r, Resp* resp) {
-  resp->set_cumulative(r.cumulative);
-  resp->set_instance(r.instance);
-  resp->set_previous_cumulative(r.previous_cumulative);
-  resp->set_previous_instance(r.previous_instance);
-  resp->set_applied(r.applied);
-}
-
-// Fills a response from a core result and reports the status.
-template <typename Resp>
-core::InstanceCallback Fill(Resp* resp, core::StatusCallback done) {
-  return Completion<core::InstanceResult>(
-      [resp](const core::InstanceResult& r) { ToProto(r, resp); }, std::move(done));
-}
-
 // InstanceCounterService's batch (BatchRun). Items on distinct keys are pipelined; an item waits
 // while an earlier item on the same (namespace, key) is outstanding (a first write registers its
 // key before its script runs, and a key due for restore waits for it, so two items of one key
@@ -59,8 +41,7 @@ struct InstanceBatch {
 
   std::optional<Key> KeyOf(const v1::InstanceBatchOp& op) const {
     auto of = [&](const auto& req) -> Key {
-      return {req.namespace_().empty() ? default_ns : std::string_view(req.namespace_()),
-              req.key()};
+      return {names->Resolve(req.namespace_()), req.key()};
     };
     switch (op.op_case()) {
       case v1::InstanceBatchOp::kInc:
@@ -108,7 +89,7 @@ struct InstanceBatch {
   }
 
   InstanceCounterServiceImpl* svc;
-  std::string_view default_ns;  // the service's, which outlives every RPC
+  const NameResolver* names;  // the service's, which outlives every RPC
 };
 
 }  // namespace
@@ -117,29 +98,16 @@ InstanceCounterServiceImpl::InstanceCounterServiceImpl(core::InstanceCounters* c
                                                        std::string default_namespace,
                                                        InFlight* in_flight, Metrics* metrics)
     : counters_(counters),
-      default_namespace_(std::move(default_namespace)),
+      names_(std::move(default_namespace)),
       in_flight_(in_flight),
       rpc_metrics_(&metrics->Rpc(v1::InstanceCounterService::service_full_name(), kMethodNames)),
       batch_items_(&metrics->BatchItems(v1::InstanceCounterService::service_full_name())) {}
-
-absl::Status InstanceCounterServiceImpl::Namespace(const std::string& ns_in,
-                                                   std::string* ns) const {
-  *ns = ns_in.empty() ? default_namespace_ : ns_in;
-  if (!ns_in.empty()) return core::ValidateName("namespace", ns_in);
-  return absl::OkStatus();
-}
-
-absl::Status InstanceCounterServiceImpl::Names(const std::string& ns_in, const std::string& key,
-                                               std::string* ns) const {
-  if (auto s = Namespace(ns_in, ns); !s.ok()) return s;
-  return core::ValidateName("key", key);
-}
 
 std::optional<absl::Status> InstanceCounterServiceImpl::StartInc(const v1::InstanceIncRequest& req,
                                                                  v1::InstanceIncResponse* resp,
                                                                  MakeCallback callback) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
@@ -159,50 +127,52 @@ std::optional<absl::Status> InstanceCounterServiceImpl::StartInc(const v1::Insta
 void InstanceCounterServiceImpl::DoGet(const v1::InstanceGetRequest& req,
                                        v1::InstanceGetResponse* resp, core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   if (!s.ok()) return done(s);
-  counters_->Get(ns, req.key(), FromProto(req.consistency()), Fill(resp, std::move(done)));
+  counters_->Get(ns, req.key(), FromProto(req.consistency()),
+                 Fill<core::InstanceResult>(resp, std::move(done)));
 }
 
 void InstanceCounterServiceImpl::DoSet(const v1::InstanceSetRequest& req,
                                        v1::InstanceSetResponse* resp, core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
   if (!s.ok()) return done(s);
-  counters_->Set(ns, req.key(), req.value(), *cond, Fill(resp, std::move(done)));
+  counters_->Set(ns, req.key(), req.value(), *cond,
+                 Fill<core::InstanceResult>(resp, std::move(done)));
 }
 
 void InstanceCounterServiceImpl::DoSetOnInstance(const v1::SetOnInstanceRequest& req,
                                                  v1::SetOnInstanceResponse* resp,
                                                  core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (s.ok()) s = ValidConsistency(req.consistency());
   auto cond = FromProto(req.condition());
   if (s.ok()) s = cond.status();
   if (!s.ok()) return done(s);
   counters_->SetOnInstance(ns, req.key(), req.value(), FromProto(req.consistency()), *cond,
-                           Fill(resp, std::move(done)));
+                           Fill<core::InstanceResult>(resp, std::move(done)));
 }
 
 void InstanceCounterServiceImpl::DoDel(const v1::InstanceDelRequest& req,
                                        v1::InstanceDelResponse* resp, core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (!s.ok()) return done(s);
-  counters_->Del(ns, req.key(), Fill(resp, std::move(done)));
+  counters_->Del(ns, req.key(), Fill<core::InstanceResult>(resp, std::move(done)));
 }
 
 void InstanceCounterServiceImpl::DoDelOnInstance(const v1::DelOnInstanceRequest& req,
                                                  v1::DelOnInstanceResponse* resp,
                                                  core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
   if (!s.ok()) return done(s);
-  counters_->DelOnInstance(ns, req.key(), Fill(resp, std::move(done)));
+  counters_->DelOnInstance(ns, req.key(), Fill<core::InstanceResult>(resp, std::move(done)));
 }
 
 #define DK_UNARY(Name, Req, Resp, Method)                                                          \
@@ -233,7 +203,7 @@ grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Clear(grpc::CallbackServer
   return Unary(ctx, in_flight_, rpc_metrics_, kClear,
                [&](const auto& callback) -> std::optional<absl::Status> {
                  std::string ns;
-                 if (auto s = Namespace(req->namespace_(), &ns); !s.ok()) return s;
+                 if (auto s = names_.Namespace(req->namespace_(), &ns); !s.ok()) return s;
                  counters_->Clear(ns, callback());
                  return std::nullopt;
                });
@@ -245,7 +215,7 @@ grpc::ServerUnaryReactor* InstanceCounterServiceImpl::ClearOnInstance(
   return Unary(ctx, in_flight_, rpc_metrics_, kClearOnInstance,
                [&](const auto& callback) -> std::optional<absl::Status> {
                  std::string ns;
-                 if (auto s = Namespace(req->namespace_(), &ns); !s.ok()) return s;
+                 if (auto s = names_.Namespace(req->namespace_(), &ns); !s.ok()) return s;
                  counters_->ClearOnInstance(ns, callback());
                  return std::nullopt;
                });
@@ -255,7 +225,7 @@ grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Batch(grpc::CallbackServer
                                                             const v1::InstanceBatchRequest* req,
                                                             v1::InstanceBatchResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               RunBatch(InstanceBatch{this, default_namespace_}, req, resp, batch_items_));
+               RunBatch(InstanceBatch{this, &names_}, req, resp, batch_items_));
 }
 
 }  // namespace distkit::transport

@@ -5,6 +5,7 @@
 
 #include "daemon/core/instance_counters.h"
 #include "daemon/transport/batch_run.h"
+#include "daemon/transport/convert.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
@@ -60,11 +61,8 @@ class InstanceCounterServiceImpl final : public v1::InstanceCounterService::Call
                        core::StatusCallback done);
 
  private:
-  absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
-  absl::Status Namespace(const std::string& ns_in, std::string* ns) const;
-
   core::InstanceCounters* const counters_;
-  const std::string default_namespace_;
+  const NameResolver names_;
   InFlight* const in_flight_;
   const RpcMetrics* const rpc_metrics_;
   prometheus::Counter* const batch_items_;

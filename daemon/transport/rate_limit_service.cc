@@ -10,9 +10,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "daemon/core/validation.h"
 #include "daemon/transport/batch_run.h"
-#include "daemon/transport/status_mapping.h"
+#include "daemon/transport/convert.h"
 #include "daemon/transport/unary.h"
 
 namespace distkit::transport {
@@ -20,30 +19,6 @@ namespace {
 
 enum Method : size_t { kInc, kGet, kBatch };
 constexpr std::array<std::string_view, kBatch + 1> kMethodNames = {"Inc", "Get", "Batch"};
-
-absl::StatusOr<core::RateStrategy> ToStrategy(v1::Strategy s) {
-  switch (s) {
-    case v1::STRATEGY_UNSPECIFIED:
-    case v1::STRATEGY_ABSOLUTE:
-      return core::RateStrategy::kAbsolute;
-    case v1::STRATEGY_SUPPRESSED:
-      return core::RateStrategy::kSuppressed;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("strategy: unknown value ", s));
-  }
-}
-
-v1::Decision DecisionToProto(core::RateDecision d) {
-  switch (d) {
-    case core::RateDecision::kAllowed:
-      return v1::DECISION_ALLOWED;
-    case core::RateDecision::kRejected:
-      return v1::DECISION_REJECTED;
-    case core::RateDecision::kSuppressed:
-      return v1::DECISION_SUPPRESSED;
-  }
-  return v1::DECISION_UNSPECIFIED;
-}
 
 // Indexes into RateLimitMetrics' label values (the request was validated).
 size_t ProviderIndex(v1::Provider p) {
@@ -70,9 +45,7 @@ struct RateLimitBatch {
         req.provider() == v1::PROVIDER_UNSPECIFIED ? v1::PROVIDER_LOCAL : req.provider();
     const int strategy =
         req.strategy() == v1::STRATEGY_UNSPECIFIED ? v1::STRATEGY_ABSOLUTE : req.strategy();
-    return Key{provider, strategy,
-               req.namespace_().empty() ? default_ns : std::string_view(req.namespace_()),
-               req.key()};
+    return Key{provider, strategy, names->Resolve(req.namespace_()), req.key()};
   }
   static bool Alone(const v1::RateLimitBatchOp& /*op*/) { return false; }
 
@@ -85,38 +58,19 @@ struct RateLimitBatch {
   }
 
   RateLimitServiceImpl* svc;
-  std::string_view default_ns;  // the service's, which outlives every RPC
+  const NameResolver* names;  // the service's, which outlives every RPC
 };
 
 }  // namespace
 
-void ToProto(const core::RateIncResult& r, v1::RateLimitIncResponse* resp) {
-  resp->set_decision(DecisionToProto(r.decision));
-  resp->set_retry_after_ms(r.retry_after_ms);
-  resp->set_remaining_after_waiting(r.remaining_after_waiting);
-  resp->set_suppression_factor(r.suppression_factor);
-  resp->set_allowed(r.allowed);
-  resp->set_degraded(r.degraded);
-}
-
 RateLimitServiceImpl::RateLimitServiceImpl(RateLimiters limiters, std::string default_namespace,
                                            InFlight* in_flight, Metrics* metrics)
     : limiters_(limiters),
-      default_namespace_(std::move(default_namespace)),
+      names_(std::move(default_namespace)),
       in_flight_(in_flight),
       rpc_metrics_(&metrics->Rpc(v1::RateLimitService::service_full_name(), kMethodNames)),
       batch_items_(&metrics->BatchItems(v1::RateLimitService::service_full_name())),
       rate_limit_metrics_(&metrics->RateLimit()) {}
-
-absl::Status RateLimitServiceImpl::Names(const std::string& ns_in, const std::string& key,
-                                         std::string* ns) const {
-  if (!ns_in.empty()) {
-    if (auto s = core::ValidateName("namespace", ns_in); !s.ok()) return s;
-  }
-  if (auto s = core::ValidateName("key", key); !s.ok()) return s;
-  *ns = ns_in.empty() ? default_namespace_ : ns_in;
-  return absl::OkStatus();
-}
 
 absl::StatusOr<core::RateLimiter*> RateLimitServiceImpl::Pick(v1::Provider p) const {
   core::RateLimiter* limiter = nullptr;
@@ -145,13 +99,13 @@ absl::StatusOr<core::RateLimiter*> RateLimitServiceImpl::Pick(v1::Provider p) co
 absl::Status RateLimitServiceImpl::Convert(const v1::RateLimitIncRequest& req,
                                            core::RateIncRequest* out,
                                            core::RateLimiter** limiter) const {
-  if (auto s = Names(req.namespace_(), req.key(), &out->ns); !s.ok()) return s;
+  if (auto s = names_.Names(req.namespace_(), req.key(), &out->ns); !s.ok()) return s;
   const double rate = req.rate_per_second();
   if (!std::isfinite(rate) || !(rate > 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("rate_per_second: must be finite and > 0, got ", rate));
   }
-  auto strategy = ToStrategy(req.strategy());
+  auto strategy = FromProto(req.strategy());
   if (!strategy.ok()) return strategy.status();
   auto picked = Pick(req.provider());
   if (!picked.ok()) return picked.status();
@@ -184,21 +138,13 @@ std::optional<absl::Status> RateLimitServiceImpl::StartInc(const v1::RateLimitIn
 void RateLimitServiceImpl::DoGet(const v1::RateLimitGetRequest& req, v1::RateLimitGetResponse* resp,
                                  core::StatusCallback done) {
   std::string ns;
-  absl::Status s = Names(req.namespace_(), req.key(), &ns);
-  auto strategy = ToStrategy(req.strategy());
+  absl::Status s = names_.Names(req.namespace_(), req.key(), &ns);
+  auto strategy = FromProto(req.strategy());
   if (s.ok()) s = strategy.status();
   auto limiter = Pick(req.provider());
   if (s.ok()) s = limiter.status();
   if (!s.ok()) return done(s);
-  (*limiter)->Get(ns, req.key(), *strategy,
-                  [resp, done = std::move(done)](absl::StatusOr<core::RateGetResult> r) mutable {
-                    if (r.ok()) {
-                      resp->set_total(r->total);
-                      resp->set_declined(r->declined);
-                      resp->set_suppression_factor(r->suppression_factor);
-                    }
-                    done(r.status());
-                  });
+  (*limiter)->Get(ns, req.key(), *strategy, Fill<core::RateGetResult>(resp, std::move(done)));
 }
 
 grpc::ServerUnaryReactor* RateLimitServiceImpl::Inc(grpc::CallbackServerContext* ctx,
@@ -219,7 +165,7 @@ grpc::ServerUnaryReactor* RateLimitServiceImpl::Batch(grpc::CallbackServerContex
                                                       const v1::RateLimitBatchRequest* req,
                                                       v1::RateLimitBatchResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               RunBatch(RateLimitBatch{this, default_namespace_}, req, resp, batch_items_));
+               RunBatch(RateLimitBatch{this, &names_}, req, resp, batch_items_));
 }
 
 }  // namespace distkit::transport

@@ -6,6 +6,7 @@
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/types.h"
 #include "daemon/transport/batch_run.h"
+#include "daemon/transport/convert.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
@@ -54,18 +55,14 @@ class RateLimitServiceImpl final : public v1::RateLimitService::CallbackService 
   // Validates and converts an Inc request; on success also returns its provider.
   absl::Status Convert(const v1::RateLimitIncRequest& req, core::RateIncRequest* out,
                        core::RateLimiter** limiter) const;
-  absl::Status Names(const std::string& ns_in, const std::string& key, std::string* ns) const;
   absl::StatusOr<core::RateLimiter*> Pick(v1::Provider p) const;
 
   const RateLimiters limiters_;
-  const std::string default_namespace_;
+  const NameResolver names_;
   InFlight* const in_flight_;
   const RpcMetrics* const rpc_metrics_;
   prometheus::Counter* const batch_items_;
   const RateLimitMetrics* const rate_limit_metrics_;
 };
-
-// Fills `resp` from a core result (the decision mapped to its proto enum).
-void ToProto(const core::RateIncResult& r, v1::RateLimitIncResponse* resp);
 
 }  // namespace distkit::transport

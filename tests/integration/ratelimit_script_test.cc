@@ -19,7 +19,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "daemon/core/counter_keys.h"
+#include "daemon/core/redis_keys.h"
 #include "daemon/core/redis_rate_limiter.h"
 #include "daemon/redis/executor.h"
 #include "tests/support/process.h"

@@ -6,7 +6,7 @@
 
 #include <thread>
 
-#include "daemon/core/counter_keys.h"
+#include "daemon/core/redis_keys.h"
 #include "daemon/core/counters.h"
 #include "tests/fakes/fake_redis.h"
 

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "daemon/core/counter_keys.h"
+#include "daemon/core/redis_keys.h"
 
 namespace distkit::core {
 namespace {

@@ -1,3 +1,4 @@
+#include "daemon/transport/convert.h"
 #include "daemon/transport/status_mapping.h"
 
 #include <gtest/gtest.h>
