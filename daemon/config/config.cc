@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "daemon/common/check.h"
 #include "daemon/common/status_macros.h"
 #include "daemon/common/strings.h"
 #include "daemon/common/utf8.h"
@@ -178,7 +179,7 @@ std::string PrintFailureMode(FailureMode mode) {
     case FailureMode::kLocal:
       return "local";
   }
-  return "?";
+  DK_UNREACHABLE();
 }
 
 const std::vector<FlagDef>& Flags() {

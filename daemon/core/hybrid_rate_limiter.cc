@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "daemon/common/check.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
 #include "daemon/common/wait_until.h"
@@ -515,26 +516,33 @@ void HybridRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
       now_result = std::move(o.result);
     }
   }
-  if (now_result) return done(std::move(*now_result));
+  if (now_result) {
+    done(std::move(*now_result));  // NOLINT(bugprone-use-after-move): moved only when waiting
+    return;
+  }
   if (call) Send(std::move(*call));
 }
 
 void HybridRateLimiter::Get(const std::string& ns, const std::string& key, RateStrategy strategy,
                             RateGetCallback done) {
   std::optional<SyncCall> call;
+  bool known = false;
   {
     Shard& shard = ShardFor(strategy, ns, key);
     absl::MutexLock lock(&shard.mu);
     auto it = shard.map.find(KeyRef{strategy, ns, key});
     if (it != shard.map.end()) {
       // Known key: answer after a sync (pushes our usage, reads everyone's).
+      known = true;
       KeyState& st = *it->second;
       st.get_waiters.push_back(std::move(done));
       if (!st.in_flight) call = BeginSync(it->first, st, NowNs());
     }
   }
-  if (call) return Send(std::move(*call));
-  if (!done) return;
+  if (known) {
+    if (call) Send(std::move(*call));
+    return;
+  }
   // Unknown here: read the global state without creating anything.
   std::vector<std::string> args = {"read",
                                    absl::StrCat(options_.dedup_id, ".read"),
@@ -679,9 +687,9 @@ void HybridRateLimiter::Complete(const SyncCall& call, absl::StatusOr<redis::Rep
     Shard& shard = ShardFor(call.key.strategy, call.key.ns, call.key.key);
     absl::MutexLock lock(&shard.mu);
     auto it = shard.map.find(call.key);
-    if (it == shard.map.end() || !it->second->in_flight || it->second->sync_id != call.id) {
-      return;  // cannot happen: a state with a sync in flight is never evicted
-    }
+    // A state with a sync in flight is never evicted, and only its own reply clears in_flight.
+    DK_CHECK(it != shard.map.end() && it->second->in_flight && it->second->sync_id == call.id,
+             "a HYBRID sync reply finds its key state waiting for it");
     KeyState& st = *it->second;
     st.in_flight = false;
     const int64_t now = NowNs();

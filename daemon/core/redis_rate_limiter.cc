@@ -3,12 +3,12 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <utility>
 #include <vector>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/common/check.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
 #include "daemon/core/script_status.h"
@@ -105,11 +105,10 @@ RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings 
       bucket_arg_(absl::StrCat(settings.bucket_ms)),
       hlf_arg_(FormatDouble(settings.hard_limit_factor)),
       cache_arg_(absl::StrCat(settings.suppression_cache_ms)) {
-  if (redis_ == nullptr || random_ == nullptr ||
-      (failure_mode_ == RateFailureMode::kLocal && fallback_ == nullptr)) {
-    spdlog::critical("RedisRateLimiter: missing Redis client, random source or LOCAL fallback");
-    std::abort();
-  }
+  DK_CHECK(redis_ != nullptr && random_ != nullptr, "RedisRateLimiter needs a Redis client and a "
+                                                   "random source");
+  DK_CHECK(failure_mode_ != RateFailureMode::kLocal || fallback_ != nullptr,
+           "failure mode `local` needs the LOCAL provider");
 }
 
 RedisRateLimiter::Shard& RedisRateLimiter::ShardFor(const std::string& key) {
@@ -206,7 +205,7 @@ std::vector<RedisRateLimiter::PendingInc> RedisRateLimiter::NextBatch(const std:
   Shard& shard = ShardFor(key);
   absl::MutexLock lock(&shard.mu);
   auto it = shard.map.find(key);
-  if (it == shard.map.end()) return next;  // not reached: the key is in flight
+  DK_CHECK(it != shard.map.end(), "a key with a script call in flight has a waiting list");
   std::vector<PendingInc>& w = it->second;
   if (w.empty()) {
     shard.map.erase(it);
