@@ -9,10 +9,10 @@
 #define DK_CONCAT_(a, b) DK_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define DK_RETURN_IF_ERROR(expr)              \
-  do {                                        \
-    ::absl::Status dk_status_ = (expr);       \
-    if (!dk_status_.ok()) return dk_status_;  \
+#define DK_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status dk_status_ = (expr);      \
+    if (!dk_status_.ok()) return dk_status_; \
   } while (0)
 
 // `DK_ASSIGN_OR_RETURN(auto x, F());` declares x from an OK StatusOr or returns its status.

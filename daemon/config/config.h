@@ -34,7 +34,7 @@ struct Config {
   std::string metrics_listen;  // empty = off
   std::string log_level = "info";
   int64_t shutdown_grace_ms = 10000;
-  uint32_t socket_mode = 0660;        // --socket_mode, octal
+  uint32_t socket_mode = 0660;         // --socket_mode, octal
   int64_t max_pending_keys = 1000000;  // --max_pending_keys: bound on lax keys with unflushed work
 
   // One line per flag, for the start-up log (the Redis password redacted).

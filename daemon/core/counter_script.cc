@@ -16,8 +16,9 @@ absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r) {
   out.status = ParseScriptStatus(e[0].str);
   auto v = ParseInt64(e[1].str);
   auto p = ParseInt64(e[2].str);
-  if (!v || !p || (out.status != ScriptStatus::kOk && out.status != ScriptStatus::kOverflow &&
-                   out.status != ScriptStatus::kNotInt)) {
+  if (!v || !p ||
+      (out.status != ScriptStatus::kOk && out.status != ScriptStatus::kOverflow &&
+       out.status != ScriptStatus::kNotInt)) {
     return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
   }
   out.value = *v;

@@ -7,10 +7,10 @@
 #include "absl/time/clock.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/wait_until.h"
-#include "daemon/core/redis_keys.h"
 #include "daemon/core/counter_script.h"
 #include "daemon/core/int64_math.h"
 #include "daemon/core/join.h"
+#include "daemon/core/redis_keys.h"
 
 namespace distkit::core {
 namespace {

@@ -31,7 +31,7 @@ struct CountersStats {
   std::atomic<uint64_t> flush_commands{0};
   std::atomic<uint64_t> flush_failures{0};
   std::atomic<uint64_t> dropped_overflow{0};  // lax deltas Redis refused (int64 overflow)
-  std::atomic<int64_t> dirty_keys{0};          // keys with unflushed lax work
+  std::atomic<int64_t> dirty_keys{0};         // keys with unflushed lax work
   std::atomic<int64_t> cached_keys{0};
 };
 
@@ -41,8 +41,7 @@ struct CountersStats {
 // (LAX answered from memory) or on the Redis loop thread, never under a lock of ours.
 class Counters {
  public:
-  Counters(redis::RedisClient* redis, CountersOptions options,
-           const Clock* clock = &SystemClock());
+  Counters(redis::RedisClient* redis, CountersOptions options, const Clock* clock = &SystemClock());
   ~Counters();
 
   void Start();  // starts the flush thread
@@ -57,8 +56,7 @@ class Counters {
   // The synchronous fast path of Inc: the result when it can be given from memory right now
   // (LAX, key already known), nullopt when the caller must use Inc. Saves the callback.
   std::optional<absl::StatusOr<CounterResult>> TryInc(const std::string& ns, const std::string& key,
-                                                      int64_t delta, Consistency c,
-                                                      Condition cond);
+                                                      int64_t delta, Consistency c, Condition cond);
   void Set(const std::string& ns, const std::string& key, int64_t value, Condition cond,
            CounterCallback done);
   void Del(const std::string& ns, const std::string& key, CounterCallback done);

@@ -462,8 +462,7 @@ void InstanceCounters::Send(const MapKey& k, Op op, Condition cond, int64_t arg,
   }
   // First slice write of this key in this incarnation: list the key in the incarnation's key
   // set first, so a reaper finds the slice if this daemon dies.
-  redis_->Command({"SADD", InstanceNamespaceSet(options_.instance_id, inc), k.first},
-                  [](auto) {});
+  redis_->Command({"SADD", InstanceNamespaceSet(options_.instance_id, inc), k.first}, [](auto) {});
   redis_->Command({"SADD", InstanceKeySet(options_.instance_id, inc, k.first), k.second},
                   [this, k, op, cond, arg, inc, carried = std::move(carried),
                    done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {

@@ -38,8 +38,7 @@ bool AssignPending(LaxEntry& e, uint64_t next_seq) {
   return true;
 }
 
-void OnCarrierDone(LaxEntry& e, const std::vector<SeqDelta>& carried, bool ok,
-                   bool maybe_sent) {
+void OnCarrierDone(LaxEntry& e, const std::vector<SeqDelta>& carried, bool ok, bool maybe_sent) {
   --e.carriers;
   if (ok || !maybe_sent || carried.empty()) return;
   const uint64_t last = carried.back().seq;

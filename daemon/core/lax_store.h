@@ -27,13 +27,13 @@ struct LaxEntry {
   // Last value read from Redis and the highest of our sequence numbers it includes.
   int64_t remote = 0;
   uint64_t remote_seq = 0;
-  bool initialized = false;     // the first read was attempted (remote stays 0 if it failed)
-  int64_t refreshed_ns = 0;     // when `remote` was last read
+  bool initialized = false;  // the first read was attempted (remote stays 0 if it failed)
+  int64_t refreshed_ns = 0;  // when `remote` was last read
   int64_t last_access_ns = 0;
 
-  int64_t pending = 0;              // increments not yet given a sequence number
-  std::vector<SeqDelta> unacked;    // given a sequence, not yet confirmed applied
-  int carriers = 0;                 // outstanding Redis commands carrying `unacked`
+  int64_t pending = 0;            // increments not yet given a sequence number
+  std::vector<SeqDelta> unacked;  // given a sequence, not yet confirmed applied
+  int carriers = 0;               // outstanding Redis commands carrying `unacked`
 
   bool refreshing = false;
   std::vector<absl::AnyInvocable<void()>> waiters;  // run after the current refresh
@@ -57,8 +57,7 @@ bool AssignPending(LaxEntry& e, uint64_t next_seq);
 // A command that carried `carried` (a prefix copy of unacked, by seq) finished.
 //  ok: Redis applied every entry up to `applied_seq` (and reports value `remote`).
 //  otherwise: `maybe_sent` tells whether the command may have reached Redis.
-void OnCarrierDone(LaxEntry& e, const std::vector<SeqDelta>& carried, bool ok,
-                   bool maybe_sent);
+void OnCarrierDone(LaxEntry& e, const std::vector<SeqDelta>& carried, bool ok, bool maybe_sent);
 
 // A reply told us Redis holds `value` and includes our entries up to `applied_seq`.
 void OnRemoteValue(LaxEntry& e, int64_t value, uint64_t applied_seq, int64_t now_ns);

@@ -18,12 +18,12 @@ enum class RateDecision { kAllowed, kRejected, kSuppressed };
 
 // Daemon-wide settings (docs/api.md#flags), the same for every key.
 struct RateLimitSettings {
-  int64_t window_ms = 10000;         // --rate_window_seconds × 1000
-  int64_t bucket_ms = 100;           // --rate_bucket_ms
-  double hard_limit_factor = 1.0;    // --hard_limit_factor (≥ 1)
+  int64_t window_ms = 10000;           // --rate_window_seconds × 1000
+  int64_t bucket_ms = 100;             // --rate_bucket_ms
+  double hard_limit_factor = 1.0;      // --hard_limit_factor (≥ 1)
   int64_t suppression_cache_ms = 100;  // --suppression_cache_ms
-  int64_t sync_interval_ms = 10;     // --sync_interval_ms (HYBRID)
-  int64_t idle_evict_ms = 0;         // LOCAL/HYBRID memory: 0 = the window + 1 s
+  int64_t sync_interval_ms = 10;       // --sync_interval_ms (HYBRID)
+  int64_t idle_evict_ms = 0;           // LOCAL/HYBRID memory: 0 = the window + 1 s
 };
 
 // A validated request: names checked, rate finite and > 0, count ≥ 1 (0 was mapped to 1).

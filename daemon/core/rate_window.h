@@ -105,7 +105,8 @@ RateIncResult AdmitAbsolute(RateWindow& w, const RateLimitSettings& s, int64_t n
                             double rate_per_second, uint64_t count);
 
 // The one suppression-factor formula (docs/api.md#rate-limiting; the hard-limit checks use
-// ACCEPTED usage, docs/rate_limiting.md D3), from a window's totals, for a window holding at least one bucket:
+// ACCEPTED usage, docs/rate_limiting.md D3), from a window's totals, for a window holding at least
+// one bucket:
 //   accepted ≥ hard → 1; accepted < soft → 0;
 //   else 1 − (soft / W_s) / max(observed / W_s, last_second), clamped to [0, 1].
 // Pure. LOCAL applies it to a RateWindow (below), HYBRID to the totals of its last sync, and

@@ -105,8 +105,9 @@ RedisRateLimiter::RedisRateLimiter(redis::RedisClient* redis, RateLimitSettings 
       bucket_arg_(absl::StrCat(settings.bucket_ms)),
       hlf_arg_(FormatDouble(settings.hard_limit_factor)),
       cache_arg_(absl::StrCat(settings.suppression_cache_ms)) {
-  DK_CHECK(redis_ != nullptr && random_ != nullptr, "RedisRateLimiter needs a Redis client and a "
-                                                   "random source");
+  DK_CHECK(redis_ != nullptr && random_ != nullptr,
+           "RedisRateLimiter needs a Redis client and a "
+           "random source");
   DK_CHECK(failure_mode_ != RateFailureMode::kLocal || fallback_ != nullptr,
            "failure mode `local` needs the LOCAL provider");
 }
@@ -154,7 +155,7 @@ void RedisRateLimiter::SendIncs(std::string key, RateStrategy strategy,
                                 std::vector<PendingInc> batch) {
   std::vector<std::string> args;
   args.reserve(6 + 3 * batch.size());
-  args = {"inc", std::string(StrategyArg(strategy)), window_arg_, bucket_arg_, hlf_arg_,
+  args = {"inc",     std::string(StrategyArg(strategy)), window_arg_, bucket_arg_, hlf_arg_,
           cache_arg_};
   for (const PendingInc& p : batch) {
     args.push_back(p.rate);

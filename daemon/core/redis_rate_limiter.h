@@ -13,7 +13,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
-
 #include "daemon/common/sharded_map.h"
 #include "daemon/core/rate_limit.h"
 #include "daemon/core/redis_keys.h"  // RedisRateLimitKey

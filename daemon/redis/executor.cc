@@ -12,8 +12,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "daemon/common/strings.h"
 #include "daemon/common/logging.h"
+#include "daemon/common/strings.h"
 
 namespace distkit::redis {
 
@@ -67,23 +67,17 @@ Executor::Executor(ExecutorOptions options) : options_(std::move(options)) {
   for (const auto& [name, body] : EmbeddedScripts()) script_sha_[name] = Sha1Hex(body);
   base_ = event_base_new();
   wake_ev_ = event_new(
-      base_, -1, EV_PERSIST, [](evutil_socket_t, short, void* self) {
-        static_cast<Executor*>(self)->Drain();
-      },
-      this);
+      base_, -1, EV_PERSIST,
+      [](evutil_socket_t, short, void* self) { static_cast<Executor*>(self)->Drain(); }, this);
   tick_ev_ = event_new(
-      base_, -1, EV_PERSIST, [](evutil_socket_t, short, void* self) {
-        static_cast<Executor*>(self)->OnTick();
-      },
-      this);
+      base_, -1, EV_PERSIST,
+      [](evutil_socket_t, short, void* self) { static_cast<Executor*>(self)->OnTick(); }, this);
   reconnect_ev_ = event_new(
-      base_, -1, 0, [](evutil_socket_t, short, void* self) {
-        static_cast<Executor*>(self)->Connect();
-      },
-      this);
+      base_, -1, 0,
+      [](evutil_socket_t, short, void* self) { static_cast<Executor*>(self)->Connect(); }, this);
   event_add(wake_ev_, nullptr);
-  const auto tick = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(10),
-                                                        options_.command_timeout / 4 + std::chrono::milliseconds(1));
+  const auto tick = std::min<std::chrono::milliseconds>(
+      std::chrono::milliseconds(10), options_.command_timeout / 4 + std::chrono::milliseconds(1));
   timeval tv{0, static_cast<suseconds_t>(tick.count() * 1000)};
   event_add(tick_ev_, &tv);
 }
@@ -150,9 +144,8 @@ void Executor::Submit(std::unique_ptr<Pending> p) {
   // Bounded: a Redis that stalls under load must not make us queue without limit.
   if (outstanding_.fetch_add(1, std::memory_order_relaxed) >= options_.max_outstanding) {
     outstanding_.fetch_sub(1, std::memory_order_relaxed);
-    p->Finish(MarkNotSent(absl::ResourceExhaustedError(
-        absl::StrCat("too many Redis commands outstanding (", options_.max_outstanding,
-                     "); retry later"))));
+    p->Finish(MarkNotSent(absl::ResourceExhaustedError(absl::StrCat(
+        "too many Redis commands outstanding (", options_.max_outstanding, "); retry later"))));
     return;
   }
   p->outstanding = &outstanding_;
@@ -261,8 +254,8 @@ void Executor::ScheduleReconnect() {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
   }
-  backoff_ = backoff_.count() == 0 ? options_.min_backoff
-                                   : std::min(backoff_ * 2, options_.max_backoff);
+  backoff_ =
+      backoff_.count() == 0 ? options_.min_backoff : std::min(backoff_ * 2, options_.max_backoff);
   timeval tv{static_cast<time_t>(backoff_.count() / 1000),
              static_cast<suseconds_t>((backoff_.count() % 1000) * 1000)};
   event_add(reconnect_ev_, &tv);
@@ -279,7 +272,8 @@ void Executor::DropConnection(std::string_view why) {
   ping_outstanding_ = false;
   redisAsyncFree(c);  // in-flight commands fail through OnReply(nullptr): outcome unknown
   if (was_connecting) {
-    for (auto& p : waiting_) p->Finish(NotSentError(absl::StrCat("Redis unreachable: ", AbslView(why))));
+    for (auto& p : waiting_)
+      p->Finish(NotSentError(absl::StrCat("Redis unreachable: ", AbslView(why))));
     waiting_.clear();
   }
   in_flight_.clear();
@@ -339,7 +333,8 @@ void Executor::OnConnect(int status) {
     }
   }
   if (ep.db != 0) send_setup({"SELECT", absl::StrCat(ep.db)}, "SELECT");
-  for (const auto& [name, body] : EmbeddedScripts()) send_setup({"SCRIPT", "LOAD", body}, "SCRIPT LOAD");
+  for (const auto& [name, body] : EmbeddedScripts())
+    send_setup({"SCRIPT", "LOAD", body}, "SCRIPT LOAD");
   connected_ = true;
   SendPing();
   auto waiting = std::move(waiting_);

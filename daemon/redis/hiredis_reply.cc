@@ -1,9 +1,9 @@
 // Reply::FromHiredis lives apart from reply.cc: reply.cc belongs to distkit_redis_api, which
 // core/ links and which must not depend on hiredis; only the executor's library does.
 
-#include "daemon/redis/reply.h"
-
 #include <hiredis/hiredis.h>
+
+#include "daemon/redis/reply.h"
 
 namespace distkit::redis {
 

@@ -12,7 +12,7 @@ struct RedisEndpoint {
   bool is_unix = false;
   std::string host;  // TCP host (IPv4/IPv6 literal without brackets, or a name)
   int port = 6379;
-  std::string path;  // Unix socket path
+  std::string path;      // Unix socket path
   std::string user;      // empty = default user
   std::string password;  // empty = no AUTH
   int db = 0;

@@ -72,9 +72,9 @@ bool IsNotSent(const absl::Status& status) {
 
 absl::Status RedisErrorStatus(std::string_view error) {
   const absl::string_view err = AbslView(error);
-  for (absl::string_view transient : {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
-                                      "TRYAGAIN", "NOAUTH", "NOPERM", "WRONGPASS", "MOVED",
-                                      "ASK"}) {
+  for (absl::string_view transient :
+       {"LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOAUTH", "NOPERM",
+        "WRONGPASS", "MOVED", "ASK"}) {
     if (absl::StartsWith(err, transient)) {
       return absl::UnavailableError(absl::StrCat("Redis: ", err));
     }

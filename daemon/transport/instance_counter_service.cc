@@ -40,9 +40,7 @@ struct InstanceBatch {
   using Key = std::pair<std::string_view, std::string_view>;  // (namespace resolved, key)
 
   std::optional<Key> KeyOf(const v1::InstanceBatchOp& op) const {
-    auto of = [&](const auto& req) -> Key {
-      return {names->Resolve(req.namespace_()), req.key()};
-    };
+    auto of = [&](const auto& req) -> Key { return {names->Resolve(req.namespace_()), req.key()}; };
     switch (op.op_case()) {
       case v1::InstanceBatchOp::kInc:
         return of(op.inc());

@@ -11,7 +11,6 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 #include "tests/support/daemon.h"
@@ -32,15 +31,16 @@ absl::StatusOr<int64_t> Get(Daemon& d, const std::string& key,
                             v1::Consistency c = v1::CONSISTENCY_STRICT) {
   v1::GetResponse resp;
   auto s = d.CounterGet(key, c, &resp);
-  if (!s.ok()) return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  if (!s.ok())
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
   return resp.value();
 }
 
 // The value Redis holds for counter `key` of the default namespace, read with redis-cli-like
 // access (SCAN for the key: the test does not re-implement the hash tag).
 int64_t RedisValue(const RedisServer& redis, const std::string& key) {
-  std::string scan = redis.Command({"SCAN", "0", "MATCH", "dk:{*}:c:distkit:" + key, "COUNT",
-                                    "100000"});
+  std::string scan =
+      redis.Command({"SCAN", "0", "MATCH", "dk:{*}:c:distkit:" + key, "COUNT", "100000"});
   // Reply formatted as "cursor,key"; one key expected.
   auto comma = scan.find(',');
   if (comma == std::string::npos) return 0;
@@ -69,7 +69,8 @@ TEST(E2E, SigtermFlushesPendingLaxDeltasAndExitsZero) {
   ASSERT_TRUE(redis);
   Daemon a(*redis, "a", {"--flush_interval_ms", "600000"});  // never flushes on its own
   ASSERT_TRUE(a.WaitServing());
-  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(a.CounterInc("k" + std::to_string(i % 10), 1, v1::CONSISTENCY_LAX).ok());
+  for (int i = 0; i < 1000; ++i)
+    ASSERT_TRUE(a.CounterInc("k" + std::to_string(i % 10), 1, v1::CONSISTENCY_LAX).ok());
   EXPECT_EQ(RedisValue(*redis, "k0"), 0) << "nothing flushed before SIGTERM";
   EXPECT_EQ(a.Stop(SIGTERM, 20s), 0) << a.Log();
   for (int i = 0; i < 10; ++i) EXPECT_EQ(RedisValue(*redis, "k" + std::to_string(i)), 100);
@@ -120,7 +121,8 @@ TEST(E2E, StrictFailsFastWhileRedisIsDownAndRecovers) {
   EXPECT_TRUE(s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED ||
               s.error_code() == grpc::StatusCode::UNAVAILABLE)
       << s.error_code() << " " << s.error_message();
-  EXPECT_NE(s.error_message().find("Redis"), std::string::npos) << "the daemon answered, not the client deadline";
+  EXPECT_NE(s.error_message().find("Redis"), std::string::npos)
+      << "the daemon answered, not the client deadline";
   EXPECT_EQ(a.Health(""), 1) << "liveness stays SERVING";
   redis->Resume();
   EXPECT_TRUE(PollUntil([&] { return a.CounterInc("k", 1, v1::CONSISTENCY_STRICT).ok(); }, 10s));
@@ -168,8 +170,8 @@ TEST(E2E, SocketOfARunningDaemonIsNotStolen) {
   ASSERT_TRUE(redis);
   Daemon a(*redis, "a");
   ASSERT_TRUE(a.WaitServing());
-  auto [code, out] = Process::Run(
-      DISTKIT_DAEMON_BIN, {"--listen", "unix:" + a.socket(), "--redis", redis->url()}, 10s);
+  auto [code, out] = Process::Run(DISTKIT_DAEMON_BIN,
+                                  {"--listen", "unix:" + a.socket(), "--redis", redis->url()}, 10s);
   EXPECT_NE(code, 0);
   EXPECT_NE(out.find("another process"), std::string::npos) << out;
   EXPECT_EQ(a.Health(""), 1);
@@ -200,7 +202,10 @@ TEST(E2E, CliHealthProbeAndCounterCommands) {
   EXPECT_NE(run({"counter", "inc", "bad:key"}).first, 0);
   redis->Stop();
   EXPECT_TRUE(PollUntil(
-      [&] { return run({"health", "--service", "distkit.v1.CounterService"}).first == 1; }, 10s));
+      [&] {
+        return run({"health", "--service", "distkit.v1.CounterService"}).first == 1;
+      },
+      10s));
   EXPECT_EQ(run({"health"}).first, 0) << "liveness does not depend on Redis";
   a.Stop(SIGKILL, 5s);
   EXPECT_EQ(run({"health"}).first, 1);

@@ -247,12 +247,18 @@ TEST_P(CounterServiceTest, Conditions) {
     int64_t operand;
     bool applies;
   };
-  const Case cases[] = {{v1::COMPARATOR_EQ, 10, true},  {v1::COMPARATOR_EQ, 9, false},
-                        {v1::COMPARATOR_NE, 9, true},   {v1::COMPARATOR_NE, 10, false},
-                        {v1::COMPARATOR_LT, 11, true},  {v1::COMPARATOR_LT, 10, false},
-                        {v1::COMPARATOR_LE, 10, true},  {v1::COMPARATOR_LE, 9, false},
-                        {v1::COMPARATOR_GT, 9, true},   {v1::COMPARATOR_GT, 10, false},
-                        {v1::COMPARATOR_GE, 10, true},  {v1::COMPARATOR_GE, 11, false},
+  const Case cases[] = {{v1::COMPARATOR_EQ, 10, true},
+                        {v1::COMPARATOR_EQ, 9, false},
+                        {v1::COMPARATOR_NE, 9, true},
+                        {v1::COMPARATOR_NE, 10, false},
+                        {v1::COMPARATOR_LT, 11, true},
+                        {v1::COMPARATOR_LT, 10, false},
+                        {v1::COMPARATOR_LE, 10, true},
+                        {v1::COMPARATOR_LE, 9, false},
+                        {v1::COMPARATOR_GT, 9, true},
+                        {v1::COMPARATOR_GT, 10, false},
+                        {v1::COMPARATOR_GE, 10, true},
+                        {v1::COMPARATOR_GE, 11, false},
                         {v1::COMPARATOR_UNSPECIFIED, 12345, true}};
   for (const auto& t : cases) {
     SCOPED_TRACE(v1::Comparator_Name(t.op) + " " + std::to_string(t.operand));
@@ -293,8 +299,7 @@ TEST_P(CounterServiceTest, InvalidInput) {
   EXPECT_EQ(Inc(*a_, "k", 1, c(), {}, 0, "bad:ns").code, grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Inc(*a_, "k", 1, c(), static_cast<Comparator>(77), 0).code,
             grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Inc(*a_, "k", 1, static_cast<Consistency>(5)).code,
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Inc(*a_, "k", 1, static_cast<Consistency>(5)).code, grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Inc(*a_, "{weird} 🙂", 3, c(), {}, 0, "{ns}").value, 3);
   EXPECT_EQ(Get(*a_, "{weird} 🙂", c(), "{ns}"), 3);
 }
@@ -373,8 +378,7 @@ TEST_P(CounterServiceTest, Batch) {
   v1::BatchRequest big;
   for (int i = 0; i < 10001; ++i) *big.add_ops() = get("x");
   v1::BatchResponse resp;
-  EXPECT_EQ(a_->stub()->Batch(&ctx, big, &resp).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(a_->stub()->Batch(&ctx, big, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 // A STRICT item after a LAX inc of the same key observes it, even when the LAX inc is the key's

@@ -5,8 +5,6 @@
 // after a real timeout, the overshoot bound with three instances hammering one key, Redis paused
 // or stopped (degraded answers, the degraded budget) and the re-sync after it returns.
 
-#include "daemon/core/hybrid_rate_limiter.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "daemon/config/config.h"
+#include "daemon/core/hybrid_rate_limiter.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
 #include "tests/support/process.h"

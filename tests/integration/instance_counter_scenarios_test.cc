@@ -875,7 +875,11 @@ class InstanceCounterRecoveryTest : public ICounterTestBase {
     if (dead_incarnation_ == 0) return;
     const std::string set =
         "dk:{I:" + d.id() + ":" + std::to_string(dead_incarnation_) + "}:namespaces";
-    ASSERT_TRUE(PollUntil([&] { return redis_->Command({"EXISTS", set}) == "0"; }, kConverge))
+    ASSERT_TRUE(PollUntil(
+        [&] {
+          return redis_->Command({"EXISTS", set}) == "0";
+        },
+        kConverge))
         << "incarnation " << dead_incarnation_ << " was never reaped";
     dead_incarnation_ = 0;
   }

@@ -34,9 +34,9 @@ class InstanceCounterServiceTest : public ::testing::Test {
     for (int i = 0; i < 3; ++i) d_.push_back(Make(i, 30000));
   }
   std::unique_ptr<Daemon> Make(int i, int64_t threshold_ms) {
-    return std::make_unique<Daemon>(*redis_, redis_->dir() + "/d" + std::to_string(i) + "_" +
-                                                 std::to_string(next_++) + ".sock",
-                                    threshold_ms);
+    return std::make_unique<Daemon>(
+        *redis_, redis_->dir() + "/d" + std::to_string(i) + "_" + std::to_string(next_++) + ".sock",
+        threshold_ms);
   }
   void TearDown() override { d_.clear(); }
   Daemon& c(int i) { return *d_[i]; }
@@ -225,8 +225,7 @@ TEST_F(InstanceCounterServiceTest, BatchRunsInOrder) {
   grpc::ClientContext ctx2;
   v1::InstanceBatchRequest big;
   for (int i = 0; i < 10001; ++i) big.add_ops()->mutable_get()->set_key("b");
-  EXPECT_EQ(c(0).stub()->Batch(&ctx2, big, &resp).error_code(),
-            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(c(0).stub()->Batch(&ctx2, big, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 // The docs/api.md#dead-instances example with a 300 ms threshold; scenarios 56/57: a daemon stops

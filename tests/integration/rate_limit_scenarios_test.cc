@@ -249,8 +249,8 @@ class RateLimitScenarios : public ::testing::TestWithParam<Provider> {
   // Every key in Redis but the daemons' liveness registry (dk:{live}:*), comma-separated.
   std::string RateLimitKeys() const {
     std::vector<std::string> out;
-    for (absl::string_view k : absl::StrSplit(server_->Command({"KEYS", "*"}), ',',
-                                              absl::SkipEmpty())) {
+    for (absl::string_view k :
+         absl::StrSplit(server_->Command({"KEYS", "*"}), ',', absl::SkipEmpty())) {
       if (!absl::StartsWith(k, "dk:{live}:")) out.emplace_back(k);
     }
     return absl::StrJoin(out, ",");
@@ -904,7 +904,7 @@ TEST_P(AllProviders, Scenario77ExactHardIsInTheBandNotAllowed) {
 // hlf). trypema took soft back from the raw hard value through hlf and lost a unit to rounding
 // for common rates (r3 W10 hlf1.1: soft 29, so the 30th request within the capacity was drawn).
 TEST_P(AllProviders, SuppressedSoftLimitIsTheCapacityHardIsCapacityTimesFactor) {
-  Start(S(10, 100, 1.1));  // r3: capacity 30 = soft, hard floor(33.000000000000004) = 33
+  Start(S(10, 100, 1.1));      // r3: capacity 30 = soft, hard floor(33.000000000000004) = 33
   Random().set_fallback(0.0);  // in the band every draw admits while the factor is below 1
   for (int i = 0; i < 30; ++i) EXPECT_TRUE(IsAllowed(Inc("k", 3, 1, kSup))) << i;
   for (int i = 0; i < 3; ++i) {

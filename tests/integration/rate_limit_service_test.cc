@@ -506,7 +506,7 @@ TEST_F(RateLimitServiceAsyncTest, BatchPipelinesDistinctStatesAndKeepsEachStates
   EXPECT_LE(async_.max_outstanding(), 256u);
   EXPECT_GE(async_.max_outstanding(), 2u);  // pipelined
   EXPECT_TRUE(HasLine(metrics().Text(), R"(distkit_ratelimit_degraded_total{provider="redis"} )" +
-                                           std::to_string(seen["deg"])));
+                                            std::to_string(seen["deg"])));
 }
 
 // distkit_ratelimit_decisions_total{provider,strategy,decision}: every answer of Inc and of

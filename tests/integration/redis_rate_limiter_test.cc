@@ -484,11 +484,11 @@ class HoldingClient : public redis::RedisClient {
 };
 
 redis::Reply IncReply(const char* decision, int64_t retry, int64_t remaining) {
-  return redis::Reply::Array(
-      {redis::Reply::String("ok"), redis::Reply::String(decision), redis::Reply::Integer(retry),
-       redis::Reply::Integer(remaining), redis::Reply::String("0"),
-       redis::Reply::Integer(std::string(decision) == "allowed" ? 1 : 0),
-       redis::Reply::Integer(1000)});
+  return redis::Reply::Array({redis::Reply::String("ok"), redis::Reply::String(decision),
+                              redis::Reply::Integer(retry), redis::Reply::Integer(remaining),
+                              redis::Reply::String("0"),
+                              redis::Reply::Integer(std::string(decision) == "allowed" ? 1 : 0),
+                              redis::Reply::Integer(1000)});
 }
 
 // While a key's call is in flight, its later Incs wait and go together in the next call (ARGV:
@@ -507,7 +507,8 @@ TEST(RedisRateLimiterCoalescing, WaitingIncsOfAKeyGoInOneCallInArrivalOrder) {
   l.Inc(Req("k", 4, 4), answer(3));
   l.Inc(Req("other", 1, 1), answer(4));  // another key: sent at once
   ASSERT_EQ(client.calls.size(), 2u);
-  EXPECT_EQ(client.calls[1].keys[0], core::RedisRateLimitKey("ns", "other", RateStrategy::kAbsolute));
+  EXPECT_EQ(client.calls[1].keys[0],
+            core::RedisRateLimitKey("ns", "other", RateStrategy::kAbsolute));
 
   client.calls[0].done(IncReply("allowed", 0, 0));
   ASSERT_EQ(client.calls.size(), 3u) << "the waiting Incs go out when the call comes back";
@@ -518,9 +519,8 @@ TEST(RedisRateLimiterCoalescing, WaitingIncsOfAKeyGoInOneCallInArrivalOrder) {
   EXPECT_EQ(got[0]->decision, RateDecision::kAllowed);
   EXPECT_FALSE(got[1].ok()) << "answered before its call came back";
 
-  client.calls[2].done(redis::Reply::Array({IncReply("allowed", 0, 0),
-                                            IncReply("rejected", 900, 2),
-                                            IncReply("rejected", 800, 3)}));
+  client.calls[2].done(redis::Reply::Array(
+      {IncReply("allowed", 0, 0), IncReply("rejected", 900, 2), IncReply("rejected", 800, 3)}));
   ASSERT_TRUE(got[1].ok() && got[2].ok() && got[3].ok());
   EXPECT_EQ(got[1]->decision, RateDecision::kAllowed);
   EXPECT_EQ(got[2]->decision, RateDecision::kRejected);

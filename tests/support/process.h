@@ -14,7 +14,7 @@ class Process {
  public:
   Process(std::string binary, std::vector<std::string> args,
           std::vector<std::string> extra_env = {});  // extra_env: "NAME=value"
-  ~Process();  // SIGKILL if still running
+  ~Process();                                        // SIGKILL if still running
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 

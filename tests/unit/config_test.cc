@@ -635,8 +635,7 @@ TEST(ConfigTest, ToStringRedactsThePassword) {
             "--redis=redis://alice:***@h:1/2");
   EXPECT_EQ(Line(MustParse({"--redis=redis://:s3cret@h"}), "redis"),
             "--redis=redis://:***@h:6379/0");
-  EXPECT_EQ(Line(MustParse({"--redis=redis://:p@ss@h"}), "redis"),
-            "--redis=redis://:***@h:6379/0");
+  EXPECT_EQ(Line(MustParse({"--redis=redis://:p@ss@h"}), "redis"), "--redis=redis://:***@h:6379/0");
   EXPECT_EQ(Line(MustParse({"--redis=unix:/r.sock?db=1&password=s3cret"}), "redis"),
             "--redis=unix:/r.sock?db=1&password=***");
   EXPECT_EQ(Line(MustParse({"--redis=unix:/r.sock?password=s3cret&db=1"}), "redis"),

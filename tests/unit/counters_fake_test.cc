@@ -6,8 +6,8 @@
 
 #include <thread>
 
-#include "daemon/core/redis_keys.h"
 #include "daemon/core/counters.h"
+#include "daemon/core/redis_keys.h"
 #include "tests/fakes/fake_redis.h"
 
 namespace distkit::core {
@@ -133,8 +133,8 @@ TEST_F(CountersTest, StrictOpAndInFlightFlushApplyTheDeltaOnce) {
   counters_->FlushNow();  // flush in flight, carrying +5
   Capture s;
   counters_->Inc("ns", "k", 1, Consistency::kStrict, {}, s.cb());  // also carries +5
-  redis_.ApplyButTimeout();  // the flush: applied, reply lost
-  redis_.Answer();           // the strict inc
+  redis_.ApplyButTimeout();                                        // the flush: applied, reply lost
+  redis_.Answer();                                                 // the strict inc
   ASSERT_TRUE(s.r && s.r->ok());
   EXPECT_EQ((*s.r)->value, 6);
   EXPECT_EQ((*s.r)->previous, 5);

@@ -1,7 +1,8 @@
-#include "daemon/transport/convert.h"
 #include "daemon/transport/status_mapping.h"
 
 #include <gtest/gtest.h>
+
+#include "daemon/transport/convert.h"
 
 namespace distkit::transport {
 namespace {

@@ -18,8 +18,7 @@ TEST(Validation, RejectsWithTheFieldName) {
   auto s = ValidateName("namespace", "");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("namespace"), std::string::npos);
-  EXPECT_EQ(ValidateName("key", std::string(256, 'x')).code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValidateName("key", std::string(256, 'x')).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ValidateName("key", "a:b").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(ValidateName("key", "a:b").message().find("key"), std::string::npos);
 }
