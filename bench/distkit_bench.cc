@@ -88,6 +88,7 @@ struct Options {
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   posix_spawn_file_actions_t fa;
@@ -537,7 +538,7 @@ int main(int argc, char** argv) {
   for (int round = 0; round < o.rounds; ++round) {
     auto want = [&](const std::string& name) { return o.only.empty() || o.only.count(name) > 0; };
     if (want("empty_rpc")) {  // empty RPC baseline
-      results.push_back(closed_loop("empty_rpc", o.seconds, 1, [&](int, Done done) {
+      results.push_back(closed_loop("empty_rpc", o.seconds, 1, [&](int, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           grpc::health::v1::HealthCheckRequest req;
@@ -545,12 +546,12 @@ int main(int argc, char** argv) {
         };
         auto c = std::make_shared<Call>();
         health->async()->Check(&c->ctx, &c->req, &c->resp,
-                               [c, done](grpc::Status s) { done(s.ok()); });
+                               [c, done](const grpc::Status& s) { done(s.ok()); });
       }));
     }
     auto inc_workload = [&](const char* name, distkit::v1::Consistency consistency) {
       if (!want(name)) return;
-      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, Done done) {
+      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::IncRequest req;
@@ -562,30 +563,31 @@ int main(int argc, char** argv) {
         c->req.set_delta(1);
         c->req.set_consistency(consistency);
         counters->async()->Inc(&c->ctx, &c->req, &c->resp,
-                               [c, done](grpc::Status st) { done(st.ok()); });
+                               [c, done](const grpc::Status& st) { done(st.ok()); });
       }));
     };
     inc_workload("lax_inc", distkit::v1::CONSISTENCY_LAX);
     inc_workload("strict_inc", distkit::v1::CONSISTENCY_STRICT);
     if (want("batch1000_lax_inc")) {
       constexpr int kBatch = 1000;
-      results.push_back(closed_loop("batch1000_lax_inc", o.seconds, kBatch, [&](int s, Done done) {
-        struct Call {
-          grpc::ClientContext ctx;
-          distkit::v1::BatchRequest req;
-          distkit::v1::BatchResponse resp;
-        };
-        auto c = std::make_shared<Call>();
-        for (int i = 0; i < kBatch; ++i) {
-          auto* inc = c->req.add_ops()->mutable_inc();
-          inc->set_namespace_("bench");
-          inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
-          inc->set_delta(1);
-          inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
-        }
-        counters->async()->Batch(&c->ctx, &c->req, &c->resp,
-                                 [c, done](grpc::Status st) { done(st.ok()); });
-      }));
+      results.push_back(
+          closed_loop("batch1000_lax_inc", o.seconds, kBatch, [&](int s, const Done& done) {
+            struct Call {
+              grpc::ClientContext ctx;
+              distkit::v1::BatchRequest req;
+              distkit::v1::BatchResponse resp;
+            };
+            auto c = std::make_shared<Call>();
+            for (int i = 0; i < kBatch; ++i) {
+              auto* inc = c->req.add_ops()->mutable_inc();
+              inc->set_namespace_("bench");
+              inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
+              inc->set_delta(1);
+              inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
+            }
+            counters->async()->Batch(&c->ctx, &c->req, &c->resp,
+                                     [c, done](const grpc::Status& st) { done(st.ok()); });
+          }));
     }
     // One key per stream, as lax_inc / strict_inc.
     auto stream_keys = [&](const std::string& prefix) {
@@ -603,7 +605,7 @@ int main(int argc, char** argv) {
     // Instance-aware counters: the same streams and keys per stream as lax_inc/strict_inc.
     auto icounter_workload = [&](const char* name, distkit::v1::Consistency consistency) {
       if (!want(name)) return;
-      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, Done done) {
+      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::InstanceIncRequest req;
@@ -615,7 +617,7 @@ int main(int argc, char** argv) {
         c->req.set_delta(1);
         c->req.set_consistency(consistency);
         icounters->async()->Inc(&c->ctx, &c->req, &c->resp,
-                                [c, done](grpc::Status st) { done(st.ok()); });
+                                [c, done](const grpc::Status& st) { done(st.ok()); });
       }));
     };
     icounter_workload("lax_icounter_inc", distkit::v1::CONSISTENCY_LAX);

@@ -563,6 +563,7 @@ void HybridRateLimiter::Get(const std::string& ns, const std::string& key, RateS
   outstanding_++;
   redis_->Script(
       kScript, {HybridRateLimitKey(ns, key, strategy)}, std::move(args),
+      // NOLINTNEXTLINE(bugprone-use-after-move): moved above only for a known key (returned).
       [this, strategy, done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
         auto r = ParseSyncReply(std::move(raw));
         if (!r.ok()) {

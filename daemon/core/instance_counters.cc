@@ -451,6 +451,7 @@ void InstanceCounters::RunStrict(const MapKey& k, Op op, Condition cond, int64_t
     if (restore_now) StartRestore(k);
     return;
   }
+  // NOLINTNEXTLINE(bugprone-use-after-move): `done` moved above only when waiting (returned).
   Send(k, op, cond, arg, inc, std::move(carried), needs_register, std::move(done));
 }
 
@@ -634,6 +635,7 @@ void InstanceCounters::LaxWrite(const MapKey& k, SliceOp op, Condition cond,
     return;
   }
   // First touch: read the Redis state once (shared by concurrent callers), then apply.
+  // NOLINTNEXTLINE(bugprone-use-after-move): `done` moved above only when waiting (returned).
   RefreshThen(k, [this, k, op, cond, done = std::move(done)](absl::Status) mutable {
     LaxWrite(k, op, cond, std::move(done));
   });
@@ -788,7 +790,7 @@ void InstanceCounters::ClearOnInstance(const std::string& ns, StatusCallback don
   join->Done(absl::OkStatus());
 }
 
-void InstanceCounters::ClearOnInstanceScan(const std::string& ns, std::string set,
+void InstanceCounters::ClearOnInstanceScan(const std::string& ns, const std::string& set,
                                            const std::string& cursor, StatusCallback done) {
   redis_->Command(
       {"SSCAN", set, cursor, "COUNT", "1000"},

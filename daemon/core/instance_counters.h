@@ -142,7 +142,7 @@ class InstanceCounters {
   // Starts due restores, at most `max_outstanding` at a time; waits for them.
   absl::Status RestoreAll(std::chrono::milliseconds timeout);
   void ClearScan(const std::string& ns, const std::string& cursor, StatusCallback done);
-  void ClearOnInstanceScan(const std::string& ns, std::string set, const std::string& cursor,
+  void ClearOnInstanceScan(const std::string& ns, const std::string& set, const std::string& cursor,
                            StatusCallback done);
   bool Register(std::chrono::milliseconds timeout);
   void EvictIdle();
