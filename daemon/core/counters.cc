@@ -4,7 +4,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/wait_until.h"
 #include "daemon/core/counter_script.h"
@@ -378,13 +377,9 @@ void Counters::EvictIdle() {
 
 int64_t Counters::Shutdown(std::chrono::milliseconds timeout) {
   flush_task_.Stop();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    FlushNow();
-    WaitUntil([this] { return outstanding_flushes_.load() <= 0; }, deadline);
-    if (stats_.dirty_keys.load() == 0) return 0;
-    absl::SleepFor(absl::Milliseconds(20));  // Redis down: retry
-  }
+  RetryUntil([this] { FlushNow(); }, [this] { return outstanding_flushes_.load() <= 0; },
+             [this] { return stats_.dirty_keys.load() == 0; },
+             std::chrono::steady_clock::now() + timeout);
   return stats_.dirty_keys.load();
 }
 

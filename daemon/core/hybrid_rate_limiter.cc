@@ -11,7 +11,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
 #include "daemon/common/check.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
@@ -852,11 +851,9 @@ int64_t HybridRateLimiter::Shutdown(std::chrono::milliseconds timeout) {
     }
     return n;
   };
-  while (std::chrono::steady_clock::now() < deadline) {
-    SyncNow();
-    WaitUntil([this] { return outstanding_.load() <= 0; }, deadline);
-    if (left() == 0) return 0;
-    absl::SleepFor(absl::Milliseconds(20));  // Redis down: retry
+  if (RetryUntil([this] { SyncNow(); }, [this] { return outstanding_.load() <= 0; },
+                 [&] { return left() == 0; }, deadline)) {
+    return 0;
   }
   return left();
 }

@@ -7,7 +7,6 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
 #include "daemon/common/wait_until.h"
@@ -876,14 +875,14 @@ int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
   const int64_t inc = incarnation_.load();
   if (inc == 0) return stats_.dirty_keys.load();
   // 1. Flush the LAX work (and finish a recovery in progress).
-  while (std::chrono::steady_clock::now() < deadline) {
-    (void)RestoreAll(std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now()));
-    FlushNow();
-    WaitUntil([this] { return outstanding_.load() <= 0; }, deadline);
-    if (stats_.dirty_keys.load() == 0) break;
-    absl::SleepFor(absl::Milliseconds(20));  // Redis down: retry
-  }
+  RetryUntil(
+      [&] {
+        (void)RestoreAll(std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now()));
+        FlushNow();
+      },
+      [this] { return outstanding_.load() <= 0; }, [this] { return stats_.dirty_keys.load() == 0; },
+      deadline);
   // 2. Remove every slice we may hold.
   std::vector<MapKey> keys;
   for (int i = 0; i < kShards; ++i) {

@@ -122,5 +122,28 @@ TEST(WaitUntilTest, FalseAtTheDeadline) {
   EXPECT_FALSE(WaitUntil([] { return false; }, std::chrono::steady_clock::now()));
 }
 
+TEST(RetryUntilTest, SendsUntilSettledWaitingForIdleBetweenTries) {
+  int sends = 0, idle_checks = 0;
+  EXPECT_TRUE(RetryUntil([&] { ++sends; },
+                         [&] {
+                           ++idle_checks;
+                           return true;
+                         },
+                         [&] { return sends == 3; }, In(seconds(30)), milliseconds(1)));
+  EXPECT_EQ(sends, 3);
+  EXPECT_GE(idle_checks, 3);
+}
+
+TEST(RetryUntilTest, FalseAtTheDeadlineAndNothingAfterAPassedOne) {
+  int sends = 0;
+  EXPECT_FALSE(RetryUntil([&] { ++sends; }, [] { return true; }, [] { return false; },
+                          In(milliseconds(30)), milliseconds(1)));
+  EXPECT_GE(sends, 1);
+  const int before = sends;
+  EXPECT_FALSE(RetryUntil([&] { ++sends; }, [] { return true; }, [] { return true; },
+                          std::chrono::steady_clock::now() - seconds(1)));
+  EXPECT_EQ(sends, before);
+}
+
 }  // namespace
 }  // namespace distkit
