@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   const std::string dedup_id = config::NewUuidV4();
 
   redis::ExecutorOptions redis_options;
-  redis_options.endpoint = c.redis_endpoint;
+  redis_options.seeds = {c.redis_endpoint};
   redis_options.command_timeout = milliseconds(c.redis_timeout_ms);
   app->executor_ = std::make_unique<redis::Executor>(redis_options);
   app->executor_->Start();

@@ -229,7 +229,7 @@ void Executor::Connect() {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
   }
-  const auto& ep = options_.endpoint;
+  const auto& ep = options_.seeds.front();
   redisAsyncContext* c = ep.is_unix ? redisAsyncConnectUnix(ep.path.c_str())
                                     : redisAsyncConnect(ep.host.c_str(), ep.port);
   if (c == nullptr || c->err) {
@@ -296,7 +296,7 @@ void Executor::OnDisconnectThunk(const redisAsyncContext* c, int status) {
 void Executor::OnConnect(int status) {
   if (status != REDIS_OK) {
     if (g_error_log.ShouldLog()) {
-      spdlog::warn("redis connect to {} failed: {}", options_.endpoint.Redacted(), ctx_->errstr);
+      spdlog::warn("redis connect to {} failed: {}", options_.seeds.front().Redacted(), ctx_->errstr);
     }
     ctx_ = nullptr;  // hiredis frees it
     state_ = State::kDisconnected;
@@ -307,7 +307,7 @@ void Executor::OnConnect(int status) {
     return;
   }
   state_ = State::kConnected;
-  spdlog::info("connected to Redis at {}", options_.endpoint.Redacted());
+  spdlog::info("connected to Redis at {}", options_.seeds.front().Redacted());
   // Connection set-up, pipelined ahead of everything else on this connection.
   auto setup_cb = [this](const std::string& what) {
     return [this, what](absl::StatusOr<Reply> r) {
@@ -317,7 +317,7 @@ void Executor::OnConnect(int status) {
       }
     };
   };
-  const auto& ep = options_.endpoint;
+  const auto& ep = options_.seeds.front();
   auto send_setup = [&](std::vector<std::string> argv, const std::string& what) {
     auto p = std::make_shared<Pending>();
     p->argv = std::move(argv);

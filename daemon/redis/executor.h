@@ -24,7 +24,11 @@ namespace distkit::redis {
 const std::map<std::string, std::string>& EmbeddedScripts();
 
 struct ExecutorOptions {
-  RedisEndpoint endpoint;
+  // --redis: where to start. Standalone mode uses the first; cluster mode discovers the
+  // topology from whichever answers.
+  std::vector<RedisEndpoint> seeds;
+  RedisMode mode = RedisMode::kAuto;
+  TlsOptions tls;  // for rediss:// endpoints
   std::chrono::milliseconds command_timeout{1000};
   std::chrono::milliseconds min_backoff{50};
   std::chrono::milliseconds max_backoff{2000};

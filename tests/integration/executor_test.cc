@@ -41,7 +41,7 @@ std::unique_ptr<Executor> MakeExecutor(const std::string& url, int timeout_ms = 
   ExecutorOptions o;
   auto ep = ParseRedisUrl(url);
   EXPECT_TRUE(ep.ok()) << ep.status();
-  o.endpoint = *ep;
+  o.seeds = {*ep};
   o.command_timeout = std::chrono::milliseconds(timeout_ms);
   o.ping_interval = 100ms;
   o.unhealthy_after = 500ms;
@@ -169,7 +169,7 @@ TEST(Executor, BoundsOutstandingCommands) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
   ExecutorOptions o;
-  o.endpoint = *ParseRedisUrl(redis->url());
+  o.seeds = {*ParseRedisUrl(redis->url())};
   o.command_timeout = 5000ms;
   o.max_outstanding = 10;
   Executor ex(o);

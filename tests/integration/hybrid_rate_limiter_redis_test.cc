@@ -44,7 +44,7 @@ constexpr auto kAnswerBound = 20s;  // only a hang takes this long
 
 std::unique_ptr<redis::Executor> MakeExecutor(const RedisServer& redis) {
   redis::ExecutorOptions o;
-  o.endpoint = *redis::ParseRedisUrl(redis.url());
+  o.seeds = {*redis::ParseRedisUrl(redis.url())};
   o.command_timeout = kCommandTimeout;
   o.ping_interval = 100ms;
   o.unhealthy_after = 500ms;

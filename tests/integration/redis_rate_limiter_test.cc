@@ -79,7 +79,7 @@ std::unique_ptr<redis::Executor> MakeExecutor(const std::string& url) {
   redis::ExecutorOptions o;
   auto ep = redis::ParseRedisUrl(url);
   EXPECT_TRUE(ep.ok()) << ep.status();
-  o.endpoint = *ep;
+  o.seeds = {*ep};
   o.command_timeout = kCommandTimeout;
   o.ping_interval = 100ms;
   o.unhealthy_after = 500ms;
