@@ -37,6 +37,12 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   redis_options.command_timeout = milliseconds(c.redis_timeout_ms);
   app->executor_ = std::make_unique<redis::Executor>(redis_options);
   app->executor_->Start();
+  // Cluster or standalone: the first seed that answers decides (or contradicts --redis_mode).
+  if (auto mode = app->executor_->AwaitMode(milliseconds(c.redis_timeout_ms)); !mode.ok()) {
+    if (mode.status().code() != absl::StatusCode::kDeadlineExceeded) return mode.status();
+    spdlog::warn("{}; serving anyway (LAX answers from memory) and retrying",
+                 std::string(mode.status().message()));
+  }
 
   core::CountersOptions counter_options;
   counter_options.dedup_id = dedup_id;

@@ -38,7 +38,13 @@ int main(int argc, char** argv) {
   auto app = distkit::App::Create(*config);
   if (!app.ok()) {
     spdlog::error("{}", app.status().ToString());
-    return 1;
+    // A configuration the servers contradict (e.g. --redis_mode=cluster against a standalone
+    // Redis, an unusable CA file) is a usage error, like a bad flag.
+    const auto code = app.status().code();
+    return code == absl::StatusCode::kInvalidArgument ||
+                   code == absl::StatusCode::kFailedPrecondition
+               ? 2
+               : 1;
   }
   spdlog::info("distkitd serving on {} (instance {})", fmt::join(config->listen, ","),
                (*app)->config().instance_id);

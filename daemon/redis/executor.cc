@@ -2,40 +2,23 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <mutex>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
+#include "daemon/redis/cluster_topology.h"
 
 namespace distkit::redis {
-
-using Clock = std::chrono::steady_clock;
-
-struct Executor::Pending {
-  std::vector<std::string> argv;
-  std::string script;  // script name when argv is an EVALSHA
-  ReplyCallback done;
-  Clock::time_point deadline;
-  bool finished = false;
-  bool noscript_retried = false;
-  std::atomic<int64_t>* outstanding = nullptr;  // the executor's count, while counted
-
-  void Finish(absl::StatusOr<Reply> result) {
-    if (finished) return;
-    finished = true;
-    if (outstanding != nullptr) outstanding->fetch_sub(1, std::memory_order_relaxed);
-    auto cb = std::move(done);
-    cb(std::move(result));
-  }
-};
 
 namespace {
 
@@ -52,12 +35,25 @@ std::string Sha1Hex(const std::string& body) {
   return hex;
 }
 
-int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
+LogEvery g_error_log(std::chrono::seconds(5));
+
+constexpr int kMaxRedirects = 5;
+constexpr auto kRefreshThrottle = std::chrono::milliseconds(100);
+constexpr auto kRefreshWhileDegraded = std::chrono::seconds(1);
+
+// Commands that name no key: routed to any primary (SCAN: to every primary in turn).
+bool Keyless(std::string_view cmd) {
+  for (std::string_view k :
+       {"PING", "INFO", "SCAN", "DBSIZE", "FLUSHALL", "FLUSHDB", "TIME", "ECHO", "CLUSTER",
+        "SCRIPT", "CONFIG", "DEBUG", "CLIENT", "COMMAND", "SLOWLOG", "LASTSAVE", "ROLE", "WAIT"}) {
+    if (absl::EqualsIgnoreCase(AbslView(cmd), AbslView(k))) return true;
+  }
+  return false;
 }
 
-LogEvery g_error_log(std::chrono::seconds(5));
+std::string_view ErrorOf(const redisReply& r) {
+  return r.type == REDIS_REPLY_ERROR ? std::string_view(r.str, r.len) : std::string_view();
+}
 
 }  // namespace
 
@@ -65,6 +61,25 @@ Executor::Executor(ExecutorOptions options) : options_(std::move(options)) {
   static std::once_flag once;
   std::call_once(once, [] { evthread_use_pthreads(); });
   for (const auto& [name, body] : EmbeddedScripts()) script_sha_[name] = Sha1Hex(body);
+  if (std::any_of(options_.seeds.begin(), options_.seeds.end(),
+                  [](const RedisEndpoint& e) { return e.tls; })) {
+    auto ctx = NewClientTlsContext(options_.tls);
+    if (ctx.ok()) {
+      tls_ctx_ = *std::move(ctx);
+    } else {
+      tls_error_ = ctx.status();
+    }
+  }
+  if (options_.mode == RedisMode::kStandalone) {
+    absl::MutexLock lock(&mu_);
+    mode_ = RedisMode::kStandalone;
+    loop_mode_ = RedisMode::kStandalone;
+  }
+  if (!tls_error_.ok()) {
+    absl::MutexLock lock(&mu_);
+    mode_ = tls_error_;
+    mode_failed_ = true;
+  }
   base_ = event_base_new();
   wake_ev_ = event_new(
       base_, -1, EV_PERSIST,
@@ -72,9 +87,6 @@ Executor::Executor(ExecutorOptions options) : options_(std::move(options)) {
   tick_ev_ = event_new(
       base_, -1, EV_PERSIST,
       [](evutil_socket_t, short, void* self) { static_cast<Executor*>(self)->OnTick(); }, this);
-  reconnect_ev_ = event_new(
-      base_, -1, 0,
-      [](evutil_socket_t, short, void* self) { static_cast<Executor*>(self)->Connect(); }, this);
   event_add(wake_ev_, nullptr);
   const auto tick = std::min<std::chrono::milliseconds>(
       std::chrono::milliseconds(10), options_.command_timeout / 4 + std::chrono::milliseconds(1));
@@ -84,14 +96,20 @@ Executor::Executor(ExecutorOptions options) : options_(std::move(options)) {
 
 Executor::~Executor() {
   Stop();
+  // Connections free their bufferevents: before the base goes.
+  seed_.reset();
+  nodes_.clear();
+  retired_.clear();
   event_free(wake_ev_);
   event_free(tick_ev_);
-  event_free(reconnect_ev_);
   event_base_free(base_);
 }
 
 void Executor::Start() {
-  event_active(reconnect_ev_, 0, 0);
+  if (!mode_failed_ && !options_.seeds.empty()) {
+    seed_ = NewConnection(options_.seeds[0]);
+    seed_->Tick(Clock::now());  // connects
+  }
   thread_ = std::thread([this] { event_base_loop(base_, EVLOOP_NO_EXIT_ON_EMPTY); });
 }
 
@@ -107,8 +125,28 @@ void Executor::Stop() {
   }
 }
 
+absl::StatusOr<RedisMode> Executor::AwaitMode(std::chrono::milliseconds timeout) {
+  absl::MutexLock lock(&mu_);
+  auto known = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !mode_.ok() || *mode_ != RedisMode::kAuto;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&known), absl::FromChrono(timeout));
+  if (!known()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("no Redis seed answered within ", timeout.count(), " ms"));
+  }
+  return mode_;
+}
+
 void Executor::Command(std::vector<std::string> argv, ReplyCallback done) {
   auto p = std::make_unique<Pending>();
+  if (!argv.empty()) {
+    if (absl::EqualsIgnoreCase(AbslView(argv[0]), "SCAN")) {
+      p->scan = true;
+    } else if (argv.size() >= 2 && !Keyless(argv[0])) {
+      p->slot = KeySlot(argv[1]);
+    }
+  }
   p->argv = std::move(argv);
   p->done = std::move(done);
   Submit(std::move(p));
@@ -122,6 +160,7 @@ void Executor::Script(std::string_view name, std::vector<std::string> keys,
     return;
   }
   auto p = std::make_unique<Pending>();
+  if (!keys.empty()) p->slot = KeySlot(keys[0]);
   p->argv.reserve(3 + keys.size() + args.size());
   p->argv.push_back("EVALSHA");
   p->argv.push_back(it->second);
@@ -131,12 +170,6 @@ void Executor::Script(std::string_view name, std::vector<std::string> keys,
   p->script = it->first;
   p->done = std::move(done);
   Submit(std::move(p));
-}
-
-bool Executor::Healthy() const {
-  return connected_.load() &&
-         NowNs() - last_pong_ns_.load() <
-             std::chrono::duration_cast<std::chrono::nanoseconds>(options_.unhealthy_after).count();
 }
 
 void Executor::Submit(std::unique_ptr<Pending> p) {
@@ -167,6 +200,20 @@ void Executor::Submit(std::unique_ptr<Pending> p) {
   }
 }
 
+std::unique_ptr<Connection> Executor::NewConnection(const RedisEndpoint& endpoint) {
+  ConnectionOptions o;
+  o.endpoint = endpoint;
+  o.tls_ctx = tls_ctx_.get();
+  o.tls = &options_.tls;
+  o.command_timeout = options_.command_timeout;
+  o.min_backoff = options_.min_backoff;
+  o.max_backoff = options_.max_backoff;
+  o.ping_interval = options_.ping_interval;
+  o.unhealthy_after = options_.unhealthy_after;
+  return std::make_unique<Connection>(base_, std::move(o), static_cast<Connection::Listener*>(this),
+                                      &stats_);
+}
+
 void Executor::Drain() {
   std::vector<std::unique_ptr<Pending>> batch;
   bool stopping;
@@ -180,241 +227,449 @@ void Executor::Drain() {
     std::shared_ptr<Pending> p(std::move(up));
     if (stopping) {
       p->Finish(NotSentError("Redis executor is shutting down"));
-    } else if (state_ == State::kConnected) {
-      Send(std::move(p));
-    } else if (state_ == State::kConnecting) {
-      waiting_.push_back(std::move(p));
     } else {
-      p->Finish(NotSentError("Redis is unreachable (reconnecting)"));
+      Route(std::move(p));
     }
   }
   if (stopping) {
-    for (auto& p : waiting_) p->Finish(NotSentError("Redis executor is shutting down"));
-    waiting_.clear();
-    if (ctx_ != nullptr) {
-      auto* c = ctx_;
-      ctx_ = nullptr;
-      state_ = State::kDisconnected;
-      connected_ = false;
-      redisAsyncFree(c);  // fails what is in flight through OnReply(nullptr)
-    }
-    event_del(reconnect_ev_);
+    FailAll(NotSentError("Redis executor is shutting down"));
     event_base_loopbreak(base_);
   }
 }
 
-void Executor::Send(std::shared_ptr<Pending> p) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
-  argv.reserve(p->argv.size());
-  lens.reserve(p->argv.size());
-  for (const auto& a : p->argv) {
-    argv.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  auto* priv = new std::shared_ptr<Pending>(p);
-  if (redisAsyncCommandArgv(ctx_, &Executor::OnReplyThunk, priv, static_cast<int>(argv.size()),
-                            argv.data(), lens.data()) != REDIS_OK) {
-    delete priv;
-    p->Finish(NotSentError("Redis connection is closing"));
-    return;
-  }
-  stats_.commands++;
-  in_flight_.push_back(std::move(p));
+void Executor::FailAll(const absl::Status& status) {
+  for (auto& p : unrouted_) p->Finish(status);
+  unrouted_.clear();
+  for (auto& [at, p] : delayed_) p->Finish(status);
+  delayed_.clear();
+  // Destroying a connection fails what it holds (in flight: outcome unknown).
+  seed_.reset();
+  nodes_.clear();
+  retired_.clear();
+  slots_.clear();
+  stats_.nodes = 0;
+  healthy_ = false;
 }
 
-void Executor::Connect() {
-  if (ctx_ != nullptr) return;
-  {
+void Executor::Route(std::shared_ptr<Pending> p) {
+  if (mode_failed_) {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-  }
-  const auto& ep = options_.seeds.front();
-  redisAsyncContext* c = ep.is_unix ? redisAsyncConnectUnix(ep.path.c_str())
-                                    : redisAsyncConnect(ep.host.c_str(), ep.port);
-  if (c == nullptr || c->err) {
-    if (g_error_log.ShouldLog()) {
-      spdlog::warn("redis connect to {} failed: {}", ep.Redacted(), c ? c->errstr : "oom");
-    }
-    if (c) redisAsyncFree(c);
-    ScheduleReconnect();
+    p->Finish(MarkNotSent(absl::UnavailableError(std::string(mode_.status().message()))));
     return;
   }
-  c->data = this;
-  ctx_ = c;
-  state_ = State::kConnecting;
-  connect_deadline_ = Clock::now() + options_.command_timeout;
-  redisLibeventAttach(c, base_);
-  redisAsyncSetConnectCallback(c, &Executor::OnConnectThunk);
-  redisAsyncSetDisconnectCallback(c, &Executor::OnDisconnectThunk);
-}
-
-void Executor::ScheduleReconnect() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-  }
-  backoff_ =
-      backoff_.count() == 0 ? options_.min_backoff : std::min(backoff_ * 2, options_.max_backoff);
-  timeval tv{static_cast<time_t>(backoff_.count() / 1000),
-             static_cast<suseconds_t>((backoff_.count() % 1000) * 1000)};
-  event_add(reconnect_ev_, &tv);
-}
-
-void Executor::DropConnection(std::string_view why) {
-  if (ctx_ == nullptr) return;
-  if (g_error_log.ShouldLog()) spdlog::warn("dropping Redis connection: {}", why);
-  auto* c = ctx_;
-  ctx_ = nullptr;
-  const bool was_connecting = state_ == State::kConnecting;
-  state_ = State::kDisconnected;
-  connected_ = false;
-  ping_outstanding_ = false;
-  redisAsyncFree(c);  // in-flight commands fail through OnReply(nullptr): outcome unknown
-  if (was_connecting) {
-    for (auto& p : waiting_)
-      p->Finish(NotSentError(absl::StrCat("Redis unreachable: ", AbslView(why))));
-    waiting_.clear();
-  }
-  in_flight_.clear();
-  stats_.reconnects++;
-  ScheduleReconnect();
-}
-
-void Executor::OnConnectThunk(const redisAsyncContext* c, int status) {
-  auto* self = static_cast<Executor*>(c->data);
-  if (c != self->ctx_) return;
-  self->OnConnect(status);
-}
-
-void Executor::OnDisconnectThunk(const redisAsyncContext* c, int status) {
-  auto* self = static_cast<Executor*>(c->data);
-  if (c != self->ctx_) return;  // we dropped it ourselves
-  self->OnDisconnect(status);
-}
-
-void Executor::OnConnect(int status) {
-  if (status != REDIS_OK) {
-    if (g_error_log.ShouldLog()) {
-      spdlog::warn("redis connect to {} failed: {}", options_.seeds.front().Redacted(), ctx_->errstr);
-    }
-    ctx_ = nullptr;  // hiredis frees it
-    state_ = State::kDisconnected;
-    for (auto& p : waiting_) p->Finish(NotSentError("Redis is unreachable"));
-    waiting_.clear();
-    stats_.reconnects++;
-    ScheduleReconnect();
-    return;
-  }
-  state_ = State::kConnected;
-  spdlog::info("connected to Redis at {}", options_.seeds.front().Redacted());
-  // Connection set-up, pipelined ahead of everything else on this connection.
-  auto setup_cb = [this](const std::string& what) {
-    return [this, what](absl::StatusOr<Reply> r) {
-      if (r.ok() && r->is_error()) {
-        spdlog::error("Redis {} failed: {}", what, r->str);
-        if (what != "SCRIPT LOAD") DropConnection(absl::StrCat(what, " failed"));
+  switch (loop_mode_) {
+    case RedisMode::kStandalone:
+      if (p->scan) p->scan_slot = -1;
+      seed_->Send(std::move(p));
+      return;
+    case RedisMode::kCluster:
+      RouteCluster(std::move(p));
+      return;
+    case RedisMode::kAuto:
+      // The mode is not known yet: wait for the seed being tried, or fail fast if none is.
+      if (seed_ != nullptr && seed_->state() != Connection::State::kIdle) {
+        unrouted_.push_back(std::move(p));
+      } else {
+        p->Finish(NotSentError("Redis is unreachable (no seed answered yet)"));
       }
-    };
-  };
-  const auto& ep = options_.seeds.front();
-  auto send_setup = [&](std::vector<std::string> argv, const std::string& what) {
-    auto p = std::make_shared<Pending>();
-    p->argv = std::move(argv);
-    p->done = setup_cb(what);
-    p->deadline = Clock::now() + options_.command_timeout;
-    Send(std::move(p));
-  };
-  if (!ep.password.empty()) {
-    if (ep.user.empty()) {
-      send_setup({"AUTH", ep.password}, "AUTH");
+      return;
+  }
+}
+
+void Executor::RouteCluster(std::shared_ptr<Pending> p) {
+  if (!topology_known_) {
+    if (refresh_in_flight_ || (seed_ != nullptr && seed_->state() != Connection::State::kIdle)) {
+      unrouted_.push_back(std::move(p));
     } else {
-      send_setup({"AUTH", ep.user, ep.password}, "AUTH");
+      p->Finish(NotSentError("Redis Cluster topology unknown (no node answered yet)"));
     }
-  }
-  if (ep.db != 0) send_setup({"SELECT", absl::StrCat(ep.db)}, "SELECT");
-  for (const auto& [name, body] : EmbeddedScripts())
-    send_setup({"SCRIPT", "LOAD", body}, "SCRIPT LOAD");
-  connected_ = true;
-  SendPing();
-  auto waiting = std::move(waiting_);
-  waiting_.clear();
-  for (auto& p : waiting) {
-    if (!p->finished) Send(std::move(p));
-  }
-}
-
-void Executor::OnDisconnect(int status) {
-  // hiredis has already failed every pending callback and frees the context after this.
-  ctx_ = nullptr;
-  state_ = State::kDisconnected;
-  connected_ = false;
-  ping_outstanding_ = false;
-  in_flight_.clear();
-  stats_.reconnects++;
-  if (g_error_log.ShouldLog()) spdlog::warn("Redis connection lost; reconnecting");
-  ScheduleReconnect();
-}
-
-void Executor::OnReplyThunk(redisAsyncContext* c, void* reply, void* privdata) {
-  auto* holder = static_cast<std::shared_ptr<Pending>*>(privdata);
-  std::shared_ptr<Pending> p = std::move(*holder);
-  delete holder;
-  static_cast<Executor*>(c->data)->OnReply(std::move(p), reply);
-}
-
-void Executor::OnReply(std::shared_ptr<Pending> p, void* raw) {
-  if (p->finished) return;
-  if (raw == nullptr) {
-    p->Finish(absl::UnavailableError("connection to Redis lost; outcome unknown"));
     return;
   }
-  const auto* r = static_cast<const redisReply*>(raw);
-  if (r->type == REDIS_REPLY_ERROR && !p->script.empty() && !p->noscript_retried &&
-      absl::StartsWith(absl::string_view(r->str, r->len), "NOSCRIPT") && ctx_ != nullptr) {
+  Connection* c = nullptr;
+  if (p->scan) {
+    // Cursor "0" starts at the primary of the lowest slot; "<slot>-<cursor>" continues the
+    // primary that owns <slot> (NextScanCursor).
+    const std::string& cursor = p->argv.size() > 1 ? p->argv[1] : std::string("0");
+    int slot = -1;
+    std::string node_cursor = "0";
+    if (cursor == "0") {
+      for (int s = 0; s < kClusterSlots && slot < 0; ++s) {
+        if (slots_[s] != nullptr) slot = s;
+      }
+    } else if (const size_t dash = cursor.find('-');
+               dash != std::string::npos && absl::SimpleAtoi(cursor.substr(0, dash), &slot) &&
+               slot >= 0 && slot < kClusterSlots) {
+      node_cursor = cursor.substr(dash + 1);
+    } else {
+      p->Finish(Reply::Error("ERR invalid cluster SCAN cursor"));
+      return;
+    }
+    if (slot < 0) {
+      p->Finish(NotSentError("no Redis primary is known"));
+      return;
+    }
+    p->scan_slot = slot;
+    if (p->argv.size() > 1) p->argv[1] = node_cursor;
+    c = slots_[slot];
+  } else if (p->slot >= 0) {
+    c = slots_[p->slot];
+  } else {
+    c = AnyConnectedNode();
+  }
+  if (c == nullptr) {
+    RequestRefresh();
+    p->Finish(NotSentError(p->slot >= 0
+                               ? absl::StrCat("no reachable Redis primary serves slot ", p->slot)
+                               : std::string("no Redis primary is connected")));
+    return;
+  }
+  c->Send(std::move(p));
+}
+
+std::string Executor::NextScanCursor(int scan_slot, const std::string& node_cursor) const {
+  if (node_cursor != "0") return absl::StrCat(scan_slot, "-", node_cursor);
+  // This primary is done: the next one is the primary with the lowest first slot above it.
+  const Connection* done = slots_[scan_slot];
+  absl::flat_hash_map<const Connection*, int> first;
+  for (int s = 0; s < kClusterSlots; ++s) {
+    if (slots_[s] != nullptr) first.try_emplace(slots_[s], s);
+  }
+  const int from = done != nullptr && first.contains(done) ? first.at(done) : scan_slot;
+  int next = -1;
+  for (const auto& [conn, s] : first) {
+    if (conn != done && s > from && (next < 0 || s < next)) next = s;
+  }
+  return next < 0 ? "0" : absl::StrCat(next, "-0");
+}
+
+Connection* Executor::AnyConnectedNode() {
+  for (auto& [name, c] : nodes_) {
+    if (c->state() == Connection::State::kConnected) return c.get();
+  }
+  return nullptr;
+}
+
+Connection* Executor::Node(const std::string& host, int port) {
+  const std::string name = absl::StrCat(host, ":", port);
+  auto it = nodes_.find(name);
+  if (it != nodes_.end()) return it->second.get();
+  // Credentials and TLS of the seed that answered; nodes of a cluster use database 0.
+  RedisEndpoint ep = options_.seeds[seed_index_];
+  ep.is_unix = false;
+  ep.path.clear();
+  ep.host = host;
+  ep.port = port;
+  ep.db = 0;
+  auto conn = NewConnection(ep);
+  Connection* raw = conn.get();
+  nodes_.emplace(name, std::move(conn));
+  raw->Tick(Clock::now());  // connects
+  return raw;
+}
+
+void Executor::OnReply(Connection& conn, std::shared_ptr<Pending> p, const redisReply& r) {
+  const std::string_view err = ErrorOf(r);
+  if (err.empty()) {
+    Finish(p, r);
+    return;
+  }
+  if (!p->script.empty() && !p->noscript_retried && absl::StartsWith(AbslView(err), "NOSCRIPT")) {
     // The script cache was flushed (restart, failover, SCRIPT FLUSH): send the body once.
     p->noscript_retried = true;
     stats_.noscript_retries++;
     p->argv[0] = "EVAL";
     p->argv[1] = EmbeddedScripts().at(p->script);
-    Send(std::move(p));
+    conn.Send(std::move(p));
     return;
   }
-  p->Finish(Reply::FromHiredis(r));
+  if (loop_mode_ == RedisMode::kCluster) {
+    // Redirects and these refusals come before Redis runs anything: resending is safe.
+    const auto now = Clock::now();
+    if (auto redirect = ParseRedirect(err)) {
+      if (p->redirects < kMaxRedirects && now < p->deadline) {
+        p->redirects++;
+        Connection* target = Node(redirect->host, redirect->port);
+        if (redirect->ask) {
+          stats_.ask++;
+          auto asking = std::make_shared<Pending>();
+          asking->argv = {"ASKING"};
+          asking->internal = true;
+          asking->deadline = p->deadline;
+          target->Send(std::move(asking));
+          target->Send(std::move(p));
+        } else {
+          stats_.moved++;
+          if (!slots_.empty()) slots_[redirect->slot] = target;
+          RequestRefresh();
+          RouteCluster(std::move(p));
+        }
+        return;
+      }
+    } else if (absl::StartsWith(AbslView(err), "TRYAGAIN") ||
+               absl::StartsWith(AbslView(err), "CLUSTERDOWN")) {
+      const auto backoff = std::min(std::chrono::milliseconds(10) * (1 << std::min(p->retries, 5)),
+                                    std::chrono::milliseconds(200));
+      if (now + backoff < p->deadline) {
+        p->retries++;
+        stats_.tryagain++;
+        if (absl::StartsWith(AbslView(err), "CLUSTERDOWN")) RequestRefresh();
+        delayed_.emplace_back(now + backoff, std::move(p));
+        return;
+      }
+    }
+  }
+  Finish(p, r);
 }
 
-void Executor::SendPing() {
-  if (ping_outstanding_ || ctx_ == nullptr || state_ != State::kConnected) return;
-  ping_outstanding_ = true;
-  next_ping_ = Clock::now() + options_.ping_interval;
+void Executor::Finish(const std::shared_ptr<Pending>& p, const redisReply& r) {
+  Reply reply = Reply::FromHiredis(&r);
+  if (p->scan && p->scan_slot >= 0 && reply.type == Reply::Type::kArray &&
+      reply.elements.size() == 2 && loop_mode_ == RedisMode::kCluster) {
+    reply.elements[0].str = NextScanCursor(p->scan_slot, reply.elements[0].str);
+  }
+  p->Finish(std::move(reply));
+}
+
+void Executor::OnUp(Connection& conn) {
+  if (&conn != seed_.get()) return;
+  if (loop_mode_ == RedisMode::kStandalone) {
+    seed_answered_ = true;
+    return;
+  }
+  // Auto (or cluster, to verify): ask the server what it is before anything else is routed.
   auto p = std::make_shared<Pending>();
-  p->argv = {"PING"};
+  p->argv = {"INFO", "cluster"};
+  p->internal = true;
   p->deadline = Clock::now() + options_.command_timeout;
-  p->done = [this](absl::StatusOr<Reply> r) {
-    ping_outstanding_ = false;
-    if (r.ok() && !r->is_error()) {
-      last_pong_ns_ = NowNs();
-      backoff_ = std::chrono::milliseconds(0);
+  p->done = [this, &conn](absl::StatusOr<Reply> r) { ResolveMode(conn, std::move(r)); };
+  conn.Send(std::move(p));
+}
+
+void Executor::ResolveMode(const Connection& conn, absl::StatusOr<Reply> info) {
+  if (!info.ok() || info->is_error()) return;  // the connection drops or retries; OnDown tells
+  seed_answered_ = true;
+  const bool cluster = InfoSaysClusterEnabled(info->str);
+  if (loop_mode_ == RedisMode::kCluster) {
+    RequestRefresh();
+    return;
+  }
+  if (options_.mode == RedisMode::kCluster && !cluster) {
+    SetMode(absl::FailedPreconditionError(
+        absl::StrCat("--redis_mode=cluster, but the Redis at ", conn.endpoint().Redacted(),
+                     " is not a cluster node (INFO cluster: cluster_enabled:0)")));
+    return;
+  }
+  if (cluster && conn.endpoint().db != 0) {
+    SetMode(absl::FailedPreconditionError(
+        absl::StrCat("the Redis at ", conn.endpoint().Redacted(),
+                     " is a cluster node: Redis Cluster has database 0 only")));
+    return;
+  }
+  SetMode(cluster ? RedisMode::kCluster : RedisMode::kStandalone);
+}
+
+void Executor::SetMode(absl::StatusOr<RedisMode> mode) {
+  {
+    absl::MutexLock lock(&mu_);
+    mode_ = mode;
+  }
+  if (!mode.ok()) {
+    spdlog::error("{}", std::string(mode.status().message()));
+    mode_failed_ = true;
+    FailAll(MarkNotSent(absl::UnavailableError(std::string(mode.status().message()))));
+    return;
+  }
+  loop_mode_ = *mode;
+  spdlog::info("Redis mode: {}", loop_mode_ == RedisMode::kCluster ? "cluster" : "standalone");
+  if (loop_mode_ == RedisMode::kCluster) {
+    slots_.assign(kClusterSlots, nullptr);
+    RequestRefresh();
+  } else {
+    RerouteUnrouted();
+  }
+}
+
+void Executor::OnDown(Connection& conn) {
+  if (&conn == seed_.get()) {
+    // Nothing waits for a seed that is down: fail what waited for the mode or the first map.
+    if (!refresh_in_flight_) {
+      for (auto& p : unrouted_) p->Finish(NotSentError("Redis is unreachable"));
+      unrouted_.clear();
     }
+    refresh_in_flight_ = false;  // its CLUSTER SHARDS (if any) failed with the connection
+    // Standalone stays on the server that answered; otherwise try the next seed.
+    if (!(loop_mode_ == RedisMode::kStandalone && seed_answered_) && options_.seeds.size() > 1) {
+      NextSeed();
+    }
+    return;
+  }
+  if (loop_mode_ == RedisMode::kCluster) RequestRefresh();
+}
+
+void Executor::NextSeed() {
+  seed_index_ = (seed_index_ + 1) % options_.seeds.size();
+  // The old connection may be inside its own callback: retire it, close it at the next tick.
+  retired_.push_back(std::move(seed_));
+  seed_ = NewConnection(options_.seeds[seed_index_]);
+}
+
+void Executor::RequestRefresh() {
+  refresh_wanted_ = true;
+  MaybeRefresh(Clock::now());
+}
+
+void Executor::MaybeRefresh(Clock::time_point now) {
+  if (loop_mode_ != RedisMode::kCluster || !refresh_wanted_ || refresh_in_flight_ ||
+      now - last_refresh_ < kRefreshThrottle) {
+    return;
+  }
+  Connection* via = seed_ != nullptr && seed_->state() == Connection::State::kConnected
+                        ? seed_.get()
+                        : AnyConnectedNode();
+  if (via == nullptr) return;  // the seed reconnects by itself; the next tick tries again
+  refresh_wanted_ = false;
+  refresh_in_flight_ = true;
+  last_refresh_ = now;
+  stats_.topology_refreshes++;
+  auto p = std::make_shared<Pending>();
+  p->argv = {"CLUSTER", "SHARDS"};
+  p->internal = true;
+  p->deadline = now + options_.command_timeout;
+  p->done = [this, via](absl::StatusOr<Reply> r) {
+    if (r.ok() && r->is_error() && absl::StrContains(AbslView(r->str), "nknown subcommand")) {
+      // Before Redis 7: CLUSTER SLOTS.
+      auto q = std::make_shared<Pending>();
+      q->argv = {"CLUSTER", "SLOTS"};
+      q->internal = true;
+      q->deadline = Clock::now() + options_.command_timeout;
+      q->done = [this](absl::StatusOr<Reply> r2) { OnTopology(std::move(r2), true); };
+      via->Send(std::move(q));
+      return;
+    }
+    OnTopology(std::move(r), false);
   };
-  Send(std::move(p));
+  via->Send(std::move(p));
+}
+
+void Executor::OnTopology(absl::StatusOr<Reply> reply, bool slots_reply) {
+  refresh_in_flight_ = false;
+  if (!reply.ok() || reply->is_error()) {
+    refresh_wanted_ = true;  // again at the next tick (throttled)
+    if (g_error_log.ShouldLog()) {
+      spdlog::warn("Redis Cluster topology refresh failed: {}",
+                   reply.ok() ? reply->str : reply.status().ToString());
+    }
+    return;
+  }
+  const bool tls = options_.seeds[seed_index_].tls;
+  auto shards = slots_reply ? ParseClusterSlots(*reply) : ParseClusterShards(*reply, tls);
+  if (!shards.ok()) {
+    if (g_error_log.ShouldLog()) spdlog::error("{}", shards.status().ToString());
+    return;
+  }
+  std::vector<Connection*> slots(kClusterSlots, nullptr);
+  absl::flat_hash_map<std::string, bool> used;
+  for (const ClusterShard& shard : *shards) {
+    Connection* c = Node(shard.host, shard.port);
+    used[c->name()] = true;
+    for (const auto& [first, last] : shard.ranges) {
+      std::fill(slots.begin() + first, slots.begin() + last + 1, c);
+    }
+  }
+  // Nodes that serve no slot any more: closed once their last replies are in.
+  for (auto it = nodes_.begin(); it != nodes_.end();) {
+    if (!used.contains(it->first)) {
+      retired_.push_back(std::move(it->second));
+      nodes_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  const bool was_known = topology_known_;
+  slots_ = std::move(slots);
+  topology_known_ = true;
+  covered_ = std::none_of(slots_.begin(), slots_.end(), [](Connection* c) { return c == nullptr; });
+  if (!was_known) {
+    spdlog::info("Redis Cluster: {} primaries ({})", nodes_.size(),
+                 covered_ ? "every slot served" : "some slots unserved");
+  }
+  RerouteUnrouted();
+}
+
+void Executor::RerouteUnrouted() {
+  auto unrouted = std::move(unrouted_);
+  unrouted_.clear();
+  for (auto& p : unrouted) {
+    if (!p->finished) Route(std::move(p));
+  }
+}
+
+void Executor::UpdateHealth(Clock::time_point now) {
+  int64_t connected = 0;
+  bool all_up = true;
+  if (loop_mode_ == RedisMode::kCluster) {
+    for (const auto& [name, c] : nodes_) {
+      if (c->state() == Connection::State::kConnected) connected++;
+      if (!c->Healthy(now)) all_up = false;
+    }
+    stats_.nodes = connected;
+    // NOT_SERVING only while some slot has had no reachable primary for a while.
+    const bool served = topology_known_ && covered_ && all_up;
+    if (served) {
+      was_covered_ = true;
+      healthy_ = true;
+    } else {
+      if (healthy_.load() && uncovered_since_ == Clock::time_point{}) uncovered_since_ = now;
+      if (!was_covered_ || now - uncovered_since_ >= options_.uncovered_after) healthy_ = false;
+    }
+    if (served) uncovered_since_ = Clock::time_point{};
+    return;
+  }
+  const bool up = loop_mode_ == RedisMode::kStandalone && seed_ != nullptr && seed_->Healthy(now);
+  stats_.nodes = up ? 1 : 0;
+  healthy_ = up;
 }
 
 void Executor::OnTick() {
   const auto now = Clock::now();
-  while (!in_flight_.empty() && in_flight_.front()->finished) in_flight_.pop_front();
-  if (!in_flight_.empty() && now > in_flight_.front()->deadline) {
-    stats_.timeouts++;
-    in_flight_.front()->Finish(absl::DeadlineExceededError(
-        absl::StrCat("Redis did not answer within ", options_.command_timeout.count(), " ms")));
-    DropConnection("a command timed out");
-    return;
+  for (auto it = retired_.begin(); it != retired_.end();) {
+    if ((*it)->in_flight() == 0) {
+      it = retired_.erase(it);
+    } else {
+      (*it)->Tick(now);
+      ++it;
+    }
   }
-  if (state_ == State::kConnecting && now > connect_deadline_) {
-    DropConnection("connect timed out");
-    return;
+  if (seed_ != nullptr) seed_->Tick(now);
+  for (auto& [name, c] : nodes_) c->Tick(now);
+  if (!delayed_.empty()) {
+    std::vector<std::shared_ptr<Pending>> due;
+    for (auto it = delayed_.begin(); it != delayed_.end();) {
+      if (it->first <= now) {
+        due.push_back(std::move(it->second));
+        it = delayed_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& p : due) Route(std::move(p));
   }
-  if (state_ == State::kConnected && now >= next_ping_) SendPing();
+  for (auto it = unrouted_.begin(); it != unrouted_.end();) {
+    if ((*it)->finished || now > (*it)->deadline) {
+      (*it)->Finish(NotSentError("Redis did not become reachable in time"));
+      it = unrouted_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (loop_mode_ == RedisMode::kCluster) {
+    const bool degraded = !covered_ || !healthy_.load() || uncovered_since_ != Clock::time_point{};
+    if (now - last_refresh_ >= (degraded ? kRefreshWhileDegraded : options_.topology_refresh)) {
+      refresh_wanted_ = true;
+    }
+    MaybeRefresh(now);
+  }
+  UpdateHealth(now);
 }
 
 }  // namespace distkit::redis

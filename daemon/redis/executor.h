@@ -2,7 +2,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -10,13 +9,16 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "daemon/redis/connection.h"
 #include "daemon/redis/redis_client.h"
 #include "daemon/redis/redis_url.h"
+#include "daemon/redis/tls.h"
 
 struct event_base;
 struct event;
-struct redisAsyncContext;
 
 namespace distkit::redis {
 
@@ -24,8 +26,8 @@ namespace distkit::redis {
 const std::map<std::string, std::string>& EmbeddedScripts();
 
 struct ExecutorOptions {
-  // --redis: where to start. Standalone mode uses the first; cluster mode discovers the
-  // topology from whichever answers.
+  // --redis: where to start. Standalone mode uses the first that answers; cluster mode
+  // discovers the topology from whichever answers.
   std::vector<RedisEndpoint> seeds;
   RedisMode mode = RedisMode::kAuto;
   TlsOptions tls;  // for rediss:// endpoints
@@ -33,8 +35,11 @@ struct ExecutorOptions {
   std::chrono::milliseconds min_backoff{50};
   std::chrono::milliseconds max_backoff{2000};
   std::chrono::milliseconds ping_interval{1000};
-  // Healthy() turns false when no PING was answered for this long.
+  // Standalone: Healthy() turns false when no PING was answered for this long.
   std::chrono::milliseconds unhealthy_after{3000};
+  // Cluster: Healthy() turns false when some slot had no reachable primary for this long.
+  std::chrono::milliseconds uncovered_after{5000};
+  std::chrono::milliseconds topology_refresh{10000};
   // Commands queued or in flight at most; beyond it a command fails with RESOURCE_EXHAUSTED.
   int64_t max_outstanding = 100000;
 };
@@ -44,21 +49,28 @@ struct ExecutorStats {
   std::atomic<uint64_t> timeouts{0};
   std::atomic<uint64_t> reconnects{0};
   std::atomic<uint64_t> noscript_retries{0};
-  std::atomic<uint64_t> writes{0};  // drains of the submission queue into the socket buffer
+  std::atomic<uint64_t> writes{0};    // drains of the submission queue into the socket buffers
+  std::atomic<uint64_t> moved{0};     // MOVED redirects followed
+  std::atomic<uint64_t> ask{0};       // ASK redirects followed
+  std::atomic<uint64_t> tryagain{0};  // TRYAGAIN / CLUSTERDOWN retries
+  std::atomic<uint64_t> topology_refreshes{0};
+  std::atomic<int64_t> nodes{0};  // primaries connected (standalone: 0 or 1)
 };
 
-// Owns one hiredis async context on its own libevent loop thread. Any thread submits commands
-// into a queue and wakes the loop; the loop moves everything queued into hiredis at once, so
-// concurrent requests leave in few write() calls (pipelining). Per-command deadlines, reconnect
-// with exponential backoff, AUTH/SELECT and SCRIPT LOAD on every (re)connect, NOSCRIPT fallback.
+// The one way the daemon talks to Redis: standalone or Redis Cluster, plain or TLS
+// (docs/redis_cluster.md). Any thread submits commands into a queue and wakes the loop thread;
+// the loop routes everything queued to its node's Connection at once, so concurrent requests
+// leave in few write() calls (pipelining). In a cluster each command goes to the primary of its
+// key's slot; MOVED / ASK are followed, TRYAGAIN / CLUSTERDOWN retried with backoff, all within
+// the command's deadline; the topology comes from CLUSTER SHARDS (CLUSTER SLOTS before Redis 7)
+// and is refreshed on MOVED, on a lost node and every ExecutorOptions::topology_refresh.
+// A keyless SCAN walks every primary in turn (the cursor names the node).
 //
 // At most ExecutorOptions::max_outstanding commands wait or fly at once; more fail with
-// RESOURCE_EXHAUSTED at submission.
-// While disconnected, commands fail at once with a NotSent UNAVAILABLE (fail fast: nothing
-// waits for a Redis that is down). A command that misses its deadline fails with
-// DEADLINE_EXCEEDED and the connection is dropped and re-established: a Redis that stopped
-// answering is treated like one that went away.
-class Executor final : public RedisClient {
+// RESOURCE_EXHAUSTED at submission. A command for a node that is not connected fails at once
+// with a NotSent UNAVAILABLE (nothing waits for a Redis that is down). A command that misses
+// its deadline fails with DEADLINE_EXCEEDED and its connection is dropped and re-established.
+class Executor final : public RedisClient, private Connection::Listener {
  public:
   explicit Executor(ExecutorOptions options);
   ~Executor() override;  // Stop()s
@@ -67,60 +79,82 @@ class Executor final : public RedisClient {
   // Fails what is queued or in flight (UNAVAILABLE) and joins the loop thread. Idempotent.
   void Stop();
 
+  // Blocks until the mode is known (the first seed answered) or `timeout`: the mode, or
+  // FAILED_PRECONDITION when --redis_mode contradicts the server (cluster mode against a server
+  // that is not a cluster node, a database other than 0 in a cluster), DEADLINE_EXCEEDED when no
+  // seed answered yet (the executor keeps trying), INVALID_ARGUMENT for an unusable TLS setup.
+  absl::StatusOr<RedisMode> AwaitMode(std::chrono::milliseconds timeout);
+
   void Command(std::vector<std::string> argv, ReplyCallback done) override;
   void Script(std::string_view name, std::vector<std::string> keys, std::vector<std::string> args,
               ReplyCallback done) override;
-  bool Healthy() const override;
-  bool Connected() const { return connected_.load(); }
+  bool Healthy() const override { return healthy_.load(std::memory_order_relaxed); }
+  bool Connected() const { return stats_.nodes.load() > 0; }
 
   const ExecutorStats& stats() const { return stats_; }
 
-  struct Pending;  // one submitted command; internal
-
  private:
-  enum class State { kDisconnected, kConnecting, kConnected };
-
   void Submit(std::unique_ptr<Pending> p);
   // Loop-thread only below.
   void Drain();
-  void Send(std::shared_ptr<Pending> p);
-  void Connect();
-  void ScheduleReconnect();
-  void DropConnection(std::string_view why);
-  void OnConnect(int status);
-  void OnDisconnect(int status);
-  void OnReply(std::shared_ptr<Pending> p, void* reply);
   void OnTick();
-  void SendPing();
-  static void OnReplyThunk(redisAsyncContext* c, void* reply, void* privdata);
-  static void OnConnectThunk(const redisAsyncContext* c, int status);
-  static void OnDisconnectThunk(const redisAsyncContext* c, int status);
+  void Route(std::shared_ptr<Pending> p);
+  void RouteCluster(std::shared_ptr<Pending> p);
+  void Finish(const std::shared_ptr<Pending>& p, const redisReply& r);
+  void OnReply(Connection& conn, std::shared_ptr<Pending> p, const redisReply& r) override;
+  void OnUp(Connection& conn) override;
+  void OnDown(Connection& conn) override;
+  void ResolveMode(const Connection& conn, absl::StatusOr<Reply> info);
+  void SetMode(absl::StatusOr<RedisMode> mode);
+  void NextSeed();
+  void RequestRefresh();
+  void MaybeRefresh(Clock::time_point now);
+  void OnTopology(absl::StatusOr<Reply> reply, bool slots_reply);
+  Connection* Node(const std::string& host, int port);
+  Connection* AnyConnectedNode();
+  std::unique_ptr<Connection> NewConnection(const RedisEndpoint& endpoint);
+  void RerouteUnrouted();
+  std::string NextScanCursor(int scan_slot, const std::string& node_cursor) const;
+  void UpdateHealth(Clock::time_point now);
+  void FailAll(const absl::Status& status);
 
   const ExecutorOptions options_;
   ExecutorStats stats_;
   std::map<std::string, std::string> script_sha_;  // name -> sha1 (immutable after ctor)
+  SslCtxPtr tls_ctx_;                              // when a seed is rediss://
+  absl::Status tls_error_;                         // why tls_ctx_ could not be made
 
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Pending>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // The resolved mode (kAuto until then) or why it cannot be used.
+  absl::StatusOr<RedisMode> mode_ ABSL_GUARDED_BY(mu_) = RedisMode::kAuto;
 
-  std::atomic<bool> connected_{false};
   std::atomic<int64_t> outstanding_{0};  // submitted and not finished (see max_outstanding)
-  std::atomic<int64_t> last_pong_ns_{0};
+  std::atomic<bool> healthy_{false};
 
   // Owned by the loop thread.
   event_base* base_ = nullptr;
   event* wake_ev_ = nullptr;
   event* tick_ev_ = nullptr;
-  event* reconnect_ev_ = nullptr;
-  redisAsyncContext* ctx_ = nullptr;
-  State state_ = State::kDisconnected;
-  std::chrono::steady_clock::time_point connect_deadline_;
-  std::chrono::steady_clock::time_point next_ping_;
-  std::chrono::milliseconds backoff_{0};
-  std::deque<std::shared_ptr<Pending>> in_flight_;  // send order = reply order
-  std::vector<std::shared_ptr<Pending>> waiting_;   // submitted while connecting
-  bool ping_outstanding_ = false;
+  RedisMode loop_mode_ = RedisMode::kAuto;  // mode_ as the loop sees it (kAuto = unknown)
+  bool mode_failed_ = false;
+  size_t seed_index_ = 0;
+  bool seed_answered_ = false;  // standalone sticks to the first seed that answered
+  // Standalone: the connection. Cluster: asks the topology (and the mode first).
+  std::unique_ptr<Connection> seed_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Connection>> nodes_;  // primaries by name
+  std::vector<Connection*> slots_;                    // cluster: slot -> primary, or null
+  std::vector<std::unique_ptr<Connection>> retired_;  // closed once their replies are in
+  std::vector<std::shared_ptr<Pending>> unrouted_;    // waiting for the mode or topology
+  std::vector<std::pair<Clock::time_point, std::shared_ptr<Pending>>> delayed_;  // TRYAGAIN
+  bool topology_known_ = false;
+  bool covered_ = false;  // every slot has a primary in the map
+  bool refresh_in_flight_ = false;
+  bool refresh_wanted_ = false;
+  Clock::time_point last_refresh_{};
+  Clock::time_point uncovered_since_{};
+  bool was_covered_ = false;
   std::thread thread_;
 };
 
