@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -193,6 +194,12 @@ void Connection::EventThunk(bufferevent* /*bev*/, short what,  // NOLINT(google-
       char buf[256];
       ERR_error_string_n(e, buf, sizeof(buf));
       why = absl::StrCat("TLS: ", buf);
+      if (SSL* ssl = bufferevent_openssl_get_ssl(c->bev_)) {
+        if (const long v = SSL_get_verify_result(ssl);
+            v != X509_V_OK) {  // NOLINT(google-runtime-int)
+          absl::StrAppend(&why, " (", X509_verify_cert_error_string(v), ")");
+        }
+      }
     }
   }
   if ((what & BEV_EVENT_ERROR) != 0 && errno != 0 && why == "connection error") {

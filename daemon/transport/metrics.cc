@@ -143,6 +143,24 @@ class StatsCollector final : public prometheus::Collectable {
       AddCounter(&out, "distkit_redis_noscript_retries_total",
                  "Scripts resent as EVAL after a NOSCRIPT reply.",
                  r.noscript_retries.load(std::memory_order_relaxed));
+      AddGauge(&out, "distkit_redis_nodes",
+               "Redis primaries connected (standalone: 1 while connected).",
+               static_cast<double>(r.nodes.load(std::memory_order_relaxed)));
+      auto& redirects =
+          Add(&out, "distkit_redis_redirects_total", "Redis Cluster redirects followed, by kind.",
+              prometheus::MetricType::Counter);
+      redirects.label = {{"kind", "moved"}};
+      redirects.counter.value = static_cast<double>(r.moved.load(std::memory_order_relaxed));
+      auto& ask = out.back().metric.emplace_back();
+      ask.label = {{"kind", "ask"}};
+      ask.counter.value = static_cast<double>(r.ask.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_redis_topology_refreshes_total",
+                 "Redis Cluster topology reads (CLUSTER SHARDS): on MOVED, on a lost node and "
+                 "every 10 s.",
+                 r.topology_refreshes.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_redis_cluster_retries_total",
+                 "Commands retried after TRYAGAIN or CLUSTERDOWN.",
+                 r.tryagain.load(std::memory_order_relaxed));
     }
     if (s_.redis_health != nullptr) {
       AddGauge(&out, "distkit_redis_up", "1 while Redis is connected and answers its health PING.",
