@@ -34,6 +34,7 @@ struct Pending {
   Clock::time_point deadline;
   bool finished = false;
   bool noscript_retried = false;
+  bool asking = false;    // sent after ASKING (an ASK redirect): a resend needs it again
   bool internal = false;  // set-up, PING, topology: answered by its callback, never redirected
   int redirects = 0;      // MOVED / ASK followed so far
   int retries = 0;        // TRYAGAIN / CLUSTERDOWN retried so far

@@ -379,6 +379,7 @@ void Executor::OnReply(Connection& conn, std::shared_ptr<Pending> p, const redis
     stats_.noscript_retries++;
     p->argv[0] = "EVAL";
     p->argv[1] = EmbeddedScripts().at(p->script);
+    if (p->asking) SendAsking(conn, p->deadline);
     conn.Send(std::move(p));
     return;
   }
@@ -391,14 +392,12 @@ void Executor::OnReply(Connection& conn, std::shared_ptr<Pending> p, const redis
         Connection* target = Node(redirect->host, redirect->port);
         if (redirect->ask) {
           stats_.ask++;
-          auto asking = std::make_shared<Pending>();
-          asking->argv = {"ASKING"};
-          asking->internal = true;
-          asking->deadline = p->deadline;
-          target->Send(std::move(asking));
+          p->asking = true;
+          SendAsking(*target, p->deadline);
           target->Send(std::move(p));
         } else {
           stats_.moved++;
+          p->asking = false;
           if (!slots_.empty()) slots_[redirect->slot] = target;
           RequestRefresh();
           RouteCluster(std::move(p));
@@ -419,6 +418,14 @@ void Executor::OnReply(Connection& conn, std::shared_ptr<Pending> p, const redis
     }
   }
   Finish(p, r);
+}
+
+void Executor::SendAsking(Connection& conn, Clock::time_point deadline) {
+  auto asking = std::make_shared<Pending>();
+  asking->argv = {"ASKING"};
+  asking->internal = true;
+  asking->deadline = deadline;
+  conn.Send(std::move(asking));
 }
 
 void Executor::Finish(const std::shared_ptr<Pending>& p, const redisReply& r) {

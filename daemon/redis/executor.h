@@ -101,6 +101,8 @@ class Executor final : public RedisClient, private Connection::Listener {
   void Route(std::shared_ptr<Pending> p);
   void RouteCluster(std::shared_ptr<Pending> p);
   void Finish(const std::shared_ptr<Pending>& p, const redisReply& r);
+  // ASKING ahead of the next command on `conn` (an ASK redirect: one command may use the slot).
+  static void SendAsking(Connection& conn, Clock::time_point deadline);
   void OnReply(Connection& conn, std::shared_ptr<Pending> p, const redisReply& r) override;
   void OnUp(Connection& conn) override;
   void OnDown(Connection& conn) override;
