@@ -18,6 +18,8 @@ PACKAGES=(
   libabsl-dev libspdlog-dev libevent-dev libssl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   # tests: a real Redis, the Python e2e client
   redis-server redis-tools python3 python3-grpcio python3-protobuf
+  # tests: TLS certificates for the TLS redis-server (tests/support/tls_certs.cc)
+  openssl
 )
 
 missing=()

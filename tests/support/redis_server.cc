@@ -1,26 +1,19 @@
 #include "tests/support/redis_server.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "tests/support/process.h"
+#include "tests/support/redis_process.h"
 
 namespace distkit::testing {
 namespace {
@@ -31,69 +24,7 @@ constexpr timeval kConnectTimeout{5, 0};
 // this long instead of hanging it.
 constexpr timeval kCommandTimeout{10, 0};
 constexpr timeval kPingTimeout{0, 200 * 1000};
-
-// A 127.0.0.1 port nobody listens on right now (the kernel's choice). Another process may take
-// it before redis-server binds it; Start() then retries with a new one.
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
-bool PingContext(redisContext* c) {
-  if (c == nullptr || c->err != 0) return false;
-  auto* reply = static_cast<redisReply*>(redisCommand(c, "PING"));
-  bool ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS &&
-            std::string(reply->str, reply->len) == "PONG";
-  if (reply != nullptr) freeReplyObject(reply);
-  return ok;
-}
-
-// The process state letter from /proc/<pid>/stat ('T' = stopped), or 0 if unreadable.
-char ProcState(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  size_t paren = stat.rfind(')');  // the command name may contain spaces and parentheses
-  return (paren == std::string::npos || paren + 2 >= stat.size()) ? 0 : stat[paren + 2];
-}
-
-void FormatReply(const redisReply* r, std::string* out) {
-  switch (r->type) {
-    case REDIS_REPLY_INTEGER:
-      *out += std::to_string(r->integer);
-      break;
-    case REDIS_REPLY_NIL:
-      *out += "(nil)";
-      break;
-    case REDIS_REPLY_ARRAY:
-      for (size_t i = 0; i < r->elements; ++i) {
-        if (i > 0) *out += ",";
-        FormatReply(r->element[i], out);
-      }
-      break;
-    default:  // string, status, error
-      out->append(r->str, r->len);
-  }
-}
-
-void KillAndReap(pid_t pid) {
-  kill(pid, SIGCONT);  // a stopped process handles SIGKILL too, but be explicit: never hang
-  kill(pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
+constexpr std::chrono::milliseconds kPingTimeoutMs{200};
 
 }  // namespace
 
@@ -117,10 +48,17 @@ std::unique_ptr<RedisServer> RedisServer::Start(Options options) {
     server->dir_ = tmpl;
     server->socket_path_ = tmpl + "/redis.sock";
   }
+  if (server->options_.tls) {
+    auto certs = TlsCerts::Generate(server->dir_);
+    if (!certs) return nullptr;
+    server->certs_ = std::move(*certs);
+  }
   for (int attempt = 0; attempt < 3; ++attempt) {
     if (server->Launch()) return server;
-    if (!server->options_.tcp) break;
-    server->port_ = 0;  // someone may have taken the port we picked: try another one
+    if (!server->options_.tcp && !server->options_.tls) break;
+    // Someone may have taken a port we picked: try new ones.
+    server->port_ = 0;
+    server->tls_port_ = 0;
   }
   ADD_FAILURE() << "redis-server did not start: " << server->error_ << "\n" << server->LogTail();
   return nullptr;
@@ -139,11 +77,24 @@ std::string RedisServer::url() const { return "unix:" + socket_path_; }
 
 std::string RedisServer::tcp_url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
 
+std::string RedisServer::tls_url() const {
+  return "rediss://127.0.0.1:" + std::to_string(tls_port_);
+}
+
 bool RedisServer::Launch() {
   error_.clear();
   if (options_.tcp && port_ == 0) port_ = FreePort();
   if (options_.tcp && port_ == 0) {
     error_ = "no free TCP port";
+    return false;
+  }
+  // FreePort may hand out the same port twice in a row.
+  for (int i = 0; i < 5 && options_.tls && (tls_port_ == 0 || tls_port_ == port_); ++i) {
+    tls_port_ = FreePort();
+  }
+  if (tls_port_ == port_) tls_port_ = 0;
+  if (options_.tls && tls_port_ == 0) {
+    error_ = "no free TCP port for TLS";
     return false;
   }
   // clang-format off
@@ -158,50 +109,24 @@ bool RedisServer::Launch() {
                                    "--dir", dir_,
                                    "--enable-debug-command", "local"};
   // clang-format on
+  if (options_.tls) {
+    // clang-format off
+    args.insert(args.end(), {"--tls-port", std::to_string(tls_port_),
+                             "--tls-cert-file", certs_.server_cert,
+                             "--tls-key-file", certs_.server_key,
+                             "--tls-ca-cert-file", certs_.ca_cert,
+                             "--tls-auth-clients", options_.tls_auth_clients ? "yes" : "no"});
+    // clang-format on
+  }
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  const std::string log_path = dir_ + "/redis.log";
-  int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (log < 0 || devnull < 0) {
-    error_ = "cannot open " + log_path + ": " + std::strerror(errno);
-    if (log >= 0) close(log);
-    if (devnull >= 0) close(devnull);
-    return false;
-  }
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    // Child: async-signal-safe calls only; die with the test process.
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    signal(SIGPIPE, SIG_DFL);  // an ignored signal would stay ignored across exec
-    dup2(devnull, STDIN_FILENO);
-    dup2(log, STDOUT_FILENO);
-    dup2(log, STDERR_FILENO);
-    execv(argv[0], argv.data());
-    static const char kMsg[] = "exec of redis-server failed\n";
-    ssize_t ignored = write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
-    (void)ignored;
-    _exit(127);
-  }
-  close(log);
-  close(devnull);
-  if (pid < 0) {
-    error_ = std::string("fork: ") + std::strerror(errno);
-    return false;
-  }
+  const pid_t pid = SpawnLogged(args, dir_ + "/redis.log", &error_);
+  if (pid < 0) return false;
   pid_ = pid;
 
   bool exited = false;
   bool up = PollUntil(
       [&] {
-        int status = 0;
-        if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        if (ChildExited(pid_)) {
           exited = true;
           return true;
         }
@@ -227,22 +152,13 @@ bool RedisServer::Ping() const {
   if (c != nullptr && c->err == 0) redisSetTimeout(c, kPingTimeout);
   bool ok = PingContext(c);
   if (c != nullptr) redisFree(c);
-  if (ok && options_.tcp) {
-    c = redisConnectWithTimeout("127.0.0.1", port_, kPingTimeout);
-    if (c != nullptr && c->err == 0) redisSetTimeout(c, kPingTimeout);
-    ok = PingContext(c);
-    if (c != nullptr) redisFree(c);
-  }
+  // The TLS port needs no check of its own: redis-server binds every port before it accepts
+  // anything, so an answer on the socket means the TLS listener is up too.
+  if (ok && options_.tcp) ok = PingTcp(port_, kPingTimeoutMs);
   return ok;
 }
 
-std::string RedisServer::LogTail() const {
-  std::ifstream in(dir_ + "/redis.log", std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string log = ss.str();
-  return log.size() > 2000 ? "..." + log.substr(log.size() - 2000) : log;
-}
+std::string RedisServer::LogTail() const { return FileTail(dir_ + "/redis.log"); }
 
 void RedisServer::Stop() {
   if (pid_ <= 0) return;
@@ -292,19 +208,12 @@ redisContext* RedisServer::Connect() const {
 std::string RedisServer::Command(const std::vector<std::string>& argv) const {
   redisContext* c = Connect();
   if (c == nullptr) return "(no connection)";
-  std::vector<const char*> args;
-  std::vector<size_t> lens;
-  for (const auto& a : argv) {
-    args.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  auto* reply = static_cast<redisReply*>(
-      redisCommandArgv(c, static_cast<int>(args.size()), args.data(), lens.data()));
+  redisReply* reply = CommandArgv(c, argv);
   std::string out;
   if (reply == nullptr) {
     out = std::string("(io error: ") + c->errstr + ")";
   } else {
-    FormatReply(reply, &out);
+    out = FormatReply(reply);
     freeReplyObject(reply);
   }
   redisFree(c);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/tls_certs.h"
+
 namespace distkit::testing {
 
 // A private redis-server for one test: started on a Unix socket in a fresh temp dir (and, when
@@ -16,6 +18,11 @@ class RedisServer {
   struct Options {
     bool tcp = false;                     // also listen on a free 127.0.0.1 port
     std::vector<std::string> extra_args;  // appended to the redis-server command line
+    // Also listen with TLS on a free 127.0.0.1 port (tls_port()), with certificates made in
+    // dir() (certs()); plain TCP stays off unless `tcp`. The Unix socket stays plain, so
+    // Command() and Connect() keep working.
+    bool tls = false;
+    bool tls_auth_clients = false;  // require a client certificate signed by certs().ca_cert
   };
   // Starts the server and waits (polling with a deadline) until it answers PING. Fails the
   // current test (ADD_FAILURE) and returns nullptr when it cannot start.
@@ -28,6 +35,11 @@ class RedisServer {
   std::string url() const;                  // "unix:<socket_path>"
   std::string tcp_url() const;              // "redis://127.0.0.1:<port>" (Options::tcp only)
   std::string dir() const { return dir_; }  // temp dir (also usable for daemon sockets)
+
+  // Options::tls only (tls_port() is 0 otherwise); the port and certificates survive Restart().
+  int tls_port() const { return tls_port_; }
+  std::string tls_url() const;  // "rediss://127.0.0.1:<tls_port>"
+  const TlsCerts& certs() const { return certs_; }
 
   void Stop();     // SIGKILL and wait; the socket disappears
   void Restart();  // Stop (if running) then start again on the same socket/port; waits for PING
@@ -48,6 +60,8 @@ class RedisServer {
   Options options_;
   std::string dir_, socket_path_;
   int port_ = 0;
+  int tls_port_ = 0;
+  TlsCerts certs_;
   pid_t pid_ = -1;
   std::string error_;  // why the last Launch() failed
 };
