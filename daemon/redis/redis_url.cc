@@ -4,8 +4,8 @@
 
 #include <charconv>
 #include <cstdint>
-#include <string>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -241,8 +241,7 @@ std::optional<std::string> RedactRawSeed(std::string_view seed) {
     if (q == std::string_view::npos) return std::string(seed);
     std::vector<std::string> params;
     for (absl::string_view param : absl::StrSplit(AbslView(seed.substr(q + 1)), '&')) {
-      params.push_back(absl::StartsWith(param, "password=") ? "password=***"
-                                                             : std::string(param));
+      params.push_back(absl::StartsWith(param, "password=") ? "password=***" : std::string(param));
     }
     return absl::StrCat(AbslView(seed.substr(0, q + 1)), absl::StrJoin(params, "&"));
   }
@@ -321,8 +320,8 @@ absl::StatusOr<std::vector<RedisEndpoint>> ParseRedisSeeds(std::string_view list
   // say so before any message could echo the first half (which looks like a host:port).
   for (size_t i = 0; i < items.size(); ++i) {
     if (items[i].find('@') != std::string_view::npos && !RedactRawSeed(items[i]).has_value()) {
-      return Invalid(absl::StrCat("seed ", i + 1, " is not a Redis URL (a ',' in a password must be",
-                                  " written %2C)"));
+      return Invalid(absl::StrCat("seed ", i + 1,
+                                  " is not a Redis URL (a ',' in a password must be written %2C)"));
     }
   }
   std::vector<RedisEndpoint> seeds;
