@@ -250,8 +250,8 @@ const std::vector<FlagDef>& Flags() {
        },
        [](const Config& c) { return absl::StrJoin(c.listen, ","); }},
       {"redis",
-       "redis://[user:password@]host[:port][/db], rediss://... (TLS) or unix:PATH[?db=N]; or a "
-       "comma-separated list of redis:// or rediss:// cluster seeds",
+       "redis[s]://[user:password@]host[:port][/db] (rediss: TLS) or unix:PATH[?db=N]; or "
+       "seeds: URL,URL,...",
        [](std::string_view v, Config* c) -> absl::Status {
          if (v.empty()) return Invalid("must not be empty");
          auto seeds = redis::ParseRedisSeeds(v);
