@@ -33,7 +33,9 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   const std::string dedup_id = config::NewUuidV4();
 
   redis::ExecutorOptions redis_options;
-  redis_options.seeds = {c.redis_endpoint};
+  redis_options.seeds = c.redis_seeds;
+  redis_options.mode = c.redis_mode;
+  redis_options.tls = c.redis_tls;
   redis_options.command_timeout = milliseconds(c.redis_timeout_ms);
   app->executor_ = std::make_unique<redis::Executor>(redis_options);
   app->executor_->Start();

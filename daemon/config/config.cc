@@ -1,15 +1,21 @@
 #include "daemon/config/config.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 #include "absl/random/random.h"
 #include "absl/status/status.h"
@@ -182,6 +188,53 @@ std::string PrintFailureMode(FailureMode mode) {
   DK_UNREACHABLE();
 }
 
+std::string PrintSeeds(const std::vector<redis::RedisEndpoint>& seeds) {
+  std::vector<std::string> out;
+  out.reserve(seeds.size());
+  for (const redis::RedisEndpoint& seed : seeds) out.push_back(seed.Redacted());
+  return absl::StrJoin(out, ",");
+}
+
+std::string PrintRedisMode(redis::RedisMode mode) {
+  switch (mode) {
+    case redis::RedisMode::kAuto:
+      return "auto";
+    case redis::RedisMode::kStandalone:
+      return "standalone";
+    case redis::RedisMode::kCluster:
+      return "cluster";
+  }
+  DK_UNREACHABLE();
+}
+
+// A regular file this process can read: checked at start-up so that a typo in a path exits 2
+// with the flag's name instead of failing every TLS handshake later.
+absl::Status CheckReadableFile(std::string_view path) {
+  const std::string p(path);
+  const int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return Invalid(absl::StrCat("cannot read ", Quote(path), ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  const bool regular = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  ::close(fd);
+  if (!regular) return Invalid(absl::StrCat(Quote(path), " is not a regular file"));
+  return absl::OkStatus();
+}
+
+// A --redis_tls_* path flag: empty = unset; otherwise a readable file.
+template <std::string redis::TlsOptions::*kField>
+FlagDef TlsFileFlag(std::string_view name, std::string_view help) {
+  FlagDef def{name, help};
+  def.apply = [](std::string_view v, Config* c) -> absl::Status {
+    if (!v.empty()) DK_RETURN_IF_ERROR(CheckReadableFile(v));
+    c->redis_tls.*kField = std::string(v);
+    return absl::OkStatus();
+  };
+  def.print = [](const Config& c) { return c.redis_tls.*kField; };
+  return def;
+}
+
 const std::vector<FlagDef>& Flags() {
   static const auto* const kFlags = new std::vector<FlagDef>{
       {"listen", "comma-separated gRPC addresses: unix:PATH or HOST:PORT ([::1]:PORT for IPv6)",
@@ -196,15 +249,52 @@ const std::vector<FlagDef>& Flags() {
          return absl::OkStatus();
        },
        [](const Config& c) { return absl::StrJoin(c.listen, ","); }},
-      {"redis", "redis://[user:password@]host[:port][/db] or unix:PATH[?db=N]",
+      {"redis",
+       "redis[s]://[user:password@]host[:port][/db] (rediss: TLS) or unix:PATH[?db=N]; or "
+       "seeds: URL,URL,...",
        [](std::string_view v, Config* c) -> absl::Status {
          if (v.empty()) return Invalid("must not be empty");
-         auto endpoint = redis::ParseRedisUrl(v);
-         if (!endpoint.ok()) return Invalid(std::string(endpoint.status().message()));
-         c->redis_endpoint = *std::move(endpoint);
+         auto seeds = redis::ParseRedisSeeds(v);
+         if (!seeds.ok()) return Invalid(std::string(seeds.status().message()));
+         c->redis_seeds = *std::move(seeds);
          return absl::OkStatus();
        },
-       [](const Config& c) { return c.redis_endpoint.Redacted(); }},
+       [](const Config& c) { return PrintSeeds(c.redis_seeds); }},
+      {"redis_mode", "auto (INFO cluster of the first seed that answers), standalone or cluster",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const std::string lower = Lowercase(v);
+         if (lower == "auto") {
+           c->redis_mode = redis::RedisMode::kAuto;
+         } else if (lower == "standalone") {
+           c->redis_mode = redis::RedisMode::kStandalone;
+         } else if (lower == "cluster") {
+           c->redis_mode = redis::RedisMode::kCluster;
+         } else {
+           return Invalid(absl::StrCat("must be auto, standalone or cluster, got ", Quote(v)));
+         }
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return PrintRedisMode(c.redis_mode); }},
+      TlsFileFlag<&redis::TlsOptions::ca_file>(
+          "redis_tls_ca",
+          "PEM CA bundle that verifies rediss:// servers (empty = the system's CAs)"),
+      TlsFileFlag<&redis::TlsOptions::cert_file>(
+          "redis_tls_cert", "PEM client certificate for rediss:// (with --redis_tls_key)"),
+      TlsFileFlag<&redis::TlsOptions::key_file>("redis_tls_key",
+                                                "PEM private key of --redis_tls_cert"),
+      {"redis_tls_server_name",
+       "name checked against the rediss:// server certificate and sent as SNI (empty = the host)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         for (char ch : v) {
+           if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' &&
+               ch != '_' && ch != ':') {
+             return Invalid(absl::StrCat("must be a host name or address, got ", Quote(v)));
+           }
+         }
+         c->redis_tls.server_name = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return c.redis_tls.server_name; }},
       {"namespace", "default namespace for requests that leave it empty (1-255 bytes, no ':')",
        [](std::string_view v, Config* c) -> absl::Status {
          if (v.empty() || v.size() > 255) {
@@ -335,10 +425,46 @@ struct RawValue {
   std::string env_name;  // empty when it came from the command line
 };
 
+// The checks that span several of --redis, --redis_mode and --redis_tls_*.
+absl::Status ValidateRedis(const Config& c) {
+  const redis::TlsOptions& tls = c.redis_tls;
+  if (!tls.cert_file.empty() && tls.key_file.empty()) {
+    return Invalid("--redis_tls_cert: needs --redis_tls_key (the certificate's private key)");
+  }
+  if (!tls.key_file.empty() && tls.cert_file.empty()) {
+    return Invalid("--redis_tls_key: needs --redis_tls_cert (the client certificate)");
+  }
+  const bool any_tls = std::any_of(c.redis_seeds.begin(), c.redis_seeds.end(),
+                                   [](const redis::RedisEndpoint& e) { return e.tls; });
+  if (!any_tls) {
+    for (const auto& [flag, value] :
+         {std::pair{"redis_tls_ca", &tls.ca_file}, std::pair{"redis_tls_cert", &tls.cert_file},
+          std::pair{"redis_tls_key", &tls.key_file},
+          std::pair{"redis_tls_server_name", &tls.server_name}}) {
+      if (!value->empty()) {
+        return Invalid(absl::StrCat("--", flag,
+                                    ": the --redis_tls_* flags only apply to rediss:// seeds, and "
+                                    "--redis has none (",
+                                    PrintSeeds(c.redis_seeds), ")"));
+      }
+    }
+  }
+  if (c.redis_mode == redis::RedisMode::kCluster) {
+    for (const redis::RedisEndpoint& seed : c.redis_seeds) {
+      if (seed.is_unix) {
+        return Invalid(absl::StrCat(
+            "--redis_mode=cluster: cluster nodes announce TCP addresses, so a unix: seed (",
+            seed.Redacted(), ") cannot reach a cluster; use redis:// or rediss://"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-redis::RedisEndpoint Config::DefaultRedisEndpoint() {
-  return *redis::ParseRedisUrl(kDefaultRedisUrl);
+std::vector<redis::RedisEndpoint> Config::DefaultRedisSeeds() {
+  return {*redis::ParseRedisUrl(kDefaultRedisUrl)};
 }
 
 std::string Config::ToString() const {
@@ -415,6 +541,7 @@ absl::StatusOr<Config> ParseConfig(const std::vector<std::string>& args,
     }
   }
   config.redis_given = raw.count("redis") > 0;
+  DK_RETURN_IF_ERROR(ValidateRedis(config));
 
   if (config.rate_bucket_ms > config.rate_window_seconds * 1000) {
     return Invalid(absl::StrCat("--rate_bucket_ms: must be <= the window (--rate_window_seconds=",

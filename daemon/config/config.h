@@ -17,8 +17,12 @@ enum class FailureMode { kOpen, kClosed, kLocal };
 // The validated, immutable daemon configuration (docs/api.md#flags).
 struct Config {
   std::vector<std::string> listen = {"unix:/tmp/distkitd.sock"};
-  redis::RedisEndpoint redis_endpoint = DefaultRedisEndpoint();  // --redis, parsed
+  // --redis, parsed: one endpoint, or several TCP seeds of one scheme.
+  std::vector<redis::RedisEndpoint> redis_seeds = DefaultRedisSeeds();
   bool redis_given = false;  // true when --redis or DISTKIT_REDIS was set explicitly
+  // --redis_mode, and --redis_tls_* (only with rediss:// seeds).
+  redis::RedisMode redis_mode = redis::RedisMode::kAuto;
+  redis::TlsOptions redis_tls;
   std::string default_namespace = "distkit";  // --namespace
   std::string instance_id;                    // --instance_id; filled with a UUID v4 if empty
   int64_t flush_interval_ms = 20;
@@ -40,7 +44,7 @@ struct Config {
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;
 
-  static redis::RedisEndpoint DefaultRedisEndpoint();
+  static std::vector<redis::RedisEndpoint> DefaultRedisSeeds();
 };
 
 // Parses argv (argv[0] is skipped) and the environment (DISTKIT_<FLAG>), validates, and returns

@@ -4,13 +4,17 @@
 
 #include <charconv>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "daemon/common/status_macros.h"
 #include "daemon/common/strings.h"
@@ -18,7 +22,7 @@
 namespace distkit::redis {
 namespace {
 
-constexpr std::string_view kRedisForm = "redis://[user:password@]host[:port][/db]";
+constexpr std::string_view kRedisForm = "redis[s]://[user:password@]host[:port][/db]";
 constexpr std::string_view kUnixForm = "unix:PATH[?db=N]";
 
 absl::Status Invalid(std::string_view what) {
@@ -135,10 +139,11 @@ absl::Status ParseHostPort(std::string_view hostport, RedisEndpoint* ep) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<RedisEndpoint> ParseTcp(std::string_view rest) {
+absl::StatusOr<RedisEndpoint> ParseTcp(std::string_view rest, bool tls) {
   RedisEndpoint ep;
+  ep.tls = tls;
   if (rest.find('?') != std::string_view::npos || rest.find('#') != std::string_view::npos) {
-    return Invalid(absl::StrCat("query parameters are not supported in redis:// URLs; expected ",
+    return Invalid(absl::StrCat("query parameters are not supported in redis[s]:// URLs; expected ",
                                 AbslView(kRedisForm)));
   }
   // Userinfo ends at the last '@' so that an unescaped '@' or '/' in a password still works (the
@@ -216,6 +221,39 @@ absl::StatusOr<RedisEndpoint> ParseUnix(std::string_view rest) {
   return ep;
 }
 
+// A seed as typed, for an error message about it: the password (or a userinfo without ':', which
+// some clients read as a password) becomes "***"; text in no known form is not echoed at all.
+std::optional<std::string> RedactRawSeed(std::string_view seed) {
+  for (std::string_view scheme : {"redis://", "rediss://"}) {
+    if (!StartsWithIgnoreCase(seed, scheme)) continue;
+    const std::string_view rest = seed.substr(scheme.size());
+    const size_t at = rest.rfind('@');
+    if (at == std::string_view::npos) return std::string(seed);
+    const std::string_view userinfo = rest.substr(0, at);
+    const size_t colon = userinfo.find(':');
+    const std::string_view user =
+        colon == std::string_view::npos ? std::string_view() : userinfo.substr(0, colon + 1);
+    return absl::StrCat(AbslView(seed.substr(0, scheme.size())), AbslView(user), "***",
+                        AbslView(rest.substr(at)));
+  }
+  if (StartsWithIgnoreCase(seed, "unix:")) {
+    const size_t q = seed.find('?');
+    if (q == std::string_view::npos) return std::string(seed);
+    std::vector<std::string> params;
+    for (absl::string_view param : absl::StrSplit(AbslView(seed.substr(q + 1)), '&')) {
+      params.push_back(absl::StartsWith(param, "password=") ? "password=***" : std::string(param));
+    }
+    return absl::StrCat(AbslView(seed.substr(0, q + 1)), absl::StrJoin(params, "&"));
+  }
+  return std::nullopt;
+}
+
+std::string SeedName(size_t index, std::string_view seed) {
+  const std::optional<std::string> shown = RedactRawSeed(seed);
+  if (!shown.has_value()) return absl::StrCat("seed ", index + 1);
+  return absl::StrCat("seed ", index + 1, " ('", *shown, "')");
+}
+
 }  // namespace
 
 std::string RedisEndpoint::Redacted() const {
@@ -233,7 +271,7 @@ std::string RedisEndpoint::Redacted() const {
     if (!password.empty()) absl::StrAppend(&out, sep, "password=***");
     return out;
   }
-  std::string out = "redis://";
+  std::string out = tls ? "rediss://" : "redis://";
   if (!password.empty()) absl::StrAppend(&out, user, ":***@");
   if (host.find(':') != std::string::npos) {
     absl::StrAppend(&out, "[", host, "]");
@@ -249,12 +287,10 @@ absl::StatusOr<RedisEndpoint> ParseRedisUrl(std::string_view url) {
     return Invalid(absl::StrCat("empty Redis URL; expected ", AbslView(kRedisForm), " or ",
                                 AbslView(kUnixForm)));
   }
-  if (StartsWithIgnoreCase(url, "redis://")) return ParseTcp(url.substr(8));
+  if (StartsWithIgnoreCase(url, "redis://")) return ParseTcp(url.substr(8), /*tls=*/false);
+  if (StartsWithIgnoreCase(url, "rediss://")) return ParseTcp(url.substr(9), /*tls=*/true);
   if (StartsWithIgnoreCase(url, "unix://")) return ParseUnix(url.substr(7));
   if (StartsWithIgnoreCase(url, "unix:")) return ParseUnix(url.substr(5));
-  if (StartsWithIgnoreCase(url, "rediss://")) {
-    return Invalid("TLS is not supported (rediss://); use redis:// or unix:");
-  }
   // Never echo the input: it may carry a password.
   const size_t scheme_end = url.find("://");
   if (scheme_end != std::string_view::npos) {
@@ -264,6 +300,55 @@ absl::StatusOr<RedisEndpoint> ParseRedisUrl(std::string_view url) {
   }
   return Invalid(absl::StrCat("not a Redis URL; expected ", AbslView(kRedisForm), " or ",
                               AbslView(kUnixForm)));
+}
+
+absl::StatusOr<std::vector<RedisEndpoint>> ParseRedisSeeds(std::string_view list) {
+  std::vector<std::string_view> items;
+  for (absl::string_view part : absl::StrSplit(AbslView(list), ',')) {
+    const absl::string_view item = absl::StripAsciiWhitespace(part);
+    items.emplace_back(item.data(), item.size());
+  }
+  if (items.size() == 1) {
+    if (items[0].empty()) {
+      return Invalid(absl::StrCat("no Redis URL; expected ", AbslView(kRedisForm), " or ",
+                                  AbslView(kUnixForm), ", or a comma-separated list of seeds"));
+    }
+    DK_ASSIGN_OR_RETURN(RedisEndpoint seed, ParseRedisUrl(items[0]));
+    return std::vector<RedisEndpoint>{std::move(seed)};
+  }
+  // A ',' inside a password splits it in two, and the second half then has no scheme but an '@':
+  // say so before any message could echo the first half (which looks like a host:port).
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].find('@') != std::string_view::npos && !RedactRawSeed(items[i]).has_value()) {
+      return Invalid(absl::StrCat("seed ", i + 1,
+                                  " is not a Redis URL (a ',' in a password must be written %2C)"));
+    }
+  }
+  std::vector<RedisEndpoint> seeds;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].empty()) {
+      return Invalid(absl::StrCat("seed ", i + 1, " of ", items.size(),
+                                  " is empty (two ',' in a row, or one at an end)"));
+    }
+    absl::StatusOr<RedisEndpoint> seed = ParseRedisUrl(items[i]);
+    if (!seed.ok()) {
+      return Invalid(absl::StrCat(SeedName(i, items[i]), ": ", seed.status().message()));
+    }
+    seeds.push_back(*std::move(seed));
+  }
+  // Several seeds are entry points to one cluster: nodes announce TCP addresses, and one
+  // TlsOptions applies to every connection.
+  for (size_t i = 0; i < seeds.size(); ++i) {
+    if (seeds[i].is_unix) {
+      return Invalid(absl::StrCat(SeedName(i, items[i]),
+                                  ": several seeds must all be TCP (redis:// or rediss://)"));
+    }
+    if (seeds[i].tls != seeds[0].tls) {
+      return Invalid(absl::StrCat(SeedName(i, items[i]), ": seeds mix rediss:// (TLS) and ",
+                                  "redis:// (plain); use one scheme for all"));
+    }
+  }
+  return seeds;
 }
 
 }  // namespace distkit::redis

@@ -27,7 +27,8 @@ struct RedisEndpoint {
 absl::StatusOr<RedisEndpoint> ParseRedisUrl(std::string_view url);
 
 // `--redis`: one URL or a comma-separated list of seed URLs (at least one; each as
-// ParseRedisUrl; the error names the seed by position when there are several).
+// ParseRedisUrl; spaces around items are ignored; the error names the seed by position when
+// there are several). Several seeds must all be redis:// or all rediss:// (no unix:).
 absl::StatusOr<std::vector<RedisEndpoint>> ParseRedisSeeds(std::string_view list);
 
 // `--redis_mode`: kAuto asks the first seed that answers (`INFO cluster`, cluster_enabled:1).

@@ -139,7 +139,9 @@ TEST(E2E, InvalidConfigurationExitsTwoAndNamesTheFlag) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"--flush_interval_ms", "0"},
                                              {"--instance_id=bad id"},
-                                             {"--redis", "rediss://x:1"},
+                                             {"--redis", "redis://x:1,unix:/x.sock"},
+                                             {"--redis_mode", "sentinel"},
+                                             {"--redis_tls_ca=/nonexistent/ca.pem"},
                                              {"--hard_limit_factor", "0.5"}}) {
     auto [code, out] = Process::Run(DISTKIT_DAEMON_BIN, args, 10s);
     EXPECT_EQ(code, 2) << args[0] << ": " << out;

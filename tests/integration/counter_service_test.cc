@@ -31,7 +31,7 @@ class InProcessDaemon {
   InProcessDaemon(const RedisServer& redis, const std::string& socket, int flush_ms = 20) {
     config::Config config;
     config.listen = {"unix:" + socket};
-    config.redis_endpoint = *redis::ParseRedisUrl(redis.url());
+    config.redis_seeds = {*redis::ParseRedisUrl(redis.url())};
     config.redis_timeout_ms = 2000;
     config.flush_interval_ms = flush_ms;
     config.allowed_lag_ms = 20;

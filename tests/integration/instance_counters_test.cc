@@ -35,7 +35,7 @@ class Node {
   Node(const RedisServer& redis, std::chrono::milliseconds command_timeout = 2000ms) {
     config::Config config;
     config.listen = {};  // core only
-    config.redis_endpoint = *redis::ParseRedisUrl(redis.url());
+    config.redis_seeds = {*redis::ParseRedisUrl(redis.url())};
     config.redis_timeout_ms = command_timeout.count();
     config.dead_instance_threshold_ms = 3'600'000;  // heartbeats and reaper passes: by hand
     config.flush_interval_ms = 3'600'000;           // flushes: by hand

@@ -139,7 +139,7 @@ struct Daemon {
   Daemon(const RedisServer& server, const RateLimitSettings& s, const core::Clock* local_clock) {
     config::Config config;
     config.listen = {};  // core only
-    config.redis_endpoint = *redis::ParseRedisUrl(server.url());
+    config.redis_seeds = {*redis::ParseRedisUrl(server.url())};
     config.redis_timeout_ms = 2000;  // generous: a degraded answer would fail the scenario
     config.rate_window_seconds = s.window_ms / 1000;
     config.rate_bucket_ms = s.bucket_ms;

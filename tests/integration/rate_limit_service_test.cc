@@ -133,7 +133,7 @@ class RateLimitServiceTest : public ::testing::Test {
     const std::string socket = redis_->dir() + "/d.sock";
     config::Config config;
     config.listen = {"unix:" + socket};
-    config.redis_endpoint = *redis::ParseRedisUrl(redis_->url());
+    config.redis_seeds = {*redis::ParseRedisUrl(redis_->url())};
     config.redis_timeout_ms = 2000;
     config.default_namespace = "defns";
     const core::RateLimitSettings s = Settings();

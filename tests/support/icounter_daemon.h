@@ -32,7 +32,7 @@ class ICounterDaemon {
     using namespace std::chrono_literals;
     config::Config config;
     config.listen = {"unix:" + socket};
-    config.redis_endpoint = *redis::ParseRedisUrl(redis.url());
+    config.redis_seeds = {*redis::ParseRedisUrl(redis.url())};
     config.redis_timeout_ms = 2000;
     config.dead_instance_threshold_ms = threshold_ms;
     config.flush_interval_ms = flush_interval_ms;

@@ -3,9 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <regex>
 #include <set>
@@ -54,8 +58,14 @@ bool IsUuidV4(const std::string& s) {
 TEST(ConfigTest, Defaults) {
   const Config c = MustParse({});
   EXPECT_THAT(c.listen, ElementsAre("unix:/tmp/distkitd.sock"));
-  EXPECT_EQ(c.redis_endpoint.Redacted(), "redis://127.0.0.1:6379/0");
+  ASSERT_EQ(c.redis_seeds.size(), 1u);
+  EXPECT_EQ(c.redis_seeds[0].Redacted(), "redis://127.0.0.1:6379/0");
   EXPECT_FALSE(c.redis_given);
+  EXPECT_EQ(c.redis_mode, redis::RedisMode::kAuto);
+  EXPECT_EQ(c.redis_tls.ca_file, "");
+  EXPECT_EQ(c.redis_tls.cert_file, "");
+  EXPECT_EQ(c.redis_tls.key_file, "");
+  EXPECT_EQ(c.redis_tls.server_name, "");
   EXPECT_EQ(c.default_namespace, "distkit");
   EXPECT_TRUE(IsUuidV4(c.instance_id)) << c.instance_id;
   EXPECT_EQ(c.flush_interval_ms, 20);
@@ -127,14 +137,14 @@ TEST(ConfigTest, SpaceForm) {
 TEST(ConfigTest, MixedForms) {
   const Config c =
       MustParse({"--redis", "redis://r:1", "--instance_id=a", "--allowed_lag_ms", "0"});
-  EXPECT_EQ(c.redis_endpoint.Redacted(), "redis://r:1/0");
+  EXPECT_EQ(c.redis_seeds[0].Redacted(), "redis://r:1/0");
   EXPECT_EQ(c.instance_id, "a");
   EXPECT_EQ(c.allowed_lag_ms, 0);
 }
 
 TEST(ConfigTest, ValueMayContainEqualsSign) {
   EXPECT_EQ(MustParse({"--namespace=a=b"}).default_namespace, "a=b");
-  EXPECT_EQ(MustParse({"--redis=redis://:p=w@h"}).redis_endpoint.password, "p=w");
+  EXPECT_EQ(MustParse({"--redis=redis://:p=w@h"}).redis_seeds[0].password, "p=w");
 }
 
 TEST(ConfigTest, EmptyValueWithEqualsIsAValue) {
@@ -207,7 +217,7 @@ TEST(ConfigTest, RedisGiven) {
   EXPECT_TRUE(MustParse({"--redis=redis://r:1"}).redis_given);
   EXPECT_TRUE(MustParse({"--redis", "redis://127.0.0.1:6379"}).redis_given);
   EXPECT_TRUE(MustParse({}, {{"DISTKIT_REDIS", "unix:/r.sock"}}).redis_given);
-  EXPECT_EQ(MustParse({}, {{"DISTKIT_REDIS", "unix:/r.sock"}}).redis_endpoint.path, "/r.sock");
+  EXPECT_EQ(MustParse({}, {{"DISTKIT_REDIS", "unix:/r.sock"}}).redis_seeds[0].path, "/r.sock");
 }
 
 TEST(ConfigTest, RedisMustNotBeEmpty) {
@@ -257,7 +267,8 @@ INSTANTIATE_TEST_SUITE_P(
     Flags, EveryFlagTest,
     ::testing::Values(
         FlagCase{"listen", "unix:/a.sock,[::1]:5", "unix:/a.sock,[::1]:5"},
-        FlagCase{"redis", "redis://h:1/2", "redis://h:1/2"}, FlagCase{"namespace", "ns1", "ns1"},
+        FlagCase{"redis", "redis://h:1/2", "redis://h:1/2"},
+        FlagCase{"redis_mode", "Cluster", "cluster"}, FlagCase{"namespace", "ns1", "ns1"},
         FlagCase{"instance_id", "pod-7.a_b", "pod-7.a_b"}, FlagCase{"flush_interval_ms", "3", "3"},
         FlagCase{"allowed_lag_ms", "0", "0"},
         FlagCase{"dead_instance_threshold_ms", "5000", "5000"},
@@ -314,7 +325,12 @@ TEST(ConfigTest, UsageMentionsEveryFlagAndVariable) {
         "metrics_listen", "log_level", "shutdown_grace_ms", "socket_mode", "max_pending_keys"}) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
   }
+  for (const std::string name :
+       {"redis_mode", "redis_tls_ca", "redis_tls_cert", "redis_tls_key", "redis_tls_server_name"}) {
+    EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
+  }
   EXPECT_THAT(usage, HasSubstr("DISTKIT_FLUSH_INTERVAL_MS"));
+  EXPECT_THAT(usage, HasSubstr("DISTKIT_REDIS_TLS_SERVER_NAME"));
   EXPECT_THAT(usage, HasSubstr("--help"));
 }
 
@@ -612,10 +628,12 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
   EXPECT_THAT(
       lines,
       ElementsAre("--listen=unix:/tmp/distkitd.sock", "--redis=redis://127.0.0.1:6379/0",
-                  "--namespace=distkit", "--instance_id=me", "--flush_interval_ms=20",
-                  "--allowed_lag_ms=20", "--dead_instance_threshold_ms=30000",
-                  "--redis_timeout_ms=1000", "--rate_window_seconds=10", "--rate_bucket_ms=100",
-                  "--hard_limit_factor=1", "--sync_interval_ms=10", "--suppression_cache_ms=100",
+                  "--redis_mode=auto", "--redis_tls_ca=", "--redis_tls_cert=", "--redis_tls_key=",
+                  "--redis_tls_server_name=", "--namespace=distkit", "--instance_id=me",
+                  "--flush_interval_ms=20", "--allowed_lag_ms=20",
+                  "--dead_instance_threshold_ms=30000", "--redis_timeout_ms=1000",
+                  "--rate_window_seconds=10", "--rate_bucket_ms=100", "--hard_limit_factor=1",
+                  "--sync_interval_ms=10", "--suppression_cache_ms=100",
                   "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
                   "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000"));
 }
@@ -642,6 +660,173 @@ TEST(ConfigTest, ToStringRedactsThePassword) {
             "--redis=unix:/r.sock?db=1&password=***");
   EXPECT_EQ(Line(MustParse({"--redis=redis://h:1"}), "redis"), "--redis=redis://h:1/0");
   EXPECT_THAT(MustParse({"--redis=redis://u:s3cret@h"}).ToString(), Not(HasSubstr("s3cret")));
+}
+
+// ---- Redis seeds, mode and TLS ----
+
+// A directory of small files for the --redis_tls_* flags (their content is read by the TLS
+// layer, not here: the flags only check that the paths are readable files).
+class TlsFilesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "config_test_tls_XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    for (const char* name : {"ca.pem", "cert.pem", "key.pem"}) {
+      std::ofstream(dir_ + "/" + name) << "-----BEGIN TEST-----\n";
+    }
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+
+  std::string dir_;
+};
+
+TEST(ConfigTest, RedisSeedList) {
+  const Config c = MustParse({"--redis=redis://a:7000, redis://:pw@b:7001,redis://c"});
+  ASSERT_EQ(c.redis_seeds.size(), 3u);
+  EXPECT_EQ(c.redis_seeds[0].host, "a");
+  EXPECT_EQ(c.redis_seeds[1].password, "pw");
+  EXPECT_EQ(c.redis_seeds[2].port, 6379);
+  EXPECT_EQ(Line(c, "redis"), "--redis=redis://a:7000/0,redis://:***@b:7001/0,redis://c:6379/0");
+  EXPECT_THAT(c.ToString(), Not(HasSubstr("pw")));
+  EXPECT_EQ(MustParse({}, {{"DISTKIT_REDIS", "redis://a:1,redis://b:2"}}).redis_seeds.size(), 2u);
+}
+
+TEST(ConfigTest, RedisSeedListErrors) {
+  EXPECT_EQ(ErrorOf({"--redis=redis://a:1,"}),
+            "--redis: seed 2 of 2 is empty (two ',' in a row, or one at an end)");
+  EXPECT_EQ(ErrorOf({"--redis=redis://a:1,redis://u:s3cret@b:0"}),
+            "--redis: seed 2 ('redis://u:***@b:0'): the port must be an integer in [1, 65535], "
+            "got '0'");
+  EXPECT_THAT(ErrorOf({"--redis=redis://a:1,unix:/r.sock"}),
+              HasSubstr("--redis: seed 2 ('unix:/r.sock'): several seeds must all be TCP"));
+  EXPECT_THAT(ErrorOf({"--redis=rediss://a:1,redis://b:1"}),
+              HasSubstr("--redis: seed 2 ('redis://b:1'): seeds mix rediss:// (TLS) and redis://"));
+  EXPECT_THAT(ErrorOf({}, {{"DISTKIT_REDIS", "redis://a:1,,redis://b:1"}}),
+              HasSubstr("(from DISTKIT_REDIS)"));
+}
+
+TEST(ConfigTest, RedissSeed) {
+  const Config c = MustParse({"--redis=rediss://u:s3cret@h:6380/1"});
+  ASSERT_EQ(c.redis_seeds.size(), 1u);
+  EXPECT_TRUE(c.redis_seeds[0].tls);
+  EXPECT_EQ(Line(c, "redis"), "--redis=rediss://u:***@h:6380/1");
+}
+
+TEST(ConfigTest, RedisMode) {
+  EXPECT_EQ(MustParse({"--redis_mode=auto"}).redis_mode, redis::RedisMode::kAuto);
+  EXPECT_EQ(MustParse({"--redis_mode=standalone"}).redis_mode, redis::RedisMode::kStandalone);
+  EXPECT_EQ(MustParse({"--redis_mode", "CLUSTER"}).redis_mode, redis::RedisMode::kCluster);
+  EXPECT_EQ(MustParse({}, {{"DISTKIT_REDIS_MODE", "cluster"}}).redis_mode,
+            redis::RedisMode::kCluster);
+  EXPECT_EQ(MustParse({"--redis_mode=standalone"}, {{"DISTKIT_REDIS_MODE", "cluster"}}).redis_mode,
+            redis::RedisMode::kStandalone);
+  EXPECT_EQ(ErrorOf({"--redis_mode=sentinel"}),
+            "--redis_mode: must be auto, standalone or cluster, got 'sentinel'");
+  EXPECT_EQ(ErrorOf({"--redis_mode="}),
+            "--redis_mode: must be auto, standalone or cluster, got ''");
+  EXPECT_EQ(ErrorOf({}, {{"DISTKIT_REDIS_MODE", "clustered"}}),
+            "--redis_mode: must be auto, standalone or cluster, got 'clustered' "
+            "(from DISTKIT_REDIS_MODE)");
+}
+
+TEST(ConfigTest, ClusterModeNeedsTcpSeeds) {
+  EXPECT_THAT(ErrorOf({"--redis=unix:/r.sock", "--redis_mode=cluster"}),
+              HasSubstr("--redis_mode=cluster: cluster nodes announce TCP addresses"));
+  EXPECT_EQ(MustParse({"--redis=unix:/r.sock", "--redis_mode=standalone"}).redis_mode,
+            redis::RedisMode::kStandalone);
+  EXPECT_EQ(MustParse({"--redis=unix:/r.sock"}).redis_mode, redis::RedisMode::kAuto);
+  EXPECT_EQ(MustParse({"--redis=redis://a:1,redis://b:1", "--redis_mode=cluster"}).redis_mode,
+            redis::RedisMode::kCluster);
+}
+
+TEST_F(TlsFilesTest, AllTlsFlags) {
+  const Config c =
+      MustParse({"--redis=rediss://h:6380", "--redis_tls_ca=" + Path("ca.pem"), "--redis_tls_cert",
+                 Path("cert.pem"), "--redis_tls_key=" + Path("key.pem"),
+                 "--redis_tls_server_name=redis.example.com"});
+  EXPECT_EQ(c.redis_tls.ca_file, Path("ca.pem"));
+  EXPECT_EQ(c.redis_tls.cert_file, Path("cert.pem"));
+  EXPECT_EQ(c.redis_tls.key_file, Path("key.pem"));
+  EXPECT_EQ(c.redis_tls.server_name, "redis.example.com");
+  EXPECT_EQ(Line(c, "redis_tls_ca"), "--redis_tls_ca=" + Path("ca.pem"));
+  EXPECT_EQ(Line(c, "redis_tls_server_name"), "--redis_tls_server_name=redis.example.com");
+  // ToString parses back (the start-up log is a valid command line).
+  const std::vector<std::string> lines = absl::StrSplit(c.ToString(), '\n');
+  auto again = Parse(lines);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->ToString(), c.ToString());
+}
+
+TEST_F(TlsFilesTest, TlsFlagsFromTheEnvironment) {
+  const Config c = MustParse({}, {{"DISTKIT_REDIS", "rediss://a:1,rediss://b:2"},
+                                  {"DISTKIT_REDIS_TLS_CA", Path("ca.pem")},
+                                  {"DISTKIT_REDIS_TLS_CERT", Path("cert.pem")},
+                                  {"DISTKIT_REDIS_TLS_KEY", Path("key.pem")},
+                                  {"DISTKIT_REDIS_TLS_SERVER_NAME", "n"}});
+  EXPECT_EQ(c.redis_tls.ca_file, Path("ca.pem"));
+  EXPECT_EQ(c.redis_tls.cert_file, Path("cert.pem"));
+  EXPECT_EQ(c.redis_tls.key_file, Path("key.pem"));
+  EXPECT_EQ(c.redis_tls.server_name, "n");
+}
+
+TEST_F(TlsFilesTest, CaAloneAndNoFlagsAreFine) {
+  EXPECT_EQ(MustParse({"--redis=rediss://h", "--redis_tls_ca=" + Path("ca.pem")}).redis_tls.ca_file,
+            Path("ca.pem"));
+  EXPECT_EQ(MustParse({"--redis=rediss://h"}).redis_tls.ca_file, "");  // the system's CAs
+  EXPECT_EQ(MustParse({"--redis=rediss://h", "--redis_tls_ca="}).redis_tls.ca_file, "");
+}
+
+TEST_F(TlsFilesTest, CertAndKeyGoTogether) {
+  EXPECT_EQ(ErrorOf({"--redis=rediss://h", "--redis_tls_cert=" + Path("cert.pem")}),
+            "--redis_tls_cert: needs --redis_tls_key (the certificate's private key)");
+  EXPECT_EQ(ErrorOf({"--redis=rediss://h", "--redis_tls_key=" + Path("key.pem")}),
+            "--redis_tls_key: needs --redis_tls_cert (the client certificate)");
+}
+
+TEST_F(TlsFilesTest, FilesMustBeReadable) {
+  const std::string missing = Path("missing.pem");
+  EXPECT_EQ(ErrorOf({"--redis=rediss://h", "--redis_tls_ca=" + missing}),
+            "--redis_tls_ca: cannot read '" + missing + "': No such file or directory");
+  EXPECT_THAT(ErrorOf({"--redis=rediss://h", "--redis_tls_cert=" + missing,
+                       "--redis_tls_key=" + Path("key.pem")}),
+              HasSubstr("--redis_tls_cert: cannot read '" + missing + "'"));
+  EXPECT_THAT(ErrorOf({"--redis=rediss://h", "--redis_tls_cert=" + Path("cert.pem"),
+                       "--redis_tls_key=" + missing}),
+              HasSubstr("--redis_tls_key: cannot read '" + missing + "'"));
+  EXPECT_EQ(ErrorOf({"--redis=rediss://h"}, {{"DISTKIT_REDIS_TLS_CA", missing}}),
+            "--redis_tls_ca: cannot read '" + missing +
+                "': No such file or directory (from DISTKIT_REDIS_TLS_CA)");
+  EXPECT_EQ(ErrorOf({"--redis=rediss://h", "--redis_tls_ca=" + dir_}),
+            "--redis_tls_ca: '" + dir_ + "' is not a regular file");
+  if (::geteuid() != 0) {  // root reads any file
+    ASSERT_EQ(::chmod(Path("ca.pem").c_str(), 0), 0);
+    EXPECT_THAT(ErrorOf({"--redis=rediss://h", "--redis_tls_ca=" + Path("ca.pem")}),
+                HasSubstr("Permission denied"));
+  }
+}
+
+TEST_F(TlsFilesTest, TlsFlagsNeedARedissSeed) {
+  for (const std::vector<std::string>& flags : std::vector<std::vector<std::string>>{
+           {"--redis_tls_ca=" + Path("ca.pem")},
+           {"--redis_tls_cert=" + Path("cert.pem"), "--redis_tls_key=" + Path("key.pem")},
+           {"--redis_tls_server_name=n"}}) {
+    EXPECT_THAT(ErrorOf(flags), HasSubstr("flags only apply to rediss:// seeds, and --redis has "
+                                          "none (redis://127.0.0.1:6379/0)"))
+        << flags[0];
+  }
+  EXPECT_THAT(ErrorOf({"--redis=unix:/r.sock", "--redis_tls_server_name=n"}),
+              HasSubstr("--redis_tls_server_name: the --redis_tls_* flags only apply"));
+}
+
+TEST(ConfigTest, TlsServerNameCharacters) {
+  EXPECT_EQ(
+      MustParse({"--redis=rediss://h", "--redis_tls_server_name=a-b.c_d"}).redis_tls.server_name,
+      "a-b.c_d");
+  EXPECT_THAT(ErrorOf({"--redis=rediss://h", "--redis_tls_server_name=a b"}),
+              HasSubstr("--redis_tls_server_name: must be a host name or address"));
 }
 
 // ---- DistkitEnvironment ----

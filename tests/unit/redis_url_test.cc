@@ -161,9 +161,24 @@ TEST(RedisUrlTest, QueryNotSupportedForTcp) {
   EXPECT_THAT(ErrorOf("redis://h:6379/0#frag"), HasSubstr("not supported"));
 }
 
-TEST(RedisUrlTest, TlsIsRejected) {
-  EXPECT_THAT(ErrorOf("rediss://h:6379"), HasSubstr("TLS is not supported"));
-  EXPECT_THAT(ErrorOf("REDISS://h:6379"), HasSubstr("TLS is not supported"));
+TEST(RedisUrlTest, Tls) {
+  RedisEndpoint ep = MustParse("rediss://alice:s3cret@redis.example.com:6380/2");
+  EXPECT_TRUE(ep.tls);
+  EXPECT_FALSE(ep.is_unix);
+  EXPECT_EQ(ep.host, "redis.example.com");
+  EXPECT_EQ(ep.port, 6380);
+  EXPECT_EQ(ep.user, "alice");
+  EXPECT_EQ(ep.password, "s3cret");
+  EXPECT_EQ(ep.db, 2);
+  ep = MustParse("REDISS://[::1]");
+  EXPECT_TRUE(ep.tls);
+  EXPECT_EQ(ep.host, "::1");
+  EXPECT_EQ(ep.port, 6379);
+  EXPECT_FALSE(MustParse("redis://h").tls);
+  EXPECT_FALSE(MustParse("unix:/tmp/r.sock").tls);
+  EXPECT_THAT(ErrorOf("rediss://h:0"), HasSubstr("port"));
+  EXPECT_THAT(ErrorOf("rediss://"), HasSubstr("missing host"));
+  EXPECT_THAT(ErrorOf("rediss://h?ssl_cert_reqs=none"), HasSubstr("not supported"));
 }
 
 TEST(RedisUrlTest, OtherFormsAreRejected) {
@@ -172,13 +187,13 @@ TEST(RedisUrlTest, OtherFormsAreRejected) {
   EXPECT_THAT(ErrorOf("localhost:6379"), HasSubstr("not a Redis URL"));
   EXPECT_THAT(ErrorOf("127.0.0.1"), HasSubstr("not a Redis URL"));
   EXPECT_THAT(ErrorOf("/tmp/redis.sock"), HasSubstr("not a Redis URL"));
-  EXPECT_THAT(ErrorOf("redis:/h"), HasSubstr("redis://"));
+  EXPECT_THAT(ErrorOf("redis:/h"), HasSubstr("redis[s]://"));
 }
 
 TEST(RedisUrlTest, ErrorsNeverEchoThePassword) {
   for (const std::string url :
        {"redis://:s3cret@h:99999", "redis://u:s3cret@::1:1", "ftp://u:s3cret@h", "s3cret",
-        "redis://u:s3cret@h/x", "rediss://u:s3cret@h", "redis://u:s3cret%zz@h",
+        "redis://u:s3cret@h/x", "rediss://u:s3cret@h:0", "redis://u:s3cret%zz@h",
         "unix:/x?password=s3cret&db=x", "redis://u:s3cret@h?x=1"}) {
     EXPECT_THAT(ErrorOf(url), Not(HasSubstr("s3cret"))) << url;
   }
@@ -239,6 +254,11 @@ TEST(RedisUrlTest, RedactedTcp) {
   EXPECT_EQ(MustParse("redis://[::1]:7000/1").Redacted(), "redis://[::1]:7000/1");
 }
 
+TEST(RedisUrlTest, RedactedTls) {
+  EXPECT_EQ(MustParse("rediss://alice:s3cret@h:6380/2").Redacted(), "rediss://alice:***@h:6380/2");
+  EXPECT_EQ(MustParse("rediss://h").Redacted(), "rediss://h:6379/0");
+}
+
 TEST(RedisUrlTest, RedactedUnix) {
   EXPECT_EQ(MustParse("unix:/tmp/r.sock").Redacted(), "unix:/tmp/r.sock");
   EXPECT_EQ(MustParse("unix:/tmp/r.sock?db=2").Redacted(), "unix:/tmp/r.sock?db=2");
@@ -250,15 +270,110 @@ TEST(RedisUrlTest, RedactedUnix) {
 
 TEST(RedisUrlTest, RedactedRoundTrips) {
   for (const std::string url : {"redis://127.0.0.1:6379/0", "redis://[::1]:7000/1",
-                                "unix:/tmp/r.sock", "unix:/tmp/r.sock?db=2"}) {
+                                "rediss://h:6380/3", "unix:/tmp/r.sock", "unix:/tmp/r.sock?db=2"}) {
     const RedisEndpoint ep = MustParse(url);
     EXPECT_EQ(ep.Redacted(), url);
     const RedisEndpoint again = MustParse(ep.Redacted());
+    EXPECT_EQ(again.tls, ep.tls);
     EXPECT_EQ(again.host, ep.host);
     EXPECT_EQ(again.port, ep.port);
     EXPECT_EQ(again.path, ep.path);
     EXPECT_EQ(again.db, ep.db);
   }
+}
+
+// ---- seed lists ----
+
+std::vector<RedisEndpoint> MustParseSeeds(const std::string& list) {
+  auto seeds = ParseRedisSeeds(list);
+  EXPECT_TRUE(seeds.ok()) << list << ": " << seeds.status();
+  return seeds.ok() ? *seeds : std::vector<RedisEndpoint>{};
+}
+
+std::string SeedsErrorOf(const std::string& list) {
+  auto seeds = ParseRedisSeeds(list);
+  EXPECT_FALSE(seeds.ok()) << list << " unexpectedly parsed";
+  if (seeds.ok()) return "";
+  EXPECT_EQ(seeds.status().code(), absl::StatusCode::kInvalidArgument) << list;
+  return std::string(seeds.status().message());
+}
+
+TEST(RedisSeedsTest, OneSeedIsOneUrl) {
+  std::vector<RedisEndpoint> seeds = MustParseSeeds("redis://h:1/2");
+  ASSERT_EQ(seeds.size(), 1u);
+  EXPECT_EQ(seeds[0].Redacted(), "redis://h:1/2");
+  seeds = MustParseSeeds("  unix:/tmp/r.sock ");
+  ASSERT_EQ(seeds.size(), 1u);
+  EXPECT_EQ(seeds[0].path, "/tmp/r.sock");
+  // One seed: the message is ParseRedisUrl's, with no seed number.
+  EXPECT_EQ(SeedsErrorOf("redis://h:0"), ErrorOf("redis://h:0"));
+}
+
+TEST(RedisSeedsTest, ListInOrderWithSpacesTrimmed) {
+  const std::vector<RedisEndpoint> seeds =
+      MustParseSeeds("redis://a:7000, redis://:pw@b:7001 ,redis://[::1]:7002");
+  ASSERT_EQ(seeds.size(), 3u);
+  EXPECT_EQ(seeds[0].host, "a");
+  EXPECT_EQ(seeds[0].port, 7000);
+  EXPECT_EQ(seeds[1].host, "b");
+  EXPECT_EQ(seeds[1].password, "pw");
+  EXPECT_EQ(seeds[2].host, "::1");
+  EXPECT_EQ(seeds[2].port, 7002);
+}
+
+TEST(RedisSeedsTest, TlsList) {
+  const std::vector<RedisEndpoint> seeds = MustParseSeeds("rediss://a:7000,rediss://b");
+  ASSERT_EQ(seeds.size(), 2u);
+  EXPECT_TRUE(seeds[0].tls);
+  EXPECT_TRUE(seeds[1].tls);
+  EXPECT_EQ(seeds[1].port, 6379);
+}
+
+TEST(RedisSeedsTest, EmptyListAndEmptyItems) {
+  EXPECT_THAT(SeedsErrorOf(""), HasSubstr("no Redis URL"));
+  EXPECT_THAT(SeedsErrorOf("   "), HasSubstr("no Redis URL"));
+  EXPECT_THAT(SeedsErrorOf(","), HasSubstr("seed 1 of 2 is empty"));
+  EXPECT_THAT(SeedsErrorOf("redis://a:1,,redis://b:1"), HasSubstr("seed 2 of 3 is empty"));
+  EXPECT_THAT(SeedsErrorOf("redis://a:1, "), HasSubstr("seed 2 of 2 is empty"));
+}
+
+TEST(RedisSeedsTest, ErrorNamesTheSeedRedacted) {
+  EXPECT_EQ(SeedsErrorOf("redis://a:1,redis://u:s3cret@b:0"),
+            "seed 2 ('redis://u:***@b:0'): the port must be an integer in [1, 65535], got '0'");
+  EXPECT_THAT(SeedsErrorOf("redis://a:1,rediss://s3cret@b:1"),
+              HasSubstr("seed 2 ('rediss://***@b:1'): a user without a password"));
+  EXPECT_THAT(SeedsErrorOf("redis://a:1,unix:/x?password=s3cret&db=x"),
+              HasSubstr("seed 2 ('unix:/x?password=***&db=x'): "));
+  // Text in no known form is not echoed (it may be a password typed in the wrong place).
+  EXPECT_THAT(SeedsErrorOf("redis://a:1,s3cret"), HasSubstr("seed 2: not a Redis URL"));
+  EXPECT_THAT(SeedsErrorOf("redis://a:1,ftp://u:s3cret@h"), HasSubstr("seed 2 is not a Redis"));
+}
+
+TEST(RedisSeedsTest, CommaInsidePasswordIsNotEchoed) {
+  const std::string message = SeedsErrorOf("redis://:s3c,ret@h:1,redis://b:1");
+  EXPECT_THAT(message, HasSubstr("%2C"));
+  EXPECT_THAT(message, Not(HasSubstr("s3c")));
+  EXPECT_THAT(message, Not(HasSubstr("ret")));
+  EXPECT_EQ(MustParseSeeds("redis://:s3c%2Cret@h:1,redis://b:1")[0].password, "s3c,ret");
+}
+
+TEST(RedisSeedsTest, ErrorsNeverEchoThePassword) {
+  for (const std::string list :
+       {"redis://a:1,redis://:s3cret@h:99999", "redis://u:s3cret@h:0,redis://a:1",
+        "redis://a:1,rediss://u:s3cret@h", "redis://a:1,unix:/x?password=s3cret",
+        "redis://a:1,redis://u:s3cret%zz@h", "redis://a:1,s3cret", "redis://a:1,redis://s3cret@h",
+        "redis://:s3,cret@h,redis://a:1", "redis://u:s3cret@,redis://a:1"}) {
+    EXPECT_THAT(SeedsErrorOf(list), Not(HasSubstr("s3cret"))) << list;
+  }
+}
+
+TEST(RedisSeedsTest, SeveralSeedsMustBeTcpWithOneScheme) {
+  EXPECT_THAT(SeedsErrorOf("redis://a:1,unix:/tmp/r.sock"),
+              HasSubstr("seed 2 ('unix:/tmp/r.sock'): several seeds must all be TCP"));
+  EXPECT_THAT(SeedsErrorOf("unix:/tmp/r.sock,redis://a:1"), HasSubstr("seed 1 "));
+  EXPECT_THAT(SeedsErrorOf("rediss://a:1,redis://b:1"),
+              HasSubstr("seed 2 ('redis://b:1'): seeds mix rediss:// (TLS) and redis://"));
+  EXPECT_THAT(SeedsErrorOf("redis://a:1,rediss://b:1"), HasSubstr("mix"));
 }
 
 }  // namespace
