@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build distkitd + distkit and run the daemon in the foreground.
 #
-#   scripts/run.sh [distkitd flags...]
+#   scripts/run.sh [--cluster] [distkitd flags...]
 #
 # Without --redis / --redis=... and without DISTKIT_REDIS, a private redis-server is started on a
 # Unix socket in ./run/ (AOF persistence in ./run/, no TCP port) and the daemon is pointed at it.
+# With --cluster, a private local Redis Cluster (3 primaries + 3 replicas on 127.0.0.1, free ports
+# from 7000 up, data in ./run/cluster/; scripts/redis-cluster.sh) instead; it is stopped on exit.
 # The daemon keeps its default --listen (unix:/tmp/distkitd.sock), so `build/distkit health`
 # works without flags. Ctrl-C (or SIGTERM) stops the daemon first (SIGTERM: it flushes its lax
 # deltas), then the private Redis. A second Ctrl-C kills the daemon.
@@ -30,9 +32,13 @@ DAEMON="$ROOT/build/distkitd"
 
 # ---- what did the caller give us? ----
 have_redis=0
+want_cluster=0
 listen="${DISTKIT_LISTEN:-unix:/tmp/distkitd.sock}"
 next_is_listen=0
+daemon_args=()
 for arg in "$@"; do
+  if [[ "$arg" == --cluster ]]; then want_cluster=1; continue; fi
+  daemon_args+=("$arg")
   if ((next_is_listen)); then listen=$arg; next_is_listen=0; continue; fi
   case "$arg" in
     --redis | --redis=*) have_redis=1 ;;
@@ -41,9 +47,12 @@ for arg in "$@"; do
   esac
 done
 [[ -n "${DISTKIT_REDIS:-}" ]] && have_redis=1
+((want_cluster && have_redis)) && die "--cluster starts its own cluster: do not also give --redis"
+set -- "${daemon_args[@]+"${daemon_args[@]}"}"
 
 REDIS_PID=""
 DAEMON_PID=""
+CLUSTER_DIR=""
 RUN_DIR="$ROOT/run"
 REDIS_SOCK="$RUN_DIR/redis.sock"
 
@@ -57,6 +66,11 @@ wait_gone() {
 }
 
 stop_redis() {
+  if [[ -n "$CLUSTER_DIR" ]]; then
+    log "stopping the private Redis Cluster in $CLUSTER_DIR"
+    scripts/redis-cluster.sh stop "$CLUSTER_DIR" || true
+    CLUSTER_DIR=""
+  fi
   [[ -n "$REDIS_PID" ]] || return 0
   if kill -0 "$REDIS_PID" 2>/dev/null; then
     log "stopping private redis-server (pid $REDIS_PID)"
@@ -81,7 +95,13 @@ trap cleanup EXIT
 
 # ---- private redis ----
 redis_args=()
-if ((!have_redis)); then
+if ((want_cluster)); then
+  mkdir -p "$RUN_DIR/cluster"
+  CLUSTER_DIR="$RUN_DIR/cluster"
+  seeds=$(scripts/redis-cluster.sh start "$CLUSTER_DIR" auto) || die "the local Redis Cluster did not start"
+  log "private Redis Cluster: seeds $seeds, data + logs in $CLUSTER_DIR/"
+  redis_args=(--redis "$seeds")
+elif ((!have_redis)); then
   REDIS_SERVER=${REDIS_SERVER:-$(command -v redis-server || true)}
   REDIS_CLI=${REDIS_CLI:-$(command -v redis-cli || true)}
   [[ -n "$REDIS_SERVER" ]] || die "no redis-server: run scripts/install-deps.sh or pass --redis"
