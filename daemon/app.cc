@@ -146,10 +146,11 @@ ShutdownReport App::Shutdown(milliseconds grace) {
 void App::Abandon() {
   if (stopped_) return;
   stopped_ = true;
+  // Also the end of a Create that failed half-way: only what was built exists.
   StopServing(std::chrono::system_clock::now());
-  counters_->Shutdown(milliseconds(0));
-  icounters_->StopWithoutDeregistering();
-  executor_->Stop();
+  if (counters_) counters_->Shutdown(milliseconds(0));
+  if (icounters_) icounters_->StopWithoutDeregistering();
+  if (executor_) executor_->Stop();
 }
 
 }  // namespace distkit
