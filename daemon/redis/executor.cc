@@ -483,7 +483,15 @@ void Executor::SetMode(absl::StatusOr<RedisMode> mode) {
   if (!mode.ok()) {
     spdlog::error("{}", std::string(mode.status().message()));
     mode_failed_ = true;
-    FailAll(MarkNotSent(absl::UnavailableError(std::string(mode.status().message()))));
+    const absl::Status failed =
+        MarkNotSent(absl::UnavailableError(std::string(mode.status().message())));
+    for (auto& p : unrouted_) p->Finish(failed);
+    unrouted_.clear();
+    // We are inside the seed connection's reply callback: close it, free it at the next tick.
+    if (seed_ != nullptr) {
+      retired_.push_back(std::move(seed_));
+      retired_.back()->Close("--redis_mode contradicts the server");
+    }
     return;
   }
   loop_mode_ = *mode;
@@ -503,7 +511,6 @@ void Executor::OnDown(Connection& conn) {
       for (auto& p : unrouted_) p->Finish(NotSentError("Redis is unreachable"));
       unrouted_.clear();
     }
-    refresh_in_flight_ = false;  // its CLUSTER SHARDS (if any) failed with the connection
     // Standalone stays on the server that answered; otherwise try the next seed.
     if (!(loop_mode_ == RedisMode::kStandalone && seed_answered_) && options_.seeds.size() > 1) {
       NextSeed();
