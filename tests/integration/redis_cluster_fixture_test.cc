@@ -299,6 +299,10 @@ TEST(RedisClusterFixture, TlsClusterWithClientCertificates) {
   // The plain ports keep answering plain clients with plain ports.
   EXPECT_EQ(cluster->Command(other, {"GET", key}),
             "MOVED " + std::to_string(slot) + " 127.0.0.1:" + std::to_string(owner));
+
+  // Keys migrate over the TLS links between nodes.
+  ASSERT_TRUE(cluster->MigrateSlot(slot, owner, other));
+  EXPECT_EQ(tls_cli(other, {"GET", key}), "1\n");
 }
 
 }  // namespace

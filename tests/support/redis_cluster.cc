@@ -586,7 +586,9 @@ bool RedisCluster::FinishMigration(int slot, int from, int to) {
       return false;
     }
     if (keys->elements == 0) break;
-    std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(to),
+    // With tls-cluster, MIGRATE connects with TLS: to the target's TLS port.
+    const int target = options_.tls ? TlsPortOf(to) : to;
+    std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(target),
                                         "",        "0",         std::to_string(kMigrateTimeoutMs),
                                         "KEYS"};
     for (size_t i = 0; i < keys->elements; ++i) migrate.push_back(ReplyString(keys->element[i]));
