@@ -187,6 +187,11 @@ std::unique_ptr<RedisCluster> RedisCluster::Start(Options options) {
                   << ", replicas_per_primary " << cluster->options_.replicas_per_primary << ")";
     return nullptr;
   }
+  if (cluster->options_.tls) {
+    auto certs = TlsCerts::Generate(cluster->dir_);
+    if (!certs) return nullptr;
+    cluster->certs_ = std::move(*certs);
+  }
   cluster->nodes_.resize(n);
   for (auto& node : cluster->nodes_) {
     std::string error;
@@ -232,17 +237,20 @@ bool RedisCluster::Launch(Node* node, std::string* error) {
       // Distinct from every other node's ports: FreePort may hand out a port twice in a row.
       std::set<int> taken;
       for (const auto& other : nodes_) {
-        if (&other != node) taken.insert({other.port, other.bus_port});
+        if (&other != node) taken.insert({other.port, other.bus_port, other.tls_port});
       }
-      node->port = node->bus_port = 0;
-      for (int i = 0; i < 20 && (node->port == 0 || node->bus_port == 0); ++i) {
-        int p = FreePort();
-        if (p == 0 || taken.count(p) != 0 || p == node->port) continue;
-        (node->port == 0 ? node->port : node->bus_port) = p;
-      }
-      if (node->port == 0 || node->bus_port == 0) {
-        *error = "no free TCP ports";
-        return false;
+      node->port = node->bus_port = node->tls_port = 0;
+      std::vector<int*> wanted = {&node->port, &node->bus_port};
+      if (options_.tls) wanted.push_back(&node->tls_port);
+      for (int* want : wanted) {
+        for (int i = 0; i < 20 && *want == 0; ++i) {
+          int p = FreePort();
+          if (p != 0 && taken.insert(p).second) *want = p;
+        }
+        if (*want == 0) {
+          *error = "no free TCP ports";
+          return false;
+        }
       }
     }
     const std::string port = std::to_string(node->port);
@@ -269,6 +277,17 @@ bool RedisCluster::Launch(Node* node, std::string* error) {
         "--dir", dir_,
         "--enable-debug-command", "local"};
     // clang-format on
+    if (options_.tls) {
+      // clang-format off
+      args.insert(args.end(), {"--tls-port", std::to_string(node->tls_port),
+                               "--tls-cert-file", certs_.server_cert,
+                               "--tls-key-file", certs_.server_key,
+                               "--tls-ca-cert-file", certs_.ca_cert,
+                               "--tls-auth-clients", options_.tls_auth_clients ? "yes" : "no",
+                               "--tls-cluster", "yes",
+                               "--tls-replication", "yes"});
+      // clang-format on
+    }
     args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
     node->pid = SpawnLogged(args, dir_ + "/node-" + port + ".log", error);
     if (node->pid < 0) return false;
@@ -438,6 +457,20 @@ std::string RedisCluster::seeds_url() const {
   return out;
 }
 
+std::string RedisCluster::tls_seeds_url() const {
+  std::string out;
+  for (int port : primary_ports()) {
+    if (!out.empty()) out += ",";
+    out += "rediss://127.0.0.1:" + std::to_string(TlsPortOf(port));
+  }
+  return out;
+}
+
+int RedisCluster::TlsPortOf(int port) const {
+  const Node* node = FindNode(port);
+  return node != nullptr ? node->tls_port : 0;
+}
+
 std::string RedisCluster::NodeId(int port) const {
   const Node* node = FindNode(port);
   return node != nullptr ? node->id : "";
@@ -553,7 +586,9 @@ bool RedisCluster::FinishMigration(int slot, int from, int to) {
       return false;
     }
     if (keys->elements == 0) break;
-    std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(to),
+    // With tls-cluster, MIGRATE connects with TLS: to the target's TLS port.
+    const int target = options_.tls ? TlsPortOf(to) : to;
+    std::vector<std::string> migrate = {"MIGRATE", "127.0.0.1", std::to_string(target),
                                         "",        "0",         std::to_string(kMigrateTimeoutMs),
                                         "KEYS"};
     for (size_t i = 0; i < keys->elements; ++i) migrate.push_back(ReplyString(keys->element[i]));

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tests/support/tls_certs.h"
+
 namespace distkit::testing {
 
 // A private Redis Cluster for one test: `primaries` x (1 + `replicas_per_primary`) redis-servers
@@ -25,6 +27,12 @@ class RedisCluster {
     int primaries = 3;
     int replicas_per_primary = 1;
     std::vector<std::string> extra_args;  // appended to every redis-server command line
+    // Every node also listens with TLS on a free port (TlsPortOf), certificates in dir()
+    // (certs()); the cluster bus and replication then run over TLS too. The plain ports stay
+    // (the fixture's own queries use them): CLUSTER SLOTS/SHARDS, MOVED and ASK name TLS ports
+    // to TLS clients and plain ports to plain ones.
+    bool tls = false;
+    bool tls_auth_clients = false;  // clients must present a certificate signed by certs().ca_cert
   };
   // Fails the current test (ADD_FAILURE with the node logs) and returns nullptr when the cluster
   // cannot be formed within the start-up deadline.
@@ -45,6 +53,11 @@ class RedisCluster {
   int PortOfSlot(int slot) const;                    // current primary of `slot` (0 when unknown)
   std::vector<int> SlotsOf(int primary_port) const;  // the slots it currently serves, ascending
   std::string seeds_url() const;  // "redis://127.0.0.1:<p1>,redis://127.0.0.1:<p2>,..." primaries
+  // Options::tls only: "rediss://127.0.0.1:<tls p1>,..." (the current primaries), the TLS port
+  // of the node on plain `port` (0 without TLS), and the certificates.
+  std::string tls_seeds_url() const;
+  int TlsPortOf(int port) const;
+  const TlsCerts& certs() const { return certs_; }
   std::string NodeId(int port) const;  // the node's cluster id (fixed)
   bool Running(int port) const;        // not killed by KillPrimary/StopNode
 
@@ -86,6 +99,7 @@ class RedisCluster {
   struct Node {
     int port = 0;
     int bus_port = 0;
+    int tls_port = 0;
     pid_t pid = -1;
     std::string id;
   };
@@ -102,6 +116,7 @@ class RedisCluster {
 
   Options options_;
   std::string dir_;
+  TlsCerts certs_;
   std::vector<Node> nodes_;
 };
 

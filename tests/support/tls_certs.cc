@@ -70,10 +70,12 @@ std::optional<TlsCerts> TlsCerts::Generate(const std::string& dir) {
   c.other_client_key = dir + "/other-client.key";
   const std::string server_ext = dir + "/server.ext";
   const std::string client_ext = dir + "/client.ext";
+  // The server certificate is good for clients too: Redis nodes present it when they connect
+  // to each other (TLS cluster bus, replication).
   bool ok = WriteFile(server_ext,
                       "basicConstraints=CA:FALSE\n"
                       "keyUsage=digitalSignature,keyEncipherment\n"
-                      "extendedKeyUsage=serverAuth\n"
+                      "extendedKeyUsage=serverAuth,clientAuth\n"
                       "subjectAltName=IP:127.0.0.1,DNS:localhost\n") &&
             WriteFile(client_ext,
                       "basicConstraints=CA:FALSE\n"
