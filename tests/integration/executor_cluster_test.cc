@@ -298,6 +298,35 @@ TEST(ExecutorCluster, KilledPrimaryFailsItsSlotsFastOthersKeepWorkingThenTheRepl
       << ex->stats().nodes.load();
 }
 
+TEST(ExecutorCluster, MutualTlsClusterRoutesAndFollowsMovedToTlsPorts) {
+  RedisCluster::Options opt;
+  opt.tls = true;
+  opt.tls_auth_clients = true;
+  auto cluster = RedisCluster::Start(opt);
+  ASSERT_TRUE(cluster);
+  auto seeds = ParseRedisSeeds(cluster->tls_seeds_url());
+  ASSERT_TRUE(seeds.ok()) << seeds.status();
+  TlsOptions tls;
+  tls.ca_file = cluster->certs().ca_cert;
+  tls.cert_file = cluster->certs().client_cert;
+  tls.key_file = cluster->certs().client_key;
+  auto ex = MakeExecutor(*seeds, RedisMode::kCluster, 2000ms, tls);
+  auto mode = ex->AwaitMode(10s);
+  ASSERT_TRUE(mode.ok()) << mode.status();
+  EXPECT_EQ(*mode, RedisMode::kCluster);
+  ASSERT_TRUE(PollUntil([&] { return ex->Healthy(); }, 10s));
+  EXPECT_EQ(ex->stats().nodes.load(), 3);
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(ValueOf(Inc(*ex, absl::StrCat("dk:{tls", i, "}:c:ns:k"))), "1");
+  }
+  const auto primaries = cluster->primary_ports();
+  const std::string key = KeyOn(*cluster, primaries[0], "tlsmoved");
+  ASSERT_EQ(ValueOf(Inc(*ex, key)), "1");
+  ASSERT_TRUE(cluster->MigrateSlot(RedisCluster::KeySlot(key), primaries[0], primaries[1]));
+  EXPECT_EQ(ValueOf(Inc(*ex, key)), "2");  // MOVED names the TLS port; we follow it over TLS
+  EXPECT_GE(ex->stats().moved.load(), 1u);
+}
+
 // ---------------------------------------------------------------- TLS (standalone)
 
 TEST(ExecutorTls, GoodCaWorksWrongCaIsRefusedClientCertificates) {
