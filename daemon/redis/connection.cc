@@ -115,9 +115,10 @@ void Connection::Write(std::shared_ptr<Pending> p) {
     p->Finish(NotSentError("out of memory formatting a Redis command"));
     return;
   }
-  evbuffer_add_reference(
-      bufferevent_get_output(bev_), cmd, static_cast<size_t>(len),
-      [](const void* data, size_t, void*) { std::free(const_cast<void*>(data)); }, nullptr);
+  // Copied, so the commands of one loop iteration share buffer chains: the TLS bufferevent
+  // writes one SSL record per chain, and a chain per command would undo pipelining.
+  evbuffer_add(bufferevent_get_output(bev_), cmd, static_cast<size_t>(len));
+  std::free(cmd);
   stats_->commands++;
   in_flight_.push_back(std::move(p));
 }
