@@ -576,13 +576,20 @@ TEST_F(ClusterChaosE2ETest, AcknowledgedIncrementsSurviveReshardsFailoverAndAKil
     }
   }
 
+  std::map<std::string, int64_t> codes;  // grpc code -> failed calls, both phases
+  for (const Tally* t : {&t1, &t2}) {
+    for (const auto& [kind_code, n] : t->errors)
+      codes[kind_code.substr(kind_code.rfind(':') + 1)] += n;
+  }
+  std::string errors;
+  for (const auto& [code, n] : codes) absl::StrAppend(&errors, " code", code, "=", n);
   std::cout << "[chaos] summary: phase 1 (reshards+failover) acknowledged " << acked1
             << " in Redis " << in_redis1 << " (uncertain " << uncertain1
             << "); phase 2 (killed primary " << victim << " -> " << promoted << ") acknowledged "
             << acked2 << " in Redis " << in_redis2 << " (uncertain " << uncertain2
-            << "), lost by the kill " << lost2 << " on " << lost_keys
-            << " keys; redirects moved/ask " << moved << "/" << ask << " (" << per_daemon << " )"
-            << std::endl;
+            << "), lost by the kill " << lost2 << " on " << lost_keys << " keys; failed calls"
+            << (errors.empty() ? " none" : errors) << "; redirects moved/ask " << moved << "/"
+            << ask << " (" << per_daemon << " )" << std::endl;
 }
 
 }  // namespace
