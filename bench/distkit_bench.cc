@@ -757,11 +757,14 @@ int main(int argc, char** argv) {
   std::vector<Result> results;
   double cooldown_s = 0;
   const int n = o.concurrency;
-  // Runs one daemon workload on every backend in turn, recording its counters around each run.
-  // Rate limits (`rate_limit`) report an allowed share of 0 when nothing was admitted.
+  // Runs one daemon workload on every backend in turn, recording its counters around each run;
+  // odd rounds go through the backends in reverse order, so none always runs right after the
+  // heavier one. Rate limits (`rate_limit`) report an allowed share of 0 when nothing was admitted.
+  bool reverse_backends = false;
   auto closed_loop = [&](const std::string& name, double seconds, int units_per_call,
                          const std::function<void(int, Done)>& issue, bool rate_limit = false) {
-    for (const auto& b : backends) {
+    for (size_t i = 0; i < backends.size(); ++i) {
+      const auto& b = backends[reverse_backends ? backends.size() - 1 - i : i];
       health = b->health.get();
       counters = b->counters.get();
       icounters = b->icounters.get();
@@ -788,6 +791,7 @@ int main(int argc, char** argv) {
   // Workloads run interleaved for several rounds and each reports its median round, so a
   // noisy moment on a shared 2-core machine does not decide a ratio.
   for (int round = 0; round < o.rounds; ++round) {
+    reverse_backends = round % 2 == 1;
     auto want = [&](const std::string& name) { return o.only.empty() || o.only.count(name) > 0; };
     if (want("empty_rpc")) {  // empty RPC baseline
       closed_loop("empty_rpc", o.seconds, 1, [&](int, const Done& done) {
