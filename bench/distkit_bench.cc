@@ -25,8 +25,9 @@
 // their latency only, run max(1, seconds / 3) s. Each run adds 0.3 s of warm-up. Between rounds
 // the bench waits until distkitd is idle again (the 100 000-key states are evicted W + 1 s after
 // their last request: the bench waits until 12 s after the last one) so they do not slow the
-// next round's baselines. Defaults (3 s x 3 rounds): 16 x 3.3 s + 6 x 1.3 s = 61 s per round
-// + 2 cool-downs of 12 s, about 3 min 30 s in all (--seconds 2 --rounds 5: about 4 min 45 s).
+// next round's baselines. Defaults (3 s x 3 rounds): 17 x 3.3 s + 6 x 1.3 s = 64 s per round
+// + 2 cool-downs of 12 s, about 3 min 40 s in all (--seconds 2 --rounds 5: about 4 min 50 s);
+// each extra backend (below) adds the daemon workloads' time again.
 //
 //   distkit_bench [--concurrency 64] [--seconds 3] [--json FILE] [--daemon PATH]
 //                 [--only NAME[,NAME...]] [--rounds N]
