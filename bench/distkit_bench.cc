@@ -812,6 +812,7 @@ int main(int argc, char** argv) {
                             bool uniform = false) {
       if (!want(name)) return;
       std::vector<std::mt19937_64> rng;
+      rng.reserve(static_cast<size_t>(n));
       for (int s = 0; s < n; ++s) rng.emplace_back(static_cast<uint64_t>(round * 1000 + s));
       closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
         struct Call {
@@ -1034,9 +1035,12 @@ int main(int argc, char** argv) {
           b->label == "cluster" && (w == "strict_inc" || w == "strict_inc_uniform" ||
                                     w == "rl_redis_abs_hot" || w == "rl_redis_abs_uniform");
       const std::string other = w + b->Suffix();
+      std::string label = other;
+      label += " / ";
+      label += w;
       ratio(
-          other + " / " + w, {other, w},
-          [&](const Ops& x) { return x(other.c_str()) / x(w.c_str()); }, target ? 0.9 : 0);
+          label, {other, w}, [&](const Ops& x) { return x(other.c_str()) / x(w.c_str()); },
+          target ? 0.9 : 0);
     }
   }
 
