@@ -40,9 +40,9 @@
 // certificates made with the openssl CLI; the daemon gets rediss:// and --redis_tls_ca), each
 // with its own distkitd; --daemon-b adds `b`: another distkitd binary against its own standalone
 // redis-server (old vs new builds in one run). Every daemon workload then runs on each backend
-// back to back (A B C, A B C, ...) and is reported as NAME@cluster, NAME@tls, NAME@b, with the
-// ratio NAME@x / NAME; the raw EVALSHA baselines run on standalone only. Idle backends stay up
-// (their daemons' background work is small next to a workload's).
+// back to back (A B C in even rounds, C B A in odd ones) and is reported as NAME@cluster,
+// NAME@tls, NAME@b, with the ratio NAME@x / NAME; the raw EVALSHA baselines run on standalone
+// only. Idle backends stay up (their daemons' background work is small next to a workload's).
 
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
