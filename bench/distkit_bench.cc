@@ -25,18 +25,33 @@
 // their latency only, run max(1, seconds / 3) s. Each run adds 0.3 s of warm-up. Between rounds
 // the bench waits until distkitd is idle again (the 100 000-key states are evicted W + 1 s after
 // their last request: the bench waits until 12 s after the last one) so they do not slow the
-// next round's baselines. Defaults (3 s x 3 rounds): 16 x 3.3 s + 6 x 1.3 s = 61 s per round
-// + 2 cool-downs of 12 s, about 3 min 30 s in all (--seconds 2 --rounds 5: about 4 min 45 s).
+// next round's baselines. Defaults (3 s x 3 rounds): 17 x 3.3 s + 6 x 1.3 s = 64 s per round
+// + 2 cool-downs of 12 s, about 3 min 40 s in all (--seconds 2 --rounds 5: about 4 min 50 s);
+// each extra backend (below) adds the daemon workloads' time again.
 //
 //   distkit_bench [--concurrency 64] [--seconds 3] [--json FILE] [--daemon PATH]
 //                 [--only NAME[,NAME...]] [--rounds N]
+//                 [--backends standalone[,cluster][,tls]] [--daemon-b PATH]
 // --only runs the named workloads (profiling); ratios whose inputs all ran are still printed.
+//
+// Backends (issue #10): the workloads above run against `standalone` (a redis-server on a Unix
+// socket, always first). --backends adds `cluster` (3 primaries, no replicas, on free 127.0.0.1
+// ports, joined with redis-cli --cluster create) and `tls` (a redis-server with --tls-port and
+// certificates made with the openssl CLI; the daemon gets rediss:// and --redis_tls_ca), each
+// with its own distkitd; --daemon-b adds `b`: another distkitd binary against its own standalone
+// redis-server (old vs new builds in one run). Every daemon workload then runs on each backend
+// back to back (A B C in even rounds, C B A in odd ones) and is reported as NAME@cluster,
+// NAME@tls, NAME@b, with the ratio NAME@x / NAME; the raw EVALSHA baselines run on standalone
+// only. Idle backends stay up (their daemons' background work is small next to a workload's).
 
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,6 +99,8 @@ struct Options {
   std::string redis_server = DISTKIT_REDIS_SERVER;
   std::set<std::string> only;  // run just these workloads (profiling); empty = all
   int rounds = 3;
+  std::vector<std::string> backends = {"standalone"};  // standalone first, then cluster / tls
+  std::string daemon_b;                                // --daemon-b: adds backend "b"
 };
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
@@ -248,17 +265,22 @@ double CpuUs(pid_t pid) {
   return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// Counters read around each workload: Redis script calls and CPU of the three processes.
+// Counters read around each workload: Redis script calls and CPU of the three processes (summed
+// over every node of a cluster).
 struct Probe {
-  redisContext* stats = nullptr;
-  pid_t daemon = -1, redis = -1;
+  std::vector<redisContext*> stats;
+  pid_t daemon = -1;
+  std::vector<pid_t> redis;
 };
 struct Snapshot {
   uint64_t evalsha = 0;
   double daemon_us = 0, redis_us = 0, client_us = 0;
 };
 Snapshot Take(const Probe& p) {
-  return {RedisCalls(p.stats, "evalsha"), CpuUs(p.daemon), CpuUs(p.redis), CpuUs(0)};
+  Snapshot s{0, CpuUs(p.daemon), 0, CpuUs(0)};
+  for (auto* c : p.stats) s.evalsha += RedisCalls(c, "evalsha");
+  for (pid_t pid : p.redis) s.redis_us += CpuUs(pid);
+  return s;
 }
 // Per unit issued (warm-up included: the counters see it too).
 void Account(Result* r, const Snapshot& before, const Snapshot& after, bool redis_calls) {
@@ -390,10 +412,238 @@ constexpr RateWorkload kRateWorkloads[] = {
 
 std::vector<std::string> AllWorkloads() {
   std::vector<std::string> w = {
-      "empty_rpc",   "lax_inc",          "strict_inc",          "batch1000_lax_inc",
-      "raw_evalsha", "lax_icounter_inc", "strict_icounter_inc", "raw_evalsha_icounter"};
+      "empty_rpc",           "lax_inc",     "strict_inc",       "strict_inc_uniform",
+      "batch1000_lax_inc",   "raw_evalsha", "lax_icounter_inc", "strict_icounter_inc",
+      "raw_evalsha_icounter"};
   for (const auto& r : kRateWorkloads) w.push_back(r.name);
   return w;
+}
+
+// Runs a short-lived tool (openssl, redis-cli) to its end, at most `timeout`; true when it
+// exited 0. Its output goes to `log`.
+bool RunToEnd(const std::vector<std::string>& argv, const std::string& log,
+              std::chrono::milliseconds timeout = 30s) {
+  const pid_t pid = Spawn(argv, log);
+  if (pid <= 0) return false;
+  int status = 0;
+  const bool ended = PollUntil([&] { return waitpid(pid, &status, WNOHANG) == pid; }, timeout);
+  if (!ended) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return false;
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// A free 127.0.0.1 TCP port (bound to port 0, then released), never one handed out before.
+int FreePort() {
+  static std::set<int> given;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    int port = 0;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port = ntohs(addr.sin_port);
+    }
+    close(fd);
+    if (port > 0 && given.insert(port).second) return port;
+  }
+  return 0;
+}
+
+// One Redis deployment with its own distkitd, gRPC stubs and counters.
+struct Backend {
+  std::string label;  // "" for standalone (names unsuffixed), else "cluster", "tls", "b"
+  std::string kind;   // standalone, cluster or tls
+  std::string daemon_path;
+  std::string dir;
+  std::string redis_sock;  // standalone and tls: the Unix socket (stats, raw EVALSHA)
+  std::vector<std::string> daemon_redis_args;  // --redis URL [--redis_tls_ca FILE]
+  Probe probe;  // stats connections, redis-server pids, the daemon's pid
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health;
+  std::unique_ptr<distkit::v1::CounterService::Stub> counters;
+  std::unique_ptr<distkit::v1::InstanceCounterService::Stub> icounters;
+  std::unique_ptr<distkit::v1::RateLimitService::Stub> ratelimits;
+
+  std::string Suffix() const { return label.empty() ? "" : "@" + label; }
+  void Stop() {
+    if (probe.daemon > 0) {
+      kill(probe.daemon, SIGTERM);
+      waitpid(probe.daemon, nullptr, 0);
+      probe.daemon = -1;
+    }
+    for (auto* c : probe.stats) redisFree(c);
+    probe.stats.clear();
+    for (pid_t pid : probe.redis) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+    probe.redis.clear();
+  }
+};
+
+redisContext* ConnectPolling(const std::function<redisContext*()>& connect) {
+  redisContext* c = nullptr;
+  PollUntil(
+      [&] {
+        if (c) redisFree(c);
+        c = connect();
+        return c && !c->err;
+      },
+      10s);
+  if (c && c->err) {
+    redisFree(c);
+    c = nullptr;
+  }
+  return c;
+}
+
+// CA and a server certificate for 127.0.0.1 (EC P-256) in `dir`, made with the openssl CLI.
+bool MakeCerts(const std::string& dir) {
+  const std::string ossl = "/usr/bin/openssl", log = dir + "/openssl.log";
+  std::ofstream(dir + "/server.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+  return RunToEnd(
+             {ossl, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", dir + "/ca.key"},
+             log) &&
+         RunToEnd({ossl, "req", "-x509", "-new", "-key", dir + "/ca.key", "-sha256", "-days", "2",
+                   "-subj", "/CN=distkit-bench-ca", "-out", dir + "/ca.crt"},
+                  log) &&
+         RunToEnd({ossl, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out",
+                   dir + "/server.key"},
+                  log) &&
+         RunToEnd({ossl, "req", "-new", "-key", dir + "/server.key", "-subj", "/CN=localhost",
+                   "-out", dir + "/server.csr"},
+                  log) &&
+         RunToEnd({ossl, "x509", "-req", "-in", dir + "/server.csr", "-CA", dir + "/ca.crt",
+                   "-CAkey", dir + "/ca.key", "-CAcreateserial", "-days", "2", "-sha256",
+                   "-extfile", dir + "/server.ext", "-out", dir + "/server.crt"},
+                  log);
+}
+
+// Starts the backend's Redis (b->kind) in b->dir and fills probe.redis, probe.stats,
+// redis_sock and daemon_redis_args. False (with a message) when it does not come up.
+bool StartRedis(const std::string& redis_server, Backend* b) {
+  const std::vector<std::string> common = {"--save", "", "--appendonly", "no", "--dir", b->dir};
+  auto with = [&](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), redis_server);
+    argv.insert(argv.end(), common.begin(), common.end());
+    return argv;
+  };
+  if (b->kind == "standalone" || b->kind == "tls") {
+    b->redis_sock = b->dir + "/redis.sock";
+    std::vector<std::string> argv = with({"--port", "0", "--unixsocket", b->redis_sock});
+    if (b->kind == "tls") {
+      if (!MakeCerts(b->dir)) {
+        std::fprintf(stderr, "openssl failed (log: %s/openssl.log)\n", b->dir.c_str());
+        return false;
+      }
+      const int port = FreePort();
+      argv.insert(argv.end(),
+                  {"--tls-port", std::to_string(port), "--tls-cert-file", b->dir + "/server.crt",
+                   "--tls-key-file", b->dir + "/server.key", "--tls-ca-cert-file",
+                   b->dir + "/ca.crt", "--tls-auth-clients", "no"});
+      b->daemon_redis_args = {"--redis", "rediss://127.0.0.1:" + std::to_string(port),
+                              "--redis_tls_ca", b->dir + "/ca.crt"};
+    } else {
+      b->daemon_redis_args = {"--redis", "unix:" + b->redis_sock};
+    }
+    b->probe.redis.push_back(Spawn(argv, b->dir + "/redis.log"));
+    auto* c = ConnectPolling([&] { return redisConnectUnix(b->redis_sock.c_str()); });
+    if (!c) {
+      std::fprintf(stderr, "redis-server did not start (log: %s/redis.log)\n", b->dir.c_str());
+      return false;
+    }
+    b->probe.stats.push_back(c);
+    return true;
+  }
+  // cluster: 3 primaries, no replicas (the bench measures routing, not failover).
+  constexpr int kPrimaries = 3;
+  std::vector<std::string> create = {
+      redis_server.substr(0, redis_server.rfind('/') + 1) + "redis-cli", "--cluster", "create"};
+  std::string seeds;
+  for (int i = 0; i < kPrimaries; ++i) {
+    const std::string port = std::to_string(FreePort());
+    b->probe.redis.push_back(
+        Spawn(with({"--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes-" + port + ".conf", "--cluster-port",
+                    std::to_string(FreePort()), "--cluster-node-timeout", "5000"}),
+              b->dir + "/redis-" + port + ".log"));
+    auto* c = ConnectPolling([&] { return redisConnect("127.0.0.1", std::stoi(port)); });
+    if (!c) {
+      std::fprintf(stderr, "redis-server did not start (log: %s/redis-%s.log)\n", b->dir.c_str(),
+                   port.c_str());
+      return false;
+    }
+    b->probe.stats.push_back(c);
+    create.push_back("127.0.0.1:" + port);
+    seeds += (seeds.empty() ? "" : ",") + std::string("redis://127.0.0.1:") + port;
+  }
+  create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+  if (!RunToEnd(create, b->dir + "/create.log")) {
+    std::fprintf(stderr, "redis-cli --cluster create failed (log: %s/create.log)\n",
+                 b->dir.c_str());
+    return false;
+  }
+  const bool ok = PollUntil(
+      [&] {
+        for (auto* c : b->probe.stats) {
+          auto* r = static_cast<redisReply*>(redisCommand(c, "CLUSTER INFO"));
+          const bool node_ok =
+              r && r->type == REDIS_REPLY_STRING &&
+              std::string(r->str, r->len).find("cluster_state:ok") != std::string::npos;
+          if (r) freeReplyObject(r);
+          if (!node_ok) return false;
+        }
+        return true;
+      },
+      30s);
+  if (!ok) {
+    std::fprintf(stderr, "the cluster did not reach cluster_state:ok (logs in %s)\n",
+                 b->dir.c_str());
+    return false;
+  }
+  b->daemon_redis_args = {"--redis", seeds};
+  return true;
+}
+
+// Starts the backend's distkitd on a Unix socket in b->dir and waits until it serves.
+bool StartDaemon(Backend* b) {
+  const std::string sock = b->dir + "/d.sock";
+  std::vector<std::string> argv = {b->daemon_path, "--listen", "unix:" + sock};
+  argv.insert(argv.end(), b->daemon_redis_args.begin(), b->daemon_redis_args.end());
+  argv.insert(argv.end(), {"--log_level", "warn"});
+  b->probe.daemon = Spawn(argv, b->dir + "/distkitd.log");
+  b->channel = grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials());
+  b->health = grpc::health::v1::Health::NewStub(b->channel);
+  b->counters = distkit::v1::CounterService::NewStub(b->channel);
+  b->icounters = distkit::v1::InstanceCounterService::NewStub(b->channel);
+  b->ratelimits = distkit::v1::RateLimitService::NewStub(b->channel);
+  auto serving = [&](const char* service) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    return b->health->Check(&ctx, req, &resp).ok() &&
+           resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  };
+  const bool up = PollUntil(
+      [&] {
+        return serving("distkit.v1.CounterService") &&
+               serving("distkit.v1.InstanceCounterService") &&
+               serving("distkit.v1.RateLimitService");
+      },
+      15s);
+  if (!up) {
+    std::fprintf(stderr, "distkitd did not become SERVING (log: %s/distkitd.log)\n",
+                 b->dir.c_str());
+  }
+  return up;
 }
 
 }  // namespace
@@ -420,6 +670,20 @@ int main(int argc, char** argv) {
       o.daemon = val();
     } else if (a == "--rounds") {
       o.rounds = std::max(1, std::atoi(val().c_str()));
+    } else if (a == "--daemon-b") {
+      o.daemon_b = val();
+    } else if (a == "--backends") {
+      o.backends = {"standalone"};
+      std::istringstream list(val());
+      for (std::string name; std::getline(list, name, ',');) {
+        if (name != "standalone" && name != "cluster" && name != "tls") {
+          std::fprintf(stderr, "--backends: unknown '%s'; standalone, cluster or tls\n",
+                       name.c_str());
+          return 64;
+        }
+        if (std::find(o.backends.begin(), o.backends.end(), name) == o.backends.end())
+          o.backends.push_back(name);
+      }
     } else if (a == "--only") {
       std::istringstream list(val());
       for (std::string name; std::getline(list, name, ',');) {
@@ -434,7 +698,8 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: distkit_bench [--concurrency N] [--seconds S] [--json FILE] "
-                   "[--daemon PATH] [--only NAME[,NAME...]] [--rounds N]\n");
+                   "[--daemon PATH] [--only NAME[,NAME...]] [--rounds N] "
+                   "[--backends standalone[,cluster][,tls]] [--daemon-b PATH]\n");
       return 64;
     }
   }
@@ -443,60 +708,40 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   char tmpl[] = "/tmp/distkit-bench-XXXXXX";
   const std::string dir = mkdtemp(tmpl);
-  const std::string redis_sock = dir + "/redis.sock", daemon_sock = dir + "/d.sock";
-  pid_t redis = Spawn({o.redis_server, "--port", "0", "--unixsocket", redis_sock, "--save", "",
-                       "--appendonly", "no", "--dir", dir},
-                      dir + "/redis.log");
-  auto cleanup = [&](pid_t daemon) {
-    if (daemon > 0) {
-      kill(daemon, SIGTERM);
-      waitpid(daemon, nullptr, 0);
+  // Backends: standalone first (its names are unsuffixed, the raw baselines use its socket).
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (const auto& kind : o.backends) {
+    auto b = std::make_unique<Backend>();
+    b->kind = kind;
+    b->label = kind == "standalone" ? "" : kind;
+    b->daemon_path = o.daemon;
+    backends.push_back(std::move(b));
+  }
+  if (!o.daemon_b.empty()) {
+    auto b = std::make_unique<Backend>();
+    b->kind = "standalone";
+    b->label = "b";
+    b->daemon_path = o.daemon_b;
+    backends.push_back(std::move(b));
+  }
+  auto cleanup = [&] {
+    for (auto& b : backends) b->Stop();
+  };
+  for (auto& b : backends) {
+    b->dir = dir + "/" + (b->label.empty() ? "standalone" : b->label);
+    mkdir(b->dir.c_str(), 0755);
+    if (!StartRedis(o.redis_server, b.get()) || !StartDaemon(b.get())) {
+      cleanup();
+      return 1;
     }
-    kill(redis, SIGKILL);
-    waitpid(redis, nullptr, 0);
-  };
-  redisContext* stats = nullptr;
-  if (!PollUntil(
-          [&] {
-            if (stats) redisFree(stats);
-            stats = redisConnectUnix(redis_sock.c_str());
-            return stats && !stats->err;
-          },
-          10s)) {
-    std::fprintf(stderr, "redis-server did not start\n");
-    cleanup(-1);
-    return 1;
   }
-  pid_t daemon = Spawn({o.daemon, "--listen", "unix:" + daemon_sock, "--redis",
-                        "unix:" + redis_sock, "--log_level", "warn"},
-                       dir + "/distkitd.log");
-  auto channel = grpc::CreateChannel("unix:" + daemon_sock, grpc::InsecureChannelCredentials());
-  auto health = grpc::health::v1::Health::NewStub(channel);
-  auto counters = distkit::v1::CounterService::NewStub(channel);
-  auto icounters = distkit::v1::InstanceCounterService::NewStub(channel);
-  auto ratelimits = distkit::v1::RateLimitService::NewStub(channel);
-  auto serving = [&](const char* service) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
-    grpc::health::v1::HealthCheckRequest req;
-    req.set_service(service);
-    grpc::health::v1::HealthCheckResponse resp;
-    return health->Check(&ctx, req, &resp).ok() &&
-           resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
-  };
-  const bool up = PollUntil(
-      [&] {
-        return serving("distkit.v1.CounterService") &&
-               serving("distkit.v1.InstanceCounterService") &&
-               serving("distkit.v1.RateLimitService");
-      },
-      15s);
-  if (!up) {
-    std::fprintf(stderr, "distkitd did not become SERVING (log: %s/distkitd.log)\n", dir.c_str());
-    cleanup(daemon);
-    return 1;
-  }
-  const Probe probe{stats, daemon, redis};
+  const std::string redis_sock = backends[0]->redis_sock;
+  const Probe& probe = backends[0]->probe;
+  // The stubs of the backend a workload is running on (closed_loop switches them).
+  grpc::health::v1::Health::Stub* health = nullptr;
+  distkit::v1::CounterService::Stub* counters = nullptr;
+  distkit::v1::InstanceCounterService::Stub* icounters = nullptr;
+  distkit::v1::RateLimitService::Stub* ratelimits = nullptr;
 
   // Keys of the uniform rate-limit workloads: through the daemon "u<i>" in namespace "bench";
   // straight to Redis the shape RedisRateLimitKey gives them (an 8-hex-digit hash tag).
@@ -513,13 +758,24 @@ int main(int argc, char** argv) {
   std::vector<Result> results;
   double cooldown_s = 0;
   const int n = o.concurrency;
-  // Runs one daemon workload and records its counters around it.
+  // Runs one daemon workload on every backend in turn, recording its counters around each run;
+  // odd rounds go through the backends in reverse order, so none always runs right after the
+  // heavier one. Rate limits (`rate_limit`) report an allowed share of 0 when nothing was admitted.
+  bool reverse_backends = false;
   auto closed_loop = [&](const std::string& name, double seconds, int units_per_call,
-                         const std::function<void(int, Done)>& issue) {
-    const Snapshot before = Take(probe);
-    Result r = ClosedLoop(name, n, seconds, units_per_call, issue);
-    Account(&r, before, Take(probe), /*redis_calls=*/true);
-    return r;
+                         const std::function<void(int, Done)>& issue, bool rate_limit = false) {
+    for (size_t i = 0; i < backends.size(); ++i) {
+      const auto& b = backends[reverse_backends ? backends.size() - 1 - i : i];
+      health = b->health.get();
+      counters = b->counters.get();
+      icounters = b->icounters.get();
+      ratelimits = b->ratelimits.get();
+      const Snapshot before = Take(b->probe);
+      Result r = ClosedLoop(name + b->Suffix(), n, seconds, units_per_call, issue);
+      Account(&r, before, Take(b->probe), /*redis_calls=*/true);
+      if (rate_limit && r.allowed_share < 0) r.allowed_share = 0;
+      results.push_back(r);
+    }
   };
   // ratelimit.lua with RedisRateLimiter's ARGV for an ABSOLUTE Inc under the daemon's default
   // settings: op, strategy, window_ms, bucket_ms, hard_limit_factor, cache_ms, rate, count,
@@ -536,9 +792,10 @@ int main(int argc, char** argv) {
   // Workloads run interleaved for several rounds and each reports its median round, so a
   // noisy moment on a shared 2-core machine does not decide a ratio.
   for (int round = 0; round < o.rounds; ++round) {
+    reverse_backends = round % 2 == 1;
     auto want = [&](const std::string& name) { return o.only.empty() || o.only.count(name) > 0; };
     if (want("empty_rpc")) {  // empty RPC baseline
-      results.push_back(closed_loop("empty_rpc", o.seconds, 1, [&](int, const Done& done) {
+      closed_loop("empty_rpc", o.seconds, 1, [&](int, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           grpc::health::v1::HealthCheckRequest req;
@@ -547,11 +804,17 @@ int main(int argc, char** argv) {
         auto c = std::make_shared<Call>();
         health->async()->Check(&c->ctx, &c->req, &c->resp,
                                [c, done](const grpc::Status& s) { done(s.ok()); });
-      }));
+      });
     }
-    auto inc_workload = [&](const char* name, distkit::v1::Consistency consistency) {
+    // One key per stream, or (`uniform`) each call one of 100 000 keys: on a cluster the keys
+    // spread over every primary either way (a counter's hash tag is a hash of its name).
+    auto inc_workload = [&](const char* name, distkit::v1::Consistency consistency,
+                            bool uniform = false) {
       if (!want(name)) return;
-      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
+      std::vector<std::mt19937_64> rng;
+      rng.reserve(static_cast<size_t>(n));
+      for (int s = 0; s < n; ++s) rng.emplace_back(static_cast<uint64_t>(round * 1000 + s));
+      closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::IncRequest req;
@@ -559,35 +822,36 @@ int main(int argc, char** argv) {
         };
         auto c = std::make_shared<Call>();
         c->req.set_namespace_("bench");
-        c->req.set_key(std::string(name) + std::to_string(s));
+        c->req.set_key(uniform ? uniform_keys[rng[static_cast<size_t>(s)]() % kUniformKeys]
+                               : std::string(name) + std::to_string(s));
         c->req.set_delta(1);
         c->req.set_consistency(consistency);
         counters->async()->Inc(&c->ctx, &c->req, &c->resp,
                                [c, done](const grpc::Status& st) { done(st.ok()); });
-      }));
+      });
     };
     inc_workload("lax_inc", distkit::v1::CONSISTENCY_LAX);
     inc_workload("strict_inc", distkit::v1::CONSISTENCY_STRICT);
+    inc_workload("strict_inc_uniform", distkit::v1::CONSISTENCY_STRICT, /*uniform=*/true);
     if (want("batch1000_lax_inc")) {
       constexpr int kBatch = 1000;
-      results.push_back(
-          closed_loop("batch1000_lax_inc", o.seconds, kBatch, [&](int s, const Done& done) {
-            struct Call {
-              grpc::ClientContext ctx;
-              distkit::v1::BatchRequest req;
-              distkit::v1::BatchResponse resp;
-            };
-            auto c = std::make_shared<Call>();
-            for (int i = 0; i < kBatch; ++i) {
-              auto* inc = c->req.add_ops()->mutable_inc();
-              inc->set_namespace_("bench");
-              inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
-              inc->set_delta(1);
-              inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
-            }
-            counters->async()->Batch(&c->ctx, &c->req, &c->resp,
-                                     [c, done](const grpc::Status& st) { done(st.ok()); });
-          }));
+      closed_loop("batch1000_lax_inc", o.seconds, kBatch, [&](int s, const Done& done) {
+        struct Call {
+          grpc::ClientContext ctx;
+          distkit::v1::BatchRequest req;
+          distkit::v1::BatchResponse resp;
+        };
+        auto c = std::make_shared<Call>();
+        for (int i = 0; i < kBatch; ++i) {
+          auto* inc = c->req.add_ops()->mutable_inc();
+          inc->set_namespace_("bench");
+          inc->set_key("b" + std::to_string(s) + "_" + std::to_string(i % 100));
+          inc->set_delta(1);
+          inc->set_consistency(distkit::v1::CONSISTENCY_LAX);
+        }
+        counters->async()->Batch(&c->ctx, &c->req, &c->resp,
+                                 [c, done](const grpc::Status& st) { done(st.ok()); });
+      });
     }
     // One key per stream, as lax_inc / strict_inc.
     auto stream_keys = [&](const std::string& prefix) {
@@ -605,7 +869,7 @@ int main(int argc, char** argv) {
     // Instance-aware counters: the same streams and keys per stream as lax_inc/strict_inc.
     auto icounter_workload = [&](const char* name, distkit::v1::Consistency consistency) {
       if (!want(name)) return;
-      results.push_back(closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
+      closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::InstanceIncRequest req;
@@ -618,7 +882,7 @@ int main(int argc, char** argv) {
         c->req.set_consistency(consistency);
         icounters->async()->Inc(&c->ctx, &c->req, &c->resp,
                                 [c, done](const grpc::Status& st) { done(st.ok()); });
-      }));
+      });
     };
     icounter_workload("lax_icounter_inc", distkit::v1::CONSISTENCY_LAX);
     icounter_workload("strict_icounter_inc", distkit::v1::CONSISTENCY_STRICT);
@@ -639,8 +903,9 @@ int main(int argc, char** argv) {
       std::vector<std::mt19937_64> rng;
       rng.reserve(static_cast<size_t>(n));
       for (int s = 0; s < n; ++s) rng.emplace_back(static_cast<uint64_t>(round * 1000 + s));
-      Result r = closed_loop(
-          w.name, suppressed ? short_seconds : o.seconds, 1, [&](int s, const Done& done) {
+      closed_loop(
+          w.name, suppressed ? short_seconds : o.seconds, 1,
+          [&](int s, const Done& done) {
             struct Call {
               grpc::ClientContext ctx;
               distkit::v1::RateLimitIncRequest req;
@@ -660,9 +925,8 @@ int main(int argc, char** argv) {
               if (c->resp.degraded()) return done(kCallDegraded);
               done(c->resp.allowed() ? kCallAdmitted : kCallOk);
             });
-          });
-      if (r.allowed_share < 0) r.allowed_share = 0;
-      results.push_back(r);
+          },
+          /*rate_limit=*/true);
     };
     std::optional<Clock::time_point> last_uniform_end;
     for (const auto& w : kRateWorkloads) {
@@ -692,8 +956,7 @@ int main(int argc, char** argv) {
   }  // rounds
   results = MedianPerWorkload(std::move(results));
 
-  cleanup(daemon);
-  redisFree(stats);
+  cleanup();
 
   std::map<std::string, Result> by;
   for (const auto& r : results) by[r.name] = r;
@@ -760,11 +1023,36 @@ int main(int argc, char** argv) {
                std::min(x("empty_rpc"), x("raw_evalsha_ratelimit_uniform"));
       },
       0);
+  // Issue #10: each workload on another backend against the same workload on standalone. Cluster
+  // routing must cost nothing measurable on the paths that go to Redis (STRICT counters, REDIS
+  // rate limits: >= 0.9); TLS and a second daemon binary (--daemon-b) are reported.
+  for (const auto& b : backends) {
+    if (b->label.empty()) continue;
+    for (const auto& r : results) {
+      const std::string& w = r.name;
+      if (w.find('@') != std::string::npos) continue;
+      const bool target =
+          b->label == "cluster" && (w == "strict_inc" || w == "strict_inc_uniform" ||
+                                    w == "rl_redis_abs_hot" || w == "rl_redis_abs_uniform");
+      const std::string other = w + b->Suffix();
+      std::string label = other;
+      label += " / ";
+      label += w;
+      ratio(
+          label, {other, w}, [&](const Ops& x) { return x(other.c_str()) / x(w.c_str()); },
+          target ? 0.9 : 0);
+    }
+  }
 
   std::printf(
       "\ndistkit_bench: concurrency %d, %d interleaved rounds of %.1f s per workload "
       "(SUPPRESSED rate limits %.1f s; median round shown; cool-down %.1f s in all)\n",
       o.concurrency, o.rounds, o.seconds, short_seconds, cooldown_s);
+  for (const auto& b : backends) {
+    std::printf("backend %-10s %s, distkitd %s\n",
+                b->label.empty() ? "(none)" : b->Suffix().c_str(), b->kind.c_str(),
+                b->daemon_path.c_str());
+  }
   std::printf("%-30s %9s %8s %8s %9s %8s %21s %7s %8s\n", "workload", "ops/s", "p50 us", "p99 us",
               "redis/op", "allowed", "CPU us/op d/redis/cli", "errors", "degraded");
   for (const auto& r : results) {
