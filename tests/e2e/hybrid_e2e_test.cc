@@ -1,8 +1,8 @@
 // End to end for the HYBRID rate-limit provider: real distkitd processes against a real
-// redis-server. Three daemons hammered concurrently on one key stay within the documented bound
-// (measured here: the most units admitted in any window); after one daemon used the capacity,
-// the others reject; with Redis paused every daemon keeps answering (degraded) and re-syncs
-// exactly once afterwards; the Redis keys carry a TTL.
+// redis-server or Redis Cluster. Three daemons hammered concurrently on one key stay within the
+// documented bound (measured here: the most units admitted in any window); after one daemon used
+// the capacity, the others reject; with Redis paused (standalone) every daemon keeps answering
+// (degraded) and re-syncs exactly once afterwards; the Redis keys carry a TTL.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -21,6 +21,7 @@
 #include "distkit/v1/rate_limit.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
+#include "tests/support/redis_backend.h"
 #include "tests/support/redis_server.h"
 
 namespace distkit {
@@ -29,10 +30,10 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Daemon;
 using testing::PollUntil;
-using testing::RedisServer;
+using testing::RedisBackend;
 
 // A distkitd child process serving HYBRID with a `window_seconds` window.
-std::unique_ptr<Daemon> StartHybridDaemon(const RedisServer& redis, const std::string& name,
+std::unique_ptr<Daemon> StartHybridDaemon(const RedisBackend& redis, const std::string& name,
                                           int window_seconds) {
   return std::make_unique<Daemon>(
       redis, name,
@@ -56,7 +57,7 @@ grpc::Status Get(Daemon& d, const std::string& key, v1::RateLimitGetResponse* re
 }
 
 // The HYBRID keys of the default namespace (SCAN: the test does not re-implement the hash tag).
-std::vector<std::string> HybridKeys(const RedisServer& redis) {
+std::vector<std::string> HybridKeys(const RedisBackend& redis) {
   const std::string scan =
       redis.Command({"SCAN", "0", "MATCH", "dk:{*}:rh:?:distkit:*", "COUNT", "100000"});
   std::vector<std::string> parts = absl::StrSplit(scan, ',', absl::SkipEmpty());
@@ -74,11 +75,13 @@ size_t MaxWithin(const std::vector<int64_t>& sorted, int64_t span_ns) {
   return best;
 }
 
-class HybridE2ETest : public ::testing::Test {
+// On both backends (the cluster is shared by the suite: the daemons are per test).
+class HybridE2ETest : public testing::RedisBackendTest {
  protected:
   void SetUp() override {
-    redis_ = RedisServer::Start();
-    ASSERT_TRUE(redis_);
+    RedisBackendTest::SetUp();
+    if (HasFatalFailure()) return;
+    redis_ = &redis();
   }
   void StartDaemons(int n, int window_seconds) {
     for (int i = 0; i < n; ++i) {
@@ -88,11 +91,19 @@ class HybridE2ETest : public ::testing::Test {
       ASSERT_TRUE(d->WaitServing("distkit.v1.RateLimitService")) << d->Log();
     }
   }
-  std::unique_ptr<RedisServer> redis_;
+  RedisBackend* redis_ = nullptr;
   std::vector<std::unique_ptr<Daemon>> daemons_;
 };
+INSTANTIATE_TEST_SUITE_P(Backends, HybridE2ETest, testing::kAllBackends, testing::BackendParamName);
 
-TEST_F(HybridE2ETest, ThreeDaemonsHammeringOneKeyAdmitAtMostTwiceTheCapacityInAnyWindow) {
+// Redis paused: standalone only (the cluster is shared by the suite, and pausing every node has
+// no faithful equivalent).
+class HybridE2EStandaloneTest : public HybridE2ETest {};
+INSTANTIATE_TEST_SUITE_P(Standalone, HybridE2EStandaloneTest,
+                         ::testing::Values(testing::Backend::kStandalone),
+                         testing::BackendParamName);
+
+TEST_P(HybridE2ETest, ThreeDaemonsHammeringOneKeyAdmitAtMostTwiceTheCapacityInAnyWindow) {
   // 1 s window, 200/s: capacity 200. Six clients (two per daemon) for 5 s.
   ASSERT_NO_FATAL_FAILURE(StartDaemons(3, 1));
   constexpr double kRate = 200;
@@ -154,7 +165,7 @@ TEST_F(HybridE2ETest, ThreeDaemonsHammeringOneKeyAdmitAtMostTwiceTheCapacityInAn
   }
 }
 
-TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
+TEST_P(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
   // 10 s window, 10/s: capacity 100.
   ASSERT_NO_FATAL_FAILURE(StartDaemons(3, 10));
   Daemon& a = *daemons_[0];
@@ -208,7 +219,7 @@ TEST_F(HybridE2ETest, AfterOneDaemonUsedTheCapacityTheOthersReject) {
 // SIGTERM: a daemon pushes what it admitted since its last sync and gives its lease back, so the
 // next daemon can use exactly the rest of the capacity at once. (A 250 ms sync interval makes
 // the lease 5 s: a lease kept after exit would make b reject its first requests.)
-TEST_F(HybridE2ETest, SigtermPushesTheLastUsageAndReleasesTheLease) {
+TEST_P(HybridE2ETest, SigtermPushesTheLastUsageAndReleasesTheLease) {
   auto start = [&](const std::string& name) {
     return std::make_unique<Daemon>(
         *redis_, name,
@@ -235,7 +246,7 @@ TEST_F(HybridE2ETest, SigtermPushesTheLastUsageAndReleasesTheLease) {
       << got.total();
 }
 
-TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
+TEST_P(HybridE2EStandaloneTest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
   ASSERT_NO_FATAL_FAILURE(StartDaemons(2, 10));
   Daemon& a = *daemons_[0];
   Daemon& b = *daemons_[1];
@@ -245,7 +256,7 @@ TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
       if (MustInc(*d, "p", 10).allowed()) ++total;
     }
   }
-  redis_->Pause();
+  standalone()->Pause();
   // Answers keep coming (within the Redis deadline at worst), and turn degraded.
   bool a_degraded = false, b_degraded = false;
   EXPECT_TRUE(PollUntil(
@@ -258,7 +269,7 @@ TEST_F(HybridE2ETest, RedisPausedKeepsAnsweringDegradedThenResyncsExactlyOnce) {
         return a_degraded && b_degraded;
       },
       15s));
-  redis_->Resume();
+  standalone()->Resume();
   EXPECT_TRUE(PollUntil(
       [&] {
         bool fresh = true;

@@ -1,8 +1,8 @@
 // Instance-aware counters end to end: three real distkitd processes (distinct --instance_id, a
-// short --dead_instance_threshold_ms) on one real redis-server. SIGKILL, SIGSTOP/SIGCONT and
-// SIGTERM of one daemon as seen from the others (docs/api.md#dead-instances, #shutdown), and the
-// cleanup of a killed daemon with 20 000 keys. Cross-daemon effects are polled with generous
-// deadlines, then asserted exactly.
+// short --dead_instance_threshold_ms) on one real redis-server or Redis Cluster. SIGKILL,
+// SIGSTOP/SIGCONT and SIGTERM of one daemon as seen from the others (docs/api.md#dead-instances,
+// #shutdown), and the cleanup of a killed daemon with 20 000 keys. Cross-daemon effects are
+// polled with generous deadlines, then asserted exactly.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -19,7 +19,7 @@
 #include "tests/support/daemon.h"
 #include "tests/support/icounter_client.h"
 #include "tests/support/process.h"
-#include "tests/support/redis_server.h"
+#include "tests/support/redis_backend.h"
 
 namespace distkit {
 namespace {
@@ -36,7 +36,7 @@ using testing::IncReq;
 using testing::LaxGet;
 using testing::Op;
 using testing::PollUntil;
-using testing::RedisServer;
+using testing::RedisBackend;
 using testing::Res;
 using testing::Set;
 
@@ -47,17 +47,19 @@ constexpr auto kConverge = 20s;
 constexpr char kService[] = "distkit.v1.InstanceCounterService";
 
 // A distkitd child process with instance id `id` (its socket named after it).
-std::unique_ptr<Daemon> StartDaemon(const RedisServer& redis, const std::string& id) {
+std::unique_ptr<Daemon> StartDaemon(const RedisBackend& redis, const std::string& id) {
   return std::make_unique<Daemon>(
       redis, id,
       std::vector<std::string>{"--instance_id", id, "--dead_instance_threshold_ms", kThresholdMs});
 }
 
-class InstanceE2ETest : public ::testing::Test {
+// On both backends (the cluster is shared by the suite: the daemons are per test).
+class InstanceE2ETest : public testing::RedisBackendTest {
  protected:
   void SetUp() override {
-    redis_ = RedisServer::Start();
-    ASSERT_TRUE(redis_);
+    RedisBackendTest::SetUp();
+    if (HasFatalFailure()) return;
+    redis_ = &redis();
     a_ = StartDaemon(*redis_, "ida");
     b_ = StartDaemon(*redis_, "idb");
     c_ = StartDaemon(*redis_, "idc");
@@ -69,7 +71,6 @@ class InstanceE2ETest : public ::testing::Test {
     a_.reset();
     b_.reset();
     c_.reset();
-    redis_.reset();
   }
   bool Registered(const std::string& id) {
     return redis_->Command({"ZSCORE", kInstances, id}) != "(nil)";
@@ -95,12 +96,14 @@ class InstanceE2ETest : public ::testing::Test {
            Get(*b_, "j").cum == j;
   }
 
-  std::unique_ptr<RedisServer> redis_;
+  RedisBackend* redis_ = nullptr;
   std::unique_ptr<Daemon> a_, b_, c_;
 };
+INSTANTIATE_TEST_SUITE_P(Backends, InstanceE2ETest, testing::kAllBackends,
+                         testing::BackendParamName);
 
 // (a) SIGKILL: the dead daemon's slices leave the cumulative as seen from both survivors.
-TEST_F(InstanceE2ETest, SigkilledDaemonsSlicesLeaveTheCumulativeForBothSurvivors) {
+TEST_P(InstanceE2ETest, SigkilledDaemonsSlicesLeaveTheCumulativeForBothSurvivors) {
   WriteTwoKeys();
   EXPECT_EQ(c_->Stop(SIGKILL, 5s), 128 + SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
@@ -123,7 +126,7 @@ TEST_F(InstanceE2ETest, SigkilledDaemonsSlicesLeaveTheCumulativeForBothSurvivors
 // (b) SIGSTOP longer than the threshold: the others drop the paused daemon's slices; after
 // SIGCONT it finds it was declared dead and restores them (the negative one too), and they
 // stay. Needs recovery.
-TEST_F(InstanceE2ETest, RecoverySigstoppedDaemonGetsItsSlicesBack) {
+TEST_P(InstanceE2ETest, RecoverySigstoppedDaemonGetsItsSlicesBack) {
   WriteTwoKeys();
   c_->process().Signal(SIGSTOP);
   EXPECT_TRUE(PollUntil([&] { return SurvivorsSee(30, 3); }, kConverge));
@@ -149,7 +152,7 @@ TEST_F(InstanceE2ETest, RecoverySigstoppedDaemonGetsItsSlicesBack) {
 }
 
 // (c) SIGTERM: exit code 0, the slices are gone at once, the id is deregistered.
-TEST_F(InstanceE2ETest, SigtermExitsZeroRemovesSlicesAtOnceAndDeregisters) {
+TEST_P(InstanceE2ETest, SigtermExitsZeroRemovesSlicesAtOnceAndDeregisters) {
   WriteTwoKeys();
   ASSERT_TRUE(Registered("idc"));
   EXPECT_EQ(c_->Stop(SIGTERM, 15s), 0) << c_->Log();
@@ -165,7 +168,7 @@ TEST_F(InstanceE2ETest, SigtermExitsZeroRemovesSlicesAtOnceAndDeregisters) {
 // (d) A global Set by a while b is SIGSTOPped (and declared dead): after SIGCONT, b's old slice
 // does not come back; the cumulative is what the Set gave plus later incs, and b's later writes
 // are reaped when b dies.
-TEST_F(InstanceE2ETest, GlobalSetWhileStoppedIsNotUndoneWhenTheDaemonComesBack) {
+TEST_P(InstanceE2ETest, GlobalSetWhileStoppedIsNotUndoneWhenTheDaemonComesBack) {
   WriteTwoKeys();
   b_->process().Signal(SIGSTOP);
   EXPECT_TRUE(PollUntil([&] { return Get(*a_, "k").cum == 15; }, kConverge));
@@ -195,7 +198,7 @@ std::string Key(int i) { return "key" + std::to_string(i); }
 
 // (e) 20 000 keys written by c, then SIGKILL: every key returns to what a and b contributed,
 // and c's key sets are gone.
-TEST_F(InstanceE2ETest, TwentyThousandKeysOfAKilledDaemonAreReaped) {
+TEST_P(InstanceE2ETest, TwentyThousandKeysOfAKilledDaemonAreReaped) {
   constexpr int kKeys = 20000, kPerBatch = 10000;
   auto a_part = [](int i) -> int64_t { return i % 3 == 0 ? 2 : 0; };
   auto b_part = [](int i) -> int64_t { return i % 5 == 0 ? -1 : 0; };

@@ -1,7 +1,7 @@
 // End to end for the REDIS rate-limit provider: real distkitd processes against a real
-// redis-server. Two daemons share one limit exactly; with Redis paused every daemon answers by
-// its --rate_limit_failure_mode (open | closed | local) within the Redis deadline, degraded;
-// the Redis keys disappear by themselves after the window.
+// redis-server (RateLimitE2E: also a Redis Cluster). Two daemons share one limit exactly; with
+// Redis paused every daemon answers by its --rate_limit_failure_mode (open | closed | local) within
+// the Redis deadline, degraded; the Redis keys disappear by themselves after the window.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 #include "distkit/v1/rate_limit.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
+#include "tests/support/redis_backend.h"
 #include "tests/support/redis_server.h"
 
 namespace distkit {
@@ -23,6 +24,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Daemon;
 using testing::PollUntil;
+using testing::RedisBackend;
 using testing::RedisServer;
 
 constexpr char kRedisTimeoutMs[] = "300";
@@ -46,7 +48,7 @@ v1::RateLimitIncResponse RedisInc(Daemon& d, const std::string& key, double rate
 
 // Keys of the REDIS rate limiter for the default namespace (SCAN: the test does not
 // re-implement the hash tag).
-std::vector<std::string> RateKeys(const RedisServer& redis) {
+std::vector<std::string> RateKeys(const RedisBackend& redis) {
   std::string scan =
       redis.Command({"SCAN", "0", "MATCH", "dk:{*}:r:?:distkit:*", "COUNT", "100000"});
   std::vector<std::string> keys;
@@ -61,10 +63,13 @@ std::vector<std::string> RateKeys(const RedisServer& redis) {
   return keys;
 }
 
-TEST(RateLimitE2E, TwoDaemonsShareOneRedisLimitExactly) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis);
-  Daemon a(*redis, "a", Flags()), b(*redis, "b", Flags());
+// On both backends; FailureModeE2E (Redis paused) is standalone only: the cluster is shared by
+// the suite, and pausing every node has no faithful equivalent.
+class RateLimitE2E : public testing::RedisBackendTest {};
+INSTANTIATE_TEST_SUITE_P(Backends, RateLimitE2E, testing::kAllBackends, testing::BackendParamName);
+
+TEST_P(RateLimitE2E, TwoDaemonsShareOneRedisLimitExactly) {
+  Daemon a(redis(), "a", Flags()), b(redis(), "b", Flags());
   ASSERT_TRUE(a.WaitServing(kService)) << a.Log();
   ASSERT_TRUE(b.WaitServing(kService)) << b.Log();
   // 5/s over the default 10 s window: capacity 50. 4 clients × 40 requests, both daemons.
@@ -103,22 +108,21 @@ TEST(RateLimitE2E, TwoDaemonsShareOneRedisLimitExactly) {
   EXPECT_EQ(g.total(), 0u);
 }
 
-TEST(RateLimitE2E, KeysDisappearFromRedisAfterTheWindow) {
-  auto redis = RedisServer::Start();
-  ASSERT_TRUE(redis);
-  Daemon d(*redis, "d", Flags({"--rate_window_seconds", "1", "--rate_bucket_ms", "100"}));
+TEST_P(RateLimitE2E, KeysDisappearFromRedisAfterTheWindow) {
+  RedisBackend& redis = this->redis();
+  Daemon d(redis, "d", Flags({"--rate_window_seconds", "1", "--rate_bucket_ms", "100"}));
   ASSERT_TRUE(d.WaitServing(kService)) << d.Log();
   EXPECT_EQ(RedisInc(d, "k1", 100, 5).decision(), v1::DECISION_ALLOWED);
   EXPECT_EQ(RedisInc(d, "k2", 100, 5, v1::STRATEGY_SUPPRESSED).decision(), v1::DECISION_ALLOWED);
   EXPECT_EQ(RedisInc(d, "k2", 1, 500, v1::STRATEGY_SUPPRESSED).allowed(), false);
-  auto keys = RateKeys(*redis);
+  auto keys = RateKeys(redis);
   ASSERT_EQ(keys.size(), 2u);
   for (const auto& k : keys) {
-    int64_t pttl = std::stoll(redis->Command({"PTTL", k}));
+    int64_t pttl = std::stoll(redis.Command({"PTTL", k}));
     EXPECT_GT(pttl, 0) << k;
     EXPECT_LE(pttl, 1100) << k;
   }
-  EXPECT_TRUE(PollUntil([&] { return RateKeys(*redis).empty(); }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return RateKeys(redis).empty(); }, 10s));
 }
 
 // Redis paused (SIGSTOP): connected, but no answer. Each daemon answers by its failure mode

@@ -27,7 +27,7 @@ int HealthStatus(grpc::health::v1::Health::Stub& health, const std::string& serv
   return s.ok() ? static_cast<int>(resp.status()) : -1;
 }
 
-Daemon::Daemon(const RedisServer& redis, const std::string& name, std::vector<std::string> extra)
+Daemon::Daemon(const RedisBackend& redis, const std::string& name, std::vector<std::string> extra)
     : name_(name), socket_(redis.dir() + "/" + name + ".sock") {
   std::vector<std::string> args = {"--listen",  "unix:" + socket_, "--redis",
                                    redis.url(), "--log_level",     "info"};

@@ -19,6 +19,7 @@
 #include "distkit/v1/rate_limit.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/support/process.h"
+#include "tests/support/redis_backend.h"
 #include "tests/support/redis_server.h"
 
 namespace distkit::testing {
@@ -36,8 +37,9 @@ int HealthStatus(grpc::health::v1::Health::Stub& health, const std::string& serv
 class Daemon {
  public:
   // distkitd --listen unix:<redis.dir()>/<name>.sock --redis <redis.url()> --log_level info
-  // <extra...>. A failed start fails the test (EXPECT); started() tells.
-  Daemon(const RedisServer& redis, const std::string& name, std::vector<std::string> extra = {});
+  // <extra...> (a standalone RedisServer or a cluster). A failed start fails the test (EXPECT);
+  // started() tells.
+  Daemon(const RedisBackend& redis, const std::string& name, std::vector<std::string> extra = {});
   // distkitd <args...> exactly (the args must make it listen on unix:<socket>), with `env`
   // ("NAME=value") added to the environment.
   Daemon(std::string socket, std::vector<std::string> args, std::vector<std::string> env);

@@ -7,13 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/redis_backend.h"
 #include "tests/support/tls_certs.h"
 
 namespace distkit::testing {
 
 // A private redis-server for one test: started on a Unix socket in a fresh temp dir (and, when
 // asked, also on a free TCP port), no persistence. Never a fixed port, never a shared instance.
-class RedisServer {
+class RedisServer : public RedisBackend {
  public:
   struct Options {
     bool tcp = false;                     // also listen on a free 127.0.0.1 port
@@ -28,13 +29,15 @@ class RedisServer {
   // current test (ADD_FAILURE) and returns nullptr when it cannot start.
   static std::unique_ptr<RedisServer> Start(Options options);
   static std::unique_ptr<RedisServer> Start() { return Start(Options{}); }
-  ~RedisServer();  // kills the server and removes the temp dir
+  ~RedisServer() override;  // kills the server and removes the temp dir
 
   std::string socket_path() const { return socket_path_; }
-  int port() const { return port_; }        // 0 unless Options::tcp
-  std::string url() const;                  // "unix:<socket_path>"
-  std::string tcp_url() const;              // "redis://127.0.0.1:<port>" (Options::tcp only)
-  std::string dir() const { return dir_; }  // temp dir (also usable for daemon sockets)
+  int port() const { return port_; }  // 0 unless Options::tcp
+  std::string url() const override;   // "unix:<socket_path>"
+  std::string tcp_url() const;        // "redis://127.0.0.1:<port>" (Options::tcp only)
+  // The temp dir (also usable for daemon sockets).
+  std::string dir() const override { return dir_; }
+  std::string name() const override { return "standalone"; }
 
   // Options::tls only (tls_port() is 0 otherwise); the port and certificates survive Restart().
   int tls_port() const { return tls_port_; }
@@ -50,7 +53,7 @@ class RedisServer {
   redisContext* Connect() const;
   // Runs one command on a fresh connection and returns the reply as a string: integers in
   // decimal, nil as "(nil)", errors as "ERR...", arrays joined with ",". For quick assertions.
-  std::string Command(const std::vector<std::string>& argv) const;
+  std::string Command(const std::vector<std::string>& argv) const override;
 
  private:
   RedisServer() = default;
