@@ -327,6 +327,27 @@ TEST(ExecutorCluster, MutualTlsClusterRoutesAndFollowsMovedToTlsPorts) {
   EXPECT_GE(ex->stats().moved.load(), 1u);
 }
 
+TEST(ExecutorCluster, ReadinessTurnsFalseOnlyAfterSlotsStayUnservedAndComesBack) {
+  RedisCluster::Options opt;
+  opt.replicas_per_primary = 0;  // nobody takes over: the lost slots stay unserved
+  auto cluster = RedisCluster::Start(opt);
+  ASSERT_TRUE(cluster);
+  auto ex = ClusterExecutor(*cluster, 1000ms);
+  const int lost = cluster->primary_ports()[2];
+  const std::string key = KeyOn(*cluster, lost, "ready");
+  ASSERT_EQ(ValueOf(Inc(*ex, key)), "1");
+  cluster->StopNode(lost);
+  // Commands for the lost slots fail at once; readiness holds for the grace period
+  // (uncovered_after, 5 s) and then turns NOT_SERVING while the slots stay unserved.
+  ASSERT_TRUE(PollUntil(
+      [&] { return Inc(*ex, key).status().code() == absl::StatusCode::kUnavailable; }, 10s));
+  EXPECT_TRUE(PollUntil([&] { return !ex->Healthy(); }, 20s));
+  ASSERT_TRUE(cluster->RestartNode(lost));
+  EXPECT_TRUE(PollUntil([&] { return ex->Healthy(); }, 20s));
+  // (The node comes back empty: the fixture keeps no data across a restart.)
+  EXPECT_TRUE(PollUntil([&] { return Inc(*ex, key).ok(); }, 10s));
+}
+
 // ---------------------------------------------------------------- TLS (standalone)
 
 TEST(ExecutorTls, GoodCaWorksWrongCaIsRefusedClientCertificates) {
