@@ -90,7 +90,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.RegisterService(s->counter_service_.get());
   if (s->instance_counter_service_) builder.RegisterService(s->instance_counter_service_.get());
   if (s->rate_limit_service_) builder.RegisterService(s->rate_limit_service_.get());
-  builder.SetMaxReceiveMessageSize(64 << 20);  // a 10 000-item batch fits comfortably
+  builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   s->server_ = builder.BuildAndStart();
   if (!s->server_) {
     return absl::UnavailableError(absl::StrCat("--listen: could not listen on every address of ",

@@ -22,6 +22,12 @@
 
 namespace distkit::transport {
 
+// gRPC refuses larger requests (RESOURCE_EXHAUSTED) before parsing them. Just above the largest
+// legal request: a Batch of core::kMaxBatchItems items with 255-byte names, ≈ 5.6 MB
+// (tests/unit/max_message_test.cc computes it from the protos). 64 MB let a client make the
+// daemon parse 16.7 M items (2 GB) before refusing them.
+inline constexpr int kMaxReceiveMessageBytes = 6 << 20;
+
 // The gRPC server: the distkit.v1 services, grpc.health.v1 and server reflection on every
 // --listen address. Health: "" is SERVING while the process serves; each implemented
 // distkit.v1 service is SERVING only while Redis is healthy (polled every 100 ms).

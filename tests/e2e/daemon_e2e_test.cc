@@ -140,6 +140,27 @@ TEST(E2E, StrictFailsFastWhileRedisIsDownAndRecovers) {
   EXPECT_TRUE(a.CounterInc("k", 1, v1::CONSISTENCY_STRICT).ok());
 }
 
+TEST(E2E, OversizedRequestIsRefusedBeforeParsingAndTheDaemonKeepsServing) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  Daemon a(*redis, "big");
+  ASSERT_TRUE(a.WaitServing());
+  // 7 MB: above the receive limit (just above the largest legal batch, ≈ 5.5 MB); few items, so
+  // it would be cheap to parse: the transport, not our validation, must refuse it.
+  v1::BatchRequest req;
+  for (int i = 0; i < 7; ++i) {
+    req.add_ops()->mutable_inc()->set_key(std::string(1 << 20, 'k'));
+  }
+  v1::BatchResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+  const grpc::Status s = a.counter_stub()->Batch(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  v1::IncResponse inc;
+  ASSERT_TRUE(a.CounterInc("after", 3, v1::CONSISTENCY_STRICT, &inc).ok());
+  EXPECT_EQ(inc.value(), 3);
+}
+
 TEST(E2E, InvalidConfigurationExitsTwoAndNamesTheFlag) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"--flush_interval_ms", "0"},
