@@ -63,10 +63,17 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   icounter_options.max_pending_keys = c.max_pending_keys;
   app->icounters_ =
       std::make_unique<core::InstanceCounters>(app->executor_.get(), icounter_options);
-  // Not fatal: without Redis the heartbeat keeps trying to register.
+  // Not fatal: without Redis the heartbeat keeps trying to register. Registered before the
+  // listeners serve (an instance-counter call never finds it unregistered); a start that fails
+  // later deregisters it again (`failed` below).
   if (auto st = app->icounters_->Start(milliseconds(c.redis_timeout_ms)); !st.ok()) {
     spdlog::warn("{}", st.ToString());
   }
+  // A daemon that cannot listen leaves no instance behind in Redis.
+  auto failed = [&app, &c](absl::Status st) {
+    app->icounters_->Shutdown(milliseconds(c.redis_timeout_ms));
+    return st;
+  };
 
   core::RateLimitSettings rate_settings;
   rate_settings.window_ms = c.rate_window_seconds * 1000;
@@ -101,7 +108,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
       &app->icounters_->stats(), &app->local_rate_limiter_->stats(),
       &app->redis_rate_limiter_->stats(), &app->hybrid_rate_limiter_->stats()});
   if (!c.metrics_listen.empty()) {
-    if (auto st = app->metrics_->Listen(c.metrics_listen); !st.ok()) return st;
+    if (auto st = app->metrics_->Listen(c.metrics_listen); !st.ok()) return failed(st);
     spdlog::info("Prometheus metrics on http://{}/metrics", app->metrics_->address());
   }
 
@@ -112,7 +119,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
     limiters.hybrid = hooks.hybrid_rate_limiter.value_or(app->hybrid_rate_limiter_.get());
     auto server = transport::Server::Start(c, app->counters_.get(), app->executor_.get(),
                                            app->metrics_.get(), app->icounters_.get(), limiters);
-    if (!server.ok()) return server.status();
+    if (!server.ok()) return failed(server.status());
     app->server_ = std::move(*server);
   }
   return app;

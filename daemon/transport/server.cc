@@ -91,7 +91,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   if (s->instance_counter_service_) builder.RegisterService(s->instance_counter_service_.get());
   if (s->rate_limit_service_) builder.RegisterService(s->rate_limit_service_.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  // The Unix sockets are created with their final mode (no moment with the umask's): bind
+  // under a umask that leaves exactly --socket_mode; the chmod below only confirms it.
+  const mode_t old_umask = umask(~static_cast<mode_t>(config.socket_mode) & 0777);
   s->server_ = builder.BuildAndStart();
+  umask(old_umask);
   if (!s->server_) {
     return absl::UnavailableError(absl::StrCat("--listen: could not listen on every address of ",
                                                absl::StrJoin(config.listen, ","),

@@ -161,6 +161,40 @@ TEST(E2E, OversizedRequestIsRefusedBeforeParsingAndTheDaemonKeepsServing) {
   EXPECT_EQ(inc.value(), 3);
 }
 
+TEST(E2E, ADaemonThatCannotListenLeavesNoInstanceRegistered) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  // A listen address in a directory that does not exist: the daemon connects to Redis, then
+  // cannot bind and exits.
+  auto [code, out] = Process::Run(DISTKIT_DAEMON_BIN,
+                                  {"--listen", "unix:" + redis->dir() + "/no/such/dir/x.sock",
+                                   "--redis", redis->url(), "--instance_id", "nobind"},
+                                  20s);
+  EXPECT_NE(code, 0) << out;
+  EXPECT_EQ(redis->Command({"ZSCORE", "dk:{live}:instances", "nobind"}), "(nil)") << out;
+  EXPECT_EQ(redis->Command({"HGET", "dk:{live}:incarnations", "nobind"}), "(nil)") << out;
+}
+
+TEST(E2E, TheSocketIsCreatedWithItsFinalMode) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  const std::string sock = redis->dir() + "/mode.sock";
+  Daemon d(sock, {"--listen", "unix:" + sock, "--redis", redis->url(), "--socket_mode", "0600"},
+           {});
+  ASSERT_TRUE(d.started());
+  // Every observation of the socket, from the first one on, has the final mode.
+  struct stat st {};
+  std::vector<unsigned> seen;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        if (stat(sock.c_str(), &st) != 0) return false;
+        seen.push_back(st.st_mode & 0777);
+        return seen.size() >= 200;
+      },
+      20s));
+  for (unsigned m : seen) EXPECT_EQ(m, 0600u);
+}
+
 TEST(E2E, InvalidConfigurationExitsTwoAndNamesTheFlag) {
   for (const std::vector<std::string>& args :
        std::vector<std::vector<std::string>>{{"--flush_interval_ms", "0"},
