@@ -79,6 +79,12 @@ absl::Status RedisErrorStatus(std::string_view error) {
       return absl::UnavailableError(absl::StrCat("Redis: ", err));
     }
   }
+  // Data in Redis that is not ours to read (someone wrote the key with another type): the
+  // caller's key is broken, not our code.
+  if (absl::StartsWith(err, "WRONGTYPE")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the key exists in Redis with a type distkit does not write (", err, ")"));
+  }
   if (absl::StartsWith(err, "OOM")) {
     return absl::ResourceExhaustedError(absl::StrCat("Redis: ", err));
   }

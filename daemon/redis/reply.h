@@ -39,7 +39,8 @@ absl::Status MarkNotSent(absl::Status status);  // same code and message, marked
 bool IsNotSent(const absl::Status& status);
 
 // Maps a Redis error reply to a status: transient server states are UNAVAILABLE, OOM is
-// RESOURCE_EXHAUSTED, anything else would be a bug of ours (INTERNAL).
+// RESOURCE_EXHAUSTED, WRONGTYPE (a key someone else wrote) FAILED_PRECONDITION, anything else
+// would be a bug of ours (INTERNAL).
 absl::Status RedisErrorStatus(std::string_view err);
 
 }  // namespace distkit::redis

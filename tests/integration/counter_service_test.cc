@@ -9,6 +9,7 @@
 
 #include "daemon/app.h"
 #include "daemon/config/config.h"
+#include "daemon/core/redis_keys.h"
 #include "daemon/redis/redis_url.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "tests/support/process.h"
@@ -137,6 +138,19 @@ class CounterServiceTest : public ::testing::TestWithParam<Consistency> {
   std::unique_ptr<RedisServer> redis_;
   std::unique_ptr<InProcessDaemon> a_, b_;
 };
+
+TEST_P(CounterServiceTest, AKeyOfAnotherTypeIsAFailedPreconditionNotInternal) {
+  // Someone else wrote our key as a string: a broken key, not a bug of ours (STRICT calls in
+  // both instances: LAX answers from memory, issue #11 finding 4).
+  ASSERT_EQ(redis_->Command({"SET", core::PlainCounterKey("distkit", "wt"), "x"}), "OK");
+  EXPECT_EQ(Inc(*a_, "wt", 1, kStrict).code, grpc::StatusCode::FAILED_PRECONDITION);
+  grpc::ClientContext ctx;
+  v1::GetRequest req;
+  req.set_key("wt");
+  req.set_consistency(kStrict);
+  v1::GetResponse resp;
+  EXPECT_EQ(a_->stub()->Get(&ctx, req, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
 
 INSTANTIATE_TEST_SUITE_P(Both, CounterServiceTest, ::testing::Values(kStrict, kLax),
                          [](const auto& info) {
