@@ -14,11 +14,8 @@
 // may not be in Redis. Such deltas are counted per key as "uncertain" and widen the check to
 // acknowledged <= value <= acknowledged + uncertain; the summary says how many there were.
 
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -47,12 +44,15 @@
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_cluster.h"
+#include "tests/support/redis_process.h"
 
 namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
 using testing::Daemon;
+using testing::FreePort;
+using testing::HttpGet;
 using testing::PollUntil;
 using testing::RedisCluster;
 using Clock = std::chrono::steady_clock;
@@ -64,48 +64,6 @@ constexpr int kInstanceKeys = 10;
 constexpr int kRateKeys = 5;
 // Far above --redis_timeout_ms (1 s): a call that runs into it hung in the daemon.
 constexpr auto kCallDeadline = 10s;
-
-// A 127.0.0.1 port that was free a moment ago (bound to port 0, then closed).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
-// GET http://127.0.0.1:port/metrics over a raw socket (HTTP/1.0); the whole response, "" on error.
-std::string ScrapeMetrics(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  timeval timeout{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-        static_cast<ssize_t>(request.size())) {
-      char buf[16384];
-      ssize_t n;
-      while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) response.append(buf, n);
-    }
-  }
-  close(fd);
-  return response;
-}
 
 // The value of the sample line that starts with `prefix` ("name{labels} "), 0 when absent.
 int64_t MetricValue(const std::string& text, const std::string& prefix) {
@@ -523,7 +481,7 @@ TEST_F(ClusterChaosE2ETest, AcknowledgedIncrementsSurviveReshardsFailoverAndAKil
   int64_t moved = 0, ask = 0;
   std::string per_daemon;
   for (int d = 0; d < kDaemons; ++d) {
-    const std::string text = ScrapeMetrics(metrics_ports_[d]);
+    const std::string text = HttpGet(metrics_ports_[d], "/metrics").value_or("");
     const int64_t m = MetricValue(text, "distkit_redis_redirects_total{kind=\"moved\"} ");
     const int64_t a = MetricValue(text, "distkit_redis_redirects_total{kind=\"ask\"} ");
     moved += m;

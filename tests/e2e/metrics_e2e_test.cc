@@ -24,6 +24,7 @@ namespace distkit {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::HttpGet;
 using testing::PollUntil;
 using testing::Process;
 using testing::RedisServer;
@@ -55,37 +56,6 @@ int FreePort() {
   if (fd < 0) return 0;
   close(fd);
   return port;
-}
-
-// GET http://127.0.0.1:port/path over a raw socket (HTTP/1.0: the server closes when done).
-// The body of a 200 answer, nullopt otherwise (not listening yet, error, timeout).
-std::optional<std::string> HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return std::nullopt;
-  timeval timeout{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-        static_cast<ssize_t>(request.size())) {
-      char buf[16384];
-      ssize_t n;
-      while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) response.append(buf, n);
-    }
-  }
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos ||
-      response.find(" 200 ") > response.find("\r\n")) {
-    return std::nullopt;
-  }
-  return response.substr(body + 4);
 }
 
 // The value of the sample `name{labels}` (exactly these labels) in a text exposition.

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +34,10 @@ std::shared_ptr<grpc::Channel> FastChannel(const std::string& target);
 // grpc.health.v1 Check of `service` ("" = the process) with a 500 ms deadline: 1 SERVING,
 // 2 NOT_SERVING, -1 when the call fails.
 int HealthStatus(grpc::health::v1::Health::Stub& health, const std::string& service);
+
+// GET http://127.0.0.1:port/path over a raw socket (HTTP/1.0: the server closes when done).
+// The body of a 200 answer, nullopt otherwise (not listening yet, error, timeout).
+std::optional<std::string> HttpGet(int port, const std::string& path);
 
 class Daemon {
  public:

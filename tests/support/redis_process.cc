@@ -177,6 +177,10 @@ std::string TcpCommand(int port, const std::vector<std::string>& argv) {
     return out;
   }
   redisSetTimeout(c, ToTimeval(kCommandTimeout));
+  return RunFormatAndFree(c, argv);
+}
+
+std::string RunFormatAndFree(redisContext* c, const std::vector<std::string>& argv) {
   redisReply* reply = CommandArgv(c, argv);
   std::string out;
   if (reply == nullptr) {

@@ -47,6 +47,9 @@ redisReply* CommandArgv(redisContext* c, const std::vector<std::string>& argv);
 // with ",".
 std::string FormatReply(const redisReply* r);
 
+// Runs one command on `c`, formats the reply (an I/O error as "(io error: ...)") and frees `c`.
+std::string RunFormatAndFree(redisContext* c, const std::vector<std::string>& argv);
+
 // Runs one command on a fresh TCP connection to 127.0.0.1:port and formats the reply; I/O and
 // connection errors become "(io error: ...)" / "(no connection: ...)".
 std::string TcpCommand(int port, const std::vector<std::string>& argv);

@@ -208,16 +208,7 @@ redisContext* RedisServer::Connect() const {
 std::string RedisServer::Command(const std::vector<std::string>& argv) const {
   redisContext* c = Connect();
   if (c == nullptr) return "(no connection)";
-  redisReply* reply = CommandArgv(c, argv);
-  std::string out;
-  if (reply == nullptr) {
-    out = std::string("(io error: ") + c->errstr + ")";
-  } else {
-    out = FormatReply(reply);
-    freeReplyObject(reply);
-  }
-  redisFree(c);
-  return out;
+  return RunFormatAndFree(c, argv);
 }
 
 }  // namespace distkit::testing
