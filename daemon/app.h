@@ -39,6 +39,7 @@ struct ShutdownReport {
   int64_t unflushed_lax_keys = 0;       // plain counters: LAX increments lost
   int64_t unsynced_hybrid_keys = 0;     // HYBRID usage the other daemons will not count
   int64_t unsettled_instance_keys = 0;  // instance slices left for the reapers
+  int64_t broken_lax_keys = 0;  // of unflushed_lax_keys: refused by the key's data, not an outage
 };
 
 class App {

@@ -60,8 +60,12 @@ int main(int argc, char** argv) {
         report.unsynced_hybrid_keys);
   }
   if (report.unflushed_lax_keys > 0) {
-    spdlog::error("exiting with {} key(s) of lax increments not flushed (Redis unreachable)",
-                  report.unflushed_lax_keys);
+    // Each key, its delta and its cause were logged by the counters' shutdown.
+    const int64_t down = report.unflushed_lax_keys - report.broken_lax_keys;
+    spdlog::error(
+        "exiting with {} key(s) of lax increments not flushed: {} refused by the key's data in "
+        "Redis (not an int64, another Redis type or a corrupt mark), {} for Redis unreachable",
+        report.unflushed_lax_keys, report.broken_lax_keys, down);
     return 1;
   }
   spdlog::info("clean shutdown: every lax increment flushed");

@@ -6,7 +6,8 @@
 --                  "s:<instance>" the highest lax-flush seq of that daemon already applied here
 -- ARGV     instance, n, seq_1, delta_1, ..., seq_n, delta_n, op, comparator, operand, arg
 --          op: flush | get | inc | set | del;  comparator: "" | eq | ne | lt | le | gt | ge
--- Returns  {status, cur, prev, applied, dropped, seen}, status "ok" | "overflow" | "notint";
+-- Returns  {status, cur, prev, applied, dropped, seen}, status "ok" | "overflow" | "notint" |
+--          "corrupt";
 --          cur and prev are decimal strings, applied (0/1) and dropped are integers, seen is the
 --          highest seq of this instance now applied here (decimal string, "0" for none): the
 --          daemon uses it to know which of its deltas a value already contains.
@@ -40,15 +41,36 @@ if not is_i64(operand) then return fail("bad operand") end
 if not is_i64(arg) then return fail("bad arg") end
 
 -- A value we cannot read is left for a human: no write at all, not even the dedup mark, so the
--- lax entries are applied by a later retry once the value is fixed.
+-- lax entries are applied by a later retry once the value is fixed ("notint": a value that is
+-- not an int64; "corrupt": our dedup mark is not a seq). Set without a condition and Del are
+-- that fix: they overwrite the value, the mark, or a key of another Redis type (counted as 0).
 local mark_field = "s:" .. instance
-local fields = redis.call("HMGET", key, "v", mark_field)
+local repair = op == "del" or (op == "set" and cmp == "")
+local fields
+if repair then
+  fields = redis.pcall("HMGET", key, "v", mark_field)
+  if fields.err then
+    if string.sub(fields.err, 1, 9) ~= "WRONGTYPE" then return fields end
+    redis.call("DEL", key)
+    fields = {false, false}
+  end
+else
+  fields = redis.call("HMGET", key, "v", mark_field)
+end
 local stored, mark = fields[1], fields[2]
-if stored and not is_i64(stored) then return {"notint", "0", "0", 0, 0, "0"} end
+local broken = false -- repair: a value or mark that is overwritten below
+if stored and not is_i64(stored) then
+  if not repair then return {"notint", "0", "0", 0, 0, "0"} end
+  stored, broken = "0", true
+end
 local last = 0
 if mark then
   last = parse_seq(mark)
-  if not last then return fail("corrupt " .. mark_field) end
+  if not last then
+    if not repair then return {"corrupt", "0", "0", 0, 0, "0"} end
+    last, mark, broken = 0, false, true
+    redis.call("HDEL", key, mark_field)
+  end
 end
 
 -- Lax entries: a seq <= last was applied by an earlier call whose reply got lost, so a retried
@@ -81,13 +103,13 @@ local has_v = stored ~= false
 if op == "del" then
   redis.call("HDEL", key, "v")
   has_v = false
-elseif cur ~= before then
+elseif cur ~= before or broken then
   writes[#writes + 1], writes[#writes + 2] = "v", cur
   has_v = true
 end
 if #writes > 0 then redis.call("HSET", key, unpack(writes)) end
 -- Only a hash without a value can carry a TTL (see below): clear it when a value arrives.
-if has_v and not stored then redis.call("PERSIST", key) end
+if has_v and (not stored or broken) then redis.call("PERSIST", key) end
 -- Without a value the hash only holds dedup marks: let them vanish by themselves. They only
 -- need to outlive a flush retry, and a key that is never written again must not stay forever.
 if (top or op == "del") and not has_v then redis.call("PEXPIRE", key, MARK_TTL_MS) end

@@ -101,25 +101,45 @@ end
 
 -- ---- read ----
 -- Stored data we cannot read is left for a human: no write at all, not even the dedup mark, so
--- the lax entries are applied by a later retry once the data is fixed (reply "notint").
+-- the lax entries are applied by a later retry once the data is fixed (reply "notint"; "corrupt"
+-- for our dedup mark). Set without a condition and Del are that fix: they overwrite c, e, the
+-- slices, the mark, or a key of another Redis type (what cannot be read counts 0; e restarts
+-- from the time, as for a new key).
 local own_field, mark_field = "s:" .. id, "q:" .. dedup
 local dead_field = dead_id and dead_id ~= id and "s:" .. dead_id or nil
+local repair = op == "del" or (op == "set" and cmp == "")
 local got
 if dead_field then
   got = redis.call("HMGET", key, "c", "e", mark_field, own_field, dead_field)
+elseif repair then
+  got = redis.pcall("HMGET", key, "c", "e", mark_field, own_field)
+  if got.err then
+    if string.sub(got.err, 1, 9) ~= "WRONGTYPE" then return got end
+    redis.call("DEL", key)
+    got = {false, false, false, false}
+  end
 else
   got = redis.call("HMGET", key, "c", "e", mark_field, own_field)
 end
 local stored_c, e, mark, own_raw, dead_raw = got[1], got[2], got[3], got[4], got[5]
+local bad_e = false -- repair: e is unreadable, a new one is written below
 -- e must be a positive int64 (up to 18 digits every one is in range).
 if (stored_c and not is_i64(stored_c)) or
     (e and not (string.find(e, "^[1-9]%d*$") and (#e <= 18 or is_i64(e)))) then
-  return {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"}
+  if not repair then return {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"} end
+  if stored_c and not is_i64(stored_c) then stored_c = "!" end -- not "0": c gets rewritten
+  if e and not (string.find(e, "^[1-9]%d*$") and (#e <= 18 or is_i64(e))) then
+    e, bad_e = nil, true
+  end
 end
 local last = 0
 if mark then
   last = parse_seq(mark)
-  if not last then return fail("corrupt " .. mark_field) end
+  if not last then
+    if not repair then return {"corrupt", "0", "0", "0", "0", 0, "0", "0", 0, "0"} end
+    last, mark = 0, false
+    redis.call("HDEL", key, mark_field)
+  end
 end
 -- A slice "<epoch>|<incarnation>|<value>" is readable when its epoch is a positive int64, its
 -- incarnation a seq and its value an int64. One of another epoch is garbage (counts 0) and is
@@ -138,9 +158,13 @@ if own_raw then
     local inc = parse_seq(incs)
     if not (ep and inc and (ep == e or (is_i64(ep) and ep ~= "0" and string.byte(ep, 1) ~= 45))
             and is_i64(val)) then
-      return {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"}
+      if not repair then return {"notint", "0", "0", "0", "0", 0, "0", "0", 0, "0"} end
+      own_stale = true -- deleted with every slice below
+    elseif ep == e then
+      own_val, own_inc, own_incs = val, inc, incs
+    else
+      own_stale = true
     end
-    if ep == e then own_val, own_inc, own_incs = val, inc, incs else own_stale = true end
   end
 end
 local dead_val, dead_incs, dead_stale = nil, nil, false
@@ -160,6 +184,7 @@ end
 -- slice). Writing the own slice moves c by the new value minus what the field counted so far (an
 -- older incarnation's value included: it is replaced); on overflow nothing changes.
 local c = stored_c or "0"
+if c == "!" then c = "0" end
 local own_dirty = false
 local mine = own_inc ~= nil and own_inc >= my_inc
 
@@ -250,7 +275,7 @@ end
 
 -- The first stored value creates the epoch: max(1, now µs), so a key that expired and comes back
 -- gets an epoch no old slice can match.
-if not new_e and (c ~= "0" or own_val ~= "0") then
+if not new_e and (c ~= "0" or own_val ~= "0" or bad_e) then
   local t = redis.call("TIME")
   new_e = t[1] .. string.format("%06d", tonumber(t[2]))
 end

@@ -284,6 +284,13 @@ if not clean then
   oldest, newest = tonumber(o_s), tonumber(n_s)
   total, declined = tn or 0, dn or 0
   malformed = (t_s and not tn) or (d_s and not dn) or (o_s and not oldest) or (n_s and not newest)
+  -- tonumber takes "nan" and "inf" too: not numbers this script writes either (a NaN would
+  -- make every comparison false and reach the reply as garbage). Rare: only off the clean path.
+  if not malformed then
+    for _, x in ipairs({total, declined, oldest or 0, newest or 0}) do
+      if x ~= x or x == 1 / 0 or x == -1 / 0 then malformed = true end
+    end
+  end
 end
 
 -- All buckets are read (scan) when the fast fields cannot answer: something expired (or the
@@ -331,6 +338,7 @@ if must_scan or k > 1 or (suppressed and total - declined + count > soft and
       end
       if kind then
         local v = tonumber(all[i + 1])
+        if v and (v ~= v or v == 1 / 0 or v == -1 / 0) then v = nil end -- "nan", "inf"
         if not ts or not v or now - ts >= window then
           ngone = ngone + 1
           gone[ngone] = f
@@ -501,6 +509,11 @@ if k > 1 then
       oldest, newest = mo and tonumber(mo), mn and tonumber(mn)
       total, declined = tn or 0, dn or 0
       malformed = (mt and not tn) or (md and not dn) or (mo and not oldest) or (mn and not newest)
+      if not malformed then -- "nan", "inf": see the single request's read
+        for _, x in ipairs({total, declined, oldest or 0, newest or 0}) do
+          if x ~= x or x == 1 / 0 or x == -1 / 0 then malformed = true end
+        end
+      end
       if tn and oldest and newest and (dn or not md) and total <= MAX_UNITS and total % 1 == 0 and
           declined >= -MAX_UNITS and declined <= MAX_UNITS and declined % 1 == 0 and
           oldest >= -MAX_UNITS and oldest <= MAX_UNITS and oldest % 1 == 0 and

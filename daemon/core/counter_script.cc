@@ -18,7 +18,7 @@ absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r) {
   auto p = ParseInt64(e[2].str);
   if (!v || !p ||
       (out.status != ScriptStatus::kOk && out.status != ScriptStatus::kOverflow &&
-       out.status != ScriptStatus::kNotInt)) {
+       out.status != ScriptStatus::kNotInt && out.status != ScriptStatus::kCorrupt)) {
     return absl::InternalError(absl::StrCat("unexpected counter reply: ", r->DebugString()));
   }
   out.value = *v;

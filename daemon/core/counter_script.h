@@ -18,7 +18,7 @@ namespace distkit::core {
 
 // Parsed reply of lua/counter.lua.
 struct ScriptReply {
-  ScriptStatus status = ScriptStatus::kOk;  // kOk | kOverflow | kNotInt
+  ScriptStatus status = ScriptStatus::kOk;  // kOk | kOverflow | kNotInt | kCorrupt
   int64_t value = 0;
   int64_t previous = 0;
   bool applied = false;

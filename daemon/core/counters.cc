@@ -33,6 +33,33 @@ class DirtyTracker {
   const bool was_;
 };
 
+// What a reply of counter.lua that changed nothing because of the key's data means, as a
+// FAILED_PRECONDITION naming the problem (docs/api.md#status-codes); OK for any other reply.
+absl::Status DataErrorOf(const std::string& key, ScriptStatus status) {
+  if (status == ScriptStatus::kNotInt) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the value stored in Redis for key '", key,
+                     "' is not an int64; nothing changed (Set or Del overwrites it)"));
+  }
+  if (status == ScriptStatus::kCorrupt) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the dedup mark of this daemon in the Redis hash of key '", key,
+        "' is not a sequence number; nothing changed (Set or Del overwrites it)"));
+  }
+  return absl::OkStatus();
+}
+
+// The outcome of a counter.lua call for the entry: OK when Redis ran it and applied the carried
+// entries; a data error (FAILED_PRECONDITION) when the key's data cannot be read, whether the
+// script said so or Redis did (WRONGTYPE); else the transport or Redis failure.
+absl::Status CallStatus(const std::string& key, const absl::StatusOr<ScriptReply>& r) {
+  if (absl::IsFailedPrecondition(r.status())) {
+    return absl::FailedPreconditionError(absl::StrCat("key '", key, "': ", r.status().message()));
+  }
+  if (!r.ok()) return r.status();
+  return DataErrorOf(key, r->status);
+}
+
 }  // namespace
 
 Counters::Counters(redis::RedisClient* redis, CountersOptions options, const Clock* clock)
@@ -91,13 +118,11 @@ void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, i
         auto r = ParseScriptReply(std::move(raw));
         if (tracked) SettleCarrier(k, carried, r, maybe_sent);
         if (!r.ok()) {
-          done(r.status());
+          done(CallStatus(k.second, r));
         } else if (r->status == ScriptStatus::kOverflow) {
           done(absl::OutOfRangeError("result would leave the int64 range; nothing changed"));
-        } else if (r->status == ScriptStatus::kNotInt) {
-          done(absl::FailedPreconditionError(absl::StrCat("the value stored in Redis for key '",
-                                                          k.second,
-                                                          "' is not an int64; nothing changed")));
+        } else if (auto s = DataErrorOf(k.second, r->status); !s.ok()) {
+          done(s);
         } else {
           done(CounterResult{r->value, r->previous, r->applied});
         }
@@ -125,14 +150,19 @@ void Counters::RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then) {
                      absl::MutexLock lock(&shard.mu);
                      LaxEntry& e = shard.map[k];
                      e.refreshing = false;
-                     if (r.ok() && r->status == ScriptStatus::kOk) {
+                     const absl::Status s = CallStatus(k.second, r);
+                     if (s.ok()) {
+                       e.data_error.Clear();
                        OnRemoteValue(e, r->value, r->applied_seq.value_or(e.remote_seq), Now());
                      } else {
-                       // Answer from the last known value (0 if never known); keep deltas.
+                       // Answer from the last known value (0 if never known); keep deltas. A
+                       // key whose data cannot be read answers that error instead.
                        e.initialized = true;
+                       if (absl::IsFailedPrecondition(s)) e.data_error.Fail(s, Now());
+                       e.last_error = s;
                        if (g_flush_log.ShouldLog()) {
                          spdlog::warn("lax read of {}/{} failed: {}", k.first, k.second,
-                                      r.ok() ? ScriptStatusName(r->status) : r.status().ToString());
+                                      s.ToString());
                        }
                      }
                      waiters.swap(e.waiters);
@@ -142,12 +172,19 @@ void Counters::RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then) {
 }
 
 std::optional<absl::StatusOr<CounterResult>> Counters::TryLaxInc(const MapKey& k, int64_t delta,
-                                                                 Condition cond) {
+                                                                 Condition cond, bool may_read) {
   Shard& shard = ShardFor(k);
   absl::MutexLock lock(&shard.mu);
   LaxEntry& e = shard.map.try_emplace(k).first->second;
-  e.last_access_ns = Now();
+  const int64_t now = Now();
+  e.last_access_ns = now;
   if (!e.initialized) return std::nullopt;  // the first read has not come back yet
+  if (!e.data_error.ok()) {
+    // A key known to be broken refuses new increments (they could not be stored either). A key
+    // with work of ours is re-checked by the flush; one without by a read, when due.
+    if (may_read && !e.dirty() && e.carriers == 0 && e.data_error.Due(now)) return std::nullopt;
+    return e.data_error.status;
+  }
   DirtyTracker dt(stats_.dirty_keys, e);
   const int64_t view = LocalView(e).value_or(0);
   if (!Holds(cond, view)) return CounterResult{view, view, false};
@@ -162,14 +199,16 @@ std::optional<absl::StatusOr<CounterResult>> Counters::TryLaxInc(const MapKey& k
   return CounterResult{view + delta, view, true};
 }
 
-void Counters::LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done) {
-  if (auto r = TryLaxInc(k, delta, cond)) {
+void Counters::LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done,
+                      bool may_read) {
+  if (auto r = TryLaxInc(k, delta, cond, may_read)) {
     done(std::move(*r));
     return;
   }
-  // First touch: read the Redis value once (shared by concurrent callers), then apply.
+  // First touch (or a broken key due for a re-check): read the Redis value once (shared by
+  // concurrent callers), then apply, without a second read.
   RefreshThen(k, [this, k, delta, cond, done = std::move(done)]() mutable {
-    LaxInc(k, delta, cond, std::move(done));
+    LaxInc(k, delta, cond, std::move(done), /*may_read=*/false);
   });
 }
 
@@ -177,7 +216,7 @@ std::optional<absl::StatusOr<CounterResult>> Counters::TryInc(const std::string&
                                                               const std::string& key, int64_t delta,
                                                               Consistency c, Condition cond) {
   if (c != Consistency::kLax) return std::nullopt;
-  return TryLaxInc({ns, key}, delta, cond);
+  return TryLaxInc({ns, key}, delta, cond, /*may_read=*/true);
 }
 
 void Counters::LaxGet(const MapKey& k, CounterCallback done) {
@@ -188,22 +227,30 @@ void Counters::LaxGet(const MapKey& k, CounterCallback done) {
     LaxEntry& e = shard.map[k];
     const int64_t now = Now();
     e.last_access_ns = now;
-    if (!Fresh(e, now)) {
+    // A broken key answers its error (STRICT would too) until its backoff allows a re-read.
+    const bool broken = !e.data_error.ok();
+    if (broken && !e.data_error.Due(now)) {
+      result = e.data_error.status;
+    } else if (broken || !Fresh(e, now)) {
       shard.mu.Unlock();
       RefreshThen(k, [this, k, done = std::move(done)]() mutable {
         Shard& shard = ShardFor(k);
-        int64_t view;
+        absl::StatusOr<CounterResult> out;
         {
           absl::MutexLock lock(&shard.mu);
-          view = LocalView(shard.map[k]).value_or(0);
+          const LaxEntry& e = shard.map[k];
+          const int64_t view = LocalView(e).value_or(0);
+          out = e.data_error.ok() ? absl::StatusOr<CounterResult>(CounterResult{view, view, true})
+                                  : absl::StatusOr<CounterResult>(e.data_error.status);
         }
-        done(CounterResult{view, view, true});
+        done(std::move(out));
       });
       shard.mu.Lock();
       return;
+    } else {
+      const int64_t view = LocalView(e).value_or(0);
+      result = CounterResult{view, view, true};
     }
-    const int64_t view = LocalView(e).value_or(0);
-    result = CounterResult{view, view, true};
   }
   done(std::move(result));
 }
@@ -283,16 +330,11 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
         for (const auto& key : r->elements[1].elements) {
           redis_->Script(kScript, {key.str},
                          ScriptArgs(options_.dedup_id, {}, "del", Condition{}, 0),
-                         [join](absl::StatusOr<redis::Reply> raw) {
+                         [join, k = key.str](absl::StatusOr<redis::Reply> raw) {
+                           // "del" overwrites what it cannot read (another Redis type, a
+                           // value that is not an int64): Clear repairs broken keys too.
                            auto pr = ParseScriptReply(std::move(raw));
-                           // "notint" deletes nothing: Clear leaves a value that is not an
-                           // int64 in place and reports it rather than hiding it.
-                           absl::Status s = pr.status();
-                           if (pr.ok() && pr->status == ScriptStatus::kNotInt) {
-                             s = absl::FailedPreconditionError(
-                                 "a stored value is not an int64; it was left in place");
-                           }
-                           join->Done(s);
+                           join->Done(pr.ok() ? DataErrorOf(k, pr->status) : pr.status());
                          });
         }
         join->Done(absl::OkStatus());
@@ -303,11 +345,13 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
 
 void Counters::FlushNow() {
   std::vector<std::pair<MapKey, std::vector<SeqDelta>>> batch;
+  const int64_t now = Now();
   for (int i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
     for (auto& [k, e] : shard.map) {
       if (!e.dirty() || e.carriers > 0) continue;  // a carrier is already on its way
+      if (!e.data_error.Due(now)) continue;        // a broken key waits for its backoff
       if (AssignPending(e, next_seq_.load())) next_seq_++;
       ++e.carriers;
       batch.emplace_back(k, e.unacked);
@@ -326,11 +370,14 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
                    const bool maybe_sent = !redis::IsNotSent(raw.status());
                    auto r = ParseScriptReply(std::move(raw));
                    SettleCarrier(k, carried, r, maybe_sent);
-                   if (!(r.ok() && r->status == ScriptStatus::kOk)) {
+                   if (const absl::Status s = CallStatus(k.second, r); !s.ok()) {
                      stats_.flush_failures++;
+                     if (absl::IsFailedPrecondition(s)) stats_.flush_data_errors++;
                      if (g_flush_log.ShouldLog()) {
-                       spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
-                                    r.ok() ? ScriptStatusName(r->status) : r.status().ToString());
+                       spdlog::warn("lax flush of {}/{} failed (will retry{}): {}", k.first,
+                                    k.second,
+                                    absl::IsFailedPrecondition(s) ? ", backing off" : "",
+                                    s.ToString());
                      }
                    }
                    outstanding_flushes_--;
@@ -339,9 +386,10 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
 
 void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
                              const absl::StatusOr<ScriptReply>& r, bool maybe_sent) {
-  // "overflow" refused only the operation: the carried entries were applied. "notint" and
-  // failures applied nothing.
-  const bool applied = r.ok() && r->status != ScriptStatus::kNotInt;
+  // "overflow" refused only the operation: the carried entries were applied. Data errors
+  // ("notint", "corrupt", WRONGTYPE) and failures applied nothing.
+  const absl::Status s = CallStatus(k.second, r);
+  const bool applied = s.ok();
   if (applied && r->dropped > 0) {
     stats_.dropped_overflow += r->dropped;
     spdlog::error("{}/{}: {} lax delta(s) dropped, the Redis value would overflow int64", k.first,
@@ -354,7 +402,10 @@ void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carri
   LaxEntry& e = it->second;
   DirtyTracker dt(stats_.dirty_keys, e);
   OnCarrierDone(e, carried, applied, maybe_sent);
+  if (absl::IsFailedPrecondition(s)) e.data_error.Fail(s, Now());
+  if (!s.ok()) e.last_error = s;
   if (applied) {
+    e.data_error.Clear();
     OnRemoteValue(e, r->value, r->applied_seq.value_or(carried.empty() ? 0 : carried.back().seq),
                   Now());
   }
@@ -375,12 +426,59 @@ void Counters::EvictIdle() {
   stats_.cached_keys = total;
 }
 
-int64_t Counters::Shutdown(std::chrono::milliseconds timeout) {
+std::pair<int64_t, int64_t> Counters::CountUnflushed(bool log) {
+  constexpr int64_t kMaxLoggedKeys = 100;
+  int64_t total = 0, broken = 0, unlogged = 0, unlogged_delta = 0;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (const auto& [k, e] : shards_[i].map) {
+      if (!e.dirty()) continue;
+      ++total;
+      if (!e.data_error.ok()) ++broken;
+      if (!log) continue;
+      // What Redis has not confirmed: our entries past the last value read, and the pending.
+      __int128 delta = e.pending;
+      for (const auto& u : e.unacked) {
+        if (u.seq > e.remote_seq) delta += u.delta;
+      }
+      if (total > kMaxLoggedKeys) {
+        ++unlogged;
+        unlogged_delta += static_cast<int64_t>(delta);
+        continue;
+      }
+      const std::string cause =
+          !e.data_error.ok()   ? e.data_error.status.ToString()
+          : e.last_error.ok()  ? std::string("Redis did not confirm the flush in time")
+                               : absl::StrCat("Redis unreachable (", e.last_error.ToString(), ")");
+      spdlog::error("lax increments not flushed: namespace '{}' key '{}' delta {}: {}", k.first,
+                    k.second, static_cast<int64_t>(delta), cause);
+    }
+  }
+  if (unlogged > 0) {
+    spdlog::error("lax increments not flushed: {} more key(s), delta {} in all", unlogged,
+                  unlogged_delta);
+  }
+  return {total, broken};
+}
+
+int64_t Counters::Shutdown(std::chrono::milliseconds timeout, int64_t* broken) {
   flush_task_.Stop();
+  // A key with a data error gets one more try at once (it may have been repaired meanwhile);
+  // after that, waiting for it would only use up the grace the other keys may need.
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (auto& [k, e] : shards_[i].map) e.data_error.retry_at_ns = 0;
+  }
   RetryUntil([this] { FlushNow(); }, [this] { return outstanding_flushes_.load() <= 0; },
-             [this] { return stats_.dirty_keys.load() == 0; },
+             [this] {
+               if (stats_.dirty_keys.load() == 0) return true;
+               auto [total, bad] = CountUnflushed(/*log=*/false);
+               return total == bad;
+             },
              std::chrono::steady_clock::now() + timeout);
-  return stats_.dirty_keys.load();
+  auto [total, bad] = CountUnflushed(/*log=*/true);
+  if (broken != nullptr) *broken = bad;
+  return total;
 }
 
 }  // namespace distkit::core

@@ -33,6 +33,7 @@ struct CountersStats {
   std::atomic<uint64_t> dropped_overflow{0};  // lax deltas Redis refused (int64 overflow)
   std::atomic<int64_t> dirty_keys{0};         // keys with unflushed lax work
   std::atomic<int64_t> cached_keys{0};
+  std::atomic<uint64_t> flush_data_errors{0};  // flushes refused by the key's data (backed off)
 };
 
 // Plain counters (docs/api.md#strict-and-lax). STRICT operations are one counter.lua call each; LAX
@@ -45,9 +46,11 @@ class Counters {
   ~Counters();
 
   void Start();  // starts the flush thread
-  // Stops the flush thread, then flushes until nothing is pending or `timeout` passes.
-  // Returns the number of keys still holding unflushed work (0 = nothing lost).
-  int64_t Shutdown(std::chrono::milliseconds timeout);
+  // Stops the flush thread, then flushes until nothing is pending or `timeout` passes (a key
+  // whose data cannot be read gets one more try, not the whole grace). Logs each key left with
+  // its delta and cause. Returns the number of keys still holding unflushed work (0 = nothing
+  // lost); `broken`, if given, gets how many of them failed on their data, not on an outage.
+  int64_t Shutdown(std::chrono::milliseconds timeout, int64_t* broken = nullptr);
 
   // Names must already be validated (see validation.h).
   void Inc(const std::string& ns, const std::string& key, int64_t delta, Consistency c,
@@ -80,9 +83,12 @@ class Counters {
   void RunStrict(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
                  CounterCallback done);
   // Lax path helpers.
-  void LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done);
+  // may_read: a key with a data error whose backoff passed may be re-read first (false after
+  // that read, so one call reads at most once).
+  void LaxInc(const MapKey& k, int64_t delta, Condition cond, CounterCallback done,
+              bool may_read = true);
   std::optional<absl::StatusOr<CounterResult>> TryLaxInc(const MapKey& k, int64_t delta,
-                                                         Condition cond);
+                                                         Condition cond, bool may_read);
   void LaxGet(const MapKey& k, CounterCallback done);
   // Starts a shared refresh of `k` unless one is running; runs `then` after it (any outcome).
   void RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then);
@@ -92,6 +98,9 @@ class Counters {
   void SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
                      const absl::StatusOr<ScriptReply>& r, bool maybe_sent);
   void EvictIdle();
+  // Keys with unflushed work: {total, with a data error}; logs each (key, delta, cause) if
+  // `log` (at most kMaxLoggedKeys lines, then a summary).
+  std::pair<int64_t, int64_t> CountUnflushed(bool log);
   void UpdateDirty(bool was_dirty, bool is_dirty);
 
   redis::RedisClient* const redis_;

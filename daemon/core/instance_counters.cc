@@ -36,15 +36,26 @@ std::string ReplyInt(const redis::Reply& r) {
 absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::string_view key,
                                          std::optional<InstanceReply>* applied_reply) {
   if (!r.ok()) return r.status();
-  if (r->is_error()) return redis::RedisErrorStatus(r->str);
+  if (r->is_error()) {
+    absl::Status s = redis::RedisErrorStatus(r->str);
+    if (!absl::IsFailedPrecondition(s)) return s;
+    return absl::FailedPreconditionError(absl::StrCat("key '", AbslView(key), "': ", s.message()));
+  }
   const auto& e = r->elements;
   if (r->type != redis::Reply::Type::kArray || e.size() < 6) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
   const ScriptStatus status = ParseScriptStatus(e[0].str);
   if (status == ScriptStatus::kNotInt) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a value stored in Redis for key '", AbslView(key),
+                     "' (its cumulative, epoch or this instance's slice) is not what distkit "
+                     "writes; nothing changed (Set or Del overwrites it)"));
+  }
+  if (status == ScriptStatus::kCorrupt) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "a value stored in Redis for key '", AbslView(key), "' is not an int64; nothing changed"));
+        "the dedup mark of this daemon in the Redis hash of key '", AbslView(key),
+        "' is not a sequence number; nothing changed (Set or Del overwrites it)"));
   }
   auto c = ParseInt64(ReplyInt(e[1]));
   auto i = ParseInt64(ReplyInt(e[2]));
@@ -121,6 +132,7 @@ InstanceCounters::InstanceCounters(redis::RedisClient* redis, InstanceCountersOp
                  }),
       flush_task_(std::chrono::milliseconds(std::max<int64_t>(1, options_.flush_interval_ms)),
                   [this, next_evict = std::chrono::steady_clock::now()]() mutable {
+                    if (incarnation_.load() == 0) RegisterIfDue();
                     FlushNow();
                     if (std::chrono::steady_clock::now() >= next_evict) {
                       EvictIdle();
@@ -185,6 +197,22 @@ bool InstanceCounters::Register(std::chrono::milliseconds timeout) {
   return true;
 }
 
+void InstanceCounters::RegisterIfDue() {
+  absl::MutexLock lock(&register_mu_);
+  const auto now = std::chrono::steady_clock::now();
+  if (incarnation_.load() != 0 || now < next_register_) return;
+  if (Register(std::chrono::milliseconds(1000))) {
+    spdlog::info("instance {} registered, incarnation {}; LAX work taken meanwhile is flushed now",
+                 options_.instance_id, incarnation_.load());
+    register_backoff_ = std::chrono::milliseconds(0);
+    return;
+  }
+  register_backoff_ = register_backoff_.count() == 0
+                          ? std::chrono::milliseconds(100)
+                          : std::min(2 * register_backoff_, std::chrono::milliseconds(2000));
+  next_register_ = now + register_backoff_;
+}
+
 absl::Status InstanceCounters::Start(std::chrono::milliseconds timeout) {
   absl::Status out = absl::OkStatus();
   if (Register(timeout)) {
@@ -210,6 +238,8 @@ void InstanceCounters::StopWithoutDeregistering() { StopThreads(); }
 absl::Status InstanceCounters::BeatOnce(std::chrono::milliseconds timeout) {
   const int64_t inc = incarnation_.load();
   if (inc == 0) {
+    absl::MutexLock lock(&register_mu_);
+    if (incarnation_.load() != 0) return absl::OkStatus();  // the flush thread registered
     if (!Register(timeout)) return absl::UnavailableError("registration failed");
     spdlog::info("instance {} registered, incarnation {}", options_.instance_id,
                  incarnation_.load());
@@ -514,10 +544,12 @@ void InstanceCounters::SendScript(const MapKey& k, Op op, Condition cond, int64_
   redis_->Script(kScript, {InstanceCounterKey(k.first, k.second)}, std::move(args),
                  [this, k, op, inc, carried = std::move(carried),
                   done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
-                   const bool maybe_sent = !redis::IsNotSent(raw.status());
+                   bool maybe_sent = !redis::IsNotSent(raw.status());
                    std::optional<InstanceReply> rep;
                    auto r = ParseReply(std::move(raw), k.second, &rep);
-                   Settle(k, op, inc, carried, rep ? &*rep : nullptr, maybe_sent);
+                   // A data error (the key's data cannot be read) wrote nothing.
+                   if (absl::IsFailedPrecondition(r.status())) maybe_sent = false;
+                   Settle(k, op, inc, carried, rep ? &*rep : nullptr, maybe_sent, r.status());
                    if (!r.ok()) return done(r.status());
                    done(InstanceResult{r->cumulative, r->instance, r->previous_cumulative,
                                        r->previous_instance,
@@ -529,7 +561,7 @@ void InstanceCounters::SendScript(const MapKey& k, Op op, Condition cond, int64_
 
 void InstanceCounters::Settle(const MapKey& k, Op op, int64_t /*inc*/,
                               const std::vector<SeqSliceOp>& carried, const InstanceReply* reply,
-                              bool maybe_sent) {
+                              bool maybe_sent, const absl::Status& status) {
   if (reply != nullptr && reply->dropped > 0) {
     stats_.dropped_overflow += reply->dropped;
     spdlog::error("{}/{}: {} lax operation(s) dropped, the Redis value would overflow int64",
@@ -546,6 +578,11 @@ void InstanceCounters::Settle(const MapKey& k, Op op, int64_t /*inc*/,
     const bool assigns = op == Op::kSet || op == Op::kSetOnInstance || op == Op::kDel ||
                          op == Op::kDelOnInstance || op == Op::kRestore;
     OnInstanceCarrierDone(e, carried, reply, assigns, maybe_sent, Now());
+    if (reply != nullptr) {
+      e.data_error.Clear();
+    } else if (absl::IsFailedPrecondition(status)) {
+      e.data_error.Fail(status, Now());
+    }
     restore_now = e.restore_inc != 0 && !e.restoring && e.carriers == 0;
   }
   if (restore_now) StartRestore(k);
@@ -583,12 +620,20 @@ void InstanceCounters::RefreshThen(const MapKey& k, Waiter then) {
 }
 
 std::optional<absl::StatusOr<InstanceResult>> InstanceCounters::TryLax(const MapKey& k, SliceOp op,
-                                                                       Condition cond) {
+                                                                       Condition cond,
+                                                                       bool may_read) {
   Shard& shard = ShardFor(k);
   absl::MutexLock lock(&shard.mu);
   InstanceEntry& e = shard.map.try_emplace(k).first->second;
-  e.last_access_ns = Now();
+  const int64_t now = Now();
+  e.last_access_ns = now;
   if (!e.initialized || e.restore_inc != 0 || e.restoring) return std::nullopt;
+  if (!e.data_error.ok()) {
+    // A key known to be broken refuses new work (it could not be stored either). A key with
+    // work of ours is re-checked by the flush; one without by a read, when due.
+    if (may_read && !e.dirty() && e.carriers == 0 && e.data_error.Due(now)) return std::nullopt;
+    return e.data_error.status;
+  }
   DirtyTracker dt(stats_.dirty_keys, e);
   const InstanceView view = LocalInstanceView(e).value_or(InstanceView{});
   // Inc compares the cumulative, SetOnInstance this instance's slice.
@@ -610,11 +655,10 @@ std::optional<absl::StatusOr<InstanceResult>> InstanceCounters::TryLax(const Map
 }
 
 void InstanceCounters::LaxWrite(const MapKey& k, SliceOp op, Condition cond,
-                                InstanceCallback done) {
-  if (incarnation_.load() == 0) {
-    return done(absl::UnavailableError("this instance is not registered in Redis yet"));
-  }
-  if (auto r = TryLax(k, op, cond)) return done(std::move(*r));
+                                InstanceCallback done, bool may_read) {
+  // Also before this instance registered (Redis down at the start): LAX answers from memory,
+  // and the work is flushed once the registration went through.
+  if (auto r = TryLax(k, op, cond, may_read)) return done(std::move(*r));
   bool restore_now = false, restore_wait = false;
   {
     Shard& shard = ShardFor(k);
@@ -636,12 +680,13 @@ void InstanceCounters::LaxWrite(const MapKey& k, SliceOp op, Condition cond,
   // First touch: read the Redis state once (shared by concurrent callers), then apply.
   // NOLINTNEXTLINE(bugprone-use-after-move): `done` moved above only when waiting (returned).
   RefreshThen(k, [this, k, op, cond, done = std::move(done)](absl::Status) mutable {
-    LaxWrite(k, op, cond, std::move(done));
+    LaxWrite(k, op, cond, std::move(done), /*may_read=*/false);
   });
 }
 
 void InstanceCounters::LaxGet(const MapKey& k, InstanceCallback done) {
   std::optional<InstanceResult> result;
+  absl::Status error;
   {
     Shard& shard = ShardFor(k);
     absl::MutexLock lock(&shard.mu);
@@ -650,19 +695,27 @@ void InstanceCounters::LaxGet(const MapKey& k, InstanceCallback done) {
     e.last_access_ns = now;
     const bool fresh = e.initialized && e.refreshed_ns != 0 &&
                        now - e.refreshed_ns <= options_.allowed_lag_ms * 1'000'000;
-    if (fresh) {
+    // A broken key answers its error (STRICT would too) until its backoff allows a re-read.
+    if (!e.data_error.ok() && !e.data_error.Due(now)) {
+      error = e.data_error.status;
+    } else if (fresh && e.data_error.ok()) {
       const InstanceView v = LocalInstanceView(e).value_or(InstanceView{});
       result = InstanceResult{v.cumulative, v.instance, v.cumulative, v.instance, true};
     }
   }
+  if (!error.ok()) return done(error);
   if (result) return done(*result);
   RefreshThen(k, [this, k, done = std::move(done)](absl::Status) mutable {
     InstanceView v;
+    absl::Status broken;
     {
       Shard& shard = ShardFor(k);
       absl::MutexLock lock(&shard.mu);
-      v = LocalInstanceView(shard.map[k]).value_or(InstanceView{});
+      const InstanceEntry& e = shard.map[k];
+      v = LocalInstanceView(e).value_or(InstanceView{});
+      broken = e.data_error.status;
     }
+    if (!broken.ok()) return done(broken);
     done(InstanceResult{v.cumulative, v.instance, v.cumulative, v.instance, true});
   });
 }
@@ -671,7 +724,6 @@ std::optional<absl::StatusOr<InstanceResult>> InstanceCounters::TryLaxInc(const 
                                                                           const std::string& key,
                                                                           int64_t delta,
                                                                           Condition cond) {
-  if (incarnation_.load() == 0) return std::nullopt;
   return TryLax({ns, key}, SliceOp{SliceOpKind::kAdd, delta}, cond);
 }
 
@@ -819,6 +871,7 @@ void InstanceCounters::ClearOnInstanceScan(const std::string& ns, const std::str
 void InstanceCounters::FlushNow() {
   const int64_t inc = incarnation_.load();
   if (inc == 0) return;
+  const int64_t now = Now();
   struct Item {
     MapKey k;
     std::vector<SeqSliceOp> carried;
@@ -831,6 +884,7 @@ void InstanceCounters::FlushNow() {
     for (auto& [k, e] : shard.map) {
       // A carrier is already on its way, or recovery comes first.
       if (!e.dirty() || e.carriers > 0 || e.restore_inc != 0 || e.restoring) continue;
+      if (!e.data_error.Due(now)) continue;  // a broken key waits for its backoff
       if (AssignPendingSliceOp(e, next_seq_.load())) next_seq_++;
       ++e.carriers;
       batch.push_back(Item{k, e.unacked, e.registered_inc != inc});
@@ -844,6 +898,7 @@ void InstanceCounters::FlushNow() {
          [this, k = item.k](absl::StatusOr<InstanceResult> r) {
            if (!r.ok()) {
              stats_.flush_failures++;
+             if (absl::IsFailedPrecondition(r.status())) stats_.flush_data_errors++;
              if (g_flush_log.ShouldLog()) {
                spdlog::warn("lax flush of {}/{} failed (will retry): {}", k.first, k.second,
                             r.status().ToString());
@@ -852,6 +907,41 @@ void InstanceCounters::FlushNow() {
            outstanding_--;
          });
   }
+}
+
+std::pair<int64_t, int64_t> InstanceCounters::CountUnflushed(bool log) {
+  constexpr int64_t kMaxLoggedKeys = 100;
+  int64_t total = 0, broken = 0;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (const auto& [k, e] : shards_[i].map) {
+      if (!e.dirty()) continue;
+      ++total;
+      if (!e.data_error.ok()) ++broken;
+      if (!log || total > kMaxLoggedKeys) continue;
+      // What Redis has not confirmed: our operations past the last state read, in order.
+      std::string ops;
+      for (const auto& u : e.unacked) {
+        if (u.seq <= e.remote_seq) continue;
+        absl::StrAppend(&ops, ops.empty() ? "" : ", ",
+                        u.op.kind == SliceOpKind::kSet ? "slice := " : "slice += ", u.op.value);
+      }
+      if (e.pending) {
+        absl::StrAppend(&ops, ops.empty() ? "" : ", ",
+                        e.pending->kind == SliceOpKind::kSet ? "slice := " : "slice += ",
+                        e.pending->value);
+      }
+      spdlog::error("instance LAX work not flushed: namespace '{}' key '{}' ({}): {}", k.first,
+                    k.second, ops,
+                    !e.data_error.ok()         ? e.data_error.status.ToString()
+                    : incarnation_.load() == 0 ? std::string("never registered: Redis unreachable")
+                                               : std::string("Redis unreachable"));
+    }
+  }
+  if (log && total > kMaxLoggedKeys) {
+    spdlog::error("instance LAX work not flushed: {} more key(s)", total - kMaxLoggedKeys);
+  }
+  return {total, broken};
 }
 
 void InstanceCounters::EvictIdle() {
@@ -872,17 +962,39 @@ void InstanceCounters::EvictIdle() {
 int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {
   StopThreads();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Never registered (Redis down since the start): one last try, LAX work may be waiting.
+  if (incarnation_.load() == 0 && stats_.dirty_keys.load() > 0) {
+    absl::MutexLock lock(&register_mu_);
+    if (Register(std::max(std::chrono::milliseconds(1),
+                          std::chrono::duration_cast<std::chrono::milliseconds>(
+                              deadline - std::chrono::steady_clock::now()) /
+                              2))) {
+      spdlog::info("instance {} registered at shutdown, incarnation {}", options_.instance_id,
+                   incarnation_.load());
+    }
+  }
   const int64_t inc = incarnation_.load();
-  if (inc == 0) return stats_.dirty_keys.load();
-  // 1. Flush the LAX work (and finish a recovery in progress).
+  if (inc == 0) return CountUnflushed(/*log=*/true).first;
+  // 1. Flush the LAX work (and finish a recovery in progress). A key with a data error gets
+  //    one more try at once (it may have been repaired), not the whole grace.
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    for (auto& [k, e] : shards_[i].map) e.data_error.retry_at_ns = 0;
+  }
   RetryUntil(
       [&] {
         (void)RestoreAll(std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now()));
         FlushNow();
       },
-      [this] { return outstanding_.load() <= 0; }, [this] { return stats_.dirty_keys.load() == 0; },
+      [this] { return outstanding_.load() <= 0; },
+      [this] {
+        if (stats_.dirty_keys.load() == 0) return true;
+        auto [total, bad] = CountUnflushed(/*log=*/false);
+        return total == bad;
+      },
       deadline);
+  CountUnflushed(/*log=*/true);
   // 2. Remove every slice we may hold.
   std::vector<MapKey> keys;
   for (int i = 0; i < kShards; ++i) {

@@ -45,6 +45,7 @@ struct InstanceCountersStats {
   std::atomic<uint64_t> restored_slices{0};   // slices written back by recovery
   std::atomic<int64_t> dirty_keys{0};
   std::atomic<int64_t> cached_keys{0};
+  std::atomic<uint64_t> flush_data_errors{0};  // flushes refused by the key's data (backed off)
 };
 
 // The five fields of every instance-counter response.
@@ -129,10 +130,15 @@ class InstanceCounters {
                   std::vector<SeqSliceOp> carried, InstanceCallback done);
   // A command for `k` finished: update the entry, start a due restore.
   void Settle(const MapKey& k, Op op, int64_t inc, const std::vector<SeqSliceOp>& carried,
-              const InstanceReply* reply, bool maybe_sent);
+              const InstanceReply* reply, bool maybe_sent,
+              const absl::Status& status = absl::OkStatus());
   // LAX path.
-  std::optional<absl::StatusOr<InstanceResult>> TryLax(const MapKey& k, SliceOp op, Condition cond);
-  void LaxWrite(const MapKey& k, SliceOp op, Condition cond, InstanceCallback done);
+  // may_read: a key with a data error whose backoff passed may be re-read first (false after
+  // that read, so one call reads at most once).
+  std::optional<absl::StatusOr<InstanceResult>> TryLax(const MapKey& k, SliceOp op, Condition cond,
+                                                       bool may_read = true);
+  void LaxWrite(const MapKey& k, SliceOp op, Condition cond, InstanceCallback done,
+                bool may_read = true);
   void LaxGet(const MapKey& k, InstanceCallback done);
   void RefreshThen(const MapKey& k, Waiter then);
   // Recovery: writes the believed slice of `k` back (at the incarnation it is due for).
@@ -145,6 +151,12 @@ class InstanceCounters {
   void ClearOnInstanceScan(const std::string& ns, const std::string& set, const std::string& cursor,
                            StatusCallback done);
   bool Register(std::chrono::milliseconds timeout);
+  // While unregistered (Redis was down at the start): registers, at most once per backoff
+  // (100 ms doubling to 2 s), so LAX work taken meanwhile is flushed soon after Redis returns.
+  void RegisterIfDue();
+  // Keys with unflushed LAX work: {total, with a data error}; logs each (key, delta, cause)
+  // if `log` (at most 100 lines, then a summary).
+  std::pair<int64_t, int64_t> CountUnflushed(bool log);
   void EvictIdle();
   void StopThreads();
   std::vector<MapKey> KeysOf(const std::string& ns);
@@ -170,6 +182,9 @@ class InstanceCounters {
   // Own older incarnations left behind by a re-registration: the heartbeat refreshed the id's
   // score, so no other daemon sees them dead; our reaper reaps them.
   std::vector<int64_t> own_dead_incarnations_ ABSL_GUARDED_BY(own_mu_);
+  absl::Mutex register_mu_;  // one registration attempt at a time (heartbeat, flush thread)
+  std::chrono::steady_clock::time_point next_register_ ABSL_GUARDED_BY(register_mu_);
+  std::chrono::milliseconds register_backoff_ ABSL_GUARDED_BY(register_mu_){0};
 
   PeriodicTask beat_task_;   // BeatOnce three times per dead-instance threshold
   PeriodicTask reap_task_;   // ReapOnce; woken when a recovery is due

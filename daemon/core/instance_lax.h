@@ -11,6 +11,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "daemon/core/lax_store.h"  // KeyDataError
 
 namespace distkit::core {
 
@@ -65,6 +66,8 @@ struct InstanceEntry {
   int64_t registered_inc = 0;     // the incarnation whose key set holds this key (0: none)
   int64_t restore_inc = 0;        // != 0: restore the slice at this incarnation before any op
   bool restoring = false;
+
+  KeyDataError data_error;  // the key's data in Redis cannot be read: LAX work refused, backoff
 
   bool dirty() const { return pending.has_value() || !unacked.empty(); }
   bool idle() const {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,6 +11,32 @@
 #include "absl/status/status.h"
 
 namespace distkit::core {
+
+// The key's data in Redis cannot be read (FAILED_PRECONDITION: another Redis type, a value that
+// is not an int64, a corrupt dedup mark): a permanent problem, not an outage. New LAX work on the
+// key is refused with `status`; flushes and reads of the key are retried from retry_at_ns on,
+// with a backoff doubling from kMinBackoffMs up to kMaxBackoffMs, so a repaired key gets flushed
+// (nothing acknowledged is dropped). Used by plain and instance-aware counters.
+struct KeyDataError {
+  static constexpr int64_t kMinBackoffMs = 100;
+  static constexpr int64_t kMaxBackoffMs = 5000;
+
+  absl::Status status;  // OK: the key is readable (as far as we know)
+  int64_t retry_at_ns = 0;
+  int64_t backoff_ms = 0;
+
+  bool ok() const { return status.ok(); }
+  // Whether a flush or read of the key may go now (no error, or its backoff has passed).
+  bool Due(int64_t now_ns) const { return status.ok() || now_ns >= retry_at_ns; }
+  // A flush or read found the data unreadable: remember why, schedule the next attempt.
+  void Fail(absl::Status s, int64_t now_ns) {
+    backoff_ms = backoff_ms == 0 ? kMinBackoffMs : std::min(2 * backoff_ms, kMaxBackoffMs);
+    retry_at_ns = now_ns + backoff_ms * 1'000'000;
+    status = std::move(s);
+  }
+  // A flush or read succeeded: readable (again).
+  void Clear() { *this = KeyDataError{}; }
+};
 
 // One lax delta that was given a sequence number. The Redis script records, per daemon and key,
 // the highest sequence applied, and skips entries at or below it: a retried entry is applied
@@ -37,6 +64,9 @@ struct LaxEntry {
 
   bool refreshing = false;
   std::vector<absl::AnyInvocable<void()>> waiters;  // run after the current refresh
+
+  KeyDataError data_error;
+  absl::Status last_error;  // the last failed flush or read (any cause), for the shutdown log
 
   bool dirty() const { return pending != 0 || !unacked.empty(); }
   bool idle() const { return !dirty() && carriers == 0 && !refreshing && waiters.empty(); }

@@ -27,6 +27,12 @@ bool RedisDown(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsResourceExhausted(s);
 }
 
+// Failures after which an Inc gets the failure mode's answer: Redis cannot answer now, or the
+// key's data in Redis cannot be read (FAILED_PRECONDITION: another Redis type, a bucket that is
+// not a number). Either way Redis cannot decide, and a caller of a rate limiter wants a decision
+// it chose for that case (open, closed, local), not an error (docs/api.md#rate-limiting).
+bool UseFailureMode(const absl::Status& s) { return RedisDown(s) || absl::IsFailedPrecondition(s); }
+
 absl::Status BadReply(const redis::Reply& r) {
   return absl::InternalError(absl::StrCat("unexpected ratelimit reply: ", r.DebugString()));
 }
@@ -227,7 +233,7 @@ std::vector<RedisRateLimiter::PendingInc> RedisRateLimiter::NextBatch(const std:
 }
 
 void RedisRateLimiter::Answer(PendingInc& p, absl::StatusOr<RateIncResult> r) {
-  if (!r.ok() && RedisDown(r.status())) {
+  if (!r.ok() && UseFailureMode(r.status())) {
     Degrade(p.req, r.status(), std::move(p.done));
     return;
   }
@@ -242,7 +248,9 @@ void RedisRateLimiter::Degrade(const RateIncRequest& req, const absl::Status& wh
   stats_.redis_failures.fetch_add(1, std::memory_order_relaxed);
   stats_.degraded.fetch_add(1, std::memory_order_relaxed);
   if (g_redis_log.ShouldLog()) {
-    spdlog::warn("REDIS rate limiter: Redis did not answer ({}); answering by failure mode {}",
+    spdlog::warn("REDIS rate limiter: {} ({}); answering by failure mode {}",
+                 absl::IsFailedPrecondition(why) ? "the key's data in Redis cannot be read"
+                                                 : "Redis did not answer",
                  why.ToString(),
                  failure_mode_ == RateFailureMode::kOpen     ? "open"
                  : failure_mode_ == RateFailureMode::kClosed ? "closed"

@@ -13,6 +13,7 @@ enum class ScriptStatus {
   kNotInt,    // counter/icounter: a stored value is not an int64; nothing changed
   kRange,     // ratelimit: the key's observed units would reach 2^53; nothing recorded
   kUnknown,   // anything else: a reply we do not understand
+  kCorrupt,   // counter/icounter: this daemon's dedup mark in the key is not a seq; nothing changed
 };
 
 inline ScriptStatus ParseScriptStatus(std::string_view s) {
@@ -20,6 +21,7 @@ inline ScriptStatus ParseScriptStatus(std::string_view s) {
   if (s == "overflow") return ScriptStatus::kOverflow;
   if (s == "notint") return ScriptStatus::kNotInt;
   if (s == "range") return ScriptStatus::kRange;
+  if (s == "corrupt") return ScriptStatus::kCorrupt;
   return ScriptStatus::kUnknown;
 }
 
@@ -33,6 +35,8 @@ inline std::string_view ScriptStatusName(ScriptStatus s) {
       return "notint";
     case ScriptStatus::kRange:
       return "range";
+    case ScriptStatus::kCorrupt:
+      return "corrupt";
     case ScriptStatus::kUnknown:
       break;
   }
