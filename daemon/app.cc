@@ -143,8 +143,7 @@ ShutdownReport App::Shutdown(milliseconds grace) {
                                   grace - (std::chrono::steady_clock::now() - start)));
   };
   StopServing(std::chrono::system_clock::now() + grace / 2);
-  report.unflushed_lax_keys =
-      counters_->Shutdown(left(milliseconds(1)), &report.broken_lax_keys);
+  report.unflushed_lax_keys = counters_->Shutdown(left(milliseconds(1)), &report.broken_lax_keys);
   report.unsynced_hybrid_keys = hybrid_rate_limiter_->Shutdown(left(milliseconds(200)));
   report.unsettled_instance_keys = icounters_->Shutdown(left(milliseconds(1000)));
   executor_->Stop();

@@ -42,9 +42,9 @@ absl::Status DataErrorOf(const std::string& key, ScriptStatus status) {
                      "' is not an int64; nothing changed (Set or Del overwrites it)"));
   }
   if (status == ScriptStatus::kCorrupt) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the dedup mark of this daemon in the Redis hash of key '", key,
-        "' is not a sequence number; nothing changed (Set or Del overwrites it)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the dedup mark of this daemon in the Redis hash of key '", key,
+                     "' is not a sequence number; nothing changed (Set or Del overwrites it)"));
   }
   return absl::OkStatus();
 }
@@ -375,8 +375,7 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
                      if (absl::IsFailedPrecondition(s)) stats_.flush_data_errors++;
                      if (g_flush_log.ShouldLog()) {
                        spdlog::warn("lax flush of {}/{} failed (will retry{}): {}", k.first,
-                                    k.second,
-                                    absl::IsFailedPrecondition(s) ? ", backing off" : "",
+                                    k.second, absl::IsFailedPrecondition(s) ? ", backing off" : "",
                                     s.ToString());
                      }
                    }
@@ -447,9 +446,9 @@ std::pair<int64_t, int64_t> Counters::CountUnflushed(bool log) {
         continue;
       }
       const std::string cause =
-          !e.data_error.ok()   ? e.data_error.status.ToString()
-          : e.last_error.ok()  ? std::string("Redis did not confirm the flush in time")
-                               : absl::StrCat("Redis unreachable (", e.last_error.ToString(), ")");
+          !e.data_error.ok()  ? e.data_error.status.ToString()
+          : e.last_error.ok() ? std::string("Redis did not confirm the flush in time")
+                              : absl::StrCat("Redis unreachable (", e.last_error.ToString(), ")");
       spdlog::error("lax increments not flushed: namespace '{}' key '{}' delta {}: {}", k.first,
                     k.second, static_cast<int64_t>(delta), cause);
     }

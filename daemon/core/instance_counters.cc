@@ -53,9 +53,9 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
                      "writes; nothing changed (Set or Del overwrites it)"));
   }
   if (status == ScriptStatus::kCorrupt) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the dedup mark of this daemon in the Redis hash of key '", AbslView(key),
-        "' is not a sequence number; nothing changed (Set or Del overwrites it)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the dedup mark of this daemon in the Redis hash of key '", AbslView(key),
+                     "' is not a sequence number; nothing changed (Set or Del overwrites it)"));
   }
   auto c = ParseInt64(ReplyInt(e[1]));
   auto i = ParseInt64(ReplyInt(e[2]));
@@ -654,8 +654,8 @@ std::optional<absl::StatusOr<InstanceResult>> InstanceCounters::TryLax(const Map
   return InstanceResult{after.cumulative, after.instance, view.cumulative, view.instance, true};
 }
 
-void InstanceCounters::LaxWrite(const MapKey& k, SliceOp op, Condition cond,
-                                InstanceCallback done, bool may_read) {
+void InstanceCounters::LaxWrite(const MapKey& k, SliceOp op, Condition cond, InstanceCallback done,
+                                bool may_read) {
   // Also before this instance registered (Redis down at the start): LAX answers from memory,
   // and the work is flushed once the registration went through.
   if (auto r = TryLax(k, op, cond, may_read)) return done(std::move(*r));
@@ -927,9 +927,9 @@ std::pair<int64_t, int64_t> InstanceCounters::CountUnflushed(bool log) {
                         u.op.kind == SliceOpKind::kSet ? "slice := " : "slice += ", u.op.value);
       }
       if (e.pending) {
-        absl::StrAppend(&ops, ops.empty() ? "" : ", ",
-                        e.pending->kind == SliceOpKind::kSet ? "slice := " : "slice += ",
-                        e.pending->value);
+        absl::StrAppend(
+            &ops, ops.empty() ? "" : ", ",
+            e.pending->kind == SliceOpKind::kSet ? "slice := " : "slice += ", e.pending->value);
       }
       spdlog::error("instance LAX work not flushed: namespace '{}' key '{}' ({}): {}", k.first,
                     k.second, ops,

@@ -469,7 +469,7 @@ TEST_F(CounterScriptTest, MarksOnlyKeyReallyExpires) {
 
 // ---- corrupt data and bad input ----
 
-TEST_F(CounterScriptTest, CorruptStoredValueIsReportedAndUntouched) {
+TEST_F(CounterScriptTest, CorruptStoredValueIsReportedAndUntouchedExceptBySetAndDel) {
   const std::vector<std::string> corrupt = {"abc",
                                             "",
                                             "007",
@@ -489,13 +489,22 @@ TEST_F(CounterScriptTest, CorruptStoredValueIsReportedAndUntouched) {
     SCOPED_TRACE("stored v = '" + bad + "'");
     Cmd({"DEL", kKey});
     ASSERT_EQ(Cmd({"HSET", kKey, "v", bad}), "1");
-    for (const std::string op : {"flush", "get", "inc", "set", "del"}) {
+    for (const std::string op : {"flush", "get", "inc"}) {
       SCOPED_TRACE(op);
       EXPECT_EQ(Op("A", {{"1", "5"}}, op, "", "0", "1"), "notint,0,0,0,0");
     }
+    // A condition cannot be evaluated on it either.
+    EXPECT_EQ(Op("A", {{"1", "5"}}, "set", "eq", "0", "1"), "notint,0,0,0,0");
     EXPECT_EQ(Value(), bad);
     EXPECT_EQ(Cmd({"HLEN", kKey}), "1");  // no dedup mark either: the entries are still to do
     EXPECT_EQ(Pttl(), -1);
+    // Set without a condition and Del repair the key: the unreadable value counts as 0.
+    EXPECT_EQ(Op("A", {{"1", "5"}}, "set", "", "0", "1"), "ok,1,5,1,0");
+    EXPECT_EQ(Value(), "1");
+    EXPECT_EQ(Mark("A"), "1");
+    ASSERT_EQ(Cmd({"HSET", kKey, "v", bad}), "0");
+    EXPECT_EQ(Op("A", {{"2", "5"}}, "del"), "ok,0,5,1,0");
+    EXPECT_EQ(Cmd({"HEXISTS", kKey, "v"}), "0");
   }
 }
 
@@ -546,11 +555,14 @@ TEST_F(CounterScriptTest, BadArgvIsAnErrorAndWritesNothing) {
   EXPECT_EQ(Pttl(), -1);
 }
 
-TEST_F(CounterScriptTest, CorruptMarkIsAnErrorAndWritesNothing) {
+TEST_F(CounterScriptTest, CorruptMarkIsReportedWritesNothingAndIsRepairedBySet) {
   ASSERT_EQ(Cmd({"HSET", kKey, "v", "7", "s:A", "garbage"}), "2");
-  EXPECT_EQ(Flush("A", {{"1", "5"}}), "ERROR:ERR distkit: corrupt s:A");
+  EXPECT_EQ(Flush("A", {{"1", "5"}}), "corrupt,0,0,0,0");
   EXPECT_EQ(Flush("B", {{"1", "5"}}), "ok,12,12,0,0");  // other instances are unaffected
   EXPECT_EQ(Mark("A"), "garbage");
+  EXPECT_EQ(Op("A", {}, "set", "", "0", "3"), "ok,3,12,1,0");
+  EXPECT_EQ(Cmd({"HEXISTS", kKey, "s:A"}), "0");
+  EXPECT_EQ(Flush("A", {{"1", "5"}}), "ok,8,8,0,0");
 }
 
 TEST_F(CounterScriptTest, WrongTypeKeyIsAnError) {
@@ -558,6 +570,13 @@ TEST_F(CounterScriptTest, WrongTypeKeyIsAnError) {
   const std::string reply = Get();
   EXPECT_NE(reply.find("WRONGTYPE"), std::string::npos) << reply;
   EXPECT_EQ(Cmd({"GET", kKey}), "5");
+  // Set without a condition and Del overwrite it.
+  EXPECT_EQ(Set("9"), "ok,9,0,1,0");
+  EXPECT_EQ(Value(), "9");
+  ASSERT_EQ(Cmd({"DEL", kKey}), "1");
+  ASSERT_EQ(Cmd({"RPUSH", kKey, "x"}), "1");
+  EXPECT_EQ(Del(), "ok,0,0,1,0");
+  EXPECT_EQ(Cmd({"TYPE", kKey}), "none");
 }
 
 // ---- how the daemon loads it ----

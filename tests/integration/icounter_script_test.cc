@@ -1145,7 +1145,7 @@ TEST_F(ICounterScriptTest, ExtremesAreExactAndOverflowChangesNothing) {
 
 // ================= corrupt data and bad input =================
 
-TEST_F(ICounterScriptTest, CorruptStoredDataIsReportedAndUntouched) {
+TEST_F(ICounterScriptTest, CorruptStoredDataIsReportedAndUntouchedExceptBySetAndDel) {
   const std::string e = "1700000000000000";
   const std::vector<std::pair<std::string, std::string>> corrupt = {{"c", "abc"},
                                                                     {"c", "007"},
@@ -1167,12 +1167,21 @@ TEST_F(ICounterScriptTest, CorruptStoredDataIsReportedAndUntouched) {
     ASSERT_EQ(Cmd({"HSET", kKey, "e", e, "c", "5", "s:c0", e + "|1|5"}), "3");
     ASSERT_EQ(Cmd({"HSET", kKey, field, bad}), "0");
     const std::string before = Cmd({"HGETALL", kKey});
-    for (const std::string op :
-         {"get", "inc", "set", "set_on_instance", "del", "del_on_instance"}) {
+    for (const std::string op : {"get", "inc", "set_on_instance", "del_on_instance"}) {
       SCOPED_TRACE(op);
       EXPECT_EQ(Run(c0, {{"1", "add", "5"}}, op, {}, "1"), "notint,0,0,0,0,0");
     }
+    // A condition cannot be evaluated on it either.
+    EXPECT_EQ(Run(c0, {{"1", "add", "5"}}, "set", {"eq", "0"}, "1"), "notint,0,0,0,0,0");
     EXPECT_EQ(Cmd({"HGETALL", kKey}), before) << "no write, not even the dedup mark";
+    // Set without a condition and Del overwrite it (the unreadable parts count 0).
+    EXPECT_EQ(Run(c0, {{"1", "add", "5"}}, "set", {}, "3").substr(0, 7), "ok,3,3,");
+    EXPECT_EQ(Field("c"), "3");
+    EXPECT_EQ(Run(c0, {}, "get").substr(0, 7), "ok,3,3,");
+    Cmd({"HSET", kKey, field, bad});
+    EXPECT_EQ(Run(c0, {{"2", "add", "5"}}, "del").substr(0, 7), "ok,0,0,");
+    EXPECT_EQ(Run(c0, {}, "get").substr(0, 7), "ok,0,0,");
+    EXPECT_EQ(Inc(c0, "2").substr(0, 7), "ok,2,2,");
   }
   // A corrupt dead slice stops its reap only.
   Cmd({"DEL", kKey});
@@ -1182,13 +1191,26 @@ TEST_F(ICounterScriptTest, CorruptStoredDataIsReportedAndUntouched) {
   EXPECT_EQ(Field("s:c1"), "junk");
 }
 
-TEST_F(ICounterScriptTest, CorruptMarkIsAnErrorAndWritesNothing) {
+TEST_F(ICounterScriptTest, CorruptMarkIsReportedWritesNothingAndIsRepairedBySet) {
   ASSERT_EQ(Inc(c0, "7"), "ok,7,7,0,0,1");
   ASSERT_EQ(Cmd({"HSET", kKey, "q:proc-c0", "garbage"}), "1");
   const std::string before = Cmd({"HGETALL", kKey});
-  EXPECT_EQ(Flush(c0, {{"1", "add", "5"}}), "ERROR:ERR distkit: corrupt q:proc-c0");
+  EXPECT_EQ(Flush(c0, {{"1", "add", "5"}}), "corrupt,0,0,0,0,0");
   EXPECT_EQ(Cmd({"HGETALL", kKey}), before);
   EXPECT_EQ(Flush(c1, {{"1", "add", "5"}}), "ok,12,5,12,5,0");  // other processes are fine
+  EXPECT_EQ(Set(c0, "4").substr(0, 7), "ok,4,4,");
+  EXPECT_EQ(Field("q:proc-c0"), "(nil)");
+  EXPECT_EQ(Flush(c0, {{"1", "add", "5"}}).substr(0, 7), "ok,9,9,");
+}
+
+TEST_F(ICounterScriptTest, KeyOfAnotherTypeIsAnErrorExceptForSetAndDel) {
+  ASSERT_EQ(Cmd({"SET", kKey, "5"}), "OK");
+  EXPECT_NE(Inc(c0, "1").find("WRONGTYPE"), std::string::npos);
+  EXPECT_EQ(Set(c0, "4").substr(0, 7), "ok,4,4,");
+  ASSERT_EQ(Cmd({"DEL", kKey}), "1");
+  ASSERT_EQ(Cmd({"SADD", kKey, "x"}), "1");
+  EXPECT_EQ(Del(c0).substr(0, 7), "ok,0,0,");
+  EXPECT_EQ(Inc(c0, "2").substr(0, 7), "ok,2,2,");
 }
 
 TEST_F(ICounterScriptTest, BadArgvIsAnErrorAndWritesNothing) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace distkit::core {
 namespace {
 
@@ -55,6 +57,29 @@ TEST(LaxStore, AddPendingRefusesOverflowOfViewOrPending) {
   e.remote = INT64_MIN + 10;
   EXPECT_TRUE(AddPending(e, INT64_MAX));
   EXPECT_FALSE(AddPending(e, 1)) << "the pending sum itself would overflow";
+}
+
+TEST(KeyDataErrorTest, BacksOffDoublingUpToTheCapAndClears) {
+  KeyDataError d;
+  EXPECT_TRUE(d.ok());
+  EXPECT_TRUE(d.Due(0));
+  int64_t now = 1'000'000'000;
+  d.Fail(absl::FailedPreconditionError("broken"), now);
+  EXPECT_FALSE(d.ok());
+  EXPECT_FALSE(d.Due(now));
+  EXPECT_TRUE(d.Due(now + KeyDataError::kMinBackoffMs * 1'000'000));
+  std::vector<int64_t> backoffs;
+  for (int i = 0; i < 10; ++i) {
+    backoffs.push_back(d.backoff_ms);
+    d.Fail(absl::FailedPreconditionError("broken"), now);
+  }
+  EXPECT_EQ(backoffs,
+            (std::vector<int64_t>{100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000}));
+  d.Clear();
+  EXPECT_TRUE(d.ok());
+  EXPECT_TRUE(d.Due(now));
+  d.Fail(absl::FailedPreconditionError("again"), now);
+  EXPECT_EQ(d.backoff_ms, KeyDataError::kMinBackoffMs);
 }
 
 }  // namespace
