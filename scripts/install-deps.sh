@@ -6,8 +6,15 @@
 #
 #   scripts/install-deps.sh          # install what is missing
 #   scripts/install-deps.sh --check  # exit 1 (and list them) if packages are missing
+#   scripts/install-deps.sh --build  # only what building distkitd + distkit needs (the
+#                                    # Dockerfile's build stage: no lint, tests or Redis)
 set -euo pipefail
 
+BUILD_PACKAGES=(
+  build-essential g++ cmake ninja-build pkg-config ca-certificates
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libhiredis-dev
+  libabsl-dev libspdlog-dev libevent-dev libssl-dev prometheus-cpp-dev
+)
 PACKAGES=(
   # toolchain
   build-essential g++ clang cmake ninja-build pkg-config git ca-certificates
@@ -22,6 +29,11 @@ PACKAGES=(
   openssl
 )
 
+mode=${1:-}
+if [[ "$mode" == --build ]]; then
+  PACKAGES=("${BUILD_PACKAGES[@]}")
+fi
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
@@ -33,7 +45,7 @@ if ((${#missing[@]} == 0)); then
   exit 0
 fi
 echo "install-deps: missing: ${missing[*]}"
-if [[ "${1:-}" == --check ]]; then
+if [[ "$mode" == --check ]]; then
   exit 1
 fi
 
