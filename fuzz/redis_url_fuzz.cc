@@ -22,11 +22,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view in(reinterpret_cast<const char*>(data), size);
   if (auto ep = redis::ParseRedisUrl(in); ep.ok()) {
     const std::string redacted = ep->Redacted();
-    // The password never reaches a log line.
-    Check(ep->password.size() < 3 || redacted.find(ep->password) == std::string::npos ||
-          ep->user.find(ep->password) != std::string::npos ||
-          ep->host.find(ep->password) != std::string::npos ||
-          ep->path.find(ep->password) != std::string::npos);
+    // The password never reaches a log line: the redacted text does not depend on it.
+    redis::RedisEndpoint other = *ep;
+    if (!other.password.empty()) other.password.assign(1, 'x');
+    Check(other.Redacted() == redacted);
     Check(ep->is_unix || (ep->port > 0 && ep->port <= 65535));
     // What parsed once parses again from its redacted form's shape when there is no password.
     if (ep->password.empty() && !ep->is_unix) {

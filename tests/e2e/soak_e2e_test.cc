@@ -21,7 +21,6 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -74,10 +73,12 @@ std::string StrictKey(int i) { return absl::StrCat("s", i); }
 std::string LaxKey(int slot, int i) { return absl::StrCat("l", slot, "_", i); }
 std::string InstanceKey(int i) { return absl::StrCat("i", i); }
 
-// Codes a call may end with while faults happen; anything else is a daemon bug.
+// Codes a call may end with while faults happen (CANCELLED: gRPC cancels the calls a daemon
+// receives while it shuts down on SIGTERM); anything else is a daemon bug.
 bool ExpectedCode(grpc::StatusCode code) {
   return code == grpc::StatusCode::OK || code == grpc::StatusCode::UNAVAILABLE ||
-         code == grpc::StatusCode::DEADLINE_EXCEEDED || code == grpc::StatusCode::ABORTED;
+         code == grpc::StatusCode::DEADLINE_EXCEEDED || code == grpc::StatusCode::ABORTED ||
+         code == grpc::StatusCode::CANCELLED;
 }
 
 // One daemon slot: the current process and its incarnation number (bumped on every restart).
@@ -133,10 +134,16 @@ class SoakE2ETest : public ::testing::Test {
     return slots_[d]->daemon;
   }
 
-  // Starts slot d's next incarnation (a fresh instance id and dedup id) and waits for it.
+  // Starts slot d's next incarnation (a fresh instance id and dedup id) and waits for it. Each
+  // incarnation listens on its own socket: a client still holding the previous one's channel
+  // must not reach this one (its acknowledgements would be booked to the wrong incarnation).
   bool StartDaemon(int d) {
-    const std::string name = absl::StrCat("d", d);
-    unlink(absl::StrCat(redis_->dir(), "/", name, ".sock").c_str());  // a SIGKILLed one's
+    int epoch = 0;
+    {
+      std::lock_guard<std::mutex> lock(slots_[d]->mu);
+      epoch = slots_[d]->epoch + 1;
+    }
+    const std::string name = absl::StrCat("d", d, "_", epoch);
     auto daemon = std::make_shared<Daemon>(
         *redis_, name,
         std::vector<std::string>{"--redis_timeout_ms", "1000", "--flush_interval_ms", "20",
@@ -152,7 +159,7 @@ class SoakE2ETest : public ::testing::Test {
     }
     std::lock_guard<std::mutex> lock(slots_[d]->mu);
     slots_[d]->daemon = std::move(daemon);
-    ++slots_[d]->epoch;
+    slots_[d]->epoch = epoch;
     return true;
   }
 
