@@ -159,6 +159,18 @@ struct Calls {
   }
 };
 
+// The requests and responses of one input: like gRPC's, they live until every completion ran.
+struct Held {
+  template <typename Msg>
+  Msg& Make() {
+    auto msg = std::make_unique<Msg>();
+    Msg& out = *msg;
+    messages.push_back(std::move(msg));
+    return out;
+  }
+  std::vector<std::unique_ptr<google::protobuf::Message>> messages;
+};
+
 template <typename Msg>
 bool Parse(std::string_view bytes, Msg* msg) {
   return msg->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()));
@@ -211,38 +223,38 @@ void Instance(Graph& g, Calls& calls, const v1::InstanceBatchOp& op, v1::Instanc
 }
 
 // One request of type `type`, parsed from `bytes`. Returns false when the bytes do not parse.
-bool Run(Graph& g, Calls& calls, int type, std::string_view bytes) {
+bool Run(Graph& g, Calls& calls, Held& held, int type, std::string_view bytes) {
   switch (type) {
     case 0: {
-      v1::BatchOp op;
+      auto& op = held.Make<v1::BatchOp>();
       if (!Parse(bytes, op.mutable_inc())) return false;
-      v1::BatchResult res;
+      auto& res = held.Make<v1::BatchResult>();
       Counter(g, calls, op, &res);
       return true;
     }
     case 1: {
-      v1::BatchOp op;
+      auto& op = held.Make<v1::BatchOp>();
       if (!Parse(bytes, op.mutable_get())) return false;
-      v1::BatchResult res;
+      auto& res = held.Make<v1::BatchResult>();
       Counter(g, calls, op, &res);
       return true;
     }
     case 2: {
-      v1::BatchOp op;
+      auto& op = held.Make<v1::BatchOp>();
       if (!Parse(bytes, op.mutable_set())) return false;
-      v1::BatchResult res;
+      auto& res = held.Make<v1::BatchResult>();
       Counter(g, calls, op, &res);
       return true;
     }
     case 3: {
-      v1::BatchOp op;
+      auto& op = held.Make<v1::BatchOp>();
       if (!Parse(bytes, op.mutable_del())) return false;
-      v1::BatchResult res;
+      auto& res = held.Make<v1::BatchResult>();
       Counter(g, calls, op, &res);
       return true;
     }
     case 4: {
-      v1::ClearRequest req;
+      auto& req = held.Make<v1::ClearRequest>();
       if (!Parse(bytes, &req)) return false;
       std::string ns;
       transport::NameResolver names("ns");
@@ -250,56 +262,56 @@ bool Run(Graph& g, Calls& calls, int type, std::string_view bytes) {
       return true;
     }
     case 5: {
-      v1::BatchRequest req;
+      auto& req = held.Make<v1::BatchRequest>();
       if (!Parse(bytes, &req)) return false;
-      v1::BatchResponse resp;
+      auto& resp = held.Make<v1::BatchResponse>();
       for (const auto& op : req.ops()) Counter(g, calls, op, resp.add_results());
       return true;
     }
     case 6: {
-      v1::InstanceBatchOp op;
+      auto& op = held.Make<v1::InstanceBatchOp>();
       if (!Parse(bytes, op.mutable_inc())) return false;
-      v1::InstanceBatchResult res;
+      auto& res = held.Make<v1::InstanceBatchResult>();
       Instance(g, calls, op, &res);
       return true;
     }
     case 7: {
-      v1::InstanceBatchOp op;
+      auto& op = held.Make<v1::InstanceBatchOp>();
       if (!Parse(bytes, op.mutable_get())) return false;
-      v1::InstanceBatchResult res;
+      auto& res = held.Make<v1::InstanceBatchResult>();
       Instance(g, calls, op, &res);
       return true;
     }
     case 8: {
-      v1::InstanceBatchOp op;
+      auto& op = held.Make<v1::InstanceBatchOp>();
       if (!Parse(bytes, op.mutable_set())) return false;
-      v1::InstanceBatchResult res;
+      auto& res = held.Make<v1::InstanceBatchResult>();
       Instance(g, calls, op, &res);
       return true;
     }
     case 9: {
-      v1::InstanceBatchOp op;
+      auto& op = held.Make<v1::InstanceBatchOp>();
       if (!Parse(bytes, op.mutable_set_on_instance())) return false;
-      v1::InstanceBatchResult res;
+      auto& res = held.Make<v1::InstanceBatchResult>();
       Instance(g, calls, op, &res);
       return true;
     }
     case 10: {
-      v1::InstanceBatchOp op;
+      auto& op = held.Make<v1::InstanceBatchOp>();
       if (!Parse(bytes, op.mutable_del())) return false;
-      v1::InstanceBatchResult res;
+      auto& res = held.Make<v1::InstanceBatchResult>();
       Instance(g, calls, op, &res);
       return true;
     }
     case 11: {
-      v1::InstanceBatchOp op;
+      auto& op = held.Make<v1::InstanceBatchOp>();
       if (!Parse(bytes, op.mutable_del_on_instance())) return false;
-      v1::InstanceBatchResult res;
+      auto& res = held.Make<v1::InstanceBatchResult>();
       Instance(g, calls, op, &res);
       return true;
     }
     case 12: {
-      v1::InstanceClearRequest req;
+      auto& req = held.Make<v1::InstanceClearRequest>();
       if (!Parse(bytes, &req)) return false;
       std::string ns;
       transport::NameResolver names("ns");
@@ -307,7 +319,7 @@ bool Run(Graph& g, Calls& calls, int type, std::string_view bytes) {
       return true;
     }
     case 13: {
-      v1::ClearOnInstanceRequest req;
+      auto& req = held.Make<v1::ClearOnInstanceRequest>();
       if (!Parse(bytes, &req)) return false;
       std::string ns;
       transport::NameResolver names("ns");
@@ -317,30 +329,30 @@ bool Run(Graph& g, Calls& calls, int type, std::string_view bytes) {
       return true;
     }
     case 14: {
-      v1::InstanceBatchRequest req;
+      auto& req = held.Make<v1::InstanceBatchRequest>();
       if (!Parse(bytes, &req)) return false;
-      v1::InstanceBatchResponse resp;
+      auto& resp = held.Make<v1::InstanceBatchResponse>();
       for (const auto& op : req.ops()) Instance(g, calls, op, resp.add_results());
       return true;
     }
     case 15: {
-      v1::RateLimitIncRequest req;
+      auto& req = held.Make<v1::RateLimitIncRequest>();
       if (!Parse(bytes, &req)) return false;
-      v1::RateLimitIncResponse resp;
+      auto& resp = held.Make<v1::RateLimitIncResponse>();
       calls.RunStart([&](auto cb) { return g.rate_svc.StartInc(req, &resp, cb); });
       return true;
     }
     case 16: {
-      v1::RateLimitGetRequest req;
+      auto& req = held.Make<v1::RateLimitGetRequest>();
       if (!Parse(bytes, &req)) return false;
-      v1::RateLimitGetResponse resp;
+      auto& resp = held.Make<v1::RateLimitGetResponse>();
       g.rate_svc.DoGet(req, &resp, calls.Callback());
       return true;
     }
     case 17: {
-      v1::RateLimitBatchRequest req;
+      auto& req = held.Make<v1::RateLimitBatchRequest>();
       if (!Parse(bytes, &req)) return false;
-      v1::RateLimitBatchResponse resp;
+      auto& resp = held.Make<v1::RateLimitBatchResponse>();
       for (const auto& op : req.ops()) {
         if (!op.has_inc()) continue;
         auto* res = resp.add_results()->mutable_inc();
@@ -374,9 +386,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   ScriptedRedis redis(DecodeReplies(rest));
   Calls calls;  // outlives the graph: its destructors may still complete calls
+  Held held;    // likewise the messages the completions write into
   {
     Graph graph(&redis);
-    if (!Run(graph, calls, type, msg)) return 0;
+    if (!Run(graph, calls, held, type, msg)) return 0;
     graph.counters.FlushNow();
     // Every Redis call is answered before the graph goes (HYBRID's destructor waits for its
     // replies); once the input's replies are used up, each answer is "not sent".
