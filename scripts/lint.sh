@@ -2,7 +2,7 @@
 # The repo's rules that a machine can check, as CI runs them (.ci/run, before the tests):
 #   1. clang-format: every tracked C++ file is formatted (.clang-format); no diff allowed.
 #   2. clang-tidy: the curated checks of .clang-tidy over our own sources (daemon/, client/,
-#      cli/, bench/), every warning an error.
+#      cli/, bench/, fuzz/), every warning an error.
 #
 #   scripts/lint.sh            # both; configures build/ (for compile_commands.json) if needed
 #   scripts/lint.sh --format   # clang-format only (seconds)
@@ -34,7 +34,8 @@ if [[ ! -f "$build/compile_commands.json" ]]; then
 fi
 cmake --build "$build" -j"$jobs" --target distkit_proto distkit_health_proto
 
-mapfile -t tidy_files < <(git ls-files 'daemon/*.cc' 'client/*.cc' 'cli/*.cc' 'bench/*.cc')
+mapfile -t tidy_files < <(git ls-files 'daemon/*.cc' 'client/*.cc' 'cli/*.cc' 'bench/*.cc' \
+  'fuzz/*.cc')
 echo "lint: clang-tidy on ${#tidy_files[@]} files ($jobs at a time)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

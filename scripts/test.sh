@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test tier: unit, integration (real redis-server), e2e (the
-# real distkitd and distkit binaries, several daemons on one Redis, a Python client), then the
-# unit and integration tiers again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# real distkitd and distkit binaries, several daemons on one Redis, a Python client), fuzz (the
+# fuzz targets over their seed corpus), then the unit, integration and fuzz tiers again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
 #
 #   scripts/test.sh            # everything
 #   SANITIZE=0 scripts/test.sh # skip the sanitizer build (faster local runs)
@@ -22,6 +23,6 @@ if [[ "${SANITIZE:-1}" != 0 ]]; then
     -DDISTKIT_BUILD_BENCH=OFF
   cmake --build build-asan -j"$jobs"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -L 'unit|integration'
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" --timeout 900 -L 'unit|integration|fuzz'
 fi
 echo "test.sh: all tests passed"
