@@ -3,6 +3,7 @@
 // N shards, each a mutex and the state it guards, picked by a hash of the key: callers touching
 // different keys rarely contend. The one sharding helper of the core's in-memory stores.
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 
@@ -50,12 +51,17 @@ size_t ShrinkIfSparse(Map& map) {
   return (before - map.capacity()) * sizeof(typename Map::value_type);
 }
 
-// Gives freed heap pages back to the kernel after a store released `released_bytes` (glibc keeps
-// freed memory in its arenas; a large shrink would otherwise not lower RSS). Cheap enough for a
-// once-per-sweep call; below kTrimThreshold it does nothing.
+// Gives freed heap pages back to the kernel once the stores released `released_bytes` more
+// (summed over calls: evictions spread over many sweeps add up) since the last trim. glibc keeps
+// freed memory in its arenas; without this a large eviction would not lower RSS. Below
+// kTrimThreshold in total it does nothing, so an ordinary sweep costs no trim.
 inline void TrimHeapAfterShrink(size_t released_bytes) {
   constexpr size_t kTrimThreshold = size_t{8} << 20;
-  if (released_bytes < kTrimThreshold) return;
+  static std::atomic<size_t> pending{0};
+  if (released_bytes == 0 || pending.fetch_add(released_bytes) + released_bytes < kTrimThreshold) {
+    return;
+  }
+  pending = 0;
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif

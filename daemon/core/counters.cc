@@ -470,7 +470,7 @@ void Counters::EvictIdle() {
     const size_t removed = absl::erase_if(shard.map, [&](const auto& kv) {
       return kv.second.idle() && now - kv.second.last_access_ns > idle_ns;
     });
-    released += ShrinkIfSparse(shard.map);
+    released += ShrinkIfSparse(shard.map) + removed * sizeof(LaxEntry);
     // Keeps cached_keys (the cap's count) exact: creations since the pass began stay counted.
     stats_.cached_keys -= static_cast<int64_t>(removed);
   }

@@ -825,11 +825,11 @@ void HybridRateLimiter::EvictIdle() {
   const int64_t now = NowNs();
   const int64_t now_ms = now / kNsPerMs;
   int64_t total = 0;
-  size_t released = 0;
+  size_t released = 0, removed = 0;
   for (int i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    absl::erase_if(shard.map, [&](auto& kv) {
+    removed += absl::erase_if(shard.map, [&](auto& kv) {
       KeyState& st = *kv.second;
       if (st.in_flight || !st.inc_waiters.empty() || !st.get_waiters.empty()) return false;
       if (now - st.last_request_ns <= idle_evict_ms_ * kNsPerMs) return false;
@@ -847,7 +847,7 @@ void HybridRateLimiter::EvictIdle() {
     total += static_cast<int64_t>(shard.map.size());
   }
   stats_.keys = total;
-  TrimHeapAfterShrink(released);
+  TrimHeapAfterShrink(released + removed * sizeof(KeyState));
 }
 
 size_t HybridRateLimiter::capacity() {

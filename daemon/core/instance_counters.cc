@@ -871,10 +871,10 @@ void InstanceCounters::EvictIdle() {
   for (int i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    absl::erase_if(shard.map, [&](const auto& kv) {
+    const size_t removed = absl::erase_if(shard.map, [&](const auto& kv) {
       return kv.second.idle() && now - kv.second.last_access_ns > idle_ns;
     });
-    released += ShrinkIfSparse(shard.map);
+    released += ShrinkIfSparse(shard.map) + removed * sizeof(InstanceEntry);
     total += static_cast<int64_t>(shard.map.size());
   }
   stats_.cached_keys = total;

@@ -99,7 +99,8 @@ size_t LocalRateLimiter::Sweep() {
     }
     released += ShrinkIfSparse(shard.map);
   }
-  TrimHeapAfterShrink(released);
+  // The states freed count too (slots, keys, buckets): evictions spread over sweeps add up.
+  TrimHeapAfterShrink(released + removed * (sizeof(Key) + sizeof(State)));
   stats_.keys.fetch_sub(static_cast<int64_t>(removed), std::memory_order_relaxed);
   stats_.swept.fetch_add(removed, std::memory_order_relaxed);
   stats_.sweeps.fetch_add(1, std::memory_order_relaxed);
