@@ -147,7 +147,7 @@ TEST(MemoryE2E, LocalRateLimitMemoryIsReturnedAfterEviction) {
   const pid_t pid = daemon.pid();
 
   // Idle baseline: after a first call (gRPC and Redis connections set up).
-  ASSERT_TRUE(PollUntil([&] { return LocalInc(*stub, "memory-probe-first").ok(); }, 15s));
+  ASSERT_TRUE(PollUntil([&] { return LocalInc(*stub, "memory-probe-key-00000000").ok(); }, 15s));
   const std::optional<int64_t> baseline = RssKb(pid);
   ASSERT_TRUE(baseline.has_value());
 
