@@ -51,6 +51,8 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   counter_options.flush_interval_ms = c.flush_interval_ms;
   counter_options.allowed_lag_ms = c.allowed_lag_ms;
   counter_options.max_pending_keys = c.max_pending_keys;
+  counter_options.max_keys = c.max_lax_keys;
+  counter_options.resend_bound_ms = c.lax_resend_bound_ms;
   app->counters_ = std::make_unique<core::Counters>(app->executor_.get(), counter_options);
   app->counters_->Start();
 
@@ -61,6 +63,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   icounter_options.flush_interval_ms = c.flush_interval_ms;
   icounter_options.allowed_lag_ms = c.allowed_lag_ms;
   icounter_options.max_pending_keys = c.max_pending_keys;
+  icounter_options.max_keys = c.max_lax_keys;
   app->icounters_ =
       std::make_unique<core::InstanceCounters>(app->executor_.get(), icounter_options);
   // Not fatal: without Redis the heartbeat keeps trying to register. Registered before the
@@ -88,6 +91,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   local_options.sweep_interval_ms = hooks.local_sweep_interval_ms;
   if (hooks.local_rate_clock != nullptr) local_options.clock = hooks.local_rate_clock;
   local_options.random = random;
+  local_options.max_keys = c.max_rate_limit_keys;
   app->local_rate_limiter_ = std::make_unique<core::LocalRateLimiter>(local_options);
   // REDIS: one ratelimit.lua call per Inc; when Redis cannot answer it follows
   // --rate_limit_failure_mode (`local` decides with the LOCAL provider's state).
@@ -99,6 +103,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   hybrid_options.settings = rate_settings;
   hybrid_options.dedup_id = dedup_id;
   hybrid_options.random = random;
+  hybrid_options.max_keys = c.max_rate_limit_keys;
   app->hybrid_rate_limiter_ =
       std::make_unique<core::HybridRateLimiter>(app->executor_.get(), hybrid_options);
   app->hybrid_rate_limiter_->Start();

@@ -3,14 +3,24 @@
 -- flush: docs/architecture.md).
 --
 -- KEYS[1]  a hash: "v"            the value, a canonical int64 decimal string (absent = 0)
---                  "s:<instance>" the highest lax-flush seq of that daemon already applied here
+--                  "s:<instance>" the dedup mark of a daemon process: "<seq>" or
+--                                 "<seq>@<expiry ms>", seq the highest of its lax-flush seqs
+--                                 already applied here, expiry (Redis time) when it may go
 -- ARGV     instance, n, seq_1, delta_1, ..., seq_n, delta_n, op, comparator, operand, arg
+--          [, sent_ms, bound_ms]
 --          op: flush | get | inc | set | del;  comparator: "" | eq | ne | lt | le | gt | ge
--- Returns  {status, cur, prev, applied, dropped, seen}, status "ok" | "overflow" | "notint" |
---          "corrupt";
---          cur and prev are decimal strings, applied (0/1) and dropped are integers, seen is the
---          highest seq of this instance now applied here (decimal string, "0" for none): the
---          daemon uses it to know which of its deltas a value already contains.
+--          sent_ms: Redis time (the caller's lower estimate) when the oldest carried entry was
+--          first sent; bound_ms: how long after that the caller's entries may be applied. With
+--          them, entries arriving later are refused ("stale") and the mark is written with the
+--          expiry now + 2 × bound_ms (docs/design.md, "Dedup marks").
+-- Returns  {status, cur, prev, applied, dropped, seen, now_ms, resolved}, status "ok" |
+--          "overflow" | "notint" | "corrupt" | "stale" ("notint"/"corrupt": a value or our mark
+--          that is not what we write, only the first six elements); cur and prev are decimal
+--          strings, applied (0/1) and dropped are integers, seen is the highest seq of this
+--          instance now applied here (decimal string, "0" for none): the daemon uses it to know
+--          which of its deltas a value already contains. now_ms is Redis TIME in ms (the daemon's clock estimate). "stale":
+--          nothing was written; resolved = 1 when seen is still authoritative (every carried
+--          entry above it was never applied and never will be), 0 when its mark may be gone.
 --
 -- The int64-on-strings helpers (is_i64, i64_add, i64_cmp, is_comparator, holds, MARK_TTL_MS,
 -- ...) come from lua/lib/int64.lua, fail and parse_seq from lua/lib/validate.lua, prepended to
@@ -24,7 +34,10 @@ local key, instance = KEYS[1], ARGV[1]
 if instance == nil or instance == "" then return fail("empty instance id") end
 local n = ARGV[2] == "0" and 0 or parse_seq(ARGV[2])
 if not n then return fail("bad entry count") end
-if #ARGV ~= 2 * n + 6 then return fail("ARGV count does not match the entry count") end
+local has_bound = #ARGV == 2 * n + 8
+if #ARGV ~= 2 * n + 6 and not has_bound then
+  return fail("ARGV count does not match the entry count")
+end
 local seqs, seq_strs, deltas = {}, {}, {}
 for i = 1, n do
   local s, d = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
@@ -39,6 +52,15 @@ if not OPS[op] then return fail("unknown op") end
 if not is_comparator(cmp) then return fail("unknown comparator") end
 if not is_i64(operand) then return fail("bad operand") end
 if not is_i64(arg) then return fail("bad arg") end
+local sent_ms, bound_ms
+if has_bound then
+  sent_ms, bound_ms = tonumber(ARGV[7 + 2 * n]), tonumber(ARGV[8 + 2 * n])
+  if not sent_ms or sent_ms < 0 or not bound_ms or bound_ms <= 0 then
+    return fail("bad sent_ms or bound_ms")
+  end
+end
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 -- A value we cannot read is left for a human: no write at all, not even the dedup mark, so the
 -- lax entries are applied by a later retry once the value is fixed ("notint": a value that is
@@ -63,14 +85,24 @@ if stored and not is_i64(stored) then
   if not repair then return {"notint", "0", "0", 0, 0, "0"} end
   stored, broken = "0", true
 end
-local last = 0
+local last, mark_seq = 0, mark
 if mark then
-  last = parse_seq(mark)
-  if not last then
+  local at = string.find(mark, "@", 1, true)
+  if at then mark_seq = string.sub(mark, 1, at - 1) end
+  last = parse_seq(mark_seq)
+  if not last or (at and not tonumber(string.sub(mark, at + 1))) then
     if not repair then return {"corrupt", "0", "0", 0, 0, "0"} end
-    last, mark, broken = 0, false, true
+    last, mark, mark_seq, broken = 0, false, false, true
     redis.call("HDEL", key, mark_field)
   end
+end
+-- Entries past their bound are refused: a mark older than 2 × bound may be gone, so a late
+-- resend could count twice. The caller learns which of them were applied (seen) and, while the
+-- marks of applied entries surely still exist (1.5 × bound after sent_ms), that the rest never
+-- were: it re-sends them under new seqs.
+if has_bound and n > 0 and now > sent_ms + bound_ms then
+  local resolved = now <= sent_ms + bound_ms * 1.5 and 1 or 0
+  return {"stale", stored or "0", stored or "0", 0, 0, mark_seq or "0", now, resolved}
 end
 
 -- Lax entries: a seq <= last was applied by an earlier call whose reply got lost, so a retried
@@ -98,7 +130,9 @@ end
 
 -- One HSET for the mark and the value (a flush writes both): fewer calls per script.
 local writes = {}
-if top then writes[#writes + 1], writes[#writes + 2] = mark_field, top end
+if top then
+  writes[1], writes[2] = mark_field, has_bound and (top .. "@" .. (now + 2 * bound_ms)) or top
+end
 local has_v = stored ~= false
 if op == "del" then
   redis.call("HDEL", key, "v")
@@ -114,4 +148,20 @@ if has_v and (not stored or broken) then redis.call("PERSIST", key) end
 -- need to outlive a flush retry, and a key that is never written again must not stay forever.
 if (top or op == "del") and not has_v then redis.call("PEXPIRE", key, MARK_TTL_MS) end
 
-return {status, cur, prev, applied, dropped, top or mark or "0"}
+-- Collect expired marks of other processes (gone, or idle on this key). Only when this process
+-- writes its mark for the first time here or about once per bound, and at most ~100 fields:
+-- bounded work on a hot key. Marks without an expiry (older daemons) are left alone.
+if top and has_bound then
+  local prev_expiry = mark and tonumber(string.match(mark, "@(%d+)$") or "")
+  if not prev_expiry or prev_expiry < now + bound_ms then
+    local scan = redis.call("HSCAN", key, "0", "MATCH", "s:*", "COUNT", 100)
+    local fields, dead = scan[2], {}
+    for i = 1, #fields, 2 do
+      local expiry = tonumber(string.match(fields[i + 1], "@(%d+)$") or "")
+      if fields[i] ~= mark_field and expiry and expiry < now then dead[#dead + 1] = fields[i] end
+    end
+    if #dead > 0 then redis.call("HDEL", key, unpack(dead)) end
+  end
+end
+
+return {status, cur, prev, applied, dropped, top or mark_seq or "0", now}

@@ -405,6 +405,14 @@ const std::vector<FlagDef>& Flags() {
        }},
       IntFlag("max_pending_keys", &Config::max_pending_keys, 1, std::numeric_limits<int64_t>::max(),
               "bound on lax keys with unflushed work"),
+      IntFlag("max_rate_limit_keys", &Config::max_rate_limit_keys, 1,
+              std::numeric_limits<int64_t>::max(),
+              "bound on rate-limit keys held in memory by LOCAL and by HYBRID (each)"),
+      IntFlag("max_lax_keys", &Config::max_lax_keys, 1, std::numeric_limits<int64_t>::max(),
+              "bound on LAX counter keys held in memory (plain and instance counters, each)"),
+      IntFlag("lax_resend_bound_ms", &Config::lax_resend_bound_ms, 10, 12 * 3600 * 1000,
+              "how long an unacknowledged LAX flush is resent under its seq; dedup marks in "
+              "Redis go 2 x this after their last write"),
   };
   return *kFlags;
 }

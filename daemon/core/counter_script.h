@@ -24,13 +24,18 @@ struct ScriptReply {
   bool applied = false;
   int64_t dropped = 0;
   std::optional<uint64_t> applied_seq;  // highest of our lax seqs Redis has applied
+  std::optional<int64_t> redis_now_ms;  // Redis TIME when the script ran
+  // kStale: applied_seq is authoritative (every carried entry above it was never applied and no
+  // longer can be); false: the fate of those entries is unknown.
+  bool resolved = false;
 };
 
 absl::StatusOr<ScriptReply> ParseScriptReply(absl::StatusOr<redis::Reply> r);
 
-// ARGV of counter.lua: dedup id, the lax entries, op, comparator, operand, arg.
+// ARGV of counter.lua: dedup id, the lax entries, op, comparator, operand, arg, and with
+// bound_ms > 0 and entries, sent_ms (the oldest entry's first send, Redis time) and bound_ms.
 std::vector<std::string> ScriptArgs(const std::string& dedup_id,
                                     const std::vector<SeqDelta>& entries, std::string_view op,
-                                    Condition cond, int64_t arg);
+                                    Condition cond, int64_t arg, int64_t bound_ms = 0);
 
 }  // namespace distkit::core

@@ -93,32 +93,49 @@ bool Counters::Fresh(const LaxEntry& e, int64_t now) const {
 void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, int64_t arg,
                          CounterCallback done) {
   std::vector<SeqDelta> carried;
-  bool tracked = false;
+  bool tracked = false, no_time = false;
+  const bool bounded = options_.resend_bound_ms > 0;
+  const std::optional<int64_t> now_ms = bounded ? RedisNowMs() : std::nullopt;
   Shard& shard = ShardFor(k);
   {
     absl::MutexLock lock(&shard.mu);
     auto it = shard.map.find(k);
-    if (it != shard.map.end()) {
+    if (it != shard.map.end() && bounded && !now_ms && it->second.dirty()) {
+      no_time = true;  // lax work to fold in, but no Redis time yet to bound its resends with
+    } else if (it != shard.map.end()) {
       LaxEntry& e = it->second;
       DirtyTracker dt(stats_.dirty_keys, e);
       // Fold this daemon's lax work for the key into the same script: our writes stay in order.
       if (AssignPending(e, next_seq_.load())) next_seq_++;
+      if (now_ms) StampFirstSend(e, *now_ms);
       carried = e.unacked;
       ++e.carriers;
       tracked = true;
     }
   }
+  if (no_time) {
+    return done(absl::UnavailableError(
+        "Redis has not answered this daemon yet (its LAX work for the key goes first); retry"));
+  }
   // Built before the call: the callback below takes `carried` by move.
-  auto args = ScriptArgs(options_.dedup_id, carried, op, cond, arg);
+  auto args = ScriptArgs(options_.dedup_id, carried, op, cond, arg, options_.resend_bound_ms);
   redis_->Script(
       kScript, {PlainCounterKey(k.first, k.second)}, std::move(args),
       [this, k, carried = std::move(carried), tracked,
        done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
         const bool maybe_sent = !redis::IsNotSent(raw.status());
         auto r = ParseScriptReply(std::move(raw));
-        if (tracked) SettleCarrier(k, carried, r, maybe_sent);
+        if (tracked) {
+          SettleCarrier(k, carried, r, maybe_sent);
+        } else {
+          NoteRedisTime(r);
+        }
         if (!r.ok()) {
           done(CallStatus(k.second, r));
+        } else if (r->status == ScriptStatus::kStale) {
+          done(absl::UnavailableError(
+              "this daemon's LAX work for the key was older than --lax_resend_bound_ms and was "
+              "resolved first; nothing else changed, retry"));
         } else if (r->status == ScriptStatus::kOverflow) {
           done(absl::OutOfRangeError("result would leave the int64 range; nothing changed"));
         } else if (auto s = DataErrorOf(k.second, r->status); !s.ok()) {
@@ -144,6 +161,7 @@ void Counters::RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then) {
                  ScriptArgs(options_.dedup_id, {}, "get", Condition{}, 0),
                  [this, k](absl::StatusOr<redis::Reply> raw) {
                    auto r = ParseScriptReply(std::move(raw));
+                   NoteRedisTime(r);
                    std::vector<absl::AnyInvocable<void()>> waiters;
                    Shard& shard = ShardFor(k);
                    {
@@ -175,7 +193,9 @@ std::optional<absl::StatusOr<CounterResult>> Counters::TryLaxInc(const MapKey& k
                                                                  Condition cond, bool may_read) {
   Shard& shard = ShardFor(k);
   absl::MutexLock lock(&shard.mu);
-  LaxEntry& e = shard.map.try_emplace(k).first->second;
+  absl::StatusOr<LaxEntry*> entry = FindOrCreate(shard, k);
+  if (!entry.ok()) return entry.status();
+  LaxEntry& e = **entry;
   const int64_t now = Now();
   e.last_access_ns = now;
   if (!e.initialized) return std::nullopt;  // the first read has not come back yet
@@ -224,14 +244,16 @@ void Counters::LaxGet(const MapKey& k, CounterCallback done) {
   absl::StatusOr<CounterResult> result;
   {
     absl::MutexLock lock(&shard.mu);
-    LaxEntry& e = shard.map[k];
+    absl::StatusOr<LaxEntry*> entry = FindOrCreate(shard, k);
     const int64_t now = Now();
-    e.last_access_ns = now;
-    // A broken key answers its error (STRICT would too) until its backoff allows a re-read.
-    const bool broken = !e.data_error.ok();
-    if (broken && !e.data_error.Due(now)) {
-      result = e.data_error.status;
-    } else if (broken || !Fresh(e, now)) {
+    const bool broken = entry.ok() && !(*entry)->data_error.ok();
+    if (entry.ok()) (*entry)->last_access_ns = now;
+    if (!entry.ok()) {
+      result = entry.status();
+    } else if (broken && !(*entry)->data_error.Due(now)) {
+      // A broken key answers its error (STRICT would too) until its backoff allows a re-read.
+      result = (*entry)->data_error.status;
+    } else if (broken || !Fresh(**entry, now)) {
       shard.mu.Unlock();
       RefreshThen(k, [this, k, done = std::move(done)]() mutable {
         Shard& shard = ShardFor(k);
@@ -248,6 +270,7 @@ void Counters::LaxGet(const MapKey& k, CounterCallback done) {
       shard.mu.Lock();
       return;
     } else {
+      const LaxEntry& e = **entry;
       const int64_t view = LocalView(e).value_or(0);
       result = CounterResult{view, view, true};
     }
@@ -346,17 +369,26 @@ void Counters::ClearScan(const std::string& ns, const std::string& cursor, Statu
 void Counters::FlushNow() {
   std::vector<std::pair<MapKey, std::vector<SeqDelta>>> batch;
   const int64_t now = Now();
-  for (int i = 0; i < kShards; ++i) {
+  const bool bounded = options_.resend_bound_ms > 0;
+  const std::optional<int64_t> now_ms = bounded ? RedisNowMs() : std::nullopt;
+  std::optional<MapKey> probe;  // bounded, no Redis time yet: a read first (its reply has it)
+  for (int i = 0; i < kShards && !probe; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
     for (auto& [k, e] : shard.map) {
       if (!e.dirty() || e.carriers > 0) continue;  // a carrier is already on its way
       if (!e.data_error.Due(now)) continue;        // a broken key waits for its backoff
+      if (bounded && !now_ms) {
+        if (!e.refreshing) probe = k;
+        break;
+      }
       if (AssignPending(e, next_seq_.load())) next_seq_++;
+      if (now_ms) StampFirstSend(e, *now_ms);
       ++e.carriers;
       batch.emplace_back(k, e.unacked);
     }
   }
+  if (probe) RefreshThen(*probe, [] {});
   // All calls enqueue at once; the executor writes them as one pipeline.
   for (auto& [k, carried] : batch) SendFlush(k, std::move(carried));
 }
@@ -364,7 +396,8 @@ void Counters::FlushNow() {
 void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
   stats_.flush_commands++;
   outstanding_flushes_++;
-  auto args = ScriptArgs(options_.dedup_id, carried, "flush", Condition{}, 0);
+  auto args =
+      ScriptArgs(options_.dedup_id, carried, "flush", Condition{}, 0, options_.resend_bound_ms);
   redis_->Script(kScript, {PlainCounterKey(k.first, k.second)}, std::move(args),
                  [this, k, carried = std::move(carried)](absl::StatusOr<redis::Reply> raw) {
                    const bool maybe_sent = !redis::IsNotSent(raw.status());
@@ -385,6 +418,8 @@ void Counters::SendFlush(const MapKey& k, std::vector<SeqDelta> carried) {
 
 void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
                              const absl::StatusOr<ScriptReply>& r, bool maybe_sent) {
+  NoteRedisTime(r);
+  if (r.ok() && r->status == ScriptStatus::kStale) return SettleStale(k, carried, *r);
   // "overflow" refused only the operation: the carried entries were applied. Data errors
   // ("notint", "corrupt", WRONGTYPE) and failures applied nothing.
   const absl::Status s = CallStatus(k.second, r);
@@ -410,19 +445,93 @@ void Counters::SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carri
   }
 }
 
+void Counters::SettleStale(const MapKey& k, const std::vector<SeqDelta>& carried,
+                           const ScriptReply& r) {
+  StaleOutcome out;
+  {
+    Shard& shard = ShardFor(k);
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.map.find(k);
+    if (it == shard.map.end()) return;
+    LaxEntry& e = it->second;
+    DirtyTracker dt(stats_.dirty_keys, e);
+    OnCarrierDone(e, carried, /*ok=*/true, /*maybe_sent=*/true);
+    OnRemoteValue(e, r.value, r.applied_seq.value_or(0), Now());
+    out = OnStale(e, carried, r.resolved, [this] { return next_seq_++; });
+  }
+  stats_.resent_stale += out.resent;
+  if (out.given_up > 0) {
+    stats_.given_up += out.given_up;
+    spdlog::error(
+        "{}/{}: {} LAX entr{} (sum {}) stayed unacknowledged longer than --lax_resend_bound_ms "
+        "and Redis can no longer tell whether {} applied; given up (LAX work may be lost, never "
+        "counted twice)",
+        k.first, k.second, out.given_up, out.given_up == 1 ? "y" : "ies",
+        out.sum ? absl::StrCat(*out.sum) : std::string("beyond int64"),
+        out.given_up == 1 ? "it was" : "they were");
+  }
+}
+
+std::optional<int64_t> Counters::RedisNowMs() {
+  absl::MutexLock lock(&time_mu_);
+  if (redis_ms_ < 0) return std::nullopt;
+  return redis_ms_ + (Now() - redis_at_ns_) / 1'000'000;
+}
+
+void Counters::NoteRedisTime(const absl::StatusOr<ScriptReply>& r) {
+  if (!r.ok() || !r->redis_now_ms) return;
+  const int64_t now = Now();
+  absl::MutexLock lock(&time_mu_);
+  // Each reply's time is a lower bound of Redis time when it arrives: keep the larger estimate.
+  if (redis_ms_ < 0 || *r->redis_now_ms > redis_ms_ + (now - redis_at_ns_) / 1'000'000) {
+    redis_ms_ = *r->redis_now_ms;
+    redis_at_ns_ = now;
+  }
+}
+
+void Counters::StampFirstSend(LaxEntry& e, int64_t now_ms) {
+  for (auto& u : e.unacked) {
+    if (u.sent_ms < 0) u.sent_ms = now_ms;
+  }
+}
+
+absl::StatusOr<LaxEntry*> Counters::FindOrCreate(Shard& shard, const MapKey& k) {
+  auto it = shard.map.find(k);
+  if (it != shard.map.end()) return &it->second;
+  if (stats_.cached_keys.load() >= options_.max_keys) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many LAX counter keys held in memory (--max_lax_keys=", options_.max_keys,
+        "); keys already held keep working, new ones are refused until idle keys are evicted"));
+  }
+  stats_.cached_keys++;
+  return &shard.map.try_emplace(k).first->second;
+}
+
 void Counters::EvictIdle() {
   const int64_t now = Now();
   const int64_t idle_ns = options_.idle_evict_ms * 1'000'000;
-  int64_t total = 0;
+  size_t released = 0;
   for (int i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    absl::erase_if(shard.map, [&](const auto& kv) {
+    // Clean entries (all work flushed and acknowledged) carry nothing to remember.
+    const size_t removed = absl::erase_if(shard.map, [&](const auto& kv) {
       return kv.second.idle() && now - kv.second.last_access_ns > idle_ns;
     });
-    total += static_cast<int64_t>(shard.map.size());
+    released += ShrinkIfSparse(shard.map) + removed * sizeof(LaxEntry);
+    // Keeps cached_keys (the cap's count) exact: creations since the pass began stay counted.
+    stats_.cached_keys -= static_cast<int64_t>(removed);
   }
-  stats_.cached_keys = total;
+  TrimHeapAfterShrink(released);
+}
+
+size_t Counters::capacity() {
+  size_t n = 0;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    n += shards_[i].map.capacity();
+  }
+  return n;
 }
 
 std::pair<int64_t, int64_t> Counters::CountUnflushed(bool log) {

@@ -25,6 +25,12 @@ struct CountersOptions {
   int64_t allowed_lag_ms = 20;
   int64_t max_pending_keys = 1000000;  // keys with unflushed lax work; more = RESOURCE_EXHAUSTED
   int64_t idle_evict_ms = 10000;       // clean cache entries idle this long are dropped
+  int64_t max_keys = 1000000;  // LAX entries held (--max_lax_keys); a new key beyond it is refused
+  // --lax_resend_bound_ms: an unacknowledged LAX entry is sent under its seq for this long after
+  // its first send (Redis time); counter.lua refuses it later, and collects our dedup mark
+  // 2 × this after its last write (docs/design.md, "Dedup marks"). 0 = no bound (tests with a
+  // fake Redis): entries are resent forever and our marks are never collected.
+  int64_t resend_bound_ms = 0;
 };
 
 struct CountersStats {
@@ -32,8 +38,10 @@ struct CountersStats {
   std::atomic<uint64_t> flush_failures{0};
   std::atomic<uint64_t> dropped_overflow{0};  // lax deltas Redis refused (int64 overflow)
   std::atomic<int64_t> dirty_keys{0};         // keys with unflushed lax work
-  std::atomic<int64_t> cached_keys{0};
+  std::atomic<int64_t> cached_keys{0};         // entries held (the count --max_lax_keys bounds)
   std::atomic<uint64_t> flush_data_errors{0};  // flushes refused by the key's data (backed off)
+  std::atomic<uint64_t> resent_stale{0};       // entries past the resend bound sent under new seqs
+  std::atomic<uint64_t> given_up{0};           // entries past the bound whose fate was unknown
 };
 
 // Plain counters (docs/api.md#strict-and-lax). STRICT operations are one counter.lua call each; LAX
@@ -67,6 +75,11 @@ class Counters {
 
   // Sends every key's pending work (called by the flush thread; public for tests).
   void FlushNow();
+  // Drops clean entries idle longer than idle_evict_ms, shrinking shards left sparse (called by
+  // the flush thread every second; public for tests).
+  void EvictIdleNow() { EvictIdle(); }
+  // Slots allocated over all shards (tests: the maps shrink after an eviction).
+  size_t capacity();
 
   const CountersStats& stats() const { return stats_; }
 
@@ -97,10 +110,20 @@ class Counters {
   // A command that carried `carried` for `k` finished with `r`: update the entry.
   void SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
                      const absl::StatusOr<ScriptReply>& r, bool maybe_sent);
+  // counter.lua refused `carried` as past the resend bound: resolve them (lax_store.h OnStale).
+  void SettleStale(const MapKey& k, const std::vector<SeqDelta>& carried, const ScriptReply& r);
   void EvictIdle();
   // Keys with unflushed work: {total, with a data error}; logs each (key, delta, cause) if
   // `log` (at most kMaxLoggedKeys lines, then a summary).
   std::pair<int64_t, int64_t> CountUnflushed(bool log);
+  // Redis time now, estimated from the last script reply (a lower bound); nullopt before one.
+  std::optional<int64_t> RedisNowMs();
+  void NoteRedisTime(const absl::StatusOr<ScriptReply>& r);
+  // Stamps the entries a command is about to carry for the first time with RedisNowMs().
+  void StampFirstSend(LaxEntry& e, int64_t now_ms);
+  // The entry of `k`, created unless that would pass max_keys (then RESOURCE_EXHAUSTED).
+  absl::StatusOr<LaxEntry*> FindOrCreate(Shard& shard, const MapKey& k)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void UpdateDirty(bool was_dirty, bool is_dirty);
 
   redis::RedisClient* const redis_;
@@ -109,6 +132,9 @@ class Counters {
   CountersStats stats_;
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<int64_t> outstanding_flushes_{0};
+  absl::Mutex time_mu_;
+  int64_t redis_ms_ ABSL_GUARDED_BY(time_mu_) = -1;    // Redis TIME of the latest reply ...
+  int64_t redis_at_ns_ ABSL_GUARDED_BY(time_mu_) = 0;  // ... and our clock when it came
   static constexpr int kShards = 64;
   Sharded<Shard, kShards> shards_;
 

@@ -492,7 +492,13 @@ void HybridRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
     Shard& shard = ShardFor(req.strategy, req.ns, req.key);
     absl::MutexLock lock(&shard.mu);
     auto it = shard.map.find(KeyRef{req.strategy, req.ns, req.key});
-    if (it == shard.map.end()) {
+    if (it == shard.map.end() && stats_.keys.load() >= options_.max_keys) {
+      now_result = absl::ResourceExhaustedError(absl::StrCat(
+          "too many rate-limit keys held by the HYBRID provider (--max_rate_limit_keys=",
+          options_.max_keys,
+          "); keys already held keep working, new ones are refused until idle keys are "
+          "evicted"));
+    } else if (it == shard.map.end()) {
       auto st = std::make_unique<KeyState>();
       st->map_key = MapKey{req.strategy, req.ns, req.key};
       st->member = absl::StrCat(options_.dedup_id, ".", next_serial_++);
@@ -501,18 +507,20 @@ void HybridRateLimiter::Inc(const RateIncRequest& req, RateIncCallback done) {
       it = shard.map.emplace(MapKey{req.strategy, req.ns, req.key}, std::move(st)).first;
       stats_.keys++;
     }
-    KeyState& st = *it->second;
-    const int64_t now = NowNs();
-    Outcome o;
-    if (st.inc_waiters.empty()) o = Decide(st, req, now, /*may_sync=*/true);
-    if (st.requests_since_sync > 0) shard.MarkDirty(st);
-    if (!st.inc_waiters.empty() || o.need_sync) {
-      st.need = std::max(st.need, req.count);
-      st.last_request_ns = now;
-      st.inc_waiters.push_back({req, std::move(done)});
-      if (!st.in_flight) call = BeginSync(it->first, st, now);
-    } else {
-      now_result = std::move(o.result);
+    if (!now_result) {
+      KeyState& st = *it->second;
+      const int64_t now = NowNs();
+      Outcome o;
+      if (st.inc_waiters.empty()) o = Decide(st, req, now, /*may_sync=*/true);
+      if (st.requests_since_sync > 0) shard.MarkDirty(st);
+      if (!st.inc_waiters.empty() || o.need_sync) {
+        st.need = std::max(st.need, req.count);
+        st.last_request_ns = now;
+        st.inc_waiters.push_back({req, std::move(done)});
+        if (!st.in_flight) call = BeginSync(it->first, st, now);
+      } else {
+        now_result = std::move(o.result);
+      }
     }
   }
   if (now_result) {
@@ -817,10 +825,11 @@ void HybridRateLimiter::EvictIdle() {
   const int64_t now = NowNs();
   const int64_t now_ms = now / kNsPerMs;
   int64_t total = 0;
+  size_t released = 0, removed = 0;
   for (int i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    absl::erase_if(shard.map, [&](auto& kv) {
+    removed += absl::erase_if(shard.map, [&](auto& kv) {
       KeyState& st = *kv.second;
       if (st.in_flight || !st.inc_waiters.empty() || !st.get_waiters.empty()) return false;
       if (now - st.last_request_ns <= idle_evict_ms_ * kNsPerMs) return false;
@@ -831,9 +840,23 @@ void HybridRateLimiter::EvictIdle() {
       if (st.dirty) std::erase(shard.dirty, &st);
       return true;
     });
+    released += ShrinkIfSparse(shard.map);
+    if (shard.dirty.capacity() > 64 && shard.dirty.size() * 4 < shard.dirty.capacity()) {
+      shard.dirty.shrink_to_fit();
+    }
     total += static_cast<int64_t>(shard.map.size());
   }
   stats_.keys = total;
+  TrimHeapAfterShrink(released + removed * sizeof(KeyState));
+}
+
+size_t HybridRateLimiter::capacity() {
+  size_t n = 0;
+  for (int i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    n += shards_[i].map.capacity();
+  }
+  return n;
 }
 
 int64_t HybridRateLimiter::Shutdown(std::chrono::milliseconds timeout) {

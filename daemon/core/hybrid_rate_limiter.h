@@ -45,6 +45,9 @@ struct HybridRateLimiterOptions {
   // daemon uses it: a margin for clock-rate differences. 0 = max(50 ms, lease_ms / 4).
   int64_t lease_grace_ms = 0;
   RandomSource* random = nullptr;  // nullptr = DefaultRandom()
+  // Bound on the key states held (--max_rate_limit_keys): an Inc that would create one more gets
+  // RESOURCE_EXHAUSTED; keys already held keep working. Concurrent first Incs may pass it by a few.
+  int64_t max_keys = 1000000;
 };
 
 struct HybridRateLimiterStats {
@@ -73,8 +76,11 @@ class HybridRateLimiter final : public RateLimiter {
 
   // One sync pass over every key state that needs one (the thread calls it; public for tests).
   void SyncNow();
-  // Drops key states idle for the eviction period with nothing left to push (public for tests).
+  // Drops key states idle for the eviction period with nothing left to push, shrinking shards
+  // left sparse (public for tests).
   void EvictIdle();
+  // Slots allocated over all shards (tests: the maps shrink after an eviction).
+  size_t capacity();
 
   int64_t lease_ms() const { return lease_ms_; }
   int64_t outstanding() const { return outstanding_.load(); }

@@ -624,7 +624,9 @@ std::optional<absl::StatusOr<InstanceResult>> InstanceCounters::TryLax(const Map
                                                                        bool may_read) {
   Shard& shard = ShardFor(k);
   absl::MutexLock lock(&shard.mu);
-  InstanceEntry& e = shard.map.try_emplace(k).first->second;
+  absl::StatusOr<InstanceEntry*> entry = FindOrCreate(shard, k);
+  if (!entry.ok()) return entry.status();
+  InstanceEntry& e = **entry;
   const int64_t now = Now();
   e.last_access_ns = now;
   if (!e.initialized || e.restore_inc != 0 || e.restoring) return std::nullopt;
@@ -690,17 +692,22 @@ void InstanceCounters::LaxGet(const MapKey& k, InstanceCallback done) {
   {
     Shard& shard = ShardFor(k);
     absl::MutexLock lock(&shard.mu);
-    InstanceEntry& e = shard.map[k];
-    const int64_t now = Now();
-    e.last_access_ns = now;
-    const bool fresh = e.initialized && e.refreshed_ns != 0 &&
-                       now - e.refreshed_ns <= options_.allowed_lag_ms * 1'000'000;
-    // A broken key answers its error (STRICT would too) until its backoff allows a re-read.
-    if (!e.data_error.ok() && !e.data_error.Due(now)) {
-      error = e.data_error.status;
-    } else if (fresh && e.data_error.ok()) {
-      const InstanceView v = LocalInstanceView(e).value_or(InstanceView{});
-      result = InstanceResult{v.cumulative, v.instance, v.cumulative, v.instance, true};
+    absl::StatusOr<InstanceEntry*> entry = FindOrCreate(shard, k);
+    if (!entry.ok()) {
+      error = entry.status();
+    } else {
+      InstanceEntry& e = **entry;
+      const int64_t now = Now();
+      e.last_access_ns = now;
+      const bool fresh = e.initialized && e.refreshed_ns != 0 &&
+                         now - e.refreshed_ns <= options_.allowed_lag_ms * 1'000'000;
+      // A broken key answers its error (STRICT would too) until its backoff allows a re-read.
+      if (!e.data_error.ok() && !e.data_error.Due(now)) {
+        error = e.data_error.status;
+      } else if (fresh && e.data_error.ok()) {
+        const InstanceView v = LocalInstanceView(e).value_or(InstanceView{});
+        result = InstanceResult{v.cumulative, v.instance, v.cumulative, v.instance, true};
+      }
     }
   }
   if (!error.ok()) return done(error);
@@ -948,15 +955,32 @@ void InstanceCounters::EvictIdle() {
   const int64_t now = Now();
   const int64_t idle_ns = options_.idle_evict_ms * 1'000'000;
   int64_t total = 0;
+  size_t released = 0;
   for (int i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
-    absl::erase_if(shard.map, [&](const auto& kv) {
+    const size_t removed = absl::erase_if(shard.map, [&](const auto& kv) {
       return kv.second.idle() && now - kv.second.last_access_ns > idle_ns;
     });
+    released += ShrinkIfSparse(shard.map) + removed * sizeof(InstanceEntry);
     total += static_cast<int64_t>(shard.map.size());
   }
   stats_.cached_keys = total;
+  TrimHeapAfterShrink(released);
+}
+
+absl::StatusOr<InstanceEntry*> InstanceCounters::FindOrCreate(Shard& shard, const MapKey& k) {
+  auto it = shard.map.find(k);
+  if (it != shard.map.end()) return &it->second;
+  // cached_keys is recounted by every eviction pass (entries the strict path creates are not
+  // refused: they may hold this instance's slice, which recovery needs).
+  if (stats_.cached_keys.load() >= options_.max_keys) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many instance-counter keys held in memory (--max_lax_keys=", options_.max_keys,
+        "); keys already held keep working, new ones are refused until idle keys are evicted"));
+  }
+  stats_.cached_keys++;
+  return &shard.map.try_emplace(k).first->second;
 }
 
 int64_t InstanceCounters::Shutdown(std::chrono::milliseconds timeout) {

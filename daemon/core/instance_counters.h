@@ -31,6 +31,8 @@ struct InstanceCountersOptions {
   int64_t allowed_lag_ms = 20;
   int64_t max_pending_keys = 1000000;  // keys with unflushed lax work; more = RESOURCE_EXHAUSTED
   int64_t idle_evict_ms = 10000;       // entries with nothing to remember, idle this long, go
+  // Entries held (--max_lax_keys): a LAX call on a new key beyond it gets RESOURCE_EXHAUSTED.
+  int64_t max_keys = 1000000;
 };
 
 struct InstanceCountersStats {
@@ -158,6 +160,9 @@ class InstanceCounters {
   // if `log` (at most 100 lines, then a summary).
   std::pair<int64_t, int64_t> CountUnflushed(bool log);
   void EvictIdle();
+  // The entry of `k`, created unless that would pass max_keys (then RESOURCE_EXHAUSTED).
+  absl::StatusOr<InstanceEntry*> FindOrCreate(Shard& shard, const MapKey& k)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void StopThreads();
   std::vector<MapKey> KeysOf(const std::string& ns);
   // Blocking Redis call helper for the background threads (never called on the Redis thread).

@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 
 namespace distkit::core {
@@ -46,6 +47,9 @@ struct SeqDelta {
   uint64_t seq = 0;
   int64_t delta = 0;
   bool maybe_sent = false;
+  // Redis time (the daemon's lower estimate) when a command first carried it; -1 = not yet.
+  // counter.lua refuses it from sent_ms + the resend bound on (docs/design.md, "Dedup marks").
+  int64_t sent_ms = -1;
 };
 
 // What this daemon knows about one (namespace, key) of a plain counter. All fields are guarded
@@ -86,10 +90,23 @@ bool AssignPending(LaxEntry& e, uint64_t next_seq);
 
 // A command that carried `carried` (a prefix copy of unacked, by seq) finished.
 //  ok: Redis applied every entry up to `applied_seq` (and reports value `remote`).
-//  otherwise: `maybe_sent` tells whether the command may have reached Redis.
+//  otherwise: `maybe_sent` tells whether the command may have reached Redis (when it surely did
+//  not and no other command is out, entries never possibly sent forget their sent_ms).
 void OnCarrierDone(LaxEntry& e, const std::vector<SeqDelta>& carried, bool ok, bool maybe_sent);
 
 // A reply told us Redis holds `value` and includes our entries up to `applied_seq`.
 void OnRemoteValue(LaxEntry& e, int64_t value, uint64_t applied_seq, int64_t now_ns);
+
+// counter.lua refused `carried` as stale after applying our entries up to `seen` (call
+// OnRemoteValue with it first). `resolved`: the other carried entries were never applied and no
+// longer can be under their seqs, so each gets a fresh seq from `next_seq` (sent again as new
+// work); otherwise their fate is unknown and they are given up (dropped, counted).
+struct StaleOutcome {
+  int resent = 0;                  // entries given fresh seqs
+  int given_up = 0;                // entries dropped
+  std::optional<int64_t> sum = 0;  // sum of the dropped deltas (nullopt: beyond int64)
+};
+StaleOutcome OnStale(LaxEntry& e, const std::vector<SeqDelta>& carried, bool resolved,
+                     absl::FunctionRef<uint64_t()> next_seq);
 
 }  // namespace distkit::core

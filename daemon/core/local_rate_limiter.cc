@@ -4,6 +4,8 @@
 #include <chrono>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+
 namespace distkit::core {
 
 LocalRateLimiter::LocalRateLimiter(LocalRateLimiterOptions options)
@@ -24,13 +26,20 @@ LocalRateLimiter::Shard& LocalRateLimiter::ShardFor(const KeyView& k) const {
   return shards_.ShardFor(KeyHash()(k) >> 32);
 }
 
-RateIncResult LocalRateLimiter::Decide(const RateIncRequest& req) {
+absl::StatusOr<RateIncResult> LocalRateLimiter::Decide(const RateIncRequest& req) {
   const KeyView kv{req.ns, req.key, req.strategy};
   Shard& shard = ShardFor(kv);
   const int64_t now = NowMs();
   absl::MutexLock lock(&shard.mu);
   auto it = shard.map.find(kv);
   const bool created = it == shard.map.end();
+  if (created && stats_.keys.load(std::memory_order_relaxed) >= options_.max_keys) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("too many rate-limit keys held by the LOCAL provider (--max_rate_limit_keys=",
+                     options_.max_keys,
+                     "); keys already held keep working, new ones are refused until idle "
+                     "keys are evicted"));
+  }
   if (created) it = shard.map.emplace(Key{req.ns, req.key, req.strategy}, State{}).first;
   State& st = it->second;
   st.last_rate = req.rate_per_second;
@@ -74,7 +83,7 @@ void LocalRateLimiter::Get(const std::string& ns, const std::string& key, RateSt
 }
 
 size_t LocalRateLimiter::Sweep() {
-  size_t removed = 0;
+  size_t removed = 0, released = 0;
   for (size_t i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     const int64_t now = NowMs();
@@ -88,7 +97,10 @@ size_t LocalRateLimiter::Sweep() {
         ++it;
       }
     }
+    released += ShrinkIfSparse(shard.map);
   }
+  // The states freed count too (slots, keys, buckets): evictions spread over sweeps add up.
+  TrimHeapAfterShrink(released + removed * (sizeof(Key) + sizeof(State)));
   stats_.keys.fetch_sub(static_cast<int64_t>(removed), std::memory_order_relaxed);
   stats_.swept.fetch_add(removed, std::memory_order_relaxed);
   stats_.sweeps.fetch_add(1, std::memory_order_relaxed);
@@ -100,6 +112,15 @@ size_t LocalRateLimiter::size() const {
   for (size_t i = 0; i < kShards; ++i) {
     absl::MutexLock lock(&shards_[i].mu);
     n += shards_[i].map.size();
+  }
+  return n;
+}
+
+size_t LocalRateLimiter::capacity() const {
+  size_t n = 0;
+  for (size_t i = 0; i < kShards; ++i) {
+    absl::MutexLock lock(&shards_[i].mu);
+    n += shards_[i].map.capacity();
   }
   return n;
 }

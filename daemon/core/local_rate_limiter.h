@@ -27,6 +27,10 @@ struct LocalRateLimiterOptions {
   int64_t sweep_interval_ms = 1000;
   const Clock* clock = &SystemClock();
   RandomSource* random = &DefaultRandom();
+  // Bound on the states held (--max_rate_limit_keys): an Inc that would create one more gets
+  // RESOURCE_EXHAUSTED; keys already held keep working. Checked without a global lock, so
+  // concurrent first Incs may pass it by a few.
+  int64_t max_keys = 1000000;
 };
 
 struct LocalRateLimiterStats {
@@ -42,21 +46,23 @@ class LocalRateLimiter final : public RateLimiter {
   LocalRateLimiter(const LocalRateLimiter&) = delete;
   LocalRateLimiter& operator=(const LocalRateLimiter&) = delete;
 
-  // Always answers (memory only): never nullopt, never an error.
+  // Always answers (memory only): never nullopt; an error only for a new key beyond max_keys.
   std::optional<absl::StatusOr<RateIncResult>> TryInc(const RateIncRequest& req) override;
   void Inc(const RateIncRequest& req, RateIncCallback done) override;
   void Get(const std::string& ns, const std::string& key, RateStrategy strategy,
            RateGetCallback done) override;
 
   // The synchronous forms of Inc and Get (also used by REDIS's failure mode `local`).
-  RateIncResult Decide(const RateIncRequest& req);
+  absl::StatusOr<RateIncResult> Decide(const RateIncRequest& req);
   RateGetResult Read(std::string_view ns, std::string_view key, RateStrategy strategy);
 
-  // Removes every state with no live bucket (idle longer than the eviction horizon); returns
-  // how many. The sweep thread calls it every sweep_interval_ms.
+  // Removes every state with no live bucket (idle longer than the eviction horizon), shrinking
+  // shards left sparse; returns how many. The sweep thread calls it every sweep_interval_ms.
   size_t Sweep();
   // States held now (exact: counts every shard under its lock).
   size_t size() const;
+  // Slots allocated over all shards (tests: the maps shrink after a sweep).
+  size_t capacity() const;
   const LocalRateLimiterStats& stats() const { return stats_; }
   const RateLimitSettings& settings() const { return options_.settings; }
 

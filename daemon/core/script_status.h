@@ -12,6 +12,7 @@ enum class ScriptStatus {
   kOverflow,  // counter/icounter: the result would leave int64; only the op was refused
   kNotInt,    // counter/icounter: a stored value is not an int64; nothing changed
   kRange,     // ratelimit: the key's observed units would reach 2^53; nothing recorded
+  kStale,     // counter: lax entries past the resend bound were refused; nothing changed
   kUnknown,   // anything else: a reply we do not understand
   kCorrupt,   // counter/icounter: this daemon's dedup mark in the key is not a seq; nothing changed
 };
@@ -22,6 +23,7 @@ inline ScriptStatus ParseScriptStatus(std::string_view s) {
   if (s == "notint") return ScriptStatus::kNotInt;
   if (s == "range") return ScriptStatus::kRange;
   if (s == "corrupt") return ScriptStatus::kCorrupt;
+  if (s == "stale") return ScriptStatus::kStale;
   return ScriptStatus::kUnknown;
 }
 
@@ -37,6 +39,8 @@ inline std::string_view ScriptStatusName(ScriptStatus s) {
       return "range";
     case ScriptStatus::kCorrupt:
       return "corrupt";
+    case ScriptStatus::kStale:
+      return "stale";
     case ScriptStatus::kUnknown:
       break;
   }

@@ -81,12 +81,17 @@ class CounterScriptTest : public ::testing::Test {
     std::string out;
     if (r->type == REDIS_REPLY_ERROR) {
       out = "ERROR:" + std::string(r->str, r->len);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 6) {
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 6 || r->elements > 8) {
       out = "BADSHAPE";
     } else {
-      // The 6th element (highest seq of this instance applied) is checked through seen_.
+      // The 6th element (highest seq of this instance applied) is checked through seen_, the 7th
+      // (Redis time) through now_ms_, the 8th (a stale reply's "resolved") through resolved_.
       const redisReply* seen = r->element[5];
       seen_ = seen->type == REDIS_REPLY_STRING ? std::string(seen->str, seen->len) : "BADTYPE";
+      now_ms_ = r->elements >= 7 && r->element[6]->type == REDIS_REPLY_INTEGER
+                    ? r->element[6]->integer
+                    : -1;
+      resolved_ = r->elements >= 8 ? r->element[7]->integer : -1;
       for (size_t i = 0; i < 5; ++i) {
         const redisReply* e = r->element[i];
         if (i > 0) out += ",";
@@ -143,7 +148,9 @@ class CounterScriptTest : public ::testing::Test {
   }
 
   std::string script_;
-  std::string seen_;  // 6th reply element of the last Eval
+  std::string seen_;       // 6th reply element of the last Eval
+  int64_t now_ms_ = -1;    // 7th (Redis time), -1 when absent
+  int64_t resolved_ = -1;  // 8th (stale replies), -1 when absent
   std::unique_ptr<RedisServer> server_;
   redisContext* ctx_ = nullptr;
 };
@@ -565,6 +572,110 @@ TEST_F(CounterScriptTest, CorruptMarkIsReportedWritesNothingAndIsRepairedBySet) 
   EXPECT_EQ(Flush("A", {{"1", "5"}}), "ok,8,8,0,0");
 }
 
+// ---- dedup marks with a resend bound (docs/design.md, "Dedup marks"; issue #11 finding 10) ----
+
+// A flush carrying sent_ms and bound_ms (the daemon's form).
+std::vector<std::string> BoundedFlushArgs(const std::string& instance,
+                                          const std::vector<Entry>& entries, int64_t sent_ms,
+                                          int64_t bound_ms) {
+  std::vector<std::string> args = {instance, std::to_string(entries.size())};
+  for (const auto& e : entries) {
+    args.push_back(e.seq);
+    args.push_back(e.delta);
+  }
+  for (const char* a : {"flush", "", "0", "0"}) args.push_back(a);
+  args.push_back(std::to_string(sent_ms));
+  args.push_back(std::to_string(bound_ms));
+  return args;
+}
+
+TEST_F(CounterScriptTest, EntriesPastTheBoundAreRefusedAndTheReplySaysWhichWereApplied) {
+  ASSERT_EQ(Get(), "ok,0,0,0,0");
+  const int64_t now = now_ms_;
+  ASSERT_GT(now, 0) << "every reply carries Redis time";
+  constexpr int64_t kBound = 100000;
+  EXPECT_EQ(Eval(BoundedFlushArgs("A", {{"1", "5"}}, now, kBound)), "ok,5,5,0,0");
+  const std::string mark = Mark("A");
+  ASSERT_EQ(mark.rfind("1@", 0), 0u) << mark;
+  const int64_t expiry = std::stoll(mark.substr(2));
+  EXPECT_GE(expiry, now + 2 * kBound) << "the mark lives 2 x bound after its write";
+  // A resend within the bound (its reply was lost) is deduplicated as always.
+  EXPECT_EQ(Eval(BoundedFlushArgs("A", {{"1", "5"}, {"2", "7"}}, now, kBound)), "ok,12,12,0,0");
+  EXPECT_EQ(seen_, "2");
+  // Past the bound: refused, nothing written; seen tells what was applied, and within 1.5 x bound
+  // the answer is authoritative (3 was never applied: the daemon sends it again as new work).
+  EXPECT_EQ(Eval(BoundedFlushArgs("A", {{"2", "7"}, {"3", "1"}}, now - 120000, kBound)),
+            "stale,12,12,0,0");
+  EXPECT_EQ(seen_, "2");
+  EXPECT_EQ(resolved_, 1);
+  EXPECT_EQ(Value(), "12");
+  EXPECT_EQ(Mark("A").rfind("2@", 0), 0u);
+  // Later than that the marks of applied entries may be gone: not authoritative.
+  EXPECT_EQ(Eval(BoundedFlushArgs("A", {{"3", "1"}}, now - 200000, kBound)), "stale,12,12,0,0");
+  EXPECT_EQ(resolved_, 0);
+  EXPECT_EQ(Value(), "12");
+  // Without entries nothing can be stale; old-style calls (no bound) keep working.
+  EXPECT_EQ(Eval({"A", "0", "get", "", "0", "0", std::to_string(now - 999999), "1"}),
+            "ok,12,12,0,0");
+  EXPECT_EQ(Flush("B", {{"1", "1"}}), "ok,13,13,0,0");
+  EXPECT_EQ(Mark("B"), "1") << "no bound, no expiry: never collected";
+  EXPECT_EQ(Eval({"A", "1", "4", "1", "flush", "", "0", "0", "-1", "10"}).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(Eval({"A", "1", "4", "1", "flush", "", "0", "0", "0", "0"}).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(Eval({"A", "1", "4", "1", "flush", "", "0", "0", "x", "10"}).rfind("ERROR:", 0), 0u);
+}
+
+TEST_F(CounterScriptTest, ExpiredMarksOfOtherProcessesAreCollectedOthersKept) {
+  ASSERT_EQ(Get(), "ok,0,0,0,0");
+  const int64_t now = now_ms_;
+  ASSERT_EQ(Cmd({"HSET", kKey, "v", "10", "s:gone", absl::StrCat("4@", now - 1), "s:live",
+                 absl::StrCat("9@", now + 100000), "s:old", "3"}),
+            "4");
+  // A process writing its first mark here collects the expired ones (not its own, not marks
+  // without an expiry, not live ones).
+  EXPECT_EQ(Eval(BoundedFlushArgs("new", {{"1", "1"}}, now, 100000)), "ok,11,11,0,0");
+  EXPECT_EQ(Mark("gone"), "(nil)");
+  EXPECT_EQ(Mark("live"), absl::StrCat("9@", now + 100000));
+  EXPECT_EQ(Mark("old"), "3");
+  EXPECT_EQ(Mark("new").rfind("1@", 0), 0u);
+  // The live process's resend of an applied entry is still deduplicated.
+  EXPECT_EQ(Eval(BoundedFlushArgs("live", {{"9", "100"}}, now, 100000)), "ok,11,11,0,0");
+  EXPECT_EQ(Value(), "11");
+}
+
+// The safety rule in real time with a short bound: while a resend of an applied entry can still
+// be accepted (Redis time ≤ sent + bound) its mark exists and deduplicates it; the mark goes
+// only after 2 x bound, when every resend is refused as stale, so nothing counts twice.
+TEST_F(CounterScriptTest, AMarkOutlivesEveryResendThatCanStillBeAccepted) {
+  constexpr int64_t kBound = 200;
+  ASSERT_EQ(Get(), "ok,0,0,0,0");
+  const int64_t sent = now_ms_;
+  ASSERT_EQ(Eval(BoundedFlushArgs("A", {{"1", "5"}}, sent, kBound)), "ok,5,5,0,0");
+  int accepted = 0;
+  std::string reply;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        reply = Eval(BoundedFlushArgs("A", {{"1", "5"}}, sent, kBound));
+        if (reply == "ok,5,5,0,0") ++accepted;
+        return reply != "ok,5,5,0,0";
+      },
+      10s));
+  EXPECT_EQ(reply, "stale,5,5,0,0");
+  EXPECT_GT(accepted, 0);
+  // Other processes' first writes collect A's mark once it expired (2 x bound after its write).
+  int n = 0;
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        Eval(BoundedFlushArgs(absl::StrCat("P", ++n), {{"1", "0"}}, now_ms_, kBound));
+        return Mark("A") == "(nil)";
+      },
+      10s));
+  EXPECT_GE(now_ms_, sent + 2 * kBound);
+  // A's old entry can no longer be applied: refused, not counted again.
+  EXPECT_EQ(Eval(BoundedFlushArgs("A", {{"1", "5"}}, sent, kBound)), "stale,5,5,0,0");
+  EXPECT_EQ(resolved_, 0);
+  EXPECT_EQ(Value(), "5");
+}
+
 TEST_F(CounterScriptTest, WrongTypeKeyIsAnError) {
   ASSERT_EQ(Cmd({"SET", kKey, "5"}), "OK");
   const std::string reply = Get();
@@ -584,8 +695,10 @@ TEST_F(CounterScriptTest, WrongTypeKeyIsAnError) {
 TEST_F(CounterScriptTest, WorksThroughScriptLoadAndEvalsha) {
   const std::string sha = Cmd({"SCRIPT", "LOAD", script_});
   ASSERT_EQ(sha.size(), 40u) << sha;
-  EXPECT_EQ(Cmd({"EVALSHA", sha, "1", kKey, "A", "1", "1", kMax, "inc", "ge", kMin, "0"}),
-            std::string("ok,") + kMax + "," + kMax + ",1,0,1");
+  const std::string reply =
+      Cmd({"EVALSHA", sha, "1", kKey, "A", "1", "1", kMax, "inc", "ge", kMin, "0"});
+  // The last element is Redis time.
+  EXPECT_EQ(reply.substr(0, reply.rfind(',')), std::string("ok,") + kMax + "," + kMax + ",1,0,1");
 }
 
 TEST_F(CounterScriptTest, EmbeddedCopyIsTheLibrariesThenTheFile) {

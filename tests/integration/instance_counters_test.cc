@@ -32,8 +32,10 @@ using testing::RedisServer;
 
 class Node {
  public:
-  Node(const RedisServer& redis, std::chrono::milliseconds command_timeout = 2000ms) {
+  Node(const RedisServer& redis, std::chrono::milliseconds command_timeout = 2000ms,
+       int64_t max_lax_keys = 1000000) {
     config::Config config;
+    config.max_lax_keys = max_lax_keys;
     config.listen = {};  // core only
     config.redis_seeds = {*redis::ParseRedisUrl(redis.url())};
     config.redis_timeout_ms = command_timeout.count();
@@ -142,6 +144,23 @@ TEST_F(InstanceLaxTest, LaxIncIsAnsweredFromMemoryAndFlushedOnce) {
   EXPECT_EQ(seen->instance, 100);
   EXPECT_TRUE(seen->applied) << "applied is false only when a condition failed";
   EXPECT_TRUE(got->applied);
+}
+
+// Issue #11 finding 5: at most --max_lax_keys keys in memory; a LAX call on a new key beyond it
+// is RESOURCE_EXHAUSTED naming the flag, known keys keep working.
+TEST_F(InstanceLaxTest, LaxKeyCapRefusesNewKeysOnly) {
+  Node a(*redis_, 2000ms, 3);
+  for (const char* key : {"k1", "k2", "k3"}) {
+    ASSERT_TRUE(a.Inc(key, 1, Consistency::kLax).ok()) << key;
+  }
+  const auto over = a.Inc("k4", 1, Consistency::kLax);
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted) << over.status();
+  EXPECT_NE(over.status().message().find("--max_lax_keys"), std::string::npos);
+  EXPECT_EQ(a.Get("k4", Consistency::kLax).status().code(), absl::StatusCode::kResourceExhausted);
+  const auto known = a.Inc("k1", 1, Consistency::kLax);
+  ASSERT_TRUE(known.ok()) << known.status();
+  EXPECT_EQ(known->instance, 2);
+  EXPECT_TRUE(a.Flush());
 }
 
 TEST_F(InstanceLaxTest, StrictOpFoldsThePendingLaxWorkFirst) {

@@ -368,7 +368,7 @@ TEST_F(RedisRateLimiterTest, LocalModeSharesTheLocalProvidersState) {
   core::LocalRateLimiter local(lo);
   auto l = Make(RateFailureMode::kLocal, &local);
   // LOCAL requests use 8 of the key's 10 (1/s over 10 s); REDIS still has all 10.
-  ASSERT_EQ(local.Decide(Req("k", 1, 8)).decision, RateDecision::kAllowed);
+  ASSERT_EQ(local.Decide(Req("k", 1, 8))->decision, RateDecision::kAllowed);
   server_->Pause();
   auto r = IncSync(*l, Req("k", 1, 2));
   ASSERT_TRUE(r.ok()) << r.status();

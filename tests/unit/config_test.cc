@@ -83,6 +83,9 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.shutdown_grace_ms, 10000);
   EXPECT_EQ(c.socket_mode, 0660u);
   EXPECT_EQ(c.max_pending_keys, 1000000);
+  EXPECT_EQ(c.max_rate_limit_keys, 1000000);
+  EXPECT_EQ(c.max_lax_keys, 1000000);
+  EXPECT_EQ(c.lax_resend_bound_ms, 600000);
 }
 
 TEST(ConfigTest, EmptyArgvIsFine) {
@@ -278,7 +281,9 @@ INSTANTIATE_TEST_SUITE_P(
         FlagCase{"rate_limit_failure_mode", "closed", "closed"},
         FlagCase{"metrics_listen", "0.0.0.0:9090", "0.0.0.0:9090"},
         FlagCase{"log_level", "warn", "warn"}, FlagCase{"shutdown_grace_ms", "1", "1"},
-        FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"}),
+        FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"},
+        FlagCase{"max_rate_limit_keys", "7", "7"}, FlagCase{"max_lax_keys", "9", "9"},
+        FlagCase{"lax_resend_bound_ms", "100", "100"}),
     [](const ::testing::TestParamInfo<FlagCase>& info) { return info.param.name; });
 
 // ---- unknown flags, stray arguments, --help ----
@@ -323,6 +328,9 @@ TEST(ConfigTest, UsageMentionsEveryFlagAndVariable) {
         "dead_instance_threshold_ms", "redis_timeout_ms", "rate_window_seconds", "rate_bucket_ms",
         "hard_limit_factor", "sync_interval_ms", "suppression_cache_ms", "rate_limit_failure_mode",
         "metrics_listen", "log_level", "shutdown_grace_ms", "socket_mode", "max_pending_keys"}) {
+    EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
+  }
+  for (const std::string name : {"max_rate_limit_keys", "max_lax_keys", "lax_resend_bound_ms"}) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
   }
   for (const std::string name :
@@ -406,7 +414,11 @@ INSTANTIATE_TEST_SUITE_P(
         IntFlag{"suppression_cache_ms", 1, kMaxMs, &Config::suppression_cache_ms},
         IntFlag{"shutdown_grace_ms", 1, kMaxMs, &Config::shutdown_grace_ms},
         IntFlag{"max_pending_keys", 1, std::numeric_limits<int64_t>::max(),
-                &Config::max_pending_keys}),
+                &Config::max_pending_keys},
+        IntFlag{"max_rate_limit_keys", 1, std::numeric_limits<int64_t>::max(),
+                &Config::max_rate_limit_keys},
+        IntFlag{"max_lax_keys", 1, std::numeric_limits<int64_t>::max(), &Config::max_lax_keys},
+        IntFlag{"lax_resend_bound_ms", 10, 12 * 3600 * 1000, &Config::lax_resend_bound_ms}),
     [](const ::testing::TestParamInfo<IntFlag>& info) { return info.param.name; });
 
 TEST(ConfigTest, DocumentedExampleMessage) {
@@ -635,7 +647,9 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--rate_window_seconds=10", "--rate_bucket_ms=100", "--hard_limit_factor=1",
                   "--sync_interval_ms=10", "--suppression_cache_ms=100",
                   "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
-                  "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000"));
+                  "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
+                  "--max_rate_limit_keys=1000000", "--max_lax_keys=1000000",
+                  "--lax_resend_bound_ms=600000"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {

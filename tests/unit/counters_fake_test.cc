@@ -2,6 +2,7 @@
 // (first read shared, zero round trips in steady state, exactly-once flushing under lost
 // replies and refused sends, folding into strict ops, backpressure).
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <thread>
@@ -19,11 +20,12 @@ using testing::FakeRedisClient;
 class CountersTest : public ::testing::Test {
  protected:
   CountersTest() { Make(1000000); }
-  void Make(int64_t max_pending) {
+  void Make(int64_t max_pending, int64_t max_keys = 1000000) {
     CountersOptions o;
     o.dedup_id = "me";
     o.allowed_lag_ms = 20;
     o.max_pending_keys = max_pending;
+    o.max_keys = max_keys;
     counters_ = std::make_unique<Counters>(&redis_, o, &clock_);
   }
   // Runs an op whose callback may be deferred; returns the captured result.
@@ -223,6 +225,47 @@ TEST_F(CountersTest, TooManyDirtyKeysIsResourceExhausted) {
   counters_->Inc("ns", "c", 1, Consistency::kLax, {}, after.cb());
   redis_.AnswerAll();
   EXPECT_TRUE(after.r->ok()) << "room again once flushed";
+}
+
+// Issue #11 finding 5: the LAX store holds at most --max_lax_keys entries (a new key beyond it is
+// refused naming the flag, known keys keep working), and flushed idle entries are dropped with
+// the map's memory.
+TEST_F(CountersTest, KeyCapRefusesNewKeysOnlyAndEvictionFreesTheMaps) {
+  constexpr int kKeys = 20000;
+  Make(1000000, kKeys);
+  for (int i = 0; i < kKeys; ++i) {
+    Capture c;
+    counters_->Inc("ns", absl::StrCat("k", i), 1, Consistency::kLax, {}, c.cb());
+    redis_.AnswerAll();
+    ASSERT_TRUE(c.r && c.r->ok()) << i;
+  }
+  Capture over, get_over, known;
+  counters_->Inc("ns", "one-more", 1, Consistency::kLax, {}, over.cb());
+  counters_->Get("ns", "one-more", Consistency::kLax, get_over.cb());
+  counters_->Inc("ns", "k0", 1, Consistency::kLax, {}, known.cb());
+  ASSERT_TRUE(over.r && get_over.r && known.r);
+  EXPECT_EQ(over.r->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(over.r->status().message()), ::testing::HasSubstr("--max_lax_keys"));
+  EXPECT_EQ(get_over.r->status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(known.r->ok());
+  EXPECT_EQ((*known.r)->value, 2);
+  EXPECT_EQ(redis_.pending(), 0u) << "a refused key costs no Redis call";
+  const size_t full = counters_->capacity();
+  EXPECT_GE(full, static_cast<size_t>(kKeys));
+
+  counters_->FlushNow();
+  redis_.AnswerAll();
+  counters_->EvictIdleNow();
+  EXPECT_EQ(counters_->stats().cached_keys.load(), kKeys) << "recently used: kept";
+  clock_.AdvanceMs(11000);  // past idle_evict_ms (10 s)
+  counters_->EvictIdleNow();
+  EXPECT_EQ(counters_->stats().cached_keys.load(), 0);
+  EXPECT_LT(counters_->capacity(), full / 8) << "the maps keep their slots after eviction";
+  Capture again;
+  counters_->Inc("ns", "one-more", 1, Consistency::kLax, {}, again.cb());
+  redis_.AnswerAll();
+  ASSERT_TRUE(again.r && again.r->ok()) << "room again after eviction";
+  EXPECT_EQ(redis_.Stored(PlainCounterKey("ns", "k0")), 2);
 }
 
 TEST_F(CountersTest, ShutdownFlushesEverything) {

@@ -295,9 +295,10 @@ core::RateLimitSettings Settings() {
 
 struct Node {
   Node(FakeHybridRedis* redis, ManualClock* clock, core::RateLimitSettings s = Settings(),
-       core::RandomSource* random = nullptr)
+       core::RandomSource* random = nullptr, int64_t max_keys = 1000000)
       : client(redis) {
     HybridRateLimiterOptions o;
+    o.max_keys = max_keys;
     o.settings = s;
     o.dedup_id = absl::StrCat("node", ++counter);
     o.random = random;
@@ -667,6 +668,35 @@ TEST_F(HybridUnitTest, IdleKeysAreEvictedOnlyWhenNothingIsLeftToPush) {
   EXPECT_EQ(a.rl->stats().keys.load(), 0);
   EXPECT_EQ(redis_.Accepted(KeyA()), 1u);
   EXPECT_EQ(redis_.Accepted(KeyA("other")), 2u);
+}
+
+// Issue #11 finding 5: at most --max_rate_limit_keys key states (a new key beyond it is refused
+// naming the flag, without a Redis call; known keys keep working), and eviction frees the maps.
+TEST_F(HybridUnitTest, KeyCapRefusesNewKeysOnlyAndEvictionShrinksTheMaps) {
+  constexpr int kKeys = 20000;
+  core::RateLimitSettings settings = Settings();
+  settings.idle_evict_ms = 1000;
+  Node a(&redis_, &clock_, settings, nullptr, kKeys);
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_TRUE(a.Inc(Req(10, 1, RateStrategy::kAbsolute, absl::StrCat("k", i))).ok()) << i;
+  }
+  const absl::StatusOr<RateIncResult> over = a.Inc(Req(10, 1, RateStrategy::kAbsolute, "more"));
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(over.status().message().find("--max_rate_limit_keys"), std::string_view::npos);
+  EXPECT_EQ(a.client.pending(), 0u);
+  EXPECT_TRUE(a.Inc(Req(10, 1, RateStrategy::kAbsolute, "k0")).ok()) << "known key";
+  const size_t full = a.rl->capacity();
+  EXPECT_GE(full, static_cast<size_t>(kKeys));
+
+  a.rl->SyncNow();
+  a.client.AnswerAll();
+  clock_.AdvanceMs(6000);  // past the idle period and every lease
+  a.rl->SyncNow();
+  a.client.AnswerAll();
+  a.rl->EvictIdle();
+  EXPECT_EQ(a.rl->stats().keys.load(), 0);
+  EXPECT_LT(a.rl->capacity(), full / 8) << "the maps keep their slots after eviction";
+  EXPECT_TRUE(a.Inc(Req(10, 1, RateStrategy::kAbsolute, "more")).ok()) << "room again";
 }
 
 TEST_F(HybridUnitTest, GetIsTheGlobalWindowPlusOwnUsageNotYetInIt) {

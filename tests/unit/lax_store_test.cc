@@ -82,5 +82,40 @@ TEST(KeyDataErrorTest, BacksOffDoublingUpToTheCapAndClears) {
   EXPECT_EQ(d.backoff_ms, KeyDataError::kMinBackoffMs);
 }
 
+// A flush refused as stale (past --lax_resend_bound_ms): what Redis applied is settled; when the
+// answer is authoritative the rest is resent under fresh seqs (never under the old ones), else
+// given up and counted. Entries the refused command did not carry are untouched.
+TEST(LaxStore, StaleCarriedEntriesAreResentUnderNewSeqsOrGivenUp) {
+  for (bool resolved : {true, false}) {
+    SCOPED_TRACE(resolved);
+    LaxEntry e;
+    e.unacked = {{5, 1, true, 100}, {9, 2, true, 100}, {12, 4, false, 200}};
+    e.carriers = 1;
+    const std::vector<SeqDelta> carried = {e.unacked[0], e.unacked[1]};
+    OnCarrierDone(e, carried, /*ok=*/true, /*maybe_sent=*/true);
+    OnRemoteValue(e, 1, /*applied_seq=*/5, 1);  // seq 5 was applied, 9 was not
+    uint64_t next = 100;
+    const StaleOutcome out = OnStale(e, carried, resolved, [&] { return next++; });
+    if (resolved) {
+      EXPECT_EQ(out.resent, 1);
+      EXPECT_EQ(out.given_up, 0);
+      ASSERT_EQ(e.unacked.size(), 2u);
+      EXPECT_EQ(e.unacked[0].seq, 12u);  // sorted by seq
+      EXPECT_EQ(e.unacked[1].seq, 100u);
+      EXPECT_EQ(e.unacked[1].delta, 2);
+      EXPECT_EQ(e.unacked[1].sent_ms, -1) << "a fresh entry: stamped again when sent";
+      EXPECT_FALSE(e.unacked[1].maybe_sent);
+      EXPECT_EQ(LocalView(e), 7);
+    } else {
+      EXPECT_EQ(out.resent, 0);
+      EXPECT_EQ(out.given_up, 1);
+      EXPECT_EQ(out.sum, 2);
+      ASSERT_EQ(e.unacked.size(), 1u);
+      EXPECT_EQ(e.unacked[0].seq, 12u);
+      EXPECT_EQ(LocalView(e), 5);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace distkit::core

@@ -35,8 +35,9 @@ RateLimitSettings S(int64_t window_s, int64_t bucket_ms = 100, double hlf = 1.0,
 
 class LocalRateLimiterTest : public ::testing::Test {
  protected:
-  void Make(RateLimitSettings s, int64_t sweep_interval_ms = 0) {
+  void Make(RateLimitSettings s, int64_t sweep_interval_ms = 0, int64_t max_keys = 1000000) {
     LocalRateLimiterOptions o;
+    o.max_keys = max_keys;
     o.settings = s;
     o.sweep_interval_ms = sweep_interval_ms;
     o.clock = &clock_;
@@ -363,7 +364,7 @@ TEST_F(LocalRateLimiterTest, SustainedOverloadAdmitsAboutTheSoftRate) {
     double band_factor_sum = 0;
     for (int64_t t = 0; t < 120000; t += step_ms) {
       for (int i = 0; i < per_step; ++i) {
-        const auto r = limiter.Decide({"ns", "k", kRate, 1, kSup});
+        const auto r = limiter.Decide({"ns", "k", kRate, 1, kSup}).value();
         ASSERT_NE(r.decision, RateDecision::kRejected);
         (r.decision == RateDecision::kAllowed ? allowed_decisions : suppressed_decisions)++;
         if (t < 20000) continue;
@@ -387,6 +388,30 @@ TEST_F(LocalRateLimiterTest, SustainedOverloadAdmitsAboutTheSoftRate) {
     EXPECT_NEAR(band_factor_sum / band_after_warmup, 1 - 1.0 / k, 0.05);
     EXPECT_GT(band_admitted_after_warmup, 0);
   }
+}
+
+// Issue #11 finding 5: at most --max_rate_limit_keys states (new keys beyond it are refused
+// naming the flag; known keys keep working), and a sweep that evicts them frees the map's slots.
+TEST_F(LocalRateLimiterTest, KeyCapRefusesNewKeysOnlyAndSweepShrinksTheMaps) {
+  constexpr int kKeys = 20000;
+  Make(S(1), 0, kKeys);
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_EQ(Inc(absl::StrCat("k", i), 10, 1).decision, RateDecision::kAllowed);
+  }
+  auto over = limiter_->TryInc({"ns", "one-more", 10, 1, kAbs});
+  ASSERT_TRUE(over.has_value());
+  EXPECT_EQ(over->status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(over->status().message().find("--max_rate_limit_keys"), std::string_view::npos);
+  EXPECT_EQ(Inc("k0", 10, 1).decision, RateDecision::kAllowed) << "a known key keeps working";
+  EXPECT_EQ(Get("one-more").total, 0u);
+  const size_t full = limiter_->capacity();
+  EXPECT_GE(full, static_cast<size_t>(kKeys));
+
+  clock_.AdvanceMs(3000);  // past the eviction horizon (window 1 s + 1 s)
+  EXPECT_EQ(limiter_->Sweep(), static_cast<size_t>(kKeys));
+  EXPECT_EQ(limiter_->size(), 0u);
+  EXPECT_LT(limiter_->capacity(), full / 8) << "the maps keep their slots after eviction";
+  EXPECT_EQ(Inc("one-more", 10, 1).decision, RateDecision::kAllowed) << "room again";
 }
 
 }  // namespace
