@@ -405,6 +405,9 @@ const std::vector<FlagDef>& Flags() {
        }},
       IntFlag("max_pending_keys", &Config::max_pending_keys, 1, std::numeric_limits<int64_t>::max(),
               "bound on lax keys with unflushed work"),
+      IntFlag("max_memory_mb", &Config::max_memory_mb, 16, 1 << 20,
+              "memory for RPCs in flight (gRPC transport + admitted calls); keep it well under "
+              "the container's limit"),
   };
   return *kFlags;
 }

@@ -40,6 +40,9 @@ struct Config {
   int64_t shutdown_grace_ms = 10000;
   uint32_t socket_mode = 0660;         // --socket_mode, octal
   int64_t max_pending_keys = 1000000;  // --max_pending_keys: bound on lax keys with unflushed work
+  // --max_memory_mb: memory for RPCs in flight, half for gRPC's transport (its ResourceQuota),
+  // half for the requests and answers of admitted calls (more = RESOURCE_EXHAUSTED).
+  int64_t max_memory_mb = 128;
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

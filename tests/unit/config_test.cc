@@ -83,6 +83,7 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.shutdown_grace_ms, 10000);
   EXPECT_EQ(c.socket_mode, 0660u);
   EXPECT_EQ(c.max_pending_keys, 1000000);
+  EXPECT_EQ(c.max_memory_mb, 128);
 }
 
 TEST(ConfigTest, EmptyArgvIsFine) {
@@ -278,7 +279,8 @@ INSTANTIATE_TEST_SUITE_P(
         FlagCase{"rate_limit_failure_mode", "closed", "closed"},
         FlagCase{"metrics_listen", "0.0.0.0:9090", "0.0.0.0:9090"},
         FlagCase{"log_level", "warn", "warn"}, FlagCase{"shutdown_grace_ms", "1", "1"},
-        FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"}),
+        FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"},
+        FlagCase{"max_memory_mb", "64", "64"}),
     [](const ::testing::TestParamInfo<FlagCase>& info) { return info.param.name; });
 
 // ---- unknown flags, stray arguments, --help ----
@@ -322,7 +324,8 @@ TEST(ConfigTest, UsageMentionsEveryFlagAndVariable) {
        {"listen", "redis", "namespace", "instance_id", "flush_interval_ms", "allowed_lag_ms",
         "dead_instance_threshold_ms", "redis_timeout_ms", "rate_window_seconds", "rate_bucket_ms",
         "hard_limit_factor", "sync_interval_ms", "suppression_cache_ms", "rate_limit_failure_mode",
-        "metrics_listen", "log_level", "shutdown_grace_ms", "socket_mode", "max_pending_keys"}) {
+        "metrics_listen", "log_level", "shutdown_grace_ms", "socket_mode", "max_pending_keys",
+        "max_memory_mb"}) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
   }
   for (const std::string name :
@@ -406,7 +409,8 @@ INSTANTIATE_TEST_SUITE_P(
         IntFlag{"suppression_cache_ms", 1, kMaxMs, &Config::suppression_cache_ms},
         IntFlag{"shutdown_grace_ms", 1, kMaxMs, &Config::shutdown_grace_ms},
         IntFlag{"max_pending_keys", 1, std::numeric_limits<int64_t>::max(),
-                &Config::max_pending_keys}),
+                &Config::max_pending_keys},
+        IntFlag{"max_memory_mb", 16, 1 << 20, &Config::max_memory_mb}),
     [](const ::testing::TestParamInfo<IntFlag>& info) { return info.param.name; });
 
 TEST(ConfigTest, DocumentedExampleMessage) {
@@ -635,7 +639,8 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--rate_window_seconds=10", "--rate_bucket_ms=100", "--hard_limit_factor=1",
                   "--sync_interval_ms=10", "--suppression_cache_ms=100",
                   "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
-                  "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000"));
+                  "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
+                  "--max_memory_mb=128"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
