@@ -14,9 +14,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -235,6 +237,42 @@ TEST(TransportLimitsE2E, IdleMetricsConnectionsTimeOutAndScrapesGoOn) {
   for (int fd : idle) close(fd);
   close(slow);
   EXPECT_TRUE(HttpGet(port, "/metrics").has_value());
+}
+
+// Issue #11, finding 8: bytes that do not parse as the method's request are INVALID_ARGUMENT
+// naming the problem (gRPC 1.51 alone answers UNIMPLEMENTED with an empty message), and the
+// daemon keeps serving.
+TEST(TransportLimitsE2E, UnparseableRequestIsInvalidArgumentAndDaemonKeepsServing) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  Daemon d(*redis, "garbage");
+  ASSERT_TRUE(d.WaitServing()) << d.Log();
+  grpc::GenericStub stub(testing::FastChannel(d.addr()));
+  // A field 2 (key) of length 100 with 3 bytes behind it: truncated.
+  const std::string garbage = std::string("\x12\x64") + "abc";
+  for (const std::string method :
+       {"/distkit.v1.CounterService/Inc", "/distkit.v1.CounterService/Batch",
+        "/distkit.v1.RateLimitService/Inc"}) {
+    grpc::Slice slice(garbage);
+    const grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<grpc::Status> status;
+    stub.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
+      std::lock_guard<std::mutex> lock(mu);
+      status = std::move(s);
+      cv.notify_all();
+    });
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 15s, [&] { return status.has_value(); })) << method;
+    EXPECT_EQ(status->error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_EQ(status->error_message(), "could not parse request") << method;
+  }
+  EXPECT_TRUE(GoodClientServed(d));
+  EXPECT_TRUE(d.process().Running()) << d.Log();
 }
 
 }  // namespace
