@@ -19,8 +19,7 @@ inline constexpr int64_t kCallBytes = 8 << 10;
 inline constexpr int64_t kBatchItemBytes = 512;
 // Larger batches are refused as invalid right after admission: they are charged as the largest.
 inline constexpr int64_t BatchCallBytes(int64_t items) {
-  return kCallBytes +
-         std::min(items, static_cast<int64_t>(core::kMaxBatchItems)) * kBatchItemBytes;
+  return kCallBytes + std::min(items, static_cast<int64_t>(core::kMaxBatchItems)) * kBatchItemBytes;
 }
 
 // Counts RPCs, for two purposes.
