@@ -55,7 +55,8 @@ class ParseErrorInterceptor final : public grpc::experimental::Interceptor {
         methods->GetRecvMessage() == nullptr) {
       unparsed_ = true;
     }
-    if (unparsed_ && methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+    if (unparsed_ && methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) &&
+        methods->GetSendStatus().error_code() == grpc::StatusCode::UNIMPLEMENTED) {
       methods->ModifySendStatus(
           grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "could not parse request"));
     }
@@ -69,8 +70,14 @@ class ParseErrorInterceptor final : public grpc::experimental::Interceptor {
 class ParseErrorInterceptorFactory final
     : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
+  // Unary distkit.v1 calls only: in a stream, the end of the client's messages also reaches
+  // POST_RECV_MESSAGE without a message.
   grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* /*info*/) override {
+      grpc::experimental::ServerRpcInfo* info) override {
+    if (info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY ||
+        !absl::StartsWith(info->method(), "/distkit.v1.")) {
+      return nullptr;
+    }
     return new ParseErrorInterceptor();  // owned and deleted by gRPC with the call
   }
 };

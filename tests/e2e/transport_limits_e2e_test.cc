@@ -75,6 +75,22 @@ bool GoodClientServed(Daemon& d) {
   return d.CounterInc("good_client", 1, v1::CONSISTENCY_STRICT, &resp, 10s).ok();
 }
 
+// A well-behaved Batch of 2 000 LAX increments (more than a flood call's items) on the daemon's
+// own channel: its status.
+grpc::Status GoodBatch(Daemon& d) {
+  v1::BatchRequest req;
+  for (int i = 0; i < 2000; ++i) {
+    v1::IncRequest* inc = req.add_ops()->mutable_inc();
+    inc->set_key("good_batch_" + std::to_string(i));
+    inc->set_delta(1);
+    inc->set_consistency(v1::CONSISTENCY_LAX);
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+  v1::BatchResponse resp;
+  return d.counter_stub()->Batch(&ctx, req, &resp);
+}
+
 // The attack of issue #11, finding 1: clients that announce a window of 0 and send thousands of
 // ~20 KB Batch calls, answered but never sendable. First one connection, then several (each
 // respecting the daemon's per-connection stream limit, so only the daemon-wide budget can stop
@@ -139,8 +155,18 @@ TEST(TransportLimitsE2E, ClientsThatNeverReadKeepRssBoundedAndOthersServed) {
                               << " connection(s)";
     if (peak > kBoundMb) break;
   }
+  // The hostile calls now hold the batches' share of --max_memory_mb: a Batch is refused at once,
+  // saying why (single-operation calls were served above).
+  if (peak <= kBoundMb) {
+    const grpc::Status refused = GoodBatch(d);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_NE(refused.error_message().find("--max_memory_mb"), std::string::npos)
+        << refused.error_message();
+  }
   floods.clear();  // the hostile clients leave
   EXPECT_TRUE(PollUntil([&] { return GoodClientServed(d); }, 10s));
+  // Their calls are cancelled and give their share back.
+  EXPECT_TRUE(PollUntil([&] { return GoodBatch(d).ok(); }, 10s));
   std::printf("RSS MB after the hostile clients left: %.1f\n", RssMb(pid));
   EXPECT_LT(RssMb(pid), kBoundMb);
   EXPECT_TRUE(d.process().Running()) << d.Log();
