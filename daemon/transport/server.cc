@@ -3,7 +3,6 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
-#include <grpcpp/support/server_interceptor.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -42,45 +41,6 @@ absl::Status PrepareUnixPath(const std::string& path) {
   unlink(path.c_str());
   return absl::OkStatus();
 }
-
-// gRPC 1.51's callback handlers answer a request that does not parse with UNIMPLEMENTED and an
-// empty message (CallbackUnaryHandler::RunHandler), which reads as "wrong daemon version". This
-// interceptor sees the failed parse (no message after POST_RECV_MESSAGE) and rewrites that
-// call's status into what it is. Nothing else about the call changes.
-class ParseErrorInterceptor final : public grpc::experimental::Interceptor {
- public:
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    using grpc::experimental::InterceptionHookPoints;
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) &&
-        methods->GetRecvMessage() == nullptr) {
-      unparsed_ = true;
-    }
-    if (unparsed_ && methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS) &&
-        methods->GetSendStatus().error_code() == grpc::StatusCode::UNIMPLEMENTED) {
-      methods->ModifySendStatus(
-          grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "could not parse request"));
-    }
-    methods->Proceed();
-  }
-
- private:
-  bool unparsed_ = false;
-};
-
-class ParseErrorInterceptorFactory final
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  // Unary distkit.v1 calls only: in a stream, the end of the client's messages also reaches
-  // POST_RECV_MESSAGE without a message.
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    if (info->type() != grpc::experimental::ServerRpcInfo::Type::UNARY ||
-        !absl::StartsWith(info->method(), "/distkit.v1.")) {
-      return nullptr;
-    }
-    return new ParseErrorInterceptor();  // owned and deleted by gRPC with the call
-  }
-};
 
 }  // namespace
 
@@ -141,9 +101,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.SetResourceQuota(quota);
   s->in_flight_.set_budget(half);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxConcurrentStreams);
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> factories;
-  factories.push_back(std::make_unique<ParseErrorInterceptorFactory>());
-  builder.experimental().SetInterceptorCreators(std::move(factories));
   // The Unix sockets are created with their final mode (no moment with the umask's): bind
   // under a umask that leaves exactly --socket_mode; the chmod below only confirms it.
   const mode_t old_umask = umask(~static_cast<mode_t>(config.socket_mode) & 0777);
