@@ -29,6 +29,10 @@ class AdmittedReactor final : public grpc::ServerUnaryReactor {
     in_flight_->Release(bytes_);
     delete this;
   }
+  // Run OnDone on the thread that completes the call, as gRPC does for its DefaultReactor: it is
+  // trivial, and otherwise gRPC schedules it on an executor, a thread hop per RPC (measured:
+  // +10 us of daemon CPU per LAX Inc). gRPC 1.51 marks this "not API".
+  bool InternalInlineable() override { return true; }
 
  private:
   InFlight* const in_flight_;
