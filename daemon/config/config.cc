@@ -413,6 +413,9 @@ const std::vector<FlagDef>& Flags() {
       IntFlag("lax_resend_bound_ms", &Config::lax_resend_bound_ms, 10, 12 * 3600 * 1000,
               "how long an unacknowledged LAX flush is resent under its seq; dedup marks in "
               "Redis go 2 x this after their last write"),
+      IntFlag("max_memory_mb", &Config::max_memory_mb, 16, 1 << 20,
+              "memory for RPCs in flight (gRPC transport + admitted calls); keep it well under "
+              "the container's limit"),
   };
   return *kFlags;
 }

@@ -43,6 +43,9 @@ struct Config {
   int64_t max_rate_limit_keys = 1000000;  // --max_rate_limit_keys: LOCAL and HYBRID, each
   int64_t max_lax_keys = 1000000;         // --max_lax_keys: LAX entries held, per counter kind
   int64_t lax_resend_bound_ms = 600000;   // --lax_resend_bound_ms: dedup-mark collection
+  // --max_memory_mb: memory for RPCs in flight, half for gRPC's transport (its ResourceQuota),
+  // half for the requests and answers of admitted calls (more = RESOURCE_EXHAUSTED).
+  int64_t max_memory_mb = 128;
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

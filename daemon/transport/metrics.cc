@@ -188,6 +188,13 @@ class StatsCollector final : public prometheus::Collectable {
   const Metrics::Sources s_;
 };
 
+// Each civetweb thread serves one connection at a time, and a connection that sends nothing holds
+// its thread until civetweb's request timeout (default 30 s): two idle TCP connections blocked
+// every scrape of a 2-thread server. A request (headers) must now arrive within 3 s, far more
+// than a scraper needs; a few more threads keep scrapes going beside a few idle connections.
+constexpr int kMetricsThreads = 4;
+constexpr int kMetricsRequestTimeoutMs = 3000;
+
 // civetweb reports why it cannot listen only through its log callback. While Listen() builds the
 // server, this thread collects the messages; later ones (request errors, from civetweb threads)
 // go to our log.
@@ -286,7 +293,11 @@ absl::Status Metrics::Listen(const std::string& address) {
   std::vector<std::string> errors;
   t_listen_errors = &errors;
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address, /*num_threads=*/2, &callbacks);
+    exposer_ = std::make_unique<prometheus::Exposer>(
+        std::vector<std::string>{"listening_ports", address, "num_threads",
+                                 std::to_string(kMetricsThreads), "request_timeout_ms",
+                                 std::to_string(kMetricsRequestTimeoutMs)},
+        &callbacks);
   } catch (const std::exception& e) {
     if (errors.empty()) errors.emplace_back(e.what());
   }

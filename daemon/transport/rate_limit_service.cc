@@ -165,7 +165,8 @@ grpc::ServerUnaryReactor* RateLimitServiceImpl::Batch(grpc::CallbackServerContex
                                                       const v1::RateLimitBatchRequest* req,
                                                       v1::RateLimitBatchResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               RunBatch(RateLimitBatch{this, &names_}, req, resp, batch_items_));
+               RunBatch(RateLimitBatch{this, &names_}, req, resp, batch_items_),
+               BatchCallBytes(req->ops_size()));
 }
 
 }  // namespace distkit::transport

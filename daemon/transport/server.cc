@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -91,6 +92,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   if (s->instance_counter_service_) builder.RegisterService(s->instance_counter_service_.get());
   if (s->rate_limit_service_) builder.RegisterService(s->rate_limit_service_.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  // --max_memory_mb: half for gRPC's own buffers and call state (its ResourceQuota; under
+  // pressure gRPC shrinks its windows and cancels streams with RESOURCE_EXHAUSTED), half for the
+  // requests and answers of admitted calls, which gRPC does not account (InFlight).
+  const int64_t half = config.max_memory_mb << 19;
+  grpc::ResourceQuota quota("distkitd");
+  quota.Resize(static_cast<size_t>(half));
+  builder.SetResourceQuota(quota);
+  s->in_flight_.set_budget(half);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxConcurrentStreams);
   // The Unix sockets are created with their final mode (no moment with the umask's): bind
   // under a umask that leaves exactly --socket_mode; the chmod below only confirms it.
   const mode_t old_umask = umask(~static_cast<mode_t>(config.socket_mode) & 0777);

@@ -28,6 +28,11 @@ namespace distkit::transport {
 // daemon parse 16.7 M items (2 GB) before refusing them.
 inline constexpr int kMaxReceiveMessageBytes = 6 << 20;
 
+// Streams one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+// A stream whose answer the client does not read stays open, so this bounds what one connection
+// can pin; more streams need more connections, which the --max_memory_mb budget bounds.
+inline constexpr int kMaxConcurrentStreams = 100;
+
 // The gRPC server: the distkit.v1 services, grpc.health.v1 and server reflection on every
 // --listen address. Health: "" is SERVING while the process serves; each implemented
 // distkit.v1 service is SERVING only while Redis is healthy (polled every 100 ms).

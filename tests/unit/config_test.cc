@@ -86,6 +86,7 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.max_rate_limit_keys, 1000000);
   EXPECT_EQ(c.max_lax_keys, 1000000);
   EXPECT_EQ(c.lax_resend_bound_ms, 600000);
+  EXPECT_EQ(c.max_memory_mb, 128);
 }
 
 TEST(ConfigTest, EmptyArgvIsFine) {
@@ -283,7 +284,8 @@ INSTANTIATE_TEST_SUITE_P(
         FlagCase{"log_level", "warn", "warn"}, FlagCase{"shutdown_grace_ms", "1", "1"},
         FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"},
         FlagCase{"max_rate_limit_keys", "7", "7"}, FlagCase{"max_lax_keys", "9", "9"},
-        FlagCase{"lax_resend_bound_ms", "100", "100"}),
+        FlagCase{"lax_resend_bound_ms", "100", "100"},
+        FlagCase{"max_memory_mb", "64", "64"}),
     [](const ::testing::TestParamInfo<FlagCase>& info) { return info.param.name; });
 
 // ---- unknown flags, stray arguments, --help ----
@@ -333,6 +335,7 @@ TEST(ConfigTest, UsageMentionsEveryFlagAndVariable) {
   for (const std::string name : {"max_rate_limit_keys", "max_lax_keys", "lax_resend_bound_ms"}) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
   }
+  EXPECT_THAT(usage, HasSubstr("--max_memory_mb "));
   for (const std::string name :
        {"redis_mode", "redis_tls_ca", "redis_tls_cert", "redis_tls_key", "redis_tls_server_name"}) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
@@ -418,7 +421,8 @@ INSTANTIATE_TEST_SUITE_P(
         IntFlag{"max_rate_limit_keys", 1, std::numeric_limits<int64_t>::max(),
                 &Config::max_rate_limit_keys},
         IntFlag{"max_lax_keys", 1, std::numeric_limits<int64_t>::max(), &Config::max_lax_keys},
-        IntFlag{"lax_resend_bound_ms", 10, 12 * 3600 * 1000, &Config::lax_resend_bound_ms}),
+        IntFlag{"lax_resend_bound_ms", 10, 12 * 3600 * 1000, &Config::lax_resend_bound_ms},
+        IntFlag{"max_memory_mb", 16, 1 << 20, &Config::max_memory_mb}),
     [](const ::testing::TestParamInfo<IntFlag>& info) { return info.param.name; });
 
 TEST(ConfigTest, DocumentedExampleMessage) {
@@ -649,7 +653,7 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
                   "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
                   "--max_rate_limit_keys=1000000", "--max_lax_keys=1000000",
-                  "--lax_resend_bound_ms=600000"));
+                  "--lax_resend_bound_ms=600000", "--max_memory_mb=128"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
