@@ -36,8 +36,8 @@ struct CountersOptions {
 struct CountersStats {
   std::atomic<uint64_t> flush_commands{0};
   std::atomic<uint64_t> flush_failures{0};
-  std::atomic<uint64_t> dropped_overflow{0};  // lax deltas Redis refused (int64 overflow)
-  std::atomic<int64_t> dirty_keys{0};         // keys with unflushed lax work
+  std::atomic<uint64_t> dropped_overflow{0};   // lax deltas Redis refused (int64 overflow)
+  std::atomic<int64_t> dirty_keys{0};          // keys with unflushed lax work
   std::atomic<int64_t> cached_keys{0};         // entries held (the count --max_lax_keys bounds)
   std::atomic<uint64_t> flush_data_errors{0};  // flushes refused by the key's data (backed off)
   std::atomic<uint64_t> resent_stale{0};       // entries past the resend bound sent under new seqs
