@@ -284,8 +284,7 @@ INSTANTIATE_TEST_SUITE_P(
         FlagCase{"log_level", "warn", "warn"}, FlagCase{"shutdown_grace_ms", "1", "1"},
         FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"},
         FlagCase{"max_rate_limit_keys", "7", "7"}, FlagCase{"max_lax_keys", "9", "9"},
-        FlagCase{"lax_resend_bound_ms", "100", "100"},
-        FlagCase{"max_memory_mb", "64", "64"}),
+        FlagCase{"lax_resend_bound_ms", "100", "100"}, FlagCase{"max_memory_mb", "64", "64"}),
     [](const ::testing::TestParamInfo<FlagCase>& info) { return info.param.name; });
 
 // ---- unknown flags, stray arguments, --help ----
