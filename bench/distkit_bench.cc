@@ -613,6 +613,10 @@ bool StartRedis(const std::string& redis_server, Backend* b) {
 
 // Starts the backend's distkitd on a Unix socket in b->dir and waits until it serves.
 bool StartDaemon(Backend* b) {
+  // The uniform workloads hold 100 000 rate-limit keys next to the hot ones: above the default
+  // --max_rate_limit_keys. Through the environment, which a --daemon-b build without the flag
+  // ignores (overwrite = 0: the caller's own setting wins).
+  setenv("DISTKIT_MAX_RATE_LIMIT_KEYS", "1000000", 0);
   const std::string sock = b->dir + "/d.sock";
   std::vector<std::string> argv = {b->daemon_path, "--listen", "unix:" + sock};
   argv.insert(argv.end(), b->daemon_redis_args.begin(), b->daemon_redis_args.end());

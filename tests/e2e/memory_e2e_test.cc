@@ -139,8 +139,12 @@ TEST(MemoryE2E, LocalRateLimitMemoryIsReturnedAfterEviction) {
   ASSERT_TRUE(redis);
   // A 1 s window: keys are evicted 2 s after their last use (window + 1 s), swept every second.
   const std::string socket = redis->dir() + "/mem.sock";
-  auto started = StartDaemon(other.empty() ? DISTKIT_DAEMON_BIN : other, *redis, socket,
-                             {"--rate_window_seconds", Window()});
+  std::vector<std::string> flags = {"--rate_window_seconds", Window()};
+  if (other.empty()) {
+    // Every key held at once (the default cap, 100 000, is below the key count).
+    flags.insert(flags.end(), {"--max_rate_limit_keys", std::to_string(keys)});
+  }
+  auto started = StartDaemon(other.empty() ? DISTKIT_DAEMON_BIN : other, *redis, socket, flags);
   ASSERT_TRUE(started);
   testing::Process& daemon = *started;
   auto stub = v1::RateLimitService::NewStub(testing::FastChannel("unix:" + socket));

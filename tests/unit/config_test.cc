@@ -83,8 +83,8 @@ TEST(ConfigTest, Defaults) {
   EXPECT_EQ(c.shutdown_grace_ms, 10000);
   EXPECT_EQ(c.socket_mode, 0660u);
   EXPECT_EQ(c.max_pending_keys, 1000000);
-  EXPECT_EQ(c.max_rate_limit_keys, 1000000);
-  EXPECT_EQ(c.max_lax_keys, 1000000);
+  EXPECT_EQ(c.max_rate_limit_keys, 100000);
+  EXPECT_EQ(c.max_lax_keys, 100000);
   EXPECT_EQ(c.lax_resend_bound_ms, 600000);
   EXPECT_EQ(c.max_memory_mb, 128);
 }
@@ -651,7 +651,7 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--sync_interval_ms=10", "--suppression_cache_ms=100",
                   "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
                   "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
-                  "--max_rate_limit_keys=1000000", "--max_lax_keys=1000000",
+                  "--max_rate_limit_keys=100000", "--max_lax_keys=100000",
                   "--lax_resend_bound_ms=600000", "--max_memory_mb=128"));
 }
 
