@@ -492,6 +492,7 @@ void InstanceCounters::RunStrict(const MapKey& k, Op op, Condition cond, int64_t
   }
   if (no_time) {
     // A read first: its reply carries Redis time, which our LAX work's resend bound needs.
+    // NOLINTNEXTLINE(bugprone-use-after-move): `done` moved above only when waiting (not here).
     return RefreshThen(k, [this, k, op, cond, arg, done = std::move(done)](absl::Status) mutable {
       if (!redis_time_.NowMs(Now())) {
         return done(absl::UnavailableError(
