@@ -64,6 +64,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   icounter_options.allowed_lag_ms = c.allowed_lag_ms;
   icounter_options.max_pending_keys = c.max_pending_keys;
   icounter_options.max_keys = c.max_lax_keys;
+  icounter_options.resend_bound_ms = c.lax_resend_bound_ms;
   app->icounters_ =
       std::make_unique<core::InstanceCounters>(app->executor_.get(), icounter_options);
   // Not fatal: without Redis the heartbeat keeps trying to register. Registered before the

@@ -6,9 +6,11 @@
 --            "e"            the key's epoch, a positive int64 string (absent: no slice can exist)
 --            "c"            the cumulative = the sum of the s:* values (absent = 0)
 --            "s:<id>"       the slice of instance <id>: "<epoch>|<incarnation>|<value>"
---            "q:<dedup id>" the highest lax-flush seq of that daemon process applied here
+--            "q:<dedup id>" the dedup mark of a daemon process: "<seq>" or "<seq>@<expiry ms>",
+--                           seq the highest of its lax-flush seqs applied here, expiry (Redis
+--                           time) when it may go (as counter.lua's s: marks)
 -- ARGV     id, incarnation, dedup_id, n, (seq, kind, value) x n, op, comparator, operand, arg,
---          [op-specific...]
+--          [op-specific...] [, sent_ms, bound_ms]
 --            kind: "add" (lax delta: slice += value) | "set" (pending lax SetOnInstance:
 --                  slice := value, whatever happened to the slice meanwhile)
 --            op: get | inc | set | set_on_instance | del | del_on_instance    (no extra args)
@@ -18,8 +20,13 @@
 --            set_on_instance (on this instance's slice) take one, the other ops need "".
 --            operand and arg are canonical int64s (arg is the delta or value; ignored by the
 --            ops that take none).
+--            sent_ms, bound_ms: as in counter.lua (the oldest carried entry's first send, Redis
+--            time; entries later than sent_ms + bound_ms are refused: "stale"; the mark gets the
+--            expiry now + 2 x bound_ms and expired q: marks of other processes are collected).
 -- Returns  {status, cumulative, instance, previous_cumulative, previous_instance, applied,
---           epoch, seen, dropped, before}: status "ok" | "overflow" | "notint"; int64s and the epoch
+--           epoch, seen, dropped, before [, now_ms, resolved]}: status "ok" | "overflow" |
+--          "notint" | "corrupt" | "stale" (nothing written; resolved as in counter.lua; now_ms:
+--          Redis TIME, with a bound only); int64s and the epoch
 --          ("0" = the key has none) are decimal strings; applied (0/1) and dropped (lax
 --          entries refused because they would overflow) are integers; seen is the highest lax
 --          seq of dedup_id now applied here ("0" for none). "previous" is the state after the
@@ -43,7 +50,7 @@
 -- each table or closure it creates is an allocation for the Lua GC, so the common paths (inc, and
 -- get carrying a few "add" entries) create none but the HSET argument list and the reply, keep
 -- the int64 fast paths (lua/lib/int64.lua), and on a key holding a value make two Redis calls:
--- one HMGET, one HSET of every changed field.
+-- one HMGET, one HSET of every changed field (plus one TIME with a resend bound).
 
 -- ---- validate all of ARGV first ----
 local key = KEYS[1]
@@ -79,7 +86,10 @@ elseif op == "reap" or op == "restore" then
 elseif op ~= "get" and op ~= "del" and op ~= "del_on_instance" then
   return fail("unknown op")
 end
-if argc ~= base + 4 + extra then return fail("ARGV count does not match the op") end
+local has_bound = argc == base + 6 + extra
+if argc ~= base + 4 + extra and not has_bound then
+  return fail("ARGV count does not match the op")
+end
 if cmp ~= "" then
   if not is_comparator(cmp) then return fail("unknown comparator") end
   if not takes_cond then return fail("op " .. op .. " takes no condition") end
@@ -97,6 +107,15 @@ elseif op == "restore" then
     return fail("bad restore epoch")
   end
   if not is_i64(restore_value) then return fail("bad restore value") end
+end
+local sent_ms, bound_ms, now
+if has_bound then
+  sent_ms, bound_ms = tonumber(ARGV[base + 5 + extra]), tonumber(ARGV[base + 6 + extra])
+  if not sent_ms or sent_ms < 0 or not bound_ms or bound_ms <= 0 then
+    return fail("bad sent_ms or bound_ms")
+  end
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 -- ---- read ----
@@ -132,12 +151,14 @@ if (stored_c and not is_i64(stored_c)) or
     e, bad_e = nil, true
   end
 end
-local last = 0
+local last, mark_seq = 0, mark
 if mark then
-  last = parse_seq(mark)
-  if not last then
+  local at = string.find(mark, "@", 1, true)
+  if at then mark_seq = string.sub(mark, 1, at - 1) end
+  last = parse_seq(mark_seq)
+  if not last or (at and not tonumber(string.sub(mark, at + 1))) then
     if not repair then return {"corrupt", "0", "0", "0", "0", 0, "0", "0", 0, "0"} end
-    last, mark = 0, false
+    last, mark, mark_seq = 0, false, false
     redis.call("HDEL", key, mark_field)
   end
 end
@@ -187,6 +208,14 @@ local c = stored_c or "0"
 if c == "!" then c = "0" end
 local own_dirty = false
 local mine = own_inc ~= nil and own_inc >= my_inc
+
+-- Entries past their bound are refused, nothing written (counter.lua says why): the caller
+-- learns which were applied (seen) and, while their marks surely exist, that the rest never were.
+if has_bound and n > 0 and now > sent_ms + bound_ms then
+  local resolved = now <= sent_ms + bound_ms * 1.5 and 1 or 0
+  local inst = mine and own_val or "0"
+  return {"stale", c, inst, c, inst, 0, e or "0", mark_seq or "0", 0, inst, now, resolved}
+end
 
 -- Lax entries: a seq <= last was applied by an earlier call whose reply got lost, so a retried
 -- flush never counts twice. An entry that would overflow is dropped, but its seq is recorded so
@@ -309,7 +338,10 @@ if c ~= (stored_c or "0") then
   end
 end
 if new_e ~= e then sets[ns + 1], sets[ns + 2], ns = "e", new_e, ns + 2 end
-if top then sets[ns + 1], sets[ns + 2], ns = mark_field, top, ns + 2 end
+if top then
+  sets[ns + 1], sets[ns + 2] = mark_field, has_bound and (top .. "@" .. (now + 2 * bound_ms)) or top
+  ns = ns + 2
+end
 local wrote = ns > 0
 if dels then
   for i = 1, #dels, 1000 do
@@ -318,6 +350,20 @@ if dels then
   if #dels > 0 then wrote = true end
 end
 if ns > 0 then redis.call("HSET", key, unpack(sets, 1, ns)) end
+-- Collect expired q: marks of other processes, as counter.lua does (first mark write here or
+-- about once per bound, one HSCAN of ~100 fields); only q:* fields are ever matched.
+if top and has_bound then
+  local prev_expiry = mark and tonumber(string.match(mark, "@(%d+)$") or "")
+  if not prev_expiry or prev_expiry < now + bound_ms then
+    local scan = redis.call("HSCAN", key, "0", "MATCH", "q:*", "COUNT", 100)
+    local fields, dead = scan[2], {}
+    for i = 1, #fields, 2 do
+      local expiry = tonumber(string.match(fields[i + 1], "@(%d+)$") or "")
+      if fields[i] ~= mark_field and expiry and expiry < now then dead[#dead + 1] = fields[i] end
+    end
+    if #dead > 0 then redis.call("HDEL", key, unpack(dead)) end
+  end
+end
 -- Only a hash without c and s:* may carry a TTL: it holds nothing but bookkeeping then (e and
 -- q:*), which only needs to outlive retries, and a key never written again must not stay
 -- forever (a re-created key gets a new time-based epoch, larger than the old one).
@@ -330,4 +376,4 @@ if wrote then
 end
 
 return {status, c, mine and own_val or "0", prev_c, prev_own, applied, new_e or "0",
-        top or mark or "0", dropped, before}
+        top or mark_seq or "0", dropped, before, now}

@@ -107,7 +107,7 @@ void Counters::RunStrict(const MapKey& k, std::string_view op, Condition cond, i
       DirtyTracker dt(stats_.dirty_keys, e);
       // Fold this daemon's lax work for the key into the same script: our writes stay in order.
       if (AssignPending(e, next_seq_.load())) next_seq_++;
-      if (now_ms) StampFirstSend(e, *now_ms);
+      if (now_ms) StampFirstSend(e.unacked, *now_ms);
       carried = e.unacked;
       ++e.carriers;
       tracked = true;
@@ -383,7 +383,7 @@ void Counters::FlushNow() {
         break;
       }
       if (AssignPending(e, next_seq_.load())) next_seq_++;
-      if (now_ms) StampFirstSend(e, *now_ms);
+      if (now_ms) StampFirstSend(e.unacked, *now_ms);
       ++e.carriers;
       batch.emplace_back(k, e.unacked);
     }
@@ -472,27 +472,10 @@ void Counters::SettleStale(const MapKey& k, const std::vector<SeqDelta>& carried
   }
 }
 
-std::optional<int64_t> Counters::RedisNowMs() {
-  absl::MutexLock lock(&time_mu_);
-  if (redis_ms_ < 0) return std::nullopt;
-  return redis_ms_ + (Now() - redis_at_ns_) / 1'000'000;
-}
+std::optional<int64_t> Counters::RedisNowMs() { return redis_time_.NowMs(Now()); }
 
 void Counters::NoteRedisTime(const absl::StatusOr<ScriptReply>& r) {
-  if (!r.ok() || !r->redis_now_ms) return;
-  const int64_t now = Now();
-  absl::MutexLock lock(&time_mu_);
-  // Each reply's time is a lower bound of Redis time when it arrives: keep the larger estimate.
-  if (redis_ms_ < 0 || *r->redis_now_ms > redis_ms_ + (now - redis_at_ns_) / 1'000'000) {
-    redis_ms_ = *r->redis_now_ms;
-    redis_at_ns_ = now;
-  }
-}
-
-void Counters::StampFirstSend(LaxEntry& e, int64_t now_ms) {
-  for (auto& u : e.unacked) {
-    if (u.sent_ms < 0) u.sent_ms = now_ms;
-  }
+  if (r.ok()) redis_time_.Note(r->redis_now_ms, Now());
 }
 
 absl::StatusOr<LaxEntry*> Counters::FindOrCreate(Shard& shard, const MapKey& k) {

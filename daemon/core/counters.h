@@ -119,8 +119,6 @@ class Counters {
   // Redis time now, estimated from the last script reply (a lower bound); nullopt before one.
   std::optional<int64_t> RedisNowMs();
   void NoteRedisTime(const absl::StatusOr<ScriptReply>& r);
-  // Stamps the entries a command is about to carry for the first time with RedisNowMs().
-  void StampFirstSend(LaxEntry& e, int64_t now_ms);
   // The entry of `k`, created unless that would pass max_keys (then RESOURCE_EXHAUSTED).
   absl::StatusOr<LaxEntry*> FindOrCreate(Shard& shard, const MapKey& k)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
@@ -132,9 +130,7 @@ class Counters {
   CountersStats stats_;
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<int64_t> outstanding_flushes_{0};
-  absl::Mutex time_mu_;
-  int64_t redis_ms_ ABSL_GUARDED_BY(time_mu_) = -1;    // Redis TIME of the latest reply ...
-  int64_t redis_at_ns_ ABSL_GUARDED_BY(time_mu_) = 0;  // ... and our clock when it came
+  RedisTimeEstimate redis_time_;
   static constexpr int kShards = 64;
   Sharded<Shard, kShards> shards_;
 

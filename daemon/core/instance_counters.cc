@@ -64,8 +64,9 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   auto ep = e.size() > 6 ? ParseInt64(ReplyInt(e[6])) : std::optional<int64_t>(0);
   auto seen = e.size() > 7 ? ParseInt64(ReplyInt(e[7])) : std::optional<int64_t>(0);
   auto before = e.size() > 9 ? ParseInt64(ReplyInt(e[9])) : pi;
-  if ((status != ScriptStatus::kOk && status != ScriptStatus::kOverflow) || !c || !i || !pc ||
-      !pi || !ep || !seen || !before || *seen < 0) {
+  const bool stale = status == ScriptStatus::kStale;
+  if ((status != ScriptStatus::kOk && status != ScriptStatus::kOverflow && !stale) || !c || !i ||
+      !pc || !pi || !ep || !seen || !before || *seen < 0 || (stale && e.size() < 12)) {
     return absl::InternalError(absl::StrCat("unexpected icounter reply: ", r->DebugString()));
   }
   InstanceReply out;
@@ -79,7 +80,15 @@ absl::StatusOr<InstanceReply> ParseReply(absl::StatusOr<redis::Reply> r, std::st
   out.dropped = e.size() > 8 ? e[8].integer : 0;
   out.before = *before;
   out.overflow = status == ScriptStatus::kOverflow;
+  out.stale = stale;
+  if (e.size() > 10 && e[10].type == redis::Reply::Type::kInteger) out.redis_now_ms = e[10].integer;
+  out.resolved = e.size() > 11 && e[11].integer == 1;
   *applied_reply = out;
+  if (stale) {
+    return absl::UnavailableError(
+        "this daemon's LAX work for the key was older than --lax_resend_bound_ms and was "
+        "resolved first; nothing else changed, retry");
+  }
   if (out.overflow) {
     return absl::OutOfRangeError("result would leave the int64 range; nothing changed");
   }
@@ -452,13 +461,17 @@ void InstanceCounters::RunStrict(const MapKey& k, Op op, Condition cond, int64_t
     return done(absl::UnavailableError("this instance is not registered in Redis yet"));
   }
   std::vector<SeqSliceOp> carried;
-  bool needs_register = false, restore_now = false, waiting = false;
+  bool needs_register = false, restore_now = false, waiting = false, no_time = false;
+  const bool bounded = options_.resend_bound_ms > 0;
+  const std::optional<int64_t> now_ms = bounded ? redis_time_.NowMs(Now()) : std::nullopt;
   Shard& shard = ShardFor(k);
   {
     absl::MutexLock lock(&shard.mu);
     InstanceEntry& e = shard.map[k];
     e.last_access_ns = Now();
-    if (e.restore_inc != 0 || e.restoring) {
+    if (bounded && !now_ms && e.dirty()) {
+      no_time = true;  // lax work to fold in, but no Redis time yet to bound its resends with
+    } else if (e.restore_inc != 0 || e.restoring) {
       // Recovery first: our slice goes back before anything else touches the key.
       e.waiters.push_back([this, k, op, cond, arg, done = std::move(done)](absl::Status s) mutable {
         if (!s.ok()) return done(s);
@@ -469,12 +482,25 @@ void InstanceCounters::RunStrict(const MapKey& k, Op op, Condition cond, int64_t
     } else {
       DirtyTracker dt(stats_.dirty_keys, e);
       if (AssignPendingSliceOp(e, next_seq_.load())) next_seq_++;
+      if (now_ms) StampFirstSend(e.unacked, *now_ms);
       carried = e.unacked;
       ++e.carriers;
       const bool writes =
           op == Op::kInc || op == Op::kSet || op == Op::kSetOnInstance || !carried.empty();
       needs_register = writes && e.registered_inc != inc;
     }
+  }
+  if (no_time) {
+    // A read first: its reply carries Redis time, which our LAX work's resend bound needs.
+    // NOLINTNEXTLINE(bugprone-use-after-move): `done` moved above only when waiting (not here).
+    return RefreshThen(k, [this, k, op, cond, arg, done = std::move(done)](absl::Status) mutable {
+      if (!redis_time_.NowMs(Now())) {
+        return done(absl::UnavailableError(
+            "Redis has not answered this daemon yet (its LAX work for the key goes first); "
+            "retry"));
+      }
+      RunStrict(k, op, cond, arg, std::move(done));
+    });
   }
   if (waiting) {
     if (restore_now) StartRestore(k);
@@ -541,12 +567,20 @@ void InstanceCounters::SendScript(const MapKey& k, Op op, Condition cond, int64_
   } else {
     args.push_back(absl::StrCat(arg));
   }
+  if (options_.resend_bound_ms > 0) {
+    // Also without entries: the reply then carries Redis time (FlushNow's first read needs it).
+    int64_t sent_ms = carried.empty() ? 0 : carried.front().sent_ms;
+    for (const auto& u : carried) sent_ms = std::min(sent_ms, u.sent_ms);
+    args.push_back(absl::StrCat(std::max<int64_t>(sent_ms, 0)));
+    args.push_back(absl::StrCat(options_.resend_bound_ms));
+  }
   redis_->Script(kScript, {InstanceCounterKey(k.first, k.second)}, std::move(args),
                  [this, k, op, inc, carried = std::move(carried),
                   done = std::move(done)](absl::StatusOr<redis::Reply> raw) mutable {
                    bool maybe_sent = !redis::IsNotSent(raw.status());
                    std::optional<InstanceReply> rep;
                    auto r = ParseReply(std::move(raw), k.second, &rep);
+                   if (rep) redis_time_.Note(rep->redis_now_ms, Now());
                    // A data error (the key's data cannot be read) wrote nothing.
                    if (absl::IsFailedPrecondition(r.status())) maybe_sent = false;
                    Settle(k, op, inc, carried, rep ? &*rep : nullptr, maybe_sent, r.status());
@@ -568,6 +602,7 @@ void InstanceCounters::Settle(const MapKey& k, Op op, int64_t /*inc*/,
                   k.first, k.second, reply->dropped);
   }
   bool restore_now = false;
+  StaleOutcome stale;
   {
     Shard& shard = ShardFor(k);
     absl::MutexLock lock(&shard.mu);
@@ -577,13 +612,27 @@ void InstanceCounters::Settle(const MapKey& k, Op op, int64_t /*inc*/,
     DirtyTracker dt(stats_.dirty_keys, e);
     const bool assigns = op == Op::kSet || op == Op::kSetOnInstance || op == Op::kDel ||
                          op == Op::kDelOnInstance || op == Op::kRestore;
-    OnInstanceCarrierDone(e, carried, reply, assigns, maybe_sent, Now());
+    OnInstanceCarrierDone(e, carried, reply, assigns && !(reply && reply->stale), maybe_sent,
+                          Now());
+    if (reply != nullptr && reply->stale) {
+      stale = OnInstanceStale(e, carried, reply->resolved, [this] { return next_seq_++; });
+    }
     if (reply != nullptr) {
       e.data_error.Clear();
     } else if (absl::IsFailedPrecondition(status)) {
       e.data_error.Fail(status, Now());
     }
     restore_now = e.restore_inc != 0 && !e.restoring && e.carriers == 0;
+  }
+  stats_.resent_stale += stale.resent;
+  if (stale.given_up > 0) {
+    stats_.given_up += stale.given_up;
+    spdlog::error(
+        "{}/{}: {} LAX instance-counter operation(s) (additions summing {}) stayed "
+        "unacknowledged longer than --lax_resend_bound_ms and Redis can no longer tell whether "
+        "they were applied; given up (LAX work may be lost, never counted twice)",
+        k.first, k.second, stale.given_up,
+        stale.sum ? absl::StrCat(*stale.sum) : std::string("beyond int64"));
   }
   if (restore_now) StartRestore(k);
 }
@@ -885,18 +934,27 @@ void InstanceCounters::FlushNow() {
     bool needs_register;
   };
   std::vector<Item> batch;
-  for (int i = 0; i < kShards; ++i) {
+  const bool bounded = options_.resend_bound_ms > 0;
+  const std::optional<int64_t> now_ms = bounded ? redis_time_.NowMs(now) : std::nullopt;
+  std::optional<MapKey> probe;  // bounded, no Redis time yet: a read first (its reply has it)
+  for (int i = 0; i < kShards && !probe; ++i) {
     Shard& shard = shards_[i];
     absl::MutexLock lock(&shard.mu);
     for (auto& [k, e] : shard.map) {
       // A carrier is already on its way, or recovery comes first.
       if (!e.dirty() || e.carriers > 0 || e.restore_inc != 0 || e.restoring) continue;
       if (!e.data_error.Due(now)) continue;  // a broken key waits for its backoff
+      if (bounded && !now_ms) {
+        if (!e.refreshing) probe = k;
+        break;
+      }
       if (AssignPendingSliceOp(e, next_seq_.load())) next_seq_++;
+      if (now_ms) StampFirstSend(e.unacked, *now_ms);
       ++e.carriers;
       batch.push_back(Item{k, e.unacked, e.registered_inc != inc});
     }
   }
+  if (probe) RefreshThen(*probe, [](absl::Status) {});
   // All calls enqueue at once; the executor writes them as one pipeline.
   for (auto& item : batch) {
     stats_.flush_commands++;

@@ -33,6 +33,8 @@ struct InstanceCountersOptions {
   int64_t idle_evict_ms = 10000;       // entries with nothing to remember, idle this long, go
   // Entries held (--max_lax_keys): a LAX call on a new key beyond it gets RESOURCE_EXHAUSTED.
   int64_t max_keys = 1000000;
+  // --lax_resend_bound_ms, as CountersOptions::resend_bound_ms (icounter.lua's q: marks).
+  int64_t resend_bound_ms = 0;
 };
 
 struct InstanceCountersStats {
@@ -48,6 +50,8 @@ struct InstanceCountersStats {
   std::atomic<int64_t> dirty_keys{0};
   std::atomic<int64_t> cached_keys{0};
   std::atomic<uint64_t> flush_data_errors{0};  // flushes refused by the key's data (backed off)
+  std::atomic<uint64_t> resent_stale{0};       // entries past the resend bound sent under new seqs
+  std::atomic<uint64_t> given_up{0};           // entries past the bound whose fate was unknown
 };
 
 // The five fields of every instance-counter response.
@@ -180,6 +184,7 @@ class InstanceCounters {
   std::atomic<int64_t> incarnation_{0};
   std::atomic<uint64_t> next_seq_{1};
   std::atomic<int64_t> outstanding_{0};  // flush and restore commands in flight
+  RedisTimeEstimate redis_time_;         // for the resend bound (lax_store.h)
   static constexpr int kShards = 64;
   Sharded<Shard, kShards> shards_;
 

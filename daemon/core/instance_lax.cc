@@ -75,6 +75,7 @@ void OnInstanceCarrierDone(InstanceEntry& e, const std::vector<SeqSliceOp>& carr
                            int64_t now_ns) {
   --e.carriers;
   if (reply == nullptr) {
+    if (!maybe_sent && e.carriers == 0) ForgetUnsentStamps(e.unacked);
     if (!maybe_sent || carried.empty()) {
       // Surely not applied, or applied without entries: the op's own effect is unknown only
       // when it may have run.
@@ -113,6 +114,13 @@ void OnInstanceCarrierDone(InstanceEntry& e, const std::vector<SeqSliceOp>& carr
   e.unacked.erase(std::remove_if(e.unacked.begin(), e.unacked.end(),
                                  [&](const SeqSliceOp& u) { return u.seq <= e.remote_seq; }),
                   e.unacked.end());
+}
+
+StaleOutcome OnInstanceStale(InstanceEntry& e, const std::vector<SeqSliceOp>& carried,
+                             bool resolved, absl::FunctionRef<uint64_t()> next_seq) {
+  return ResolveStale<SeqSliceOp>(
+      e.unacked, e.remote_seq, carried, resolved, next_seq,
+      [](const SeqSliceOp& u) { return u.op.kind == SliceOpKind::kAdd ? u.op.value : 0; });
 }
 
 }  // namespace distkit::core

@@ -29,6 +29,8 @@ struct SeqSliceOp {
   uint64_t seq = 0;
   SliceOp op;
   bool maybe_sent = false;
+  // Redis time when a command first carried it; -1 = not yet (as SeqDelta::sent_ms).
+  int64_t sent_ms = -1;
 };
 
 // slice after `op`, or nullopt on int64 overflow.
@@ -100,6 +102,11 @@ struct InstanceReply {
   int64_t dropped = 0;
   int64_t before = 0;     // our slice before the carried entries
   bool overflow = false;  // the op was refused (entries applied)
+  // "stale": carried entries past the resend bound were refused, nothing written; seen and the
+  // state are Redis's. resolved as ScriptReply::resolved.
+  bool stale = false;
+  bool resolved = false;
+  std::optional<int64_t> redis_now_ms;  // Redis TIME when the script ran (with a bound only)
 };
 
 // A command that carried `carried` (a prefix copy of unacked) for this key finished.
@@ -109,5 +116,10 @@ struct InstanceReply {
 void OnInstanceCarrierDone(InstanceEntry& e, const std::vector<SeqSliceOp>& carried,
                            const InstanceReply* reply, bool assigned, bool maybe_sent,
                            int64_t now_ns);
+
+// icounter.lua refused `carried` as stale (call OnInstanceCarrierDone with its reply first):
+// lax_store.h OnStale for instance entries; StaleOutcome::sum adds the given-up "add" values.
+StaleOutcome OnInstanceStale(InstanceEntry& e, const std::vector<SeqSliceOp>& carried,
+                             bool resolved, absl::FunctionRef<uint64_t()> next_seq);
 
 }  // namespace distkit::core

@@ -40,13 +40,7 @@ bool AssignPending(LaxEntry& e, uint64_t next_seq) {
 
 void OnCarrierDone(LaxEntry& e, const std::vector<SeqDelta>& carried, bool ok, bool maybe_sent) {
   --e.carriers;
-  if (!ok && !maybe_sent && e.carriers == 0) {
-    // No command that may have reached Redis ever carried these: their resend bound starts
-    // again with the next send (an outage longer than the bound must not make them stale).
-    for (auto& u : e.unacked) {
-      if (!u.maybe_sent) u.sent_ms = -1;
-    }
-  }
+  if (!ok && !maybe_sent && e.carriers == 0) ForgetUnsentStamps(e.unacked);
   if (ok || !maybe_sent || carried.empty()) return;
   const uint64_t last = carried.back().seq;
   for (auto& u : e.unacked) {
@@ -66,29 +60,8 @@ void OnRemoteValue(LaxEntry& e, int64_t value, uint64_t applied_seq, int64_t now
 
 StaleOutcome OnStale(LaxEntry& e, const std::vector<SeqDelta>& carried, bool resolved,
                      absl::FunctionRef<uint64_t()> next_seq) {
-  StaleOutcome out;
-  auto was_carried = [&](uint64_t seq) {
-    return std::any_of(carried.begin(), carried.end(),
-                       [seq](const SeqDelta& c) { return c.seq == seq; });
-  };
-  for (auto it = e.unacked.begin(); it != e.unacked.end();) {
-    if (it->seq <= e.remote_seq || !was_carried(it->seq)) {
-      ++it;
-    } else if (resolved) {
-      it->seq = next_seq();
-      it->sent_ms = -1;
-      it->maybe_sent = false;
-      ++out.resent;
-      ++it;
-    } else {
-      ++out.given_up;
-      if (out.sum) out.sum = CheckedAdd(*out.sum, it->delta);
-      it = e.unacked.erase(it);
-    }
-  }
-  std::sort(e.unacked.begin(), e.unacked.end(),
-            [](const SeqDelta& a, const SeqDelta& b) { return a.seq < b.seq; });
-  return out;
+  return ResolveStale<SeqDelta>(e.unacked, e.remote_seq, carried, resolved, next_seq,
+                                [](const SeqDelta& u) { return u.delta; });
 }
 
 }  // namespace distkit::core

@@ -10,6 +10,8 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "daemon/core/int64_math.h"
 
 namespace distkit::core {
 
@@ -108,5 +110,84 @@ struct StaleOutcome {
 };
 StaleOutcome OnStale(LaxEntry& e, const std::vector<SeqDelta>& carried, bool resolved,
                      absl::FunctionRef<uint64_t()> next_seq);
+
+// The resend-bound bookkeeping shared by plain (SeqDelta) and instance (SeqSliceOp) entries:
+// any Item with seq, maybe_sent and sent_ms.
+
+// Stamps the entries a command is about to carry for the first time with Redis time `now_ms`.
+template <typename Item>
+void StampFirstSend(std::vector<Item>& unacked, int64_t now_ms) {
+  for (auto& u : unacked) {
+    if (u.sent_ms < 0) u.sent_ms = now_ms;
+  }
+}
+
+// No command that may have reached Redis ever carried the entries not maybe_sent: their resend
+// bound starts again with the next send (an outage longer than the bound must not make them
+// stale). Call when a command surely not sent finished and no other carries the key's entries.
+template <typename Item>
+void ForgetUnsentStamps(std::vector<Item>& unacked) {
+  for (auto& u : unacked) {
+    if (!u.maybe_sent) u.sent_ms = -1;
+  }
+}
+
+// OnStale's work on any entry type: `unacked` already lost the entries up to `remote_seq`;
+// `amount` is what a given-up entry adds to StaleOutcome::sum.
+template <typename Item>
+StaleOutcome ResolveStale(std::vector<Item>& unacked, uint64_t remote_seq,
+                          const std::vector<Item>& carried, bool resolved,
+                          absl::FunctionRef<uint64_t()> next_seq,
+                          absl::FunctionRef<int64_t(const Item&)> amount) {
+  StaleOutcome out;
+  auto was_carried = [&](uint64_t seq) {
+    return std::any_of(carried.begin(), carried.end(),
+                       [seq](const Item& c) { return c.seq == seq; });
+  };
+  for (auto it = unacked.begin(); it != unacked.end();) {
+    if (it->seq <= remote_seq || !was_carried(it->seq)) {
+      ++it;
+    } else if (resolved) {
+      it->seq = next_seq();
+      it->sent_ms = -1;
+      it->maybe_sent = false;
+      ++out.resent;
+      ++it;
+    } else {
+      ++out.given_up;
+      if (out.sum) out.sum = CheckedAdd(*out.sum, amount(*it));
+      it = unacked.erase(it);
+    }
+  }
+  std::sort(unacked.begin(), unacked.end(),
+            [](const Item& a, const Item& b) { return a.seq < b.seq; });
+  return out;
+}
+
+// Redis time as this daemon estimates it: the TIME of the latest script reply plus the daemon's
+// own clock since (a lower bound of Redis time). Thread-safe.
+class RedisTimeEstimate {
+ public:
+  // nullopt before the first reply with a time.
+  std::optional<int64_t> NowMs(int64_t now_ns) const {
+    absl::MutexLock lock(&mu_);
+    if (redis_ms_ < 0) return std::nullopt;
+    return redis_ms_ + (now_ns - at_ns_) / 1'000'000;
+  }
+  void Note(std::optional<int64_t> redis_ms, int64_t now_ns) {
+    if (!redis_ms) return;
+    absl::MutexLock lock(&mu_);
+    // Each reply's time is a lower bound of Redis time when it arrives: keep the larger estimate.
+    if (redis_ms_ < 0 || *redis_ms > redis_ms_ + (now_ns - at_ns_) / 1'000'000) {
+      redis_ms_ = *redis_ms;
+      at_ns_ = now_ns;
+    }
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int64_t redis_ms_ ABSL_GUARDED_BY(mu_) = -1;  // Redis TIME of the latest reply ...
+  int64_t at_ns_ ABSL_GUARDED_BY(mu_) = 0;      // ... and our clock when it came
+};
 
 }  // namespace distkit::core

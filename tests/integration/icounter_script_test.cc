@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/redis/executor.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -84,6 +85,7 @@ class ICounterScriptTest : public ::testing::Test {
     if (r == nullptr) return std::string("IOERROR:") + ctx_->errstr;
     epoch_ = seen_ = "UNSET";
     dropped_ = -1;
+    now_ms_ = resolved_ = -1;
     std::string out;
     auto str = [](const redisReply* e) {
       return e->type == REDIS_REPLY_STRING ? std::string(e->str, e->len)
@@ -95,7 +97,7 @@ class ICounterScriptTest : public ::testing::Test {
     };
     if (r->type == REDIS_REPLY_ERROR) {
       out = "ERROR:" + std::string(r->str, r->len);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 10) {
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements < 10 || r->elements > 12) {
       out = "BADSHAPE";
     } else {
       for (size_t i = 0; i < 5; ++i) out += (i > 0 ? "," : "") + str(r->element[i]);
@@ -105,6 +107,9 @@ class ICounterScriptTest : public ::testing::Test {
       const std::string d = num(r->element[8]);
       dropped_ = d.rfind("BADTYPE", 0) == 0 ? -2 : std::stoll(d);
       before_ = str(r->element[9]);
+      // With a resend bound: Redis time, and a stale reply's "resolved".
+      if (r->elements > 10) now_ms_ = r->element[10]->integer;
+      if (r->elements > 11) resolved_ = r->element[11]->integer;
     }
     freeReplyObject(r);
     return out;
@@ -195,6 +200,8 @@ class ICounterScriptTest : public ::testing::Test {
   std::string epoch_, seen_;  // 7th and 8th reply elements of the last Eval
   int64_t dropped_ = -1;      // 9th
   std::string before_;        // 10th: the caller's slice before the lax entries
+  int64_t now_ms_ = -1;       // 11th (bounded calls): Redis time
+  int64_t resolved_ = -1;     // 12th (stale replies)
   std::unique_ptr<RedisServer> server_;
   redisContext* ctx_ = nullptr;
 };
@@ -1274,7 +1281,9 @@ TEST_F(ICounterScriptTest, BadArgvIsAnErrorAndWritesNothing) {
       {"A", "1", "p", "0", "restore", "", "0", "0", "01", "5"},
       {"A", "1", "p", "0", "restore", "", "0", "0", "x", "5"},
       {"A", "1", "p", "0", "restore", "", "0", "0", "1", "5.0"},
-      {"A", "1", "p", "0", "get", "", "0", "0", "1", "5"},  // extras on an op without any
+      {"A", "1", "p", "0", "get", "", "0", "0", "1"},  // extras on an op without any
+      // two more are sent_ms and bound_ms (ICounterBoundTest); three are too many
+      {"A", "1", "p", "0", "get", "", "0", "0", "1", "5", "6"},
   };
   for (const auto& args : bad) {
     std::string joined;
@@ -1330,6 +1339,85 @@ TEST_F(ICounterScriptTest, EmbeddedCopyIsTheLibrariesThenTheFile) {
   // One copy of the helpers, in the library.
   EXPECT_EQ(file.find("local function i64_add"), std::string::npos);
   EXPECT_NE(lib.find("local function i64_add"), std::string::npos);
+}
+
+// ---- dedup marks with a resend bound (issue #11 finding 10; docs/architecture.md) ----
+
+class ICounterBoundTest : public ICounterScriptTest {
+ protected:
+  // A flush (get carrying entries) in the daemon's bounded form.
+  std::string BFlush(const Inst& w, const std::vector<Entry>& entries, int64_t sent_ms,
+                     int64_t bound_ms, const std::string& key = kKey) {
+    return Run(w, entries, "get", {}, "0", {std::to_string(sent_ms), std::to_string(bound_ms)},
+               key);
+  }
+  int64_t RedisMs() { return NowUs() / 1000; }
+};
+
+TEST_F(ICounterBoundTest, EntriesPastTheBoundAreRefusedAndTheReplySaysWhichWereApplied) {
+  constexpr int64_t kBound = 100000;
+  const int64_t now = RedisMs();
+  EXPECT_EQ(BFlush(c0, {{"1", "add", "5"}}, now, kBound), "ok,5,5,5,5,0");
+  EXPECT_GE(now_ms_, now) << "a bounded reply carries Redis time";
+  const std::string mark = Field("q:proc-c0");
+  ASSERT_EQ(mark.rfind("1@", 0), 0u) << mark;
+  EXPECT_GE(std::stoll(mark.substr(2)), now + 2 * kBound) << "the mark lives 2 x bound";
+  EXPECT_EQ(seen_, "1") << "seen is the seq, not the mark with its expiry";
+  // A resend within the bound is deduplicated as always.
+  EXPECT_EQ(BFlush(c0, {{"1", "add", "5"}, {"2", "add", "7"}}, now, kBound), "ok,12,12,12,12,0");
+  EXPECT_EQ(seen_, "2");
+  const std::string layout = Cmd({"HGETALL", kKey});
+  // Past the bound: refused, nothing written; seen says what was applied; authoritative
+  // within 1.5 x bound.
+  EXPECT_EQ(BFlush(c0, {{"2", "add", "7"}, {"3", "add", "1"}}, now - 120000, kBound),
+            "stale,12,12,12,12,0");
+  EXPECT_EQ(seen_, "2");
+  EXPECT_EQ(resolved_, 1);
+  EXPECT_EQ(Cmd({"HGETALL", kKey}), layout) << "a stale call writes nothing";
+  EXPECT_EQ(BFlush(c0, {{"3", "set", "1"}}, now - 200000, kBound), "stale,12,12,12,12,0");
+  EXPECT_EQ(resolved_, 0);
+  EXPECT_EQ(Cmd({"HGETALL", kKey}), layout);
+  // The strict op riding on a stale flush is refused too; without entries nothing is stale.
+  EXPECT_EQ(Run(c0, {{"3", "add", "1"}}, "inc", {}, "4", {"0", "10"}), "stale,12,12,12,12,0");
+  EXPECT_EQ(Run(c0, {}, "inc", {}, "4", {"0", "10"}), "ok,16,16,12,12,1");
+  // Unbounded calls (older daemons) keep the 10-element reply and a plain mark.
+  EXPECT_EQ(Flush(c1, {{"1", "add", "1"}}), "ok,17,1,17,1,0");
+  EXPECT_EQ(now_ms_, -1);
+  EXPECT_EQ(Field("q:proc-c1"), "1");
+  EXPECT_EQ(BFlush(c0, {{"4", "add", "1"}}, -1, 10).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(BFlush(c0, {{"4", "add", "1"}}, 0, 0).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(Run(c0, {}, "reap", {}, "0", {c1.id, c1.inc, "0", "x"}).rfind("ERROR:", 0), 0u);
+}
+
+TEST_F(ICounterBoundTest, ExpiredQMarksOfOtherProcessesAreCollectedSlicesAndOthersKept) {
+  const int64_t now = RedisMs();
+  ASSERT_EQ(Flush(c1, {{"1", "add", "10"}}), "ok,10,10,10,10,0");
+  const std::string slice = Field("s:c1"), epoch = Epoch();
+  // Expired marks of gone processes, a live one, an old-format one, and an expired-looking
+  // value in a slice-named and other non-q: fields (never touched).
+  ASSERT_EQ(Cmd({"HSET", kKey, "q:gone1", absl::StrCat("4@", now - 1), "q:gone2",
+                 absl::StrCat("8@", now - 5000), "q:live", absl::StrCat("9@", now + 100000),
+                 "q:old", "3"}),
+            "4");
+  EXPECT_EQ(BFlush(c0, {{"1", "add", "1"}}, now, 100000), "ok,11,1,11,1,0");
+  EXPECT_EQ(Field("q:gone1"), "(nil)");
+  EXPECT_EQ(Field("q:gone2"), "(nil)");
+  EXPECT_EQ(Field("q:live"), absl::StrCat("9@", now + 100000));
+  EXPECT_EQ(Field("q:old"), "3");
+  EXPECT_EQ(Field("q:proc-c1"), "1");
+  EXPECT_EQ(Field("q:proc-c0").rfind("1@", 0), 0u);
+  EXPECT_EQ(Field("s:c1"), slice);
+  EXPECT_EQ(Field("c"), "11");
+  EXPECT_EQ(Epoch(), epoch);
+  EXPECT_EQ(Cmd({"PTTL", kKey}), "-1");
+  // The live process's resend of an applied entry is still deduplicated.
+  const Inst live{"lv", "1", "live"};
+  EXPECT_EQ(BFlush(live, {{"9", "add", "100"}}, now, 100000), "ok,11,0,11,0,0");
+  // A bookkeeping-only hash keeps its 24 h TTL through a collecting write.
+  ASSERT_EQ(Cmd({"HSET", "k2", "q:gone", absl::StrCat("1@", now - 1)}), "1");
+  EXPECT_EQ(BFlush(c0, {{"2", "set", "0"}}, now, 100000, "k2"), "ok,0,0,0,0,0");
+  EXPECT_EQ(Cmd({"HKEYS", "k2"}), "q:proc-c0");
+  ExpectBookkeepingOnlyWithTtl("k2");
 }
 
 }  // namespace

@@ -175,5 +175,51 @@ TEST(InstanceLax, IdleOnlyWithNothingToRemember) {
   EXPECT_FALSE(e.idle());
 }
 
+// A flush refused as stale (icounter.lua, past --lax_resend_bound_ms): as plain counters
+// (lax_store_test), with slice ops; the given-up sum counts only additions.
+TEST(InstanceLax, StaleCarriedOpsAreResentUnderNewSeqsOrGivenUp) {
+  for (bool resolved : {true, false}) {
+    SCOPED_TRACE(resolved);
+    InstanceEntry e;
+    e.epoch = 1000;
+    e.unacked = {{5, Add(1), true, 100},
+                 {9, Add(2), true, 100},
+                 {10, SetTo(7), true, 100},
+                 {12, Add(4), false, 200}};
+    e.carriers = 1;
+    const std::vector<SeqSliceOp> carried = {e.unacked[0], e.unacked[1], e.unacked[2]};
+    auto r = Reply(1, 1, 1000, /*seen=*/5, 1, /*applied=*/false);
+    r.stale = true;
+    OnInstanceCarrierDone(e, carried, &r, false, /*maybe_sent=*/true, 1);
+    uint64_t next = 100;
+    const StaleOutcome out = OnInstanceStale(e, carried, resolved, [&] { return next++; });
+    if (resolved) {
+      EXPECT_EQ(out.resent, 2);
+      ASSERT_EQ(e.unacked.size(), 3u);
+      EXPECT_EQ(e.unacked[0].seq, 12u);  // sorted by seq
+      EXPECT_EQ(e.unacked[1].seq, 100u);
+      EXPECT_EQ(e.unacked[2].seq, 101u);
+      EXPECT_EQ(e.unacked[1].sent_ms, -1) << "a fresh entry: stamped again when sent";
+      EXPECT_FALSE(e.unacked[1].maybe_sent);
+    } else {
+      EXPECT_EQ(out.given_up, 2);
+      EXPECT_EQ(out.sum, 2);
+      ASSERT_EQ(e.unacked.size(), 1u);
+      EXPECT_EQ(e.unacked[0].seq, 12u);
+    }
+  }
+}
+
+// A command surely not sent (and no other out) forgets the send stamps of entries that never
+// left: an outage longer than the bound must not make them stale.
+TEST(InstanceLax, UnsentEntriesForgetTheirSendTime) {
+  InstanceEntry e;
+  e.unacked = {{1, Add(1), true, 100}, {2, Add(1), false, 100}};
+  e.carriers = 1;
+  OnInstanceCarrierDone(e, e.unacked, nullptr, false, /*maybe_sent=*/false, 3);
+  EXPECT_EQ(e.unacked[0].sent_ms, 100);
+  EXPECT_EQ(e.unacked[1].sent_ms, -1);
+}
+
 }  // namespace
 }  // namespace distkit::core
