@@ -42,7 +42,7 @@ struct Config {
   int64_t max_pending_keys = 1000000;  // --max_pending_keys: bound on lax keys with unflushed work
   int64_t max_rate_limit_keys = 100000;  // --max_rate_limit_keys: LOCAL and HYBRID, each
   int64_t max_lax_keys = 100000;         // --max_lax_keys: LAX entries held, per counter kind
-  int64_t lax_resend_bound_ms = 600000;   // --lax_resend_bound_ms: dedup-mark collection
+  int64_t lax_resend_bound_ms = 600000;  // --lax_resend_bound_ms: dedup-mark collection
   // --max_memory_mb: memory for RPCs in flight, half for gRPC's transport (its ResourceQuota),
   // half for the requests and answers of admitted calls (more = RESOURCE_EXHAUSTED).
   int64_t max_memory_mb = 128;
