@@ -1,4 +1,4 @@
--- requires: lib/int64.lua lib/validate.lua
+-- requires: lib/int64.lua lib/marks.lua lib/validate.lua
 -- counter.lua: one atomic step on a plain counter (docs/api.md#counterservice; exactly-once
 -- flush: docs/architecture.md).
 --
@@ -152,16 +152,7 @@ if (top or op == "del") and not has_v then redis.call("PEXPIRE", key, MARK_TTL_M
 -- writes its mark for the first time here or about once per bound, and at most ~100 fields:
 -- bounded work on a hot key. Marks without an expiry (older daemons) are left alone.
 if top and has_bound then
-  local prev_expiry = mark and tonumber(string.match(mark, "@(%d+)$") or "")
-  if not prev_expiry or prev_expiry < now + bound_ms then
-    local scan = redis.call("HSCAN", key, "0", "MATCH", "s:*", "COUNT", 100)
-    local fields, dead = scan[2], {}
-    for i = 1, #fields, 2 do
-      local expiry = tonumber(string.match(fields[i + 1], "@(%d+)$") or "")
-      if fields[i] ~= mark_field and expiry and expiry < now then dead[#dead + 1] = fields[i] end
-    end
-    if #dead > 0 then redis.call("HDEL", key, unpack(dead)) end
-  end
+  collect_expired_marks(key, "s:*", mark_field, mark, now, bound_ms)
 end
 
 return {status, cur, prev, applied, dropped, top or mark_seq or "0", now}

@@ -1,4 +1,4 @@
--- requires: lib/int64.lua lib/validate.lua
+-- requires: lib/int64.lua lib/marks.lua lib/validate.lua
 -- icounter.lua: one atomic step on an instance-aware counter
 -- (docs/api.md#instancecounterservice; layout and protocol in docs/instance_counters.md).
 --
@@ -353,16 +353,7 @@ if ns > 0 then redis.call("HSET", key, unpack(sets, 1, ns)) end
 -- Collect expired q: marks of other processes, as counter.lua does (first mark write here or
 -- about once per bound, one HSCAN of ~100 fields); only q:* fields are ever matched.
 if top and has_bound then
-  local prev_expiry = mark and tonumber(string.match(mark, "@(%d+)$") or "")
-  if not prev_expiry or prev_expiry < now + bound_ms then
-    local scan = redis.call("HSCAN", key, "0", "MATCH", "q:*", "COUNT", 100)
-    local fields, dead = scan[2], {}
-    for i = 1, #fields, 2 do
-      local expiry = tonumber(string.match(fields[i + 1], "@(%d+)$") or "")
-      if fields[i] ~= mark_field and expiry and expiry < now then dead[#dead + 1] = fields[i] end
-    end
-    if #dead > 0 then redis.call("HDEL", key, unpack(dead)) end
-  end
+  collect_expired_marks(key, "q:*", mark_field, mark, now, bound_ms)
 end
 -- Only a hash without c and s:* may carry a TTL: it holds nothing but bookkeeping then (e and
 -- q:*), which only needs to outlive retries, and a key never written again must not stay
