@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client/distkit_client.h"
 
@@ -36,13 +37,19 @@ constexpr std::string_view kDefaultAddr = "unix:/tmp/distkitd.sock";
 constexpr int64_t kDefaultTimeoutMs = 1000;
 
 constexpr std::string_view kUsage =
-    R"(Usage: distkit [--addr ADDR] [--timeout_ms N] [--json] COMMAND [ARGS]
+    R"(Usage: distkit [--addr ADDR] [--timeout_ms N] [--json] [--tls_* ...] COMMAND [ARGS]
 
 Global flags (before COMMAND; --json is also accepted after it):
   --addr ADDR      daemon address: unix:PATH or HOST:PORT ([::1]:PORT for IPv6)
                    (default: $DISTKIT_ADDR, else unix:/tmp/distkitd.sock)
   --timeout_ms N   deadline of the call in milliseconds, >= 1 (default 1000)
   --json           print the result as one JSON object
+  --tls_ca FILE    TLS to a TCP address: PEM CA that verifies the daemon's
+                   certificate (its --tls_cert); any --tls_* flag turns TLS on
+  --tls_cert FILE  client certificate for mutual TLS (daemon's --tls_client_ca)
+  --tls_key FILE   private key of --tls_cert
+  --tls_server_name NAME
+                   name expected in the daemon's certificate (default: the host)
 
 Commands:
   health [--service NAME]
@@ -253,6 +260,7 @@ struct Globals {
   std::string addr;
   int64_t timeout_ms = kDefaultTimeoutMs;
   bool json = false;
+  distkit::client::TlsOptions tls;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 
@@ -270,8 +278,17 @@ std::chrono::milliseconds CallTimeout(const Globals& globals) {
 std::variant<std::unique_ptr<distkit::client::Client>, int> Connect(const Globals& globals) {
   distkit::client::ClientOptions options;
   options.default_timeout = CallTimeout(globals);
+  options.tls = globals.tls;
   auto client = distkit::client::Client::Connect(globals.addr, options);
-  if (!client.ok()) return Usage({absl::StrCat("--addr: ", client.status().message())});
+  if (!client.ok()) {
+    // TLS problems name their option ("tls_ca: ...") or are about TLS as a whole; the others
+    // are about the address.
+    const std::string message(client.status().message());
+    std::string prefix = "--addr: ";
+    if (absl::StartsWith(message, "tls_")) prefix = "--";
+    if (absl::StartsWith(message, "TLS")) prefix = "";
+    return Usage({absl::StrCat(prefix, message)});
+  }
   return std::move(*client);
 }
 
@@ -592,7 +609,13 @@ int Run(const std::vector<std::string>& args) {
       globals.json = true;
       continue;
     }
-    if (name != "addr" && name != "timeout_ms") {
+    const std::map<std::string, std::string*> tls_flags = {
+        {"tls_ca", &globals.tls.ca_file},
+        {"tls_cert", &globals.tls.cert_file},
+        {"tls_key", &globals.tls.key_file},
+        {"tls_server_name", &globals.tls.server_name}};
+    const auto tls_flag = tls_flags.find(name);
+    if (name != "addr" && name != "timeout_ms" && tls_flag == tls_flags.end()) {
       return Usage({absl::StrCat("unknown global flag --", name)});
     }
     std::string value;
@@ -603,7 +626,10 @@ int Run(const std::vector<std::string>& args) {
     } else {
       return Usage({absl::StrCat("--", name, ": missing value")});
     }
-    if (name == "addr") {
+    if (tls_flag != tls_flags.end()) {
+      if (value.empty()) return Usage({absl::StrCat("--", name, ": must not be empty")});
+      *tls_flag->second = value;
+    } else if (name == "addr") {
       if (value.empty()) return Usage({"--addr: must not be empty"});
       globals.addr = value;
     } else {

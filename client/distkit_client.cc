@@ -109,18 +109,19 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(std::string_view addr,
                                                         ClientOptions options) {
   const absl::Status valid = ValidateAddress(addr);
   if (!valid.ok()) return valid;
-  return FromChannel(grpc::CreateChannel(std::string(addr), grpc::InsecureChannelCredentials()),
-                     options);
+  auto channel = NewChannel(addr, options.tls);
+  if (!channel.ok()) return channel.status();
+  return FromChannel(*std::move(channel), std::move(options));
 }
 
 std::unique_ptr<Client> Client::FromChannel(std::shared_ptr<grpc::Channel> channel,
                                             ClientOptions options) {
-  return std::unique_ptr<Client>(new Client(std::move(channel), options));
+  return std::unique_ptr<Client>(new Client(std::move(channel), std::move(options)));
 }
 
 Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : channel_(std::move(channel)),
-      options_(options),
+      options_(std::move(options)),
       counter_(v1::CounterService::NewStub(channel_)),
       instance_counter_(v1::InstanceCounterService::NewStub(channel_)),
       rate_limit_(v1::RateLimitService::NewStub(channel_)) {}

@@ -1,5 +1,6 @@
-// distkitd: parse the configuration, build the App (daemon/app.h), wait for SIGTERM/SIGINT,
-// shut down in order. Exit codes: 0 clean, 1 start failed or LAX work lost, 2 bad configuration.
+// distkitd: parse the configuration, build the App (daemon/app.h), wait for SIGTERM/SIGINT
+// (SIGHUP is logged and ignored), shut down in order. Exit codes: 0 clean, 1 start failed or LAX
+// work lost, 2 bad configuration.
 
 #include <fmt/ranges.h>
 #include <signal.h>
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -50,7 +52,13 @@ int main(int argc, char** argv) {
                (*app)->config().instance_id);
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    // Kept alive (SIGHUP's default action is to exit): operators send it to ask for a reload.
+    spdlog::info(
+        "SIGHUP: nothing to reload by signal; the --tls_* files are re-read every "
+        "--tls_reload_seconds ({} s)",
+        config->listen_tls.reload_seconds);
+  }
   spdlog::info("signal {}: shutting down (grace {} ms)", sig, config->shutdown_grace_ms);
   const auto report = (*app)->Shutdown(std::chrono::milliseconds(config->shutdown_grace_ms));
   if (report.unsynced_hybrid_keys > 0) {

@@ -198,7 +198,8 @@ step_run() {
   # and /run; Docker's --read-only and Kubernetes' readOnlyRootFilesystem add none.
   podman run -d --name dk-daemon --network dk-net --read-only --read-only-tmpfs=false --cap-drop ALL \
     --security-opt no-new-privileges -v dk-sock:/run/distkit \
-    -e DISTKIT_REDIS=redis://redis:6379 "$IMG" --flush_interval_ms=600000 >/dev/null
+    -e DISTKIT_REDIS=redis://redis:6379 "$IMG" --flush_interval_ms=600000 \
+    --health_listen=0.0.0.0:8081 >/dev/null
   # (a flag after the image name adds to the image's DISTKIT_LISTEN; the 10-minute LAX flush
   #  period keeps LAX increments in memory until SIGTERM, so the stop below must flush them)
   local up=0
@@ -208,6 +209,9 @@ step_run() {
   echo "-- daemon process and socket"
   podman exec dk-daemon sh -c 'id; grep -E "^(Uid|Gid|CapEff)" /proc/1/status; ls -ln /run/distkit; stat -c "%a %u:%g %F %n" /run/distkit /run/distkit/distkitd.sock'
   check "the image's CLI finds the daemon without --addr (DISTKIT_ADDR)" podman exec dk-daemon distkit health
+  check "grpc health port (--health_listen) answers a probe from another container" \
+    podman run --rm --network dk-net --entrypoint distkit "$IMG" --addr dk-daemon:8081 health \
+    --service distkit.v1.CounterService
   check "daemon runs as 10001:10001" test "$(podman exec dk-daemon id -u):$(podman exec dk-daemon id -g)" = 10001:10001
   check "socket is 0660 10001:10001" test "$(podman exec dk-daemon stat -c '%a %u:%g' /run/distkit/distkitd.sock)" = "660 10001:10001"
   check "root filesystem is read-only" test "$(podman inspect dk-daemon --format '{{.HostConfig.ReadonlyRootfs}}')" = true

@@ -222,17 +222,28 @@ absl::Status CheckReadableFile(std::string_view path) {
   return absl::OkStatus();
 }
 
-// A --redis_tls_* path flag: empty = unset; otherwise a readable file.
-template <std::string redis::TlsOptions::*kField>
+// A TLS path flag (--redis_tls_*, --tls_*): empty = unset; otherwise a readable file.
+// `kOptions` picks the options struct in Config, `kField` the path in it.
+template <auto kOptions, auto kField>
 FlagDef TlsFileFlag(std::string_view name, std::string_view help) {
   FlagDef def{name, help};
   def.apply = [](std::string_view v, Config* c) -> absl::Status {
     if (!v.empty()) DK_RETURN_IF_ERROR(CheckReadableFile(v));
-    c->redis_tls.*kField = std::string(v);
+    (c->*kOptions).*kField = std::string(v);
     return absl::OkStatus();
   };
-  def.print = [](const Config& c) { return c.redis_tls.*kField; };
+  def.print = [](const Config& c) { return (c.*kOptions).*kField; };
   return def;
+}
+
+template <std::string redis::TlsOptions::*kField>
+FlagDef RedisTlsFileFlag(std::string_view name, std::string_view help) {
+  return TlsFileFlag<&Config::redis_tls, kField>(name, help);
+}
+
+template <std::string ListenTlsOptions::*kField>
+FlagDef ListenTlsFileFlag(std::string_view name, std::string_view help) {
+  return TlsFileFlag<&Config::listen_tls, kField>(name, help);
 }
 
 const std::vector<FlagDef>& Flags() {
@@ -275,13 +286,13 @@ const std::vector<FlagDef>& Flags() {
          return absl::OkStatus();
        },
        [](const Config& c) { return PrintRedisMode(c.redis_mode); }},
-      TlsFileFlag<&redis::TlsOptions::ca_file>(
+      RedisTlsFileFlag<&redis::TlsOptions::ca_file>(
           "redis_tls_ca",
           "PEM CA bundle that verifies rediss:// servers (empty = the system's CAs)"),
-      TlsFileFlag<&redis::TlsOptions::cert_file>(
+      RedisTlsFileFlag<&redis::TlsOptions::cert_file>(
           "redis_tls_cert", "PEM client certificate for rediss:// (with --redis_tls_key)"),
-      TlsFileFlag<&redis::TlsOptions::key_file>("redis_tls_key",
-                                                "PEM private key of --redis_tls_cert"),
+      RedisTlsFileFlag<&redis::TlsOptions::key_file>("redis_tls_key",
+                                                     "PEM private key of --redis_tls_cert"),
       {"redis_tls_server_name",
        "name checked against the rediss:// server certificate and sent as SNI (empty = the host)",
        [](std::string_view v, Config* c) -> absl::Status {
@@ -416,6 +427,24 @@ const std::vector<FlagDef>& Flags() {
       IntFlag("max_memory_mb", &Config::max_memory_mb, 16, 1 << 20,
               "memory for RPCs in flight (gRPC transport + admitted calls); keep it well under "
               "the container's limit"),
+      ListenTlsFileFlag<&ListenTlsOptions::cert_file>(
+          "tls_cert", "PEM certificate chain: TLS on the TCP --listen addresses (with --tls_key)"),
+      ListenTlsFileFlag<&ListenTlsOptions::key_file>("tls_key", "PEM private key of --tls_cert"),
+      ListenTlsFileFlag<&ListenTlsOptions::client_ca_file>(
+          "tls_client_ca",
+          "PEM CA bundle: mutual TLS, clients must present a certificate it signed"),
+      {"tls_reload_seconds", "how often the --tls_* files are re-read (certificate rotation)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         return ParseIntInRange(v, 1, 86400, &c->listen_tls.reload_seconds);
+       },
+       [](const Config& c) { return absl::StrCat(c.listen_tls.reload_seconds); }},
+      {"health_listen", "HOST:PORT serving only grpc.health.v1, plaintext (empty = off)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         if (!v.empty()) DK_RETURN_IF_ERROR(ValidateHostPort(v));
+         c->health_listen = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return c.health_listen; }},
   };
   return *kFlags;
 }
@@ -467,6 +496,35 @@ absl::Status ValidateRedis(const Config& c) {
             "--redis_mode=cluster: cluster nodes announce TCP addresses, so a unix: seed (",
             seed.Redacted(), ") cannot reach a cluster; use redis:// or rediss://"));
       }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The checks that span --listen, --tls_* and --health_listen.
+absl::Status ValidateListeners(const Config& c) {
+  const ListenTlsOptions& tls = c.listen_tls;
+  if (!tls.cert_file.empty() && tls.key_file.empty()) {
+    return Invalid("--tls_cert: needs --tls_key (the certificate's private key)");
+  }
+  if (!tls.key_file.empty() && tls.cert_file.empty()) {
+    return Invalid("--tls_key: needs --tls_cert (the server certificate)");
+  }
+  if (!tls.client_ca_file.empty() && tls.cert_file.empty()) {
+    return Invalid("--tls_client_ca: mutual TLS needs server TLS too (--tls_cert and --tls_key)");
+  }
+  if (tls.enabled() && std::all_of(c.listen.begin(), c.listen.end(), [](const std::string& addr) {
+        return absl::StartsWith(AbslView(addr), "unix:");
+      })) {
+    return Invalid(absl::StrCat(
+        "--tls_cert: TLS only applies to TCP --listen addresses (Unix sockets stay plaintext), "
+        "and --listen has none (",
+        absl::StrJoin(c.listen, ","), ")"));
+  }
+  for (const std::string& addr : c.listen) {
+    if (!c.health_listen.empty() && addr == c.health_listen) {
+      return Invalid(absl::StrCat("--health_listen: ", Quote(c.health_listen),
+                                  " is also a --listen address; use another port"));
     }
   }
   return absl::OkStatus();
@@ -553,6 +611,7 @@ absl::StatusOr<Config> ParseConfig(const std::vector<std::string>& args,
   }
   config.redis_given = raw.count("redis") > 0;
   DK_RETURN_IF_ERROR(ValidateRedis(config));
+  DK_RETURN_IF_ERROR(ValidateListeners(config));
 
   if (config.rate_bucket_ms > config.rate_window_seconds * 1000) {
     return Invalid(absl::StrCat("--rate_bucket_ms: must be <= the window (--rate_window_seconds=",

@@ -14,6 +14,17 @@ inline constexpr char kDefaultRedisUrl[] = "redis://127.0.0.1:6379";
 
 enum class FailureMode { kOpen, kClosed, kLocal };
 
+// Server TLS for the TCP listeners. Paths are checked readable at start-up; the files are
+// re-read every `reload_seconds` (certificate rotation without a restart).
+struct ListenTlsOptions {
+  std::string cert_file;       // PEM certificate chain (--tls_cert)
+  std::string key_file;        // PEM private key (--tls_key)
+  std::string client_ca_file;  // PEM CA bundle; set = clients must present a certificate it signed
+  int64_t reload_seconds = 10;
+
+  bool enabled() const { return !cert_file.empty(); }
+};
+
 // The validated, immutable daemon configuration (docs/api.md#flags).
 struct Config {
   std::vector<std::string> listen = {"unix:/tmp/distkitd.sock"};
@@ -46,6 +57,11 @@ struct Config {
   // --max_memory_mb: memory for RPCs in flight, half for gRPC's transport (its ResourceQuota),
   // half for the requests and answers of admitted calls (more = RESOURCE_EXHAUSTED).
   int64_t max_memory_mb = 128;
+  // --tls_cert, --tls_key, --tls_client_ca: TLS (and mutual TLS) on the TCP --listen addresses;
+  // Unix sockets and --health_listen stay plaintext. Re-read every --tls_reload_seconds.
+  ListenTlsOptions listen_tls;
+  // --health_listen: HOST:PORT serving only grpc.health.v1, plaintext (Kubernetes grpc probes).
+  std::string health_listen;  // empty = off
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

@@ -1,6 +1,7 @@
 #include "daemon/transport/server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <sys/socket.h>
@@ -8,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -15,9 +17,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "daemon/common/logging.h"
+#include "daemon/transport/listen_tls.h"
 
 namespace distkit::transport {
 namespace {
+
+// A health check request is a service name (< 256 bytes); probes open few connections.
+constexpr int kMaxHealthMessageBytes = 4096;
+constexpr size_t kHealthQuotaBytes = 4 << 20;
 
 // A socket file left by a crashed daemon makes bind() fail; remove it, but only when nobody
 // answers on it (never steal the socket of a running daemon).
@@ -42,7 +49,60 @@ absl::Status PrepareUnixPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+// Drops the server reflection plugin from one builder: the health port answers grpc.health.v1
+// and nothing else (the plugin is registered process-wide for the main server).
+class WithoutReflection : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const std::unique_ptr<grpc::ServerBuilderPlugin>& plugin) {
+                                    return plugin->name() == "proto_server_reflection";
+                                  }),
+                   plugins->end());
+  }
+};
+
+// Every method of the health port but grpc.health.v1's: UNIMPLEMENTED with a message that says
+// why. (It is also what lets gRPC build a server whose only service is the default health one,
+// which it adds after checking that something polls for calls.)
+class HealthPortOnly : public grpc::CallbackGenericService {
+ public:
+  grpc::ServerGenericBidiReactor* CreateReactor(
+      grpc::GenericCallbackServerContext* context) override {
+    return new Refuse(absl::StrCat(context->method(),
+                                   ": --health_listen serves grpc.health.v1 only; the distkit.v1 "
+                                   "services are on the --listen addresses"));
+  }
+
+ private:
+  class Refuse : public grpc::ServerGenericBidiReactor {
+   public:
+    explicit Refuse(const std::string& message) {
+      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, message));
+    }
+    void OnDone() override { delete this; }
+  };
+};
+
 }  // namespace
+
+// The --health_listen server: only the default grpc.health.v1 service (statuses mirrored from
+// the main server by Server::SetHealth), plaintext because Kubernetes' grpc probes speak no TLS,
+// and small limits because a probe sends a few bytes.
+std::unique_ptr<grpc::Server> Server::StartHealthServer(const std::string& addr) {
+  health_port_only_ = std::make_unique<HealthPortOnly>();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(addr, grpc::InsecureServerCredentials());
+  builder.RegisterCallbackGenericService(health_port_only_.get());
+  builder.SetOption(std::make_unique<WithoutReflection>());
+  builder.SetMaxReceiveMessageSize(kMaxHealthMessageBytes);
+  grpc::ResourceQuota quota("distkitd-health");
+  quota.Resize(kHealthQuotaBytes);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 8);
+  return builder.BuildAndStart();
+}
 
 const std::vector<std::string>& Server::ServiceNames() {
   static const auto* names =
@@ -76,6 +136,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::shared_ptr<grpc::ServerCredentials> tcp_credentials = grpc::InsecureServerCredentials();
+  if (config.listen_tls.enabled()) {
+    if (auto st = CheckListenTls(config.listen_tls); !st.ok()) return st;
+    tcp_credentials = ListenTlsCredentials(config.listen_tls);
+  }
   grpc::ServerBuilder builder;
   for (const auto& addr : config.listen) {
     if (absl::StartsWith(addr, "unix:")) {
@@ -85,7 +150,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       s->unix_paths_.push_back(path);
       builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials());
     } else {
-      builder.AddListeningPort(addr, grpc::InsecureServerCredentials());
+      if (!config.listen_tls.enabled()) {
+        spdlog::warn(
+            "--listen {}: plaintext TCP (no --tls_cert): any process that can reach the "
+            "port can call every RPC",
+            addr);
+      }
+      builder.AddListeningPort(addr, tcp_credentials);
     }
   }
   builder.RegisterService(s->counter_service_.get());
@@ -116,27 +187,42 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       spdlog::warn("chmod {:o} {} failed: {}", config.socket_mode, path, std::strerror(errno));
     }
   }
-  auto* health = s->server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
+  if (!config.health_listen.empty()) {
+    s->health_server_ = s->StartHealthServer(config.health_listen);
+    if (!s->health_server_) {
+      return absl::UnavailableError(absl::StrCat("--health_listen: could not listen on ",
+                                                 config.health_listen,
+                                                 " (in use or not permitted?)"));
+    }
+  }
   const bool ready = redis->Healthy();
-  for (const auto& name : s->health_names_) health->SetServingStatus(name, ready);
+  s->SetHealth("", true);
+  for (const auto& name : s->health_names_) s->SetHealth(name, ready);
   // `last` is the status already set.
   s->readiness_task_ = std::make_unique<PeriodicTask>(
-      std::chrono::milliseconds(100), [raw = s.get(), health, last = ready]() mutable {
+      std::chrono::milliseconds(100), [raw = s.get(), last = ready]() mutable {
         const bool now = raw->redis_->Healthy();
         if (now == last) return;
         spdlog::info("readiness: Redis {}",
                      now ? "reachable, SERVING" : "unreachable, NOT_SERVING");
-        for (const auto& name : raw->health_names_) health->SetServingStatus(name, now);
+        for (const auto& name : raw->health_names_) raw->SetHealth(name, now);
         last = now;
       });
   s->readiness_task_->Start();
   return s;
 }
 
+void Server::SetHealth(const std::string& service, bool serving) {
+  for (grpc::Server* server : {server_.get(), health_server_.get()}) {
+    if (server != nullptr) server->GetHealthCheckService()->SetServingStatus(service, serving);
+  }
+}
+
 void Server::Shutdown(std::chrono::system_clock::time_point deadline) {
   if (stopping_.exchange(true)) return;
   if (readiness_task_) readiness_task_->Stop();
+  // The probes see NOT_SERVING until the process is gone; the health port closes last.
+  if (health_server_) health_server_->GetHealthCheckService()->SetServingStatus(false);
   if (server_) {
     server_->GetHealthCheckService()->SetServingStatus(false);
     // Let running calls finish (bounded), then close with a short deadline: gRPC's own wait
@@ -150,6 +236,9 @@ void Server::Shutdown(std::chrono::system_clock::time_point deadline) {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
   }
   for (const auto& path : unix_paths_) unlink(path.c_str());
+  if (health_server_) {
+    health_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  }
 }
 
 Server::~Server() { Shutdown(std::chrono::system_clock::now()); }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -34,7 +35,8 @@ inline constexpr int kMaxReceiveMessageBytes = 6 << 20;
 inline constexpr int kMaxConcurrentStreams = 100;
 
 // The gRPC server: the distkit.v1 services, grpc.health.v1 and server reflection on every
-// --listen address. Health: "" is SERVING while the process serves; each implemented
+// --listen address (TCP ones with TLS when --tls_cert is set), and grpc.health.v1 alone on
+// --health_listen. Health: "" is SERVING while the process serves; each implemented
 // distkit.v1 service is SERVING only while Redis is healthy (polled every 100 ms).
 class Server {
  public:
@@ -59,6 +61,10 @@ class Server {
  private:
   Server() = default;
 
+  std::unique_ptr<grpc::Server> StartHealthServer(const std::string& addr);
+  // Sets a grpc.health.v1 entry on the main server and on the health port.
+  void SetHealth(const std::string& service, bool serving);
+
   const redis::RedisClient* redis_ = nullptr;
   std::unique_ptr<Metrics> own_metrics_;  // when Start() got none
   InFlight in_flight_;
@@ -67,6 +73,8 @@ class Server {
   std::unique_ptr<RateLimitServiceImpl> rate_limit_service_;
   std::vector<std::string> health_names_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::CallbackGenericService> health_port_only_;  // outlives health_server_
+  std::unique_ptr<grpc::Server> health_server_;  // --health_listen; null when off
   std::vector<std::string> unix_paths_;
   std::atomic<bool> stopping_{false};
   // Mirrors Redis health into the distkit.v1.* health entries every 100 ms.

@@ -868,6 +868,130 @@ class ShutdownTest(unittest.TestCase):
         self.assertEqual(got, 15)
 
 
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _make_certs(d):
+    """CA, a server certificate (127.0.0.1, localhost) and a client certificate it signed, and a
+    client certificate of another CA; made with the openssl CLI. Returns {name: path}."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    p = {n: os.path.join(d, n) for n in (
+        "ca.crt", "ca.key", "other-ca.crt", "other-ca.key", "server.crt", "server.key",
+        "client.crt", "client.key", "other-client.crt", "other-client.key", "server.ext",
+        "client.ext")}
+    with open(p["server.ext"], "w", encoding="ascii") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    with open(p["client.ext"], "w", encoding="ascii") as f:
+        f.write("extendedKeyUsage=clientAuth\n")
+    for name in ("ca", "other-ca", "server", "client", "other-client"):
+        openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", p[name + ".key"])
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-new", "-key", p[ca + ".key"], "-days", "2", "-subj",
+                "/CN=" + ca, "-out", p[ca + ".crt"])
+    for name, ca, ext in (("server", "ca", "server.ext"), ("client", "ca", "client.ext"),
+                          ("other-client", "other-ca", "client.ext")):
+        csr = os.path.join(d, name + ".csr")
+        openssl("req", "-new", "-key", p[name + ".key"], "-subj", "/CN=" + name, "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", p[ca + ".crt"], "-CAkey", p[ca + ".key"],
+                "-CAcreateserial", "-days", "2", "-extfile", p[ext], "-out", p[name + ".crt"])
+    return p
+
+
+class TlsTest(unittest.TestCase):
+    """TLS and mutual TLS on a TCP listener (--tls_cert, --tls_key, --tls_client_ca) from Python's
+    grpc, and a Kubernetes-style grpc probe on the plaintext --health_listen port."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = _make_tmpdir()
+        cls.daemons = []
+        try:
+            cls.redis = Redis(cls.tmp)
+            cls.certs = _make_certs(cls.tmp)
+            cls.tls_addr = f"127.0.0.1:{_free_port()}"
+            cls.mtls_addr = f"127.0.0.1:{_free_port()}"
+            cls.health_addr = f"127.0.0.1:{_free_port()}"
+            c = cls.certs
+            cls.daemons.append(Daemon(
+                cls.tmp, "tls", cls.redis, "--listen",
+                f"unix:{os.path.join(cls.tmp, 'tls.sock')},{cls.tls_addr}",
+                "--tls_cert", c["server.crt"], "--tls_key", c["server.key"]))
+            cls.daemons.append(Daemon(
+                cls.tmp, "mtls", cls.redis, "--listen",
+                f"unix:{os.path.join(cls.tmp, 'mtls.sock')},{cls.mtls_addr}",
+                "--tls_cert", c["server.crt"], "--tls_key", c["server.key"],
+                "--tls_client_ca", c["ca.crt"], "--health_listen", cls.health_addr))
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = _stop_processes([d.proc for d in cls.daemons], 20)
+        if getattr(cls, "redis", None) is not None:
+            cls.redis.stop()
+        _finish_tmpdir(cls.tmp)
+        if any(code != 0 for code in codes):
+            raise AssertionError(f"daemons did not exit 0 on SIGTERM: {codes}")
+
+    @staticmethod
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def inc(self, channel, key):
+        ns = "tls-" + self._testMethodName[5:25]
+        stub = pb_grpc.CounterServiceStub(channel)
+        return stub.Inc(pb.IncRequest(namespace=ns, key=key, delta=1, consistency=STRICT),
+                        timeout=CALL_TIMEOUT_S).value
+
+    def credentials(self, ca="ca.crt", client=None):
+        c = self.certs
+        if client is None:
+            return grpc.ssl_channel_credentials(root_certificates=self.read(c[ca]))
+        return grpc.ssl_channel_credentials(root_certificates=self.read(c[ca]),
+                                            private_key=self.read(c[client + ".key"]),
+                                            certificate_chain=self.read(c[client + ".crt"]))
+
+    def assertRefused(self, channel, what):
+        with self.assertRaises(grpc.RpcError, msg=what) as caught:
+            self.inc(channel, "refused")
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.UNAVAILABLE, what)
+
+    def test_tls_client(self):
+        with grpc.secure_channel(self.tls_addr, self.credentials()) as ch:
+            self.assertEqual(self.inc(ch, "k"), 1)
+            self.assertEqual(self.inc(ch, "k"), 2)
+        with grpc.insecure_channel(self.tls_addr) as ch:
+            self.assertRefused(ch, "plaintext on a TLS port")
+        with grpc.secure_channel(self.tls_addr, self.credentials(ca="other-ca.crt")) as ch:
+            self.assertRefused(ch, "a CA that did not sign the daemon's certificate")
+
+    def test_mutual_tls_client(self):
+        with grpc.secure_channel(self.mtls_addr, self.credentials(client="client")) as ch:
+            self.assertEqual(self.inc(ch, "k"), 1)
+        with grpc.secure_channel(self.mtls_addr, self.credentials()) as ch:
+            self.assertRefused(ch, "no client certificate")
+        with grpc.secure_channel(self.mtls_addr,
+                                 self.credentials(client="other-client")) as ch:
+            self.assertRefused(ch, "a client certificate of another CA")
+
+    def test_grpc_probe_on_health_port(self):
+        # What kubelet's `grpc:` probe does: grpc.health.v1.Health/Check, plaintext, no TLS.
+        with grpc.insecure_channel(self.health_addr) as ch:
+            self.assertEqual(Daemon._check(ch, "", CALL_TIMEOUT_S), SERVING)
+            self.assertEqual(Daemon._check(ch, "distkit.v1.CounterService", CALL_TIMEOUT_S),
+                             SERVING)
+            with self.assertRaises(grpc.RpcError) as caught:
+                self.inc(ch, "k")
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+
+
 # ------------------------------------------------------------------------------------------------
 # Main
 

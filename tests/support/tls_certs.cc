@@ -36,13 +36,14 @@ bool MakeCa(const std::string& cert, const std::string& key, const std::string& 
 }
 
 // A certificate for `key` signed by the CA, with the extensions in `ext_file`.
+// `days` "-1" makes an expired certificate (its end a day before its start, which is now).
 bool MakeSigned(const std::string& cert, const std::string& key, const std::string& cn,
-                const std::string& ca_cert, const std::string& ca_key,
-                const std::string& ext_file) {
+                const std::string& ca_cert, const std::string& ca_key, const std::string& ext_file,
+                const std::string& days = kDays) {
   const std::string csr = cert + ".csr";
   return MakeKey(key) && Openssl({"req", "-new", "-key", key, "-subj", "/CN=" + cn, "-out", csr}) &&
          Openssl({"x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial",
-                  "-days", kDays, "-sha256", "-extfile", ext_file, "-out", cert});
+                  "-days", days, "-sha256", "-extfile", ext_file, "-out", cert});
 }
 
 bool WriteFile(const std::string& path, const std::string& text) {
@@ -68,6 +69,12 @@ std::optional<TlsCerts> TlsCerts::Generate(const std::string& dir) {
   c.other_ca_key = dir + "/other-ca.key";
   c.other_client_cert = dir + "/other-client.crt";
   c.other_client_key = dir + "/other-client.key";
+  c.other_server_cert = dir + "/other-server.crt";
+  c.other_server_key = dir + "/other-server.key";
+  c.expired_server_cert = dir + "/expired-server.crt";
+  c.expired_server_key = dir + "/expired-server.key";
+  c.expired_client_cert = dir + "/expired-client.crt";
+  c.expired_client_key = dir + "/expired-client.key";
   const std::string server_ext = dir + "/server.ext";
   const std::string client_ext = dir + "/client.ext";
   // The server certificate is good for clients too: Redis nodes present it when they connect
@@ -87,7 +94,13 @@ std::optional<TlsCerts> TlsCerts::Generate(const std::string& dir) {
                        client_ext) &&
             MakeCa(c.other_ca_cert, c.other_ca_key, "distkit other CA") &&
             MakeSigned(c.other_client_cert, c.other_client_key, "distkit other client",
-                       c.other_ca_cert, c.other_ca_key, client_ext);
+                       c.other_ca_cert, c.other_ca_key, client_ext) &&
+            MakeSigned(c.other_server_cert, c.other_server_key, "localhost", c.other_ca_cert,
+                       c.other_ca_key, server_ext) &&
+            MakeSigned(c.expired_server_cert, c.expired_server_key, "localhost", c.ca_cert,
+                       c.ca_key, server_ext, "-1") &&
+            MakeSigned(c.expired_client_cert, c.expired_client_key, "distkit expired client",
+                       c.ca_cert, c.ca_key, client_ext, "-1");
   if (!ok) return std::nullopt;
   return c;
 }

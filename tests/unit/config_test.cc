@@ -620,6 +620,16 @@ TEST(ConfigTest, MetricsListen) {
   }
 }
 
+TEST(ConfigTest, HealthListen) {
+  EXPECT_EQ(MustParse({"--health_listen=0.0.0.0:8081"}).health_listen, "0.0.0.0:8081");
+  EXPECT_EQ(MustParse({}).health_listen, "");
+  for (const std::string bad : {"8081", "unix:/h.sock", "h:0", "h:1,h:2"}) {
+    EXPECT_THAT(ErrorOf({"--health_listen=" + bad}), HasSubstr("--health_listen: ")) << bad;
+  }
+  EXPECT_THAT(ErrorOf({"--listen=unix:/a,127.0.0.1:7", "--health_listen=127.0.0.1:7"}),
+              HasSubstr("--health_listen: '127.0.0.1:7' is also a --listen address"));
+}
+
 // ---- daemon extras ----
 
 TEST(ConfigTest, SocketMode) {
@@ -652,7 +662,8 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
                   "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
                   "--max_rate_limit_keys=100000", "--max_lax_keys=100000",
-                  "--lax_resend_bound_ms=600000", "--max_memory_mb=128"));
+                  "--lax_resend_bound_ms=600000", "--max_memory_mb=128", "--tls_cert=",
+                  "--tls_key=", "--tls_client_ca=", "--tls_reload_seconds=10", "--health_listen="));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
@@ -757,6 +768,34 @@ TEST(ConfigTest, ClusterModeNeedsTcpSeeds) {
   EXPECT_EQ(MustParse({"--redis=unix:/r.sock"}).redis_mode, redis::RedisMode::kAuto);
   EXPECT_EQ(MustParse({"--redis=redis://a:1,redis://b:1", "--redis_mode=cluster"}).redis_mode,
             redis::RedisMode::kCluster);
+}
+
+// The files' contents are checked when the server starts (e2e listen_tls_e2e_test); here the
+// flags' combinations.
+TEST_F(TlsFilesTest, ListenTlsFlags) {
+  const std::string file = Path("cert.pem");
+  const Config c =
+      MustParse({"--listen=unix:/a,0.0.0.0:7", "--tls_cert=" + file, "--tls_key=" + file,
+                 "--tls_client_ca=" + file, "--tls_reload_seconds=2"});
+  EXPECT_TRUE(c.listen_tls.enabled());
+  EXPECT_EQ(c.listen_tls.cert_file, file);
+  EXPECT_EQ(c.listen_tls.client_ca_file, file);
+  EXPECT_EQ(c.listen_tls.reload_seconds, 2);
+  EXPECT_FALSE(MustParse({}).listen_tls.enabled());
+  EXPECT_THAT(ErrorOf({"--listen=0.0.0.0:7", "--tls_cert=" + file}),
+              HasSubstr("--tls_cert: needs --tls_key"));
+  EXPECT_THAT(ErrorOf({"--listen=0.0.0.0:7", "--tls_key=" + file}),
+              HasSubstr("--tls_key: needs --tls_cert"));
+  EXPECT_THAT(ErrorOf({"--listen=0.0.0.0:7", "--tls_client_ca=" + file}),
+              HasSubstr("--tls_client_ca: mutual TLS needs server TLS"));
+  EXPECT_THAT(ErrorOf({"--tls_cert=" + file, "--tls_key=" + file}),
+              HasSubstr("TLS only applies to TCP --listen addresses"));
+  EXPECT_THAT(ErrorOf({"--listen=0.0.0.0:7", "--tls_cert=/nonexistent/c.pem"}),
+              HasSubstr("--tls_cert: cannot read"));
+  for (const std::string bad : {"0", "86401", "x"}) {
+    EXPECT_THAT(ErrorOf({"--tls_reload_seconds=" + bad}), HasSubstr("--tls_reload_seconds: "))
+        << bad;
+  }
 }
 
 TEST_F(TlsFilesTest, AllTlsFlags) {
