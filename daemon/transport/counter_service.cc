@@ -161,7 +161,8 @@ grpc::ServerUnaryReactor* CounterServiceImpl::Batch(grpc::CallbackServerContext*
                                                     const v1::BatchRequest* req,
                                                     v1::BatchResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               RunBatch(CounterBatch{this}, req, resp, batch_items_),
+               Deduplicated(&dedup_, req, resp,
+                            RunBatch(CounterBatch{this}, req, resp, batch_items_)),
                BatchCallBytes(req->ops_size()));
 }
 
