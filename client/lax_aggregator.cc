@@ -140,10 +140,10 @@ absl::Status LaxAggregator::Inc(std::string_view key, int64_t delta) {
   return absl::OkStatus();
 }
 
-void LaxAggregator::Restore(std::string key, int64_t delta) {
+void LaxAggregator::Restore(const std::string& key, int64_t delta) {
   Shard& shard = ShardOf(key);
   absl::MutexLock lock(&shard.mu);
-  auto [it, inserted] = shard.deltas.try_emplace(std::move(key), 0);
+  auto [it, inserted] = shard.deltas.try_emplace(key, 0);
   if (inserted) keys_.fetch_add(1, std::memory_order_relaxed);
   it->second += delta;
 }
@@ -170,7 +170,7 @@ absl::Status LaxAggregator::SendPendingLocked() {
     if (item.ok()) continue;
     if (first_error.ok()) first_error = item;
     if (Retryable(item)) {
-      Restore(std::move(pending_[i].first), pending_[i].second);
+      Restore(pending_[i].first, pending_[i].second);
     } else {
       Report(absl::Status(item.code(),
                           absl::StrCat("LAX push dropped ", pending_[i].second, " for key '",

@@ -115,7 +115,7 @@ class LaxAggregator {
 
   Shard& ShardOf(std::string_view key);
   // Adds back deltas the daemon did not apply (no key cap: they were admitted once).
-  void Restore(std::string key, int64_t delta);
+  void Restore(const std::string& key, int64_t delta);
   absl::Status PushAllLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(push_mu_);
   absl::Status SendPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(push_mu_);
   void Report(const absl::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(push_mu_);
