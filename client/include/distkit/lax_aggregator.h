@@ -78,7 +78,8 @@ struct LaxAggregatorOptions {
   std::string client_id;
   // On destruction, how long pending deltas are retried before they are given up (reported).
   std::chrono::milliseconds shutdown_timeout{5000};
-  // Each failed push or dropped item, on the pusher thread (or the caller of Flush); keep short.
+  // Each failed push or dropped item, on the pusher thread (or the caller of Flush), with the
+  // push lock held: keep it short and never call this aggregator's Flush or Get from it.
   absl::AnyInvocable<void(const absl::Status&)> on_error;
 };
 
