@@ -75,6 +75,8 @@
 #include <thread>
 #include <vector>
 
+#include "distkit/client.h"
+#include "distkit/lax_aggregator.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
@@ -416,6 +418,7 @@ std::vector<std::string> AllWorkloads() {
       "batch1000_lax_inc",   "raw_evalsha", "lax_icounter_inc", "strict_icounter_inc",
       "raw_evalsha_icounter"};
   for (const auto& r : kRateWorkloads) w.push_back(r.name);
+  w.push_back("agg_inc");  // the client-side LAX aggregator (issue #12), after the rounds
   return w;
 }
 
@@ -648,6 +651,62 @@ bool StartDaemon(Backend* b) {
                  b->dir.c_str());
   }
   return up;
+}
+
+// Issue #12: the client-side LAX aggregator's Inc (distkit/lax_aggregator.h), which touches
+// only process memory, from `threads` threads for `seconds` over 1 000 keys while it pushes to
+// the daemon every 10 ms. The per-Inc time is that of 64 consecutive Incs divided by 64 (timing
+// a single Inc would measure the clock more than the Inc); its median and p99 over all batches.
+struct AggResult {
+  int threads = 0;
+  double incs_per_s = 0;
+  double median_ns = 0, p99_ns = 0;
+  uint64_t failed = 0;  // Inc refused (key cap): none expected
+};
+
+AggResult AggregatorInc(distkit::Client* client, int threads, double seconds) {
+  constexpr int kBatch = 64;
+  constexpr int kAggKeys = 1000;
+  std::vector<std::string> keys;
+  keys.reserve(kAggKeys);
+  for (int i = 0; i < kAggKeys; ++i) keys.push_back("agg" + std::to_string(i));
+  distkit::LaxAggregator agg(client);
+  std::vector<std::vector<float>> per_inc(threads);
+  std::vector<uint64_t> counts(threads, 0), failed(threads, 0);
+  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(seconds));
+  std::vector<std::thread> workers;
+  workers.reserve(threads);
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      size_t k = static_cast<size_t>(t) * 7919;
+      while (Clock::now() < end) {
+        const auto start = Clock::now();
+        for (int i = 0; i < kBatch; ++i) {
+          if (!agg.Inc(keys[k++ % kAggKeys], 1).ok()) ++failed[t];
+        }
+        const auto ns = std::chrono::duration<float, std::nano>(Clock::now() - start).count();
+        per_inc[t].push_back(ns / kBatch);
+        counts[t] += kBatch;
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  (void)agg.Flush();
+  AggResult r;
+  r.threads = threads;
+  std::vector<float> all;
+  for (int t = 0; t < threads; ++t) {
+    all.insert(all.end(), per_inc[t].begin(), per_inc[t].end());
+    r.incs_per_s += static_cast<double>(counts[t]) / seconds;
+    r.failed += failed[t];
+  }
+  std::sort(all.begin(), all.end());
+  if (!all.empty()) {
+    r.median_ns = all[all.size() / 2];
+    r.p99_ns = all[std::min(all.size() - 1, all.size() * 99 / 100)];
+  }
+  return r;
 }
 
 }  // namespace
@@ -960,6 +1019,16 @@ int main(int argc, char** argv) {
   }  // rounds
   results = MedianPerWorkload(std::move(results));
 
+  std::vector<AggResult> agg_results;
+  if (o.only.empty() || o.only.count("agg_inc") > 0) {
+    distkit::ClientOptions client_options;
+    client_options.ns = "bench";
+    auto client = distkit::Client::FromChannel(backends[0]->channel, client_options);
+    for (int threads : {1, 8}) {
+      agg_results.push_back(AggregatorInc(client.get(), threads, o.seconds));
+    }
+  }
+
   cleanup();
 
   std::map<std::string, Result> by;
@@ -1068,6 +1137,15 @@ int main(int argc, char** argv) {
                 r.cpu_redis_us, r.cpu_client_us, static_cast<unsigned long long>(r.errors),
                 static_cast<unsigned long long>(r.degraded));
   }
+  if (!agg_results.empty()) {
+    std::printf("\n%-30s %12s %14s %11s %7s\n", "client LAX aggregator Inc", "Inc/s",
+                "median ns/Inc", "p99 ns/Inc", "failed");
+    for (const auto& a : agg_results) {
+      std::printf("%-30s %12.0f %14.1f %11.1f %7llu\n",
+                  ("agg_inc " + std::to_string(a.threads) + " thread(s)").c_str(), a.incs_per_s,
+                  a.median_ns, a.p99_ns, static_cast<unsigned long long>(a.failed));
+    }
+  }
   bool all_met = true;
   if (!ratios.empty()) std::printf("\n%-72s %7s %7s\n", "ratio", "value", "target");
   for (const auto& r : ratios) {
@@ -1105,7 +1183,16 @@ int main(int argc, char** argv) {
                   ratios[i].name.c_str(), ratios[i].value, ratios[i].target);
     json += buf;
   }
-  json += "}}";
+  json += "},\"aggregator\":[";
+  for (size_t i = 0; i < agg_results.size(); ++i) {
+    char buf[256];
+    std::snprintf(buf, sizeof(buf),
+                  "%s{\"threads\":%d,\"incs_per_s\":%.0f,\"median_ns\":%.1f,\"p99_ns\":%.1f}",
+                  i ? "," : "", agg_results[i].threads, agg_results[i].incs_per_s,
+                  agg_results[i].median_ns, agg_results[i].p99_ns);
+    json += buf;
+  }
+  json += "]}";
   std::printf("\n%s\n", json.c_str());
   if (!o.json_path.empty()) std::ofstream(o.json_path) << json << "\n";
   return all_met ? 0 : 3;

@@ -260,7 +260,7 @@ struct Globals {
   std::string addr;
   int64_t timeout_ms = kDefaultTimeoutMs;
   bool json = false;
-  distkit::client::TlsOptions tls;
+  distkit::TlsOptions tls;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 

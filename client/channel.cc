@@ -1,9 +1,9 @@
-#include "client/channel.h"
+#include "distkit/channel.h"
 
 #include <fstream>
 #include <sstream>
 
-namespace distkit::client {
+namespace distkit {
 namespace {
 
 absl::StatusOr<std::string> ReadFile(std::string_view option, const std::string& path) {
@@ -51,4 +51,4 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> NewChannel(std::string_view addr,
   return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), args);
 }
 
-}  // namespace distkit::client
+}  // namespace distkit

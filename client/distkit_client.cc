@@ -4,9 +4,10 @@
 #include <string>
 #include <utility>
 
+#include "distkit/call.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
-namespace distkit::client {
+namespace distkit::internal {
 namespace {
 
 absl::Status InvalidAddress(std::string_view addr, std::string_view why) {
@@ -18,6 +19,8 @@ absl::Status InvalidAddress(std::string_view addr, std::string_view why) {
 bool StartsWith(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
+
+}  // namespace
 
 absl::Status ValidateAddress(std::string_view addr) {
   if (addr.empty()) return absl::InvalidArgumentError("empty address");
@@ -63,17 +66,15 @@ absl::Status ValidateAddress(std::string_view addr) {
   return absl::OkStatus();
 }
 
+}  // namespace distkit::internal
+
+namespace distkit::client {
+namespace {
+
 void CopyNamespaceAndKey(std::string_view ns, std::string_view key, std::string* ns_out,
                          std::string* key_out) {
   ns_out->assign(ns.data(), ns.size());
   key_out->assign(key.data(), key.size());
-}
-
-// (Call the RPC before this: argument evaluation order is unspecified.)
-template <typename Response>
-absl::StatusOr<Response> Finish(const grpc::Status& status, Response response) {
-  if (!status.ok()) return FromGrpcStatus(status);
-  return response;
 }
 
 }  // namespace
@@ -92,11 +93,7 @@ std::string_view ServingStatusName(ServingStatus status) {
   return "UNKNOWN";
 }
 
-absl::Status FromGrpcStatus(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  // grpc::StatusCode and absl::StatusCode share the canonical numbering (0..16).
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
-}
+absl::Status FromGrpcStatus(const grpc::Status& status) { return internal::FromGrpcStatus(status); }
 
 v1::Condition MakeCondition(v1::Comparator op, int64_t operand) {
   v1::Condition condition;
@@ -107,9 +104,9 @@ v1::Condition MakeCondition(v1::Comparator op, int64_t operand) {
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Connect(std::string_view addr,
                                                         ClientOptions options) {
-  const absl::Status valid = ValidateAddress(addr);
+  const absl::Status valid = internal::ValidateAddress(addr);
   if (!valid.ok()) return valid;
-  auto channel = NewChannel(addr, options.tls);
+  auto channel = distkit::NewChannel(addr, options.tls);
   if (!channel.ok()) return channel.status();
   return FromChannel(*std::move(channel), std::move(options));
 }
@@ -149,11 +146,8 @@ absl::StatusOr<v1::IncResponse> Client::Inc(std::string_view ns, std::string_vie
   request.set_delta(delta);
   request.set_consistency(consistency);
   if (condition.has_value()) *request.mutable_condition() = *condition;
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::IncResponse response;
-  const grpc::Status status = counter_->Inc(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::CounterService::Stub::Inc, counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::GetResponse> Client::Get(std::string_view ns, std::string_view key,
@@ -161,11 +155,8 @@ absl::StatusOr<v1::GetResponse> Client::Get(std::string_view ns, std::string_vie
   v1::GetRequest request;
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
   request.set_consistency(consistency);
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::GetResponse response;
-  const grpc::Status status = counter_->Get(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::CounterService::Stub::Get, counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::SetResponse> Client::Set(std::string_view ns, std::string_view key,
@@ -176,40 +167,30 @@ absl::StatusOr<v1::SetResponse> Client::Set(std::string_view ns, std::string_vie
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
   request.set_value(value);
   if (condition.has_value()) *request.mutable_condition() = *condition;
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::SetResponse response;
-  const grpc::Status status = counter_->Set(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::CounterService::Stub::Set, counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::DelResponse> Client::Del(std::string_view ns, std::string_view key,
                                             const CallOptions& call) {
   v1::DelRequest request;
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::DelResponse response;
-  const grpc::Status status = counter_->Del(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::CounterService::Stub::Del, counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::Status Client::Clear(std::string_view ns, const CallOptions& call) {
   v1::ClearRequest request;
   request.mutable_namespace_()->assign(ns.data(), ns.size());
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::ClearResponse response;
-  return FromGrpcStatus(counter_->Clear(&context, request, &response));
+  return internal::Call(&v1::CounterService::Stub::Clear, counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); })
+      .status();
 }
 
 absl::StatusOr<v1::BatchResponse> Client::Batch(const v1::BatchRequest& request,
                                                 const CallOptions& call) {
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::BatchResponse response;
-  const grpc::Status status = counter_->Batch(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::CounterService::Stub::Batch, counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::InstanceIncResponse> Client::InstanceInc(
@@ -220,11 +201,8 @@ absl::StatusOr<v1::InstanceIncResponse> Client::InstanceInc(
   request.set_delta(delta);
   request.set_consistency(consistency);
   if (condition.has_value()) *request.mutable_condition() = *condition;
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::InstanceIncResponse response;
-  const grpc::Status status = instance_counter_->Inc(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::InstanceCounterService::Stub::Inc, instance_counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::InstanceGetResponse> Client::InstanceGet(std::string_view ns,
@@ -234,11 +212,8 @@ absl::StatusOr<v1::InstanceGetResponse> Client::InstanceGet(std::string_view ns,
   v1::InstanceGetRequest request;
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
   request.set_consistency(consistency);
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::InstanceGetResponse response;
-  const grpc::Status status = instance_counter_->Get(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::InstanceCounterService::Stub::Get, instance_counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::InstanceSetResponse> Client::InstanceSet(
@@ -248,11 +223,8 @@ absl::StatusOr<v1::InstanceSetResponse> Client::InstanceSet(
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
   request.set_value(value);
   if (condition.has_value()) *request.mutable_condition() = *condition;
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::InstanceSetResponse response;
-  const grpc::Status status = instance_counter_->Set(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::InstanceCounterService::Stub::Set, instance_counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::SetOnInstanceResponse> Client::SetOnInstance(
@@ -263,11 +235,8 @@ absl::StatusOr<v1::SetOnInstanceResponse> Client::SetOnInstance(
   request.set_value(value);
   request.set_consistency(consistency);
   if (condition.has_value()) *request.mutable_condition() = *condition;
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::SetOnInstanceResponse response;
-  const grpc::Status status = instance_counter_->SetOnInstance(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::InstanceCounterService::Stub::SetOnInstance, instance_counter_.get(),
+                        request, [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::InstanceDelResponse> Client::InstanceDel(std::string_view ns,
@@ -275,11 +244,8 @@ absl::StatusOr<v1::InstanceDelResponse> Client::InstanceDel(std::string_view ns,
                                                             const CallOptions& call) {
   v1::InstanceDelRequest request;
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::InstanceDelResponse response;
-  const grpc::Status status = instance_counter_->Del(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::InstanceCounterService::Stub::Del, instance_counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::DelOnInstanceResponse> Client::DelOnInstance(std::string_view ns,
@@ -287,38 +253,30 @@ absl::StatusOr<v1::DelOnInstanceResponse> Client::DelOnInstance(std::string_view
                                                                 const CallOptions& call) {
   v1::DelOnInstanceRequest request;
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::DelOnInstanceResponse response;
-  const grpc::Status status = instance_counter_->DelOnInstance(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::InstanceCounterService::Stub::DelOnInstance, instance_counter_.get(),
+                        request, [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::Status Client::InstanceClear(std::string_view ns, const CallOptions& call) {
   v1::InstanceClearRequest request;
   request.mutable_namespace_()->assign(ns.data(), ns.size());
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::InstanceClearResponse response;
-  return FromGrpcStatus(instance_counter_->Clear(&context, request, &response));
+  return internal::Call(&v1::InstanceCounterService::Stub::Clear, instance_counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); })
+      .status();
 }
 
 absl::Status Client::ClearOnInstance(std::string_view ns, const CallOptions& call) {
   v1::ClearOnInstanceRequest request;
   request.mutable_namespace_()->assign(ns.data(), ns.size());
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::ClearOnInstanceResponse response;
-  return FromGrpcStatus(instance_counter_->ClearOnInstance(&context, request, &response));
+  return internal::Call(&v1::InstanceCounterService::Stub::ClearOnInstance, instance_counter_.get(),
+                        request, [&](grpc::ClientContext* c) { Configure(c, call); })
+      .status();
 }
 
 absl::StatusOr<v1::InstanceBatchResponse> Client::InstanceBatch(
     const v1::InstanceBatchRequest& request, const CallOptions& call) {
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::InstanceBatchResponse response;
-  const grpc::Status status = instance_counter_->Batch(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::InstanceCounterService::Stub::Batch, instance_counter_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::RateLimitIncResponse> Client::RateLimitInc(
@@ -330,11 +288,8 @@ absl::StatusOr<v1::RateLimitIncResponse> Client::RateLimitInc(
   request.set_count(count);
   request.set_provider(provider);
   request.set_strategy(strategy);
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::RateLimitIncResponse response;
-  const grpc::Status status = rate_limit_->Inc(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::RateLimitService::Stub::Inc, rate_limit_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::RateLimitGetResponse> Client::RateLimitGet(std::string_view ns,
@@ -346,20 +301,14 @@ absl::StatusOr<v1::RateLimitGetResponse> Client::RateLimitGet(std::string_view n
   CopyNamespaceAndKey(ns, key, request.mutable_namespace_(), request.mutable_key());
   request.set_provider(provider);
   request.set_strategy(strategy);
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::RateLimitGetResponse response;
-  const grpc::Status status = rate_limit_->Get(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::RateLimitService::Stub::Get, rate_limit_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<v1::RateLimitBatchResponse> Client::RateLimitBatch(
     const v1::RateLimitBatchRequest& request, const CallOptions& call) {
-  grpc::ClientContext context;
-  Configure(&context, call);
-  v1::RateLimitBatchResponse response;
-  const grpc::Status status = rate_limit_->Batch(&context, request, &response);
-  return Finish(status, std::move(response));
+  return internal::Call(&v1::RateLimitService::Stub::Batch, rate_limit_.get(), request,
+                        [&](grpc::ClientContext* c) { Configure(c, call); });
 }
 
 absl::StatusOr<ServingStatus> Client::CheckHealth(std::string_view service,

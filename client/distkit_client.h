@@ -21,7 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "client/channel.h"
+#include "distkit/channel.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
@@ -32,7 +32,7 @@ struct ClientOptions {
   // Deadline of each call that does not set its own; zero or negative = no deadline.
   std::chrono::milliseconds default_timeout{0};
   // TLS towards a TCP listener of a daemon started with --tls_cert (off when empty).
-  TlsOptions tls;
+  distkit::TlsOptions tls;
 };
 
 struct CallOptions {

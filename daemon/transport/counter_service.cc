@@ -160,9 +160,10 @@ grpc::ServerUnaryReactor* CounterServiceImpl::Clear(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* CounterServiceImpl::Batch(grpc::CallbackServerContext* ctx,
                                                     const v1::BatchRequest* req,
                                                     v1::BatchResponse* resp) {
-  return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               RunBatch(CounterBatch{this}, req, resp, batch_items_),
-               BatchCallBytes(req->ops_size()));
+  return Unary(
+      ctx, in_flight_, rpc_metrics_, kBatch,
+      Deduplicated(&dedup_, req, resp, RunBatch(CounterBatch{this}, req, resp, batch_items_)),
+      BatchCallBytes(req->ops_size()));
 }
 
 }  // namespace distkit::transport

@@ -8,6 +8,7 @@
 #include "daemon/transport/convert.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
+#include "daemon/transport/push_dedup.h"
 #include "distkit/v1/counter.grpc.pb.h"
 
 namespace distkit::transport {
@@ -49,6 +50,7 @@ class CounterServiceImpl final : public v1::CounterService::CallbackService {
   InFlight* const in_flight_;
   const RpcMetrics* const rpc_metrics_;
   prometheus::Counter* const batch_items_;
+  PushDedup<v1::BatchResponse> dedup_;  // Batch pushes with a client_id
 };
 
 }  // namespace distkit::transport

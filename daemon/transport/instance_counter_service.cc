@@ -223,7 +223,8 @@ grpc::ServerUnaryReactor* InstanceCounterServiceImpl::Batch(grpc::CallbackServer
                                                             const v1::InstanceBatchRequest* req,
                                                             v1::InstanceBatchResponse* resp) {
   return Unary(ctx, in_flight_, rpc_metrics_, kBatch,
-               RunBatch(InstanceBatch{this, &names_}, req, resp, batch_items_),
+               Deduplicated(&dedup_, req, resp,
+                            RunBatch(InstanceBatch{this, &names_}, req, resp, batch_items_)),
                BatchCallBytes(req->ops_size()));
 }
 

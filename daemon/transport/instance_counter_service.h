@@ -8,6 +8,7 @@
 #include "daemon/transport/convert.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
+#include "daemon/transport/push_dedup.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 
 namespace distkit::transport {
@@ -66,6 +67,7 @@ class InstanceCounterServiceImpl final : public v1::InstanceCounterService::Call
   InFlight* const in_flight_;
   const RpcMetrics* const rpc_metrics_;
   prometheus::Counter* const batch_items_;
+  PushDedup<v1::InstanceBatchResponse> dedup_;  // Batch pushes with a client_id
 };
 
 }  // namespace distkit::transport

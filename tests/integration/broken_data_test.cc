@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -21,9 +22,8 @@
 #include "daemon/config/config.h"
 #include "daemon/core/redis_keys.h"
 #include "daemon/redis/redis_url.h"
-#include "distkit/v1/counter.grpc.pb.h"
-#include "distkit/v1/instance_counter.grpc.pb.h"
-#include "distkit/v1/rate_limit.grpc.pb.h"
+#include "distkit/client.h"
+#include "distkit/v1/common.pb.h"
 #include "tests/support/icounter_client.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -60,65 +60,42 @@ class BrokenDataTest : public ::testing::Test {
     ASSERT_TRUE(app.ok()) << app.status();
     app_ = *std::move(app);
     ASSERT_TRUE(PollUntil([&] { return app_->executor().Healthy(); }, 10s));
-    auto channel = grpc::CreateChannel(config.listen[0], grpc::InsecureChannelCredentials());
-    counters_ = v1::CounterService::NewStub(channel);
-    icounters_ = v1::InstanceCounterService::NewStub(channel);
-    ratelimit_ = v1::RateLimitService::NewStub(channel);
+    ClientOptions options;
+    options.address = config.listen[0];
+    options.deadline = 10s;
+    auto client = Client::Create(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
   }
   void TearDown() override {
     if (app_) app_->Shutdown(4s);
   }
 
+  template <typename T>
+  static Answer Of(const absl::StatusOr<T>& r) {
+    Answer out{static_cast<grpc::StatusCode>(r.status().code()), std::string(r.status().message())};
+    if (r.ok()) {
+      if constexpr (std::is_same_v<T, int64_t>) {
+        out.value = *r;
+      } else {
+        out.value = r->value;
+      }
+    }
+    return out;
+  }
+  static Consistency Of(v1::Consistency c) {
+    return c == v1::CONSISTENCY_LAX ? Consistency::kLax : Consistency::kStrict;
+  }
   Answer Inc(const std::string& key, int64_t delta, v1::Consistency c) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::IncRequest req;
-    req.set_key(key);
-    req.set_delta(delta);
-    req.set_consistency(c);
-    v1::IncResponse resp;
-    auto s = counters_->Inc(&ctx, req, &resp);
-    return {s.error_code(), s.error_message(), resp.value()};
+    return Of(client_->Inc(key, delta, Of(c)));
   }
-  Answer Get(const std::string& key, v1::Consistency c) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::GetRequest req;
-    req.set_key(key);
-    req.set_consistency(c);
-    v1::GetResponse resp;
-    auto s = counters_->Get(&ctx, req, &resp);
-    return {s.error_code(), s.error_message(), resp.value()};
-  }
-  Answer Set(const std::string& key, int64_t value) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::SetRequest req;
-    req.set_key(key);
-    req.set_value(value);
-    v1::SetResponse resp;
-    auto s = counters_->Set(&ctx, req, &resp);
-    return {s.error_code(), s.error_message(), resp.value()};
-  }
-  Answer Del(const std::string& key) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::DelRequest req;
-    req.set_key(key);
-    v1::DelResponse resp;
-    auto s = counters_->Del(&ctx, req, &resp);
-    return {s.error_code(), s.error_message(), resp.value()};
-  }
-  grpc::StatusCode Clear() {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::ClearRequest req;
-    v1::ClearResponse resp;
-    return counters_->Clear(&ctx, req, &resp).error_code();
-  }
+  Answer Get(const std::string& key, v1::Consistency c) { return Of(client_->Get(key, Of(c))); }
+  Answer Set(const std::string& key, int64_t value) { return Of(client_->Set(key, value)); }
+  Answer Del(const std::string& key) { return Of(client_->Del(key)); }
+  grpc::StatusCode Clear() { return static_cast<grpc::StatusCode>(client_->Clear().code()); }
 
  public:
-  v1::InstanceCounterService::Stub* stub() { return icounters_.get(); }  // icounter_client.h
+  Client& client() { return *client_; }  // icounter_client.h
 
  protected:
   std::string Key(const std::string& key) { return core::PlainCounterKey(kNs, key); }
@@ -137,9 +114,7 @@ class BrokenDataTest : public ::testing::Test {
 
   std::unique_ptr<RedisServer> redis_;
   std::unique_ptr<App> app_;
-  std::unique_ptr<v1::CounterService::Stub> counters_;
-  std::unique_ptr<v1::InstanceCounterService::Stub> icounters_;
-  std::unique_ptr<v1::RateLimitService::Stub> ratelimit_;
+  std::unique_ptr<Client> client_;
 };
 
 // ---------------------------------------------------------------- plain counters
@@ -320,25 +295,11 @@ TEST_F(BrokenDataTest, InstanceLaxWorkOnABrokenKeyBacksOffIsRefusedAndIsFlushedO
 
 class RateLimitBrokenDataTest : public BrokenDataTest {
  protected:
-  grpc::Status RateInc(const std::string& key, v1::RateLimitIncResponse* resp) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::RateLimitIncRequest req;
-    req.set_key(key);
-    req.set_rate_per_second(100);
-    req.set_count(1);
-    req.set_provider(v1::PROVIDER_REDIS);
-    req.set_strategy(v1::STRATEGY_ABSOLUTE);
-    return ratelimit_->Inc(&ctx, req, resp);
+  absl::StatusOr<RateLimitResult> RateInc(const std::string& key) {
+    return client_->RateLimitInc(key, 100, 1, Provider::kRedis, Strategy::kAbsolute);
   }
-  grpc::Status RateGet(const std::string& key, v1::RateLimitGetResponse* resp) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::RateLimitGetRequest req;
-    req.set_key(key);
-    req.set_provider(v1::PROVIDER_REDIS);
-    req.set_strategy(v1::STRATEGY_ABSOLUTE);
-    return ratelimit_->Get(&ctx, req, resp);
+  absl::StatusOr<RateLimitState> RateGet(const std::string& key) {
+    return client_->RateLimitGet(key, Provider::kRedis, Strategy::kAbsolute);
   }
   std::string RKey(const std::string& key) {
     return core::RedisRateLimitKey(kNs, key, core::RateStrategy::kAbsolute);
@@ -346,36 +307,32 @@ class RateLimitBrokenDataTest : public BrokenDataTest {
 };
 
 TEST_F(RateLimitBrokenDataTest, NaNBucketsAndTotalsAreDroppedAsGarbageNotAnInternalError) {
-  v1::RateLimitIncResponse resp;
-  ASSERT_TRUE(RateInc("r", &resp).ok());
+  ASSERT_TRUE(RateInc("r").ok());
   const std::string bucket = FieldWithPrefix(RKey("r"), "b:");
   ASSERT_FALSE(bucket.empty());
   // "nan" and "inf" are numbers to Lua's tonumber, not to the script: such a field is garbage,
   // dropped like any other non-number (docs/rate_limiting.md), and the key keeps working.
   redis_->Command({"HSET", RKey("r"), bucket, "nan", "t", "inf"});
-  auto s = RateInc("r", &resp);
-  ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
-  EXPECT_TRUE(resp.allowed());
-  EXPECT_FALSE(resp.degraded());
-  v1::RateLimitGetResponse get;
-  auto g = RateGet("r", &get);
-  ASSERT_TRUE(g.ok()) << g.error_code() << " " << g.error_message();
-  EXPECT_GE(get.total(), 1u);
-  EXPECT_LE(get.total(), 2u);
+  auto s = RateInc("r");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->allowed);
+  EXPECT_FALSE(s->degraded);
+  auto g = RateGet("r");
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_GE(g->total, 1u);
+  EXPECT_LE(g->total, 2u);
 }
 
 TEST_F(RateLimitBrokenDataTest, KeyOfAnotherTypeGetsTheFailureModeAndGetIsFailedPrecondition) {
   redis_->Command({"SET", RKey("t"), "text"});
-  v1::RateLimitIncResponse resp;
-  auto s = RateInc("t", &resp);
+  auto s = RateInc("t");
   // --rate_limit_failure_mode=closed: rejected and degraded, not INTERNAL.
-  ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
-  EXPECT_TRUE(resp.degraded());
-  EXPECT_FALSE(resp.allowed());
-  v1::RateLimitGetResponse get;
-  auto g = RateGet("t", &get);
-  EXPECT_EQ(g.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << g.error_message();
-  EXPECT_TRUE(absl::StrContains(g.error_message(), "a type distkit does not write"));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->degraded);
+  EXPECT_FALSE(s->allowed);
+  auto g = RateGet("t");
+  EXPECT_TRUE(absl::IsFailedPrecondition(g.status())) << g.status();
+  EXPECT_TRUE(absl::StrContains(g.status().message(), "a type distkit does not write"));
 }
 
 }  // namespace

@@ -62,6 +62,10 @@ bool Daemon::WaitServing(const std::string& service, std::chrono::milliseconds t
     counters_ = v1::CounterService::NewStub(channel_);
     icounters_ = v1::InstanceCounterService::NewStub(channel_);
     ratelimit_ = v1::RateLimitService::NewStub(channel_);
+    ClientOptions options;
+    options.address = addr();
+    options.deadline = std::chrono::seconds(20);
+    client_ = Client::FromChannel(channel_, options);
   }
   return PollUntil([&] { return Health(service) == 1; }, timeout);
 }
@@ -75,50 +79,87 @@ int Daemon::Stop(int sig, std::chrono::milliseconds timeout) {
   return process_->Wait(timeout);
 }
 
+// The four call helpers below go through the C++ client (a client per call deadline, on the one
+// channel) and hand its typed answer back in the proto shape the tests read.
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  return {static_cast<grpc::StatusCode>(s.code()), std::string(s.message())};
+}
+Consistency Typed(v1::Consistency c) {
+  return c == v1::CONSISTENCY_LAX ? Consistency::kLax : Consistency::kStrict;
+}
+Provider Typed(v1::Provider p) {
+  if (p == v1::PROVIDER_REDIS) return Provider::kRedis;
+  if (p == v1::PROVIDER_HYBRID) return Provider::kHybrid;
+  return Provider::kLocal;
+}
+Strategy Typed(v1::Strategy s) {
+  return s == v1::STRATEGY_SUPPRESSED ? Strategy::kSuppressed : Strategy::kAbsolute;
+}
+v1::Decision ToProto(Decision d) {
+  switch (d) {
+    case Decision::kRejected:
+      return v1::DECISION_REJECTED;
+    case Decision::kSuppressed:
+      return v1::DECISION_SUPPRESSED;
+    case Decision::kAllowed:
+      break;
+  }
+  return v1::DECISION_ALLOWED;
+}
+
+}  // namespace
+
+std::unique_ptr<Client> Daemon::ClientWithDeadline(std::chrono::milliseconds deadline) {
+  ClientOptions options = client_->options();
+  options.deadline = deadline;
+  return Client::FromChannel(channel_, std::move(options));
+}
+
 grpc::Status Daemon::CounterInc(const std::string& key, int64_t delta, v1::Consistency c,
                                 v1::IncResponse* resp, std::chrono::milliseconds deadline) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
-  v1::IncRequest req;
-  req.set_key(key);
-  req.set_delta(delta);
-  req.set_consistency(c);
-  v1::IncResponse local;
-  return counters_->Inc(&ctx, req, resp != nullptr ? resp : &local);
+  absl::StatusOr<CounterValue> r = ClientWithDeadline(deadline)->Inc(key, delta, Typed(c));
+  if (r.ok() && resp != nullptr) {
+    resp->set_value(r->value);
+    resp->set_previous(r->previous);
+    resp->set_applied(r->applied);
+  }
+  return ToGrpc(r.status());
 }
 
 grpc::Status Daemon::CounterGet(const std::string& key, v1::Consistency c, v1::GetResponse* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  v1::GetRequest req;
-  req.set_key(key);
-  req.set_consistency(c);
-  return counters_->Get(&ctx, req, resp);
+  absl::StatusOr<int64_t> r = ClientWithDeadline(5s)->Get(key, Typed(c));
+  if (r.ok()) resp->set_value(*r);
+  return ToGrpc(r.status());
 }
 
 grpc::Status Daemon::RateLimitInc(const std::string& key, double rate, uint64_t count,
                                   v1::Provider provider, v1::Strategy strategy,
                                   v1::RateLimitIncResponse* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-  v1::RateLimitIncRequest req;
-  req.set_key(key);
-  req.set_rate_per_second(rate);
-  req.set_count(count);
-  req.set_provider(provider);
-  req.set_strategy(strategy);
-  return ratelimit_->Inc(&ctx, req, resp);
+  absl::StatusOr<RateLimitResult> r =
+      ClientWithDeadline(10s)->RateLimitInc(key, rate, count, Typed(provider), Typed(strategy));
+  if (r.ok()) {
+    resp->set_decision(ToProto(r->decision));
+    resp->set_allowed(r->allowed);
+    resp->set_degraded(r->degraded);
+    resp->set_retry_after_ms(r->retry_after_ms);
+    resp->set_remaining_after_waiting(r->remaining_after_waiting);
+    resp->set_suppression_factor(r->suppression_factor);
+  }
+  return ToGrpc(r.status());
 }
 
 grpc::Status Daemon::RateLimitGet(const std::string& key, v1::Provider provider,
                                   v1::Strategy strategy, v1::RateLimitGetResponse* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-  v1::RateLimitGetRequest req;
-  req.set_key(key);
-  req.set_provider(provider);
-  req.set_strategy(strategy);
-  return ratelimit_->Get(&ctx, req, resp);
+  absl::StatusOr<RateLimitState> r =
+      ClientWithDeadline(10s)->RateLimitGet(key, Typed(provider), Typed(strategy));
+  if (r.ok()) {
+    resp->set_total(r->total);
+    resp->set_declined(r->declined);
+    resp->set_suppression_factor(r->suppression_factor);
+  }
+  return ToGrpc(r.status());
 }
 
 std::optional<std::string> HttpGet(int port, const std::string& path) {

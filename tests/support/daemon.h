@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
@@ -73,18 +74,21 @@ class Daemon {
   Process& process() { return *process_; }
   std::string Log() const { return process_->Output(); }  // stdout+stderr so far
 
+  // The C++ client (distkit/client.h) over the one channel, 20 s deadline; WaitServing first.
+  Client& client() { return *client_; }
   // Stubs over the one channel; null before WaitServing connected.
   v1::CounterService::Stub* counter_stub() { return counters_.get(); }
   v1::InstanceCounterService::Stub* icounter_stub() { return icounters_.get(); }
   v1::RateLimitService::Stub* ratelimit_stub() { return ratelimit_.get(); }
 
-  // CounterService calls (deadline `deadline`; Get: 5 s, its value or the call's error).
+  // CounterService calls through client() (deadline `deadline`; Get: 5 s, its value or the
+  // call's error).
   grpc::Status CounterInc(const std::string& key, int64_t delta, v1::Consistency c,
                           v1::IncResponse* resp = nullptr,
                           std::chrono::milliseconds deadline = std::chrono::seconds(5));
   grpc::Status CounterGet(const std::string& key, v1::Consistency c, v1::GetResponse* resp);
-  // RateLimitService calls with a 10 s deadline (far above any Redis deadline of the tests:
-  // only a hang fails it).
+  // RateLimitService calls through client() with a 10 s deadline (far above any Redis deadline
+  // of the tests: only a hang fails it).
   grpc::Status RateLimitInc(const std::string& key, double rate, uint64_t count,
                             v1::Provider provider, v1::Strategy strategy,
                             v1::RateLimitIncResponse* resp);
@@ -93,6 +97,7 @@ class Daemon {
 
  private:
   void Spawn(std::vector<std::string> args, std::vector<std::string> env);
+  std::unique_ptr<Client> ClientWithDeadline(std::chrono::milliseconds deadline);
 
   std::string name_, socket_;
   bool started_ = false;
@@ -102,6 +107,7 @@ class Daemon {
   std::unique_ptr<v1::CounterService::Stub> counters_;
   std::unique_ptr<v1::InstanceCounterService::Stub> icounters_;
   std::unique_ptr<v1::RateLimitService::Stub> ratelimit_;
+  std::unique_ptr<Client> client_;
 };
 
 #ifdef DISTKIT_CLI_BIN

@@ -1,20 +1,26 @@
 #pragma once
 
-// Small InstanceCounterService call helpers for tests (header-only). Every helper takes any
-// object `d` with `d.stub()` (the in-process daemon of icounter_daemon.h) or `d.icounter_stub()`
-// (a real distkitd, daemon.h) returning a v1::InstanceCounterService::Stub*, makes one call with
-// a deadline and flattens the answer into `R`.
+// Small InstanceCounterService call helpers for tests (header-only), on the C++ client
+// (distkit/client.h), so that every tier exercises it. Every helper takes any object `d` with
+// `d.client()` (the in-process daemon of icounter_daemon.h, or a real distkitd, daemon.h)
+// returning a distkit::Client&, makes one call through it and flattens the answer into `R`.
+// The request builders (IncReq, ...) still make protos: tests keep them for batches (converted
+// to the client's InstanceOp) and for the raw-stub calls that test the wire itself.
 
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "distkit/client.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 
 namespace distkit::testing {
@@ -60,37 +66,38 @@ inline std::ostream& operator<<(std::ostream& os, const R& r) {
   return os;
 }
 
-template <typename Resp>
-R Out(const grpc::Status& s, const Resp& r) {
+inline R Out(const absl::StatusOr<InstanceValue>& r) {
   R out;
-  out.code = s.error_code();
-  out.message = s.error_message();
-  if (s.ok()) {
-    out.cum = r.cumulative();
-    out.inst = r.instance();
-    out.pcum = r.previous_cumulative();
-    out.pinst = r.previous_instance();
-    out.applied = r.applied();
+  out.code = static_cast<grpc::StatusCode>(r.status().code());  // same numbering
+  out.message = std::string(r.status().message());
+  if (r.ok()) {
+    out.cum = r->cumulative;
+    out.inst = r->instance;
+    out.pcum = r->previous_cumulative;
+    out.pinst = r->previous_instance;
+    out.applied = r->applied;
   }
   return out;
 }
 
-// The InstanceCounterService stub of `d`: d.icounter_stub() (a real distkitd, daemon.h) or
-// d.stub() (the in-process ICounterDaemon).
-template <typename D>
-v1::InstanceCounterService::Stub* InstanceStub(D& d) {
-  if constexpr (requires { d.icounter_stub(); }) {
-    return d.icounter_stub();
-  } else {
-    return d.stub();
-  }
-}
-
 inline constexpr std::chrono::seconds kCallDeadline{20};
 
-inline void SetDeadline(grpc::ClientContext& ctx) {
-  ctx.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
+// A client of `d` for namespace `ns` ("" = the daemon's --namespace), on d.client()'s channel.
+template <typename D>
+std::unique_ptr<Client> ClientOf(D& d, const std::string& ns) {
+  ClientOptions options = d.client().options();
+  options.ns = ns;
+  options.deadline = kCallDeadline;
+  return Client::FromChannel(d.client().channel(), std::move(options));
 }
+
+inline Consistency FromProto(v1::Consistency c) {
+  return c == v1::CONSISTENCY_LAX ? Consistency::kLax : Consistency::kStrict;
+}
+inline Condition FromProto(v1::Comparator op, int64_t operand) {
+  return {static_cast<Comparator>(op), operand};  // Comparator follows the proto's order
+}
+inline Condition FromProto(const v1::Condition& c) { return FromProto(c.op(), c.operand()); }
 
 // ---- request builders (also used for batch items) ----
 
@@ -160,66 +167,38 @@ template <typename D>
 R Inc(D& d, const std::string& key, int64_t delta, const std::string& ns = "",
       v1::Comparator op = v1::COMPARATOR_UNSPECIFIED, int64_t operand = 0,
       v1::Consistency c = v1::CONSISTENCY_UNSPECIFIED) {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::InstanceIncResponse resp;
-  return Out(InstanceStub(d)->Inc(&ctx, IncReq(key, delta, ns, op, operand, c), &resp), resp);
+  return Out(ClientOf(d, ns)->InstanceInc(key, delta, FromProto(c), FromProto(op, operand)));
 }
 template <typename D>
 R Get(D& d, const std::string& key, const std::string& ns = "",
       v1::Consistency c = v1::CONSISTENCY_UNSPECIFIED) {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::InstanceGetResponse resp;
-  return Out(InstanceStub(d)->Get(&ctx, GetReq(key, ns, c), &resp), resp);
+  return Out(ClientOf(d, ns)->InstanceGet(key, FromProto(c)));
 }
 template <typename D>
 R Set(D& d, const std::string& key, int64_t v, v1::Comparator op = v1::COMPARATOR_UNSPECIFIED,
       int64_t operand = 0, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::InstanceSetResponse resp;
-  return Out(InstanceStub(d)->Set(&ctx, SetReq(key, v, op, operand, ns), &resp), resp);
+  return Out(ClientOf(d, ns)->InstanceSet(key, v, FromProto(op, operand)));
 }
 template <typename D>
 R Soi(D& d, const std::string& key, int64_t v, v1::Comparator op = v1::COMPARATOR_UNSPECIFIED,
       int64_t operand = 0, v1::Consistency c = v1::CONSISTENCY_UNSPECIFIED) {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::SetOnInstanceResponse resp;
-  return Out(InstanceStub(d)->SetOnInstance(&ctx, SoiReq(key, v, op, operand, c), &resp), resp);
+  return Out(ClientOf(d, "")->SetOnInstance(key, v, FromProto(c), FromProto(op, operand)));
 }
 template <typename D>
 R Del(D& d, const std::string& key, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::InstanceDelResponse resp;
-  return Out(InstanceStub(d)->Del(&ctx, DelReq(key, ns), &resp), resp);
+  return Out(ClientOf(d, ns)->InstanceDel(key));
 }
 template <typename D>
 R DelOi(D& d, const std::string& key, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::DelOnInstanceResponse resp;
-  return Out(InstanceStub(d)->DelOnInstance(&ctx, DelOiReq(key, ns), &resp), resp);
+  return Out(ClientOf(d, ns)->DelOnInstance(key));
 }
 template <typename D>
 grpc::StatusCode Clear(D& d, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::InstanceClearRequest req;
-  req.set_namespace_(ns);
-  v1::InstanceClearResponse resp;
-  return InstanceStub(d)->Clear(&ctx, req, &resp).error_code();
+  return static_cast<grpc::StatusCode>(ClientOf(d, ns)->InstanceClear().code());
 }
 template <typename D>
 grpc::StatusCode ClearOi(D& d, const std::string& ns = "") {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::ClearOnInstanceRequest req;
-  req.set_namespace_(ns);
-  v1::ClearOnInstanceResponse resp;
-  return InstanceStub(d)->ClearOnInstance(&ctx, req, &resp).error_code();
+  return static_cast<grpc::StatusCode>(ClientOf(d, ns)->ClearOnInstance().code());
 }
 
 // LAX forms of the three RPCs that take a consistency (default namespace).
@@ -271,39 +250,44 @@ inline v1::InstanceBatchOp Op(v1::DelOnInstanceRequest r) {
   return op;
 }
 
-// One batch result flattened like a single call (code and message from the item).
-inline R FromBatchResult(const v1::InstanceBatchResult& b) {
-  R out;
-  out.code = static_cast<grpc::StatusCode>(b.code());
-  out.message = b.message();
-  auto fill = [&](const auto& r) {
-    out.cum = r.cumulative();
-    out.inst = r.instance();
-    out.pcum = r.previous_cumulative();
-    out.pinst = r.previous_instance();
-    out.applied = r.applied();
+// A batch op as the client's InstanceOp (the namespace is the client's: items must have none).
+inline InstanceOp FromProto(const v1::InstanceBatchOp& op) {
+  InstanceOp out;
+  auto common = [&](InstanceOp::Kind kind, const auto& r) {
+    EXPECT_TRUE(r.namespace_().empty()) << "batch items take the client's namespace";
+    out.kind = kind;
+    out.key = r.key();
   };
-  switch (b.result_case()) {
-    case v1::InstanceBatchResult::kInc:
-      fill(b.inc());
+  switch (op.op_case()) {
+    case v1::InstanceBatchOp::kInc:
+      common(InstanceOp::Kind::kInc, op.inc());
+      out.value = op.inc().delta();
+      out.consistency = FromProto(op.inc().consistency());
+      out.condition = FromProto(op.inc().condition());
       break;
-    case v1::InstanceBatchResult::kGet:
-      fill(b.get());
+    case v1::InstanceBatchOp::kGet:
+      common(InstanceOp::Kind::kGet, op.get());
+      out.consistency = FromProto(op.get().consistency());
       break;
-    case v1::InstanceBatchResult::kSet:
-      fill(b.set());
+    case v1::InstanceBatchOp::kSet:
+      common(InstanceOp::Kind::kSet, op.set());
+      out.value = op.set().value();
+      out.condition = FromProto(op.set().condition());
       break;
-    case v1::InstanceBatchResult::kSetOnInstance:
-      fill(b.set_on_instance());
+    case v1::InstanceBatchOp::kSetOnInstance:
+      common(InstanceOp::Kind::kSetOnInstance, op.set_on_instance());
+      out.value = op.set_on_instance().value();
+      out.consistency = FromProto(op.set_on_instance().consistency());
+      out.condition = FromProto(op.set_on_instance().condition());
       break;
-    case v1::InstanceBatchResult::kDel:
-      fill(b.del());
+    case v1::InstanceBatchOp::kDel:
+      common(InstanceOp::Kind::kDel, op.del());
       break;
-    case v1::InstanceBatchResult::kDelOnInstance:
-      fill(b.del_on_instance());
+    case v1::InstanceBatchOp::kDelOnInstance:
+      common(InstanceOp::Kind::kDelOnInstance, op.del_on_instance());
       break;
     default:
-      break;
+      ADD_FAILURE() << "a batch op without an operation: use the raw stub for that";
   }
   return out;
 }
@@ -315,12 +299,17 @@ struct BatchOut {
 
 template <typename D>
 BatchOut Batch(D& d, const v1::InstanceBatchRequest& req) {
-  grpc::ClientContext ctx;
-  SetDeadline(ctx);
-  v1::InstanceBatchResponse resp;
+  std::vector<InstanceOp> ops;
+  ops.reserve(req.ops_size());
+  for (const auto& op : req.ops()) ops.push_back(FromProto(op));
+  auto r = ClientOf(d, "")->InstanceBatch(ops);
   BatchOut out;
-  out.status = InstanceStub(d)->Batch(&ctx, req, &resp);
-  for (const auto& r : resp.results()) out.results.push_back(FromBatchResult(r));
+  if (!r.ok()) {
+    out.status = grpc::Status(static_cast<grpc::StatusCode>(r.status().code()),
+                              std::string(r.status().message()));
+    return out;
+  }
+  for (const auto& item : *r) out.results.push_back(Out(item));
   return out;
 }
 template <typename D>

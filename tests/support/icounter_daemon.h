@@ -2,8 +2,8 @@
 
 // An in-process distkit daemon for InstanceCounterService tests (header-only): the daemon's App
 // (daemon/app.h) serving on a Unix socket with a fresh instance id, against a real
-// redis-server. The call helpers (R, Inc, Get, ...) come from icounter_client.h. Link with
-// distkit_app and distkit_client.
+// redis-server, with a distkit::Client to it. The call helpers (R, Inc, Get, ...) come from
+// icounter_client.h. Link with distkit_app and distkit_client.
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -16,6 +16,7 @@
 #include "daemon/app.h"
 #include "daemon/config/config.h"
 #include "daemon/redis/redis_url.h"
+#include "distkit/client.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 #include "tests/support/icounter_client.h"
 #include "tests/support/process.h"
@@ -40,8 +41,11 @@ class ICounterDaemon {
     EXPECT_TRUE(app.ok()) << app.status();
     app_ = *std::move(app);
     EXPECT_TRUE(PollUntil([&] { return app_->executor().Healthy(); }, 10s));
-    stub_ = v1::InstanceCounterService::NewStub(
-        grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+    auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+    stub_ = v1::InstanceCounterService::NewStub(channel);
+    ClientOptions options;
+    options.address = "unix:" + socket;
+    client_ = Client::FromChannel(channel, options);
   }
   ~ICounterDaemon() {
     if (killed_) {
@@ -58,12 +62,15 @@ class ICounterDaemon {
   void MarkKilled() { killed_ = true; }
   core::InstanceCounters& icounters() { return app_->instance_counters(); }
   const std::string& id() const { return app_->config().instance_id; }
+  // The raw stub, for tests of the wire itself (a batch op without an operation, ...).
   v1::InstanceCounterService::Stub* stub() { return stub_.get(); }
+  Client& client() { return *client_; }  // icounter_client.h
 
  private:
   bool killed_ = false;
   std::unique_ptr<App> app_;
   std::unique_ptr<v1::InstanceCounterService::Stub> stub_;
+  std::unique_ptr<Client> client_;
 };
 
 }  // namespace distkit::testing

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace distkit::client {
+namespace distkit {
 
 // TLS towards a daemon's TCP listener (its --tls_cert; --tls_client_ca asks for cert_file and
 // key_file). TLS is on when any field is set; the daemon's Unix sockets are always plaintext.
@@ -30,4 +30,4 @@ struct TlsOptions {
 absl::StatusOr<std::shared_ptr<grpc::Channel>> NewChannel(std::string_view addr,
                                                           const TlsOptions& tls);
 
-}  // namespace distkit::client
+}  // namespace distkit
