@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // reloads --rls_config
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -50,7 +51,11 @@ int main(int argc, char** argv) {
                (*app)->config().instance_id);
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (auto st = (*app)->ReloadRls(); st.ok() && !config->rls_config.empty()) {
+      spdlog::info("SIGHUP: --rls_config reloaded");
+    }
+  }
   spdlog::info("signal {}: shutting down (grace {} ms)", sig, config->shutdown_grace_ms);
   const auto report = (*app)->Shutdown(std::chrono::milliseconds(config->shutdown_grace_ms));
   if (report.unsynced_hybrid_keys > 0) {

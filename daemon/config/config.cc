@@ -416,6 +416,38 @@ const std::vector<FlagDef>& Flags() {
       IntFlag("max_memory_mb", &Config::max_memory_mb, 16, 1 << 20,
               "memory for RPCs in flight (gRPC transport + admitted calls); keep it well under "
               "the container's limit"),
+      {"rls_config",
+       "Envoy rate limit service rules: a YAML file or a directory of *.yaml (empty = off)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         c->rls_config = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return c.rls_config; }},
+      {"rls_provider", "provider of the --rls_config limits: redis, hybrid or local",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const std::string lower = Lowercase(v);
+         if (lower == "redis") {
+           c->rls_provider = RlsProvider::kRedis;
+         } else if (lower == "hybrid") {
+           c->rls_provider = RlsProvider::kHybrid;
+         } else if (lower == "local") {
+           c->rls_provider = RlsProvider::kLocal;
+         } else {
+           return Invalid(absl::StrCat("must be redis, hybrid or local, got ", Quote(v)));
+         }
+         return absl::OkStatus();
+       },
+       [](const Config& c) -> std::string {
+         switch (c.rls_provider) {
+           case RlsProvider::kHybrid:
+             return "hybrid";
+           case RlsProvider::kLocal:
+             return "local";
+           case RlsProvider::kRedis:
+             break;
+         }
+         return "redis";
+       }},
   };
   return *kFlags;
 }

@@ -13,6 +13,7 @@ namespace distkit::config {
 inline constexpr char kDefaultRedisUrl[] = "redis://127.0.0.1:6379";
 
 enum class FailureMode { kOpen, kClosed, kLocal };
+enum class RlsProvider { kRedis, kHybrid, kLocal };
 
 // The validated, immutable daemon configuration (docs/api.md#flags).
 struct Config {
@@ -46,6 +47,10 @@ struct Config {
   // --max_memory_mb: memory for RPCs in flight, half for gRPC's transport (its ResourceQuota),
   // half for the requests and answers of admitted calls (more = RESOURCE_EXHAUSTED).
   int64_t max_memory_mb = 128;
+  // --rls_config: Envoy's rate limit service rules (a YAML file or a directory); empty = the
+  // service is not served. --rls_provider: the provider deciding them (docs/rls.md).
+  std::string rls_config;
+  RlsProvider rls_provider = RlsProvider::kRedis;
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

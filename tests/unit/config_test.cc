@@ -284,7 +284,9 @@ INSTANTIATE_TEST_SUITE_P(
         FlagCase{"log_level", "warn", "warn"}, FlagCase{"shutdown_grace_ms", "1", "1"},
         FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"},
         FlagCase{"max_rate_limit_keys", "7", "7"}, FlagCase{"max_lax_keys", "9", "9"},
-        FlagCase{"lax_resend_bound_ms", "100", "100"}, FlagCase{"max_memory_mb", "64", "64"}),
+        FlagCase{"lax_resend_bound_ms", "100", "100"}, FlagCase{"max_memory_mb", "64", "64"},
+        FlagCase{"rls_config", "/etc/rls", "/etc/rls"},
+        FlagCase{"rls_provider", "HYBRID", "hybrid"}),
     [](const ::testing::TestParamInfo<FlagCase>& info) { return info.param.name; });
 
 // ---- unknown flags, stray arguments, --help ----
@@ -335,6 +337,8 @@ TEST(ConfigTest, UsageMentionsEveryFlagAndVariable) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
   }
   EXPECT_THAT(usage, HasSubstr("--max_memory_mb "));
+  EXPECT_THAT(usage, HasSubstr("--rls_config "));
+  EXPECT_THAT(usage, HasSubstr("--rls_provider "));
   for (const std::string name :
        {"redis_mode", "redis_tls_ca", "redis_tls_cert", "redis_tls_key", "redis_tls_server_name"}) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
@@ -487,6 +491,14 @@ TEST(ConfigTest, FailureMode) {
                 HasSubstr("--rate_limit_failure_mode: must be open, closed or local"))
         << bad;
   }
+}
+
+TEST(ConfigTest, RlsProvider) {
+  EXPECT_EQ(MustParse({}).rls_provider, RlsProvider::kRedis);
+  EXPECT_EQ(MustParse({"--rls_provider=local"}).rls_provider, RlsProvider::kLocal);
+  EXPECT_EQ(MustParse({"--rls_provider=hybrid"}).rls_provider, RlsProvider::kHybrid);
+  EXPECT_THAT(ErrorOf({"--rls_provider=memcached"}),
+              HasSubstr("--rls_provider: must be redis, hybrid or local"));
 }
 
 // ---- identity, namespace, logging ----
@@ -642,17 +654,17 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
   const std::vector<std::string> lines = absl::StrSplit(c.ToString(), '\n');
   EXPECT_THAT(
       lines,
-      ElementsAre("--listen=unix:/tmp/distkitd.sock", "--redis=redis://127.0.0.1:6379/0",
-                  "--redis_mode=auto", "--redis_tls_ca=", "--redis_tls_cert=", "--redis_tls_key=",
-                  "--redis_tls_server_name=", "--namespace=distkit", "--instance_id=me",
-                  "--flush_interval_ms=20", "--allowed_lag_ms=20",
-                  "--dead_instance_threshold_ms=30000", "--redis_timeout_ms=1000",
-                  "--rate_window_seconds=10", "--rate_bucket_ms=100", "--hard_limit_factor=1",
-                  "--sync_interval_ms=10", "--suppression_cache_ms=100",
-                  "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
-                  "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
-                  "--max_rate_limit_keys=100000", "--max_lax_keys=100000",
-                  "--lax_resend_bound_ms=600000", "--max_memory_mb=128"));
+      ElementsAre(
+          "--listen=unix:/tmp/distkitd.sock", "--redis=redis://127.0.0.1:6379/0",
+          "--redis_mode=auto", "--redis_tls_ca=", "--redis_tls_cert=", "--redis_tls_key=",
+          "--redis_tls_server_name=", "--namespace=distkit", "--instance_id=me",
+          "--flush_interval_ms=20", "--allowed_lag_ms=20", "--dead_instance_threshold_ms=30000",
+          "--redis_timeout_ms=1000", "--rate_window_seconds=10", "--rate_bucket_ms=100",
+          "--hard_limit_factor=1", "--sync_interval_ms=10", "--suppression_cache_ms=100",
+          "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
+          "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
+          "--max_rate_limit_keys=100000", "--max_lax_keys=100000", "--lax_resend_bound_ms=600000",
+          "--max_memory_mb=128", "--rls_config=", "--rls_provider=redis"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
