@@ -352,6 +352,67 @@ TEST(RlsE2E, BadRulesExit2NamingFileAndLine) {
       << out;
 }
 
+// Rules rewritten (file change, then SIGHUP) while clients call without pause: every call
+// succeeds, the new limit applies, and a bad file keeps the old rules and is counted.
+TEST(RlsE2E, ReloadUnderLoadFailsNoRequest) {
+  const std::string v1 =
+      "domain: shop\ndescriptors:\n  - key: r\n    rate_limit: {unit: hour, "
+      "requests_per_unit: 1000000}\n";
+  const std::string v2 =
+      "domain: shop\ndescriptors:\n  - key: r\n    rate_limit: {unit: hour, "
+      "requests_per_unit: 0}\n";
+  const std::string v3 =
+      "domain: shop\ndescriptors:\n  - key: r\n    rate_limit: {unit: hour, "
+      "requests_per_unit: 1000000}\n  - key: new\n    rate_limit: {unit: "
+      "hour, requests_per_unit: 0}\n";
+  Env env(v1);
+  ASSERT_TRUE(env.redis);
+  const std::string port = std::to_string(env.metrics_port);
+  Daemon d(*env.redis, "d", env.Flags("local", {"--metrics_listen", "127.0.0.1:" + port}));
+  ASSERT_TRUE(d.WaitServing()) << d.Log();
+  std::atomic<bool> stop{false};
+  std::atomic<int> calls{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&] {
+      Client c(d);
+      while (!stop) {
+        RateLimitResponse r;
+        if (!c.Call({{{"r", "x"}}}, &r).ok() || r.statuses_size() != 1) ++failed;
+        ++calls;
+      }
+    });
+  }
+  Client c(d);
+  ASSERT_EQ(c.One({{"r", "x"}}), kOk);
+  // 1. The file rewritten: polled within a second.
+  WriteFile(env.rules_path, v2);
+  EXPECT_TRUE(PollUntil([&] { return c.One({{"r", "x"}}) == kOver; }, 10s)) << d.Log();
+  // 2. A bad file: the old rules stay, the failure is counted.
+  WriteFile(env.rules_path, "domain: shop\ndescriptors:\n  - key: r\n    rate_limit: {}\n");
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        return HttpGet(env.metrics_port, "/metrics")
+                   .value_or("")
+                   .find("distkit_rls_config_reload_failures_total 1") != std::string::npos;
+      },
+      10s))
+      << d.Log();
+  EXPECT_EQ(c.One({{"r", "x"}}), kOver) << "the previous rules are kept";
+  // 3. SIGHUP after a rewrite (the poll may see it first: both load the same file).
+  WriteFile(env.rules_path, v3);
+  d.process().Signal(SIGHUP);
+  EXPECT_TRUE(PollUntil([&] { return c.One({{"new", "x"}}) == kOver; }, 10s)) << d.Log();
+  EXPECT_EQ(c.One({{"r", "x"}}), kOk);
+  const int before = calls;
+  EXPECT_TRUE(PollUntil([&] { return calls > before + 10; }, 10s));
+  stop = true;
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failed.load(), 0) << "of " << calls.load();
+  EXPECT_GT(calls.load(), 10);
+  EXPECT_NE(d.Log().find("--rls_config reload refused"), std::string::npos) << d.Log();
+}
+
 TEST(RlsE2E, NotServedWithoutRlsConfig) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
