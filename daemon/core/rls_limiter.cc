@@ -6,7 +6,6 @@
 #include <limits>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
 #include "daemon/common/strings.h"
 #include "daemon/core/join.h"
 #include "daemon/core/rate_window.h"
@@ -26,6 +25,7 @@ struct Plan {
   RlsUnit unit = RlsUnit::kUnknown;
   uint32_t requests_per_unit = 0;
   std::string_view name, label;
+  const RlsRule* rule = nullptr;
 };
 
 void AppendEscaped(std::string& out, std::string_view s) {
@@ -98,7 +98,8 @@ std::shared_ptr<const RlsConfig> RlsLimiter::config() const {
 
 std::string RlsLimiter::StateKey(RlsUnit unit, std::string_view domain,
                                  std::span<const RlsEntryView> entries) {
-  std::string key(RlsUnitName(unit));
+  // The unit as its number: short keys stay within std::string's inline buffer.
+  std::string key = std::to_string(static_cast<int>(unit));
   key.push_back('|');
   AppendEscaped(key, domain);
   for (const RlsEntryView& e : entries) {
@@ -113,7 +114,7 @@ std::string RlsLimiter::StateKey(RlsUnit unit, std::string_view domain,
   std::snprintf(buf, sizeof(buf), "%016llx%016llx",
                 static_cast<unsigned long long>(Fnv1a(key, 14695981039346656037ULL)),
                 static_cast<unsigned long long>(Fnv1a(key, 0x9e3779b97f4a7c15ULL)));
-  return std::string(RlsUnitName(unit)) + "|#" + buf;
+  return std::to_string(static_cast<int>(unit)) + "|#" + buf;
 }
 
 double RlsLimiter::RateFor(uint32_t requests_per_unit, int64_t window_ms) {
@@ -159,18 +160,19 @@ std::optional<absl::StatusOr<RlsResult>> RlsLimiter::Decide(
   // Match every descriptor first: `replaces` drops rules named by another matched rule.
   absl::InlinedVector<Plan, 4> plans(n);
   absl::InlinedVector<const RlsRule*, 4> matched(n, nullptr);
-  absl::flat_hash_set<std::string_view> replaced;
+  absl::InlinedVector<std::string_view, 2> replaced;
   for (size_t i = 0; i < n; ++i) {
     const RlsDescriptorRequest& d = req.descriptors[i];
     matched[i] = rules.Match(req.domain, d.entries);
     if (matched[i] != nullptr) {
-      for (const std::string& name : matched[i]->replaces) replaced.insert(name);
+      for (const std::string& name : matched[i]->replaces) replaced.push_back(name);
     }
   }
   for (size_t i = 0; i < n; ++i) {
     const RlsDescriptorRequest& d = req.descriptors[i];
     const RlsRule* rule = matched[i];
     Plan& p = plans[i];
+    p.rule = rule;
     if (d.limit && RlsUnitMs(d.limit->unit) > 0) {  // the request's own limit wins
       p.limited = true;
       p.unit = d.limit->unit;
@@ -179,7 +181,10 @@ std::optional<absl::StatusOr<RlsResult>> RlsLimiter::Decide(
       continue;
     }
     if (rule == nullptr) continue;
-    if (!rule->name.empty() && replaced.contains(rule->name)) continue;
+    if (!rule->name.empty() &&
+        std::find(replaced.begin(), replaced.end(), rule->name) != replaced.end()) {
+      continue;
+    }
     p.label = rule->label();
     p.shadow = rule->shadow_mode;
     if (rule->unlimited) {
@@ -198,11 +203,12 @@ std::optional<absl::StatusOr<RlsResult>> RlsLimiter::Decide(
     RateLimiter* provider;
     RateIncRequest inc;
   };
-  std::vector<Async> pending;
+  absl::InlinedVector<Async, 3> pending;
   for (size_t i = 0; i < n; ++i) {
     const Plan& p = plans[i];
     RlsStatus& st = result.statuses[i];
     st.rule = p.label;
+    st.matched = p.label.empty() ? nullptr : p.rule;
     if (p.unlimited) {
       st.limit_remaining = kNoLimitRemaining;
       continue;
@@ -241,6 +247,21 @@ std::optional<absl::StatusOr<RlsResult>> RlsLimiter::Decide(
     return std::optional<absl::StatusOr<RlsResult>>(std::move(result));
   }
 
+  if (pending.size() == 1) {  // the common case: no join, the result rides in the callback
+    Async& a = pending[0];
+    a.provider->Inc(a.inc,
+                    [result = std::move(result), plan = plans[a.i], i = a.i, hits = a.inc.count,
+                     done = callback()](absl::StatusOr<RateIncResult> r) mutable {
+                      if (!r.ok()) return done(r.status());
+                      RlsStatus& st = result.statuses[i];
+                      Apply(*r, plan, hits, RlsUnitMs(plan.unit), &st);
+                      Finish(plan, &st);
+                      result.degraded |= r->degraded;
+                      Overall(&result);
+                      done(std::move(result));
+                    });
+    return std::nullopt;
+  }
   struct State {
     RlsResult result;
     absl::InlinedVector<Plan, 4> plans;

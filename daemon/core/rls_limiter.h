@@ -46,7 +46,7 @@ struct RlsDescriptorRequest {
 
 struct RlsRequest {
   std::string_view domain;
-  std::vector<RlsDescriptorRequest> descriptors;
+  absl::InlinedVector<RlsDescriptorRequest, 3> descriptors;
 };
 
 enum class RlsCode { kOk = 1, kOverLimit = 2 };  // Envoy's numbers
@@ -63,13 +63,16 @@ struct RlsStatus {
   // when no rule applied.
   std::string_view rule;
   bool over_limit = false;  // the limit was exceeded (also when shadow_mode answered OK)
+  // The config's rule behind `rule` (nullptr for a request's limit no rule matched): an identity
+  // for caching per rule while RlsResult::config lives.
+  const RlsRule* matched = nullptr;
 };
 
 struct RlsResult {
   std::shared_ptr<const RlsConfig> config;  // the rules decided with; owns the names above
   RlsCode overall = RlsCode::kOk;
-  std::vector<RlsStatus> statuses;  // one per request descriptor, in order
-  bool degraded = false;            // some descriptor was answered by the failure mode
+  absl::InlinedVector<RlsStatus, 3> statuses;  // one per request descriptor, in order
+  bool degraded = false;                       // some descriptor was answered by the failure mode
 };
 
 using RlsCallback = absl::AnyInvocable<void(absl::StatusOr<RlsResult>)>;
@@ -92,7 +95,8 @@ class RlsLimiter {
   std::optional<absl::StatusOr<RlsResult>> Decide(const RlsRequest& req,
                                                   absl::FunctionRef<RlsCallback()> callback);
 
-  // The state key of a descriptor under `unit` (tests; bounded to 255 bytes, no ':').
+  // The state key of a descriptor under `unit`: "<unit number>|<domain>|<key>=<value>|..."
+  // escaped, or a hash of it beyond 255 bytes (tests; never a ':').
   static std::string StateKey(RlsUnit unit, std::string_view domain,
                               std::span<const RlsEntryView> entries);
   // The rate whose capacity over `window_ms` is exactly `requests_per_unit`.

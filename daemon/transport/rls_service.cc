@@ -53,6 +53,32 @@ RlsServiceImpl::RlsServiceImpl(core::RlsLimiter* limiter, InFlight* in_flight, M
       metrics_(metrics),
       rpc_metrics_(&metrics->Rpc(rls::RateLimitService::service_full_name(), kMethodNames)) {}
 
+void RlsServiceImpl::Count(const core::RlsResult& r, const core::RlsStatus& st,
+                           std::string_view domain) {
+  if (st.matched == nullptr) {  // a request's own limit: labels built each time
+    metrics_->RlsDecision(domain, st.rule, CodeName(st.over_limit)).Increment();
+    return;
+  }
+  {
+    absl::ReaderMutexLock lock(&counters_mu_);
+    if (counters_config_ == r.config) {
+      if (auto it = counters_.find(st.matched); it != counters_.end()) {
+        (st.over_limit ? it->second.over : it->second.ok)->Increment();
+        return;
+      }
+    }
+  }
+  RuleCounters c{&metrics_->RlsDecision(domain, st.rule, CodeName(false)),
+                 &metrics_->RlsDecision(domain, st.rule, CodeName(true))};
+  (st.over_limit ? c.over : c.ok)->Increment();
+  absl::MutexLock lock(&counters_mu_);
+  if (counters_config_ != r.config) {
+    counters_.clear();
+    counters_config_ = r.config;
+  }
+  counters_.emplace(st.matched, c);
+}
+
 grpc::ServerUnaryReactor* RlsServiceImpl::ShouldRateLimit(grpc::CallbackServerContext* ctx,
                                                           const rls::RateLimitRequest* req,
                                                           rls::RateLimitResponse* resp) {
@@ -71,9 +97,7 @@ grpc::ServerUnaryReactor* RlsServiceImpl::ShouldRateLimit(grpc::CallbackServerCo
         out->mutable_duration_until_reset()->set_seconds(ms / 1000);
         out->mutable_duration_until_reset()->set_nanos(static_cast<int32_t>(ms % 1000) * 1000000);
       }
-      if (!st.rule.empty()) {
-        metrics_->RlsDecision(req->domain(), st.rule, CodeName(st.over_limit)).Increment();
-      }
+      if (!st.rule.empty()) Count(r, st, req->domain());
     }
   };
   return Unary(ctx, in_flight_, rpc_metrics_, 0,
