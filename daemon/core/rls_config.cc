@@ -145,7 +145,19 @@ class Parser {
       std::string my_path = absl::StrCat(AbslView(path), path.empty() ? "" : ".", *key);
       if (value) absl::StrAppend(&my_path, "_", *value);
       RlsNode::Keyed& keyed = parent->children[*key];
-      std::unique_ptr<RlsNode>& slot = value ? keyed.by_value[*value] : keyed.any;
+      std::unique_ptr<RlsNode>* slot_ptr = nullptr;
+      if (!value) {
+        slot_ptr = &keyed.any;
+      } else if (!value->empty() && value->back() == '*') {
+        const std::string prefix = value->substr(0, value->size() - 1);
+        for (auto& [p, node] : keyed.by_prefix) {
+          if (p == prefix) slot_ptr = &node;
+        }
+        if (slot_ptr == nullptr) slot_ptr = &keyed.by_prefix.emplace_back(prefix, nullptr).second;
+      } else {
+        slot_ptr = &keyed.by_value[*value];
+      }
+      std::unique_ptr<RlsNode>& slot = *slot_ptr;
       if (slot != nullptr) {
         return Error(d, absl::StrCat("duplicate descriptor '", my_path, "' (key '", *key, "'",
                                      value ? absl::StrCat(", value '", *value, "'") : "",
@@ -214,6 +226,9 @@ const RlsNode* Step(const RlsNode& node, const RlsEntryView& e) {
   const RlsNode::Keyed& keyed = it->second;
   if (const auto v = keyed.by_value.find(AbslView(e.value)); v != keyed.by_value.end()) {
     return v->second.get();
+  }
+  for (const auto& [prefix, node] : keyed.by_prefix) {
+    if (e.value.starts_with(prefix)) return node.get();
   }
   return keyed.any.get();
 }

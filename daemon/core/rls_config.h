@@ -58,6 +58,9 @@ struct RlsNode {
   struct Keyed {
     std::unique_ptr<RlsNode> any;
     absl::flat_hash_map<std::string, std::unique_ptr<RlsNode>> by_value;
+    // Values ending in '*' (envoyproxy/ratelimit's prefix wildcard), in file order: tried after
+    // the exact values, before the key alone.
+    std::vector<std::pair<std::string, std::unique_ptr<RlsNode>>> by_prefix;
   };
   std::optional<RlsRule> rule;
   absl::flat_hash_map<std::string, Keyed> children;
@@ -77,7 +80,8 @@ struct RlsDomain {
 class RlsConfig {
  public:
   // The rule for one request descriptor, nullptr when none applies (OK, no limit). Entries are
-  // matched level by level, a key with its value before the key alone; the rule is the one of
+  // matched level by level, a key with its exact value first, then with a matching `prefix*`
+  // value, then the key alone; the rule is the one of
   // the node the last entry reaches (a node reached earlier does not apply: a descriptor with
   // more entries than the file's nesting matches nothing).
   const RlsRule* Match(std::string_view domain, std::span<const RlsEntryView> entries) const;

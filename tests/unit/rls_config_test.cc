@@ -216,6 +216,27 @@ descriptors:
   EXPECT_EQ(static_cast<int>(RlsUnit::kWeek), 7);
 }
 
+TEST(RlsConfig, Example9PrefixWildcard) {
+  const RlsConfig c = One(R"(
+domain: example9
+descriptors:
+  - key: key1
+    value: value*
+    rate_limit: {unit: minute, requests_per_unit: 20}
+  - key: key1
+    value: value_exact
+    rate_limit: {unit: minute, requests_per_unit: 5}
+  - key: key1
+    rate_limit: {unit: minute, requests_per_unit: 1}
+)");
+  EXPECT_EQ(M(c, "example9", {{"key1", "value_1"}})->requests_per_unit, 20u);
+  EXPECT_EQ(M(c, "example9", {{"key1", "value"}})->requests_per_unit, 20u);
+  EXPECT_EQ(M(c, "example9", {{"key1", "value_exact"}})->requests_per_unit, 5u);
+  EXPECT_EQ(M(c, "example9", {{"key1", "other"}})->requests_per_unit, 1u);
+  EXPECT_THAT(Error("domain: d\ndescriptors:\n  - {key: a, value: x*}\n  - {key: a, value: x*}\n"),
+              HasSubstr("t.yaml:4: duplicate descriptor 'a_x*'"));
+}
+
 TEST(RlsConfig, DirectoryLoadsEveryYamlFile) {
   auto c = LoadRlsConfig(kFixtures + "good");
   ASSERT_TRUE(c.ok()) << c.status();
