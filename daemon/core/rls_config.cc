@@ -315,7 +315,7 @@ const RlsRule* RlsConfig::Match(std::string_view domain,
   return nullptr;
 }
 
-absl::Status RlsConfig::Add(RlsDomain domain) {
+absl::Status RlsConfig::Add(RlsDomain&& domain) {
   if (const auto it = domains_.find(domain.name); it != domains_.end()) {
     return absl::InvalidArgumentError(absl::StrCat(domain.file, ":1: domain '", domain.name,
                                                    "' is already defined in ", it->second.file));

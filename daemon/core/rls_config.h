@@ -87,7 +87,7 @@ class RlsConfig {
   const RlsRule* Match(std::string_view domain, std::span<const RlsEntryView> entries) const;
 
   // Adds one file's domain; an error when the domain is already there (naming both files).
-  absl::Status Add(RlsDomain domain);
+  absl::Status Add(RlsDomain&& domain);
   const absl::flat_hash_map<std::string, RlsDomain>& domains() const { return domains_; }
 
  private:
