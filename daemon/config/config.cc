@@ -448,6 +448,18 @@ const std::vector<FlagDef>& Flags() {
          }
          return "redis";
        }},
+      {"rls_response_headers",
+       "ShouldRateLimit answers carry the draft RateLimit-Limit/-Remaining/-Reset headers: true or "
+       "false",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const std::string lower = Lowercase(v);
+         if (lower != "true" && lower != "false") {
+           return Invalid(absl::StrCat("must be true or false, got ", Quote(v)));
+         }
+         c->rls_response_headers = lower == "true";
+         return absl::OkStatus();
+       },
+       [](const Config& c) -> std::string { return c.rls_response_headers ? "true" : "false"; }},
   };
   return *kFlags;
 }

@@ -51,6 +51,7 @@ struct Config {
   // service is not served. --rls_provider: the provider deciding them (docs/rls.md).
   std::string rls_config;
   RlsProvider rls_provider = RlsProvider::kRedis;
+  bool rls_response_headers = false;  // --rls_response_headers: draft RateLimit-* headers
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

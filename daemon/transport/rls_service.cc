@@ -45,10 +45,34 @@ absl::Status FromProto(const rls::RateLimitRequest& req, core::RlsRequest* out) 
 
 std::string_view CodeName(bool over) { return over ? "OVER_LIMIT" : "OK"; }
 
+// The draft RateLimit header fields (draft-ietf-httpapi-ratelimit-headers, as envoyproxy/ratelimit
+// sends them) of the limit closest to running out; none when no limit applied.
+void AddHeaders(const core::RlsResult& r, rls::RateLimitResponse* resp) {
+  const core::RlsStatus* tightest = nullptr;
+  for (const core::RlsStatus& st : r.statuses) {
+    if (st.has_limit && (tightest == nullptr || st.limit_remaining < tightest->limit_remaining)) {
+      tightest = &st;
+    }
+  }
+  if (tightest == nullptr) return;
+  auto add = [resp](std::string key, std::string value) {
+    auto* h = resp->add_response_headers_to_add();
+    h->set_key(std::move(key));
+    h->set_value(std::move(value));
+  };
+  add("RateLimit-Limit",
+      absl::StrCat(tightest->requests_per_unit, ", ", tightest->requests_per_unit,
+                   ";w=", core::RlsUnitMs(tightest->unit) / 1000));
+  add("RateLimit-Remaining", absl::StrCat(tightest->limit_remaining));
+  add("RateLimit-Reset", absl::StrCat((tightest->duration_until_reset_ms + 999) / 1000));
+}
+
 }  // namespace
 
-RlsServiceImpl::RlsServiceImpl(core::RlsLimiter* limiter, InFlight* in_flight, Metrics* metrics)
+RlsServiceImpl::RlsServiceImpl(core::RlsLimiter* limiter, InFlight* in_flight, Metrics* metrics,
+                               bool headers)
     : limiter_(limiter),
+      headers_(headers),
       in_flight_(in_flight),
       metrics_(metrics),
       rpc_metrics_(&metrics->Rpc(rls::RateLimitService::service_full_name(), kMethodNames)) {}
@@ -99,6 +123,7 @@ grpc::ServerUnaryReactor* RlsServiceImpl::ShouldRateLimit(grpc::CallbackServerCo
       }
       if (!st.rule.empty()) Count(r, st, req->domain());
     }
+    if (headers_) AddHeaders(r, resp);
   };
   return Unary(ctx, in_flight_, rpc_metrics_, 0,
                [&](const auto& callback) -> std::optional<absl::Status> {

@@ -17,7 +17,9 @@ namespace distkit::transport {
 class RlsServiceImpl final
     : public envoy::service::ratelimit::v3::RateLimitService::CallbackService {
  public:
-  RlsServiceImpl(core::RlsLimiter* limiter, InFlight* in_flight, Metrics* metrics);
+  // `headers`: answers carry the draft RateLimit-* headers (--rls_response_headers).
+  RlsServiceImpl(core::RlsLimiter* limiter, InFlight* in_flight, Metrics* metrics,
+                 bool headers = false);
 
   grpc::ServerUnaryReactor* ShouldRateLimit(
       grpc::CallbackServerContext* ctx, const envoy::service::ratelimit::v3::RateLimitRequest* req,
@@ -39,6 +41,7 @@ class RlsServiceImpl final
   absl::flat_hash_map<const core::RlsRule*, RuleCounters> counters_ ABSL_GUARDED_BY(counters_mu_);
 
   core::RlsLimiter* const limiter_;
+  const bool headers_;
   InFlight* const in_flight_;
   Metrics* const metrics_;
   const RpcMetrics* const rpc_metrics_;

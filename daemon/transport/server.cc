@@ -75,7 +75,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     s->health_names_.push_back("distkit.v1.RateLimitService");
   }
   if (rls != nullptr) {
-    s->rls_service_ = std::make_unique<RlsServiceImpl>(rls, &s->in_flight_, metrics);
+    s->rls_service_ =
+        std::make_unique<RlsServiceImpl>(rls, &s->in_flight_, metrics, config.rls_response_headers);
   }
 
   grpc::EnableDefaultHealthCheckService(true);

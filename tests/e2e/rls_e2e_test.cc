@@ -413,6 +413,30 @@ TEST(RlsE2E, ReloadUnderLoadFailsNoRequest) {
   EXPECT_NE(d.Log().find("--rls_config reload refused"), std::string::npos) << d.Log();
 }
 
+TEST(RlsE2E, ResponseHeadersOfTheTightestLimitWhenAsked) {
+  Env env;
+  ASSERT_TRUE(env.redis);
+  Daemon plain(*env.redis, "plain", env.Flags("local"));
+  Daemon d(*env.redis, "d", env.Flags("local", {"--rls_response_headers", "true"}));
+  ASSERT_TRUE(plain.WaitServing()) << plain.Log();
+  ASSERT_TRUE(d.WaitServing()) << d.Log();
+  RateLimitResponse r;
+  ASSERT_TRUE(Client(plain).Call({{{"api", "h"}}}, &r).ok());
+  EXPECT_EQ(r.response_headers_to_add_size(), 0);
+  Client c(d);
+  // api: 10 per minute, user: 10 per second, 3 hits each: 7 left in both, the first one wins.
+  ASSERT_TRUE(c.Call({{{"api", "h"}}, {{"user", "h"}}}, &r, 3).ok());
+  ASSERT_EQ(r.response_headers_to_add_size(), 3);
+  EXPECT_EQ(r.response_headers_to_add(0).key(), "RateLimit-Limit");
+  EXPECT_EQ(r.response_headers_to_add(0).value(), "10, 10;w=60");
+  EXPECT_EQ(r.response_headers_to_add(1).key(), "RateLimit-Remaining");
+  EXPECT_EQ(r.response_headers_to_add(1).value(), "7");
+  EXPECT_EQ(r.response_headers_to_add(2).key(), "RateLimit-Reset");
+  EXPECT_EQ(r.response_headers_to_add(2).value(), "0");
+  ASSERT_TRUE(c.Call({{{"nomatch", "h"}}}, &r).ok());
+  EXPECT_EQ(r.response_headers_to_add_size(), 0) << "no limit applied";
+}
+
 TEST(RlsE2E, NotServedWithoutRlsConfig) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
