@@ -660,18 +660,18 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
   const std::vector<std::string> lines = absl::StrSplit(c.ToString(), '\n');
   EXPECT_THAT(
       lines,
-      ElementsAre(
-          "--listen=unix:/tmp/distkitd.sock", "--redis=redis://127.0.0.1:6379/0",
-          "--redis_mode=auto", "--redis_tls_ca=", "--redis_tls_cert=", "--redis_tls_key=",
-          "--redis_tls_server_name=", "--namespace=distkit", "--instance_id=me",
-          "--flush_interval_ms=20", "--allowed_lag_ms=20", "--dead_instance_threshold_ms=30000",
-          "--redis_timeout_ms=1000", "--rate_window_seconds=10", "--rate_bucket_ms=100",
-          "--hard_limit_factor=1", "--sync_interval_ms=10", "--suppression_cache_ms=100",
-          "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
-          "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
-          "--max_rate_limit_keys=100000", "--max_lax_keys=100000", "--lax_resend_bound_ms=600000",
-          "--max_memory_mb=128", "--rls_config=", "--rls_provider=redis",
-          "--rls_response_headers=false"));
+      ElementsAre("--listen=unix:/tmp/distkitd.sock", "--redis=redis://127.0.0.1:6379/0",
+                  "--redis_mode=auto", "--redis_tls_ca=", "--redis_tls_cert=", "--redis_tls_key=",
+                  "--redis_tls_server_name=", "--namespace=distkit", "--instance_id=me",
+                  "--flush_interval_ms=20", "--allowed_lag_ms=20",
+                  "--dead_instance_threshold_ms=30000", "--redis_timeout_ms=1000",
+                  "--rate_window_seconds=10", "--rate_bucket_ms=100", "--hard_limit_factor=1",
+                  "--sync_interval_ms=10", "--suppression_cache_ms=100",
+                  "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
+                  "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
+                  "--max_rate_limit_keys=100000", "--max_lax_keys=100000",
+                  "--lax_resend_bound_ms=600000", "--max_memory_mb=128",
+                  "--rls_config=", "--rls_provider=redis", "--rls_response_headers=false"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
