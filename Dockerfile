@@ -26,7 +26,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         libgrpc++1.51 libprotobuf32 libhiredis0.14 libevent-core-2.1-7 libevent-pthreads-2.1-7 \
         libevent-openssl-2.1-7 libspdlog1.10 libabsl20220623 libssl3 \
-        libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
+        libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libyaml-cpp0.7 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 distkit \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -15,7 +15,11 @@
 //   rl_<local|redis|hybrid>_<abs|sup>_uniform  each call picks one of 100 000 keys uniformly
 //   raw_evalsha_ratelimit[_uniform]  EVALSHA of ratelimit.lua with RedisRateLimiter's KEYS/ARGV
 //                                    (ABSOLUTE), N pipelined, on one key / uniform 100 000 keys
-// and prints a table, a JSON line and the ratios of the targets of issues #2, #3 and #4. Redis
+// Envoy's rate limit service (issue #14; the daemon runs with --rls_config, provider redis, rules
+// of 2^32 - 1 per hour: every descriptor is admitted), after the rate-limit rows:
+//   rls_1desc_hot / rls_3desc_hot   ShouldRateLimit with 1 / 3 descriptors on hot keys, counted
+//                                   per descriptor, next to rl_redis_abs_hot (Inc) of the same run
+// and prints a table, a JSON line and the ratios of the targets of issues #2, #3, #4 and #14. Redis
 // round trips per operation come from INFO commandstats (evalsha) around each workload; CPU per
 // operation of distkitd, redis-server and this client from /proc/<pid>/stat around it (on a
 // shared machine CPU/op is steadier than ops/s; the client's CPU includes its idle pollers).
@@ -80,6 +84,7 @@
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
+#include "envoy/service/ratelimit/v3/rls.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace distkit::redis {
@@ -418,6 +423,8 @@ std::vector<std::string> AllWorkloads() {
       "batch1000_lax_inc",   "raw_evalsha", "lax_icounter_inc", "strict_icounter_inc",
       "raw_evalsha_icounter"};
   for (const auto& r : kRateWorkloads) w.push_back(r.name);
+  w.push_back("rls_1desc_hot");
+  w.push_back("rls_3desc_hot");
   w.push_back("agg_inc");  // the client-side LAX aggregator (issue #12), after the rounds
   return w;
 }
@@ -472,6 +479,7 @@ struct Backend {
   std::unique_ptr<distkit::v1::CounterService::Stub> counters;
   std::unique_ptr<distkit::v1::InstanceCounterService::Stub> icounters;
   std::unique_ptr<distkit::v1::RateLimitService::Stub> ratelimits;
+  std::unique_ptr<envoy::service::ratelimit::v3::RateLimitService::Stub> rls;
 
   std::string Suffix() const { return label.empty() ? "" : "@" + label; }
   void Stop() {
@@ -620,6 +628,14 @@ bool StartDaemon(Backend* b) {
   // --max_rate_limit_keys. Through the environment, which a --daemon-b build without the flag
   // ignores (overwrite = 0: the caller's own setting wins).
   setenv("DISTKIT_MAX_RATE_LIMIT_KEYS", "1000000", 0);
+  // The rules of the rls_* workloads (a build without --rls_config ignores the variable).
+  const std::string rules = b->dir + "/rls.yaml";
+  std::ofstream(rules)
+      << "domain: bench\ndescriptors:\n"
+      << "  - {key: d1, rate_limit: {unit: hour, requests_per_unit: 4294967295}}\n"
+      << "  - {key: d2, rate_limit: {unit: hour, requests_per_unit: 4294967295}}\n"
+      << "  - {key: d3, rate_limit: {unit: hour, requests_per_unit: 4294967295}}\n";
+  setenv("DISTKIT_RLS_CONFIG", rules.c_str(), 1);
   const std::string sock = b->dir + "/d.sock";
   std::vector<std::string> argv = {b->daemon_path, "--listen", "unix:" + sock};
   argv.insert(argv.end(), b->daemon_redis_args.begin(), b->daemon_redis_args.end());
@@ -630,6 +646,7 @@ bool StartDaemon(Backend* b) {
   b->counters = distkit::v1::CounterService::NewStub(b->channel);
   b->icounters = distkit::v1::InstanceCounterService::NewStub(b->channel);
   b->ratelimits = distkit::v1::RateLimitService::NewStub(b->channel);
+  b->rls = envoy::service::ratelimit::v3::RateLimitService::NewStub(b->channel);
   auto serving = [&](const char* service) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + 500ms);
@@ -805,6 +822,7 @@ int main(int argc, char** argv) {
   distkit::v1::CounterService::Stub* counters = nullptr;
   distkit::v1::InstanceCounterService::Stub* icounters = nullptr;
   distkit::v1::RateLimitService::Stub* ratelimits = nullptr;
+  envoy::service::ratelimit::v3::RateLimitService::Stub* rls = nullptr;
 
   // Keys of the uniform rate-limit workloads: through the daemon "u<i>" in namespace "bench";
   // straight to Redis the shape RedisRateLimitKey gives them (an 8-hex-digit hash tag).
@@ -833,6 +851,7 @@ int main(int argc, char** argv) {
       counters = b->counters.get();
       icounters = b->icounters.get();
       ratelimits = b->ratelimits.get();
+      rls = b->rls.get();
       const Snapshot before = Take(b->probe);
       Result r = ClosedLoop(name + b->Suffix(), n, seconds, units_per_call, issue);
       Account(&r, before, Take(b->probe), /*redis_calls=*/true);
@@ -1005,6 +1024,37 @@ int main(int argc, char** argv) {
                                      ratelimit_argv, true, redis_sock, n, o.seconds, probe));
       }
     }
+    // Issue #14: ShouldRateLimit, 1 and 3 descriptors per call on hot keys (REDIS), counted per
+    // descriptor.
+    for (const int descriptors : {1, 3}) {
+      const std::string name = "rls_" + std::to_string(descriptors) + "desc_hot";
+      if (!want(name)) continue;
+      closed_loop(
+          name, o.seconds, descriptors,
+          [&](int, const Done& done) {
+            struct Call {
+              grpc::ClientContext ctx;
+              envoy::service::ratelimit::v3::RateLimitRequest req;
+              envoy::service::ratelimit::v3::RateLimitResponse resp;
+            };
+            auto c = std::make_shared<Call>();
+            c->req.set_domain("bench");
+            for (int d = 1; d <= descriptors; ++d) {
+              auto* e = c->req.add_descriptors()->add_entries();
+              e->set_key("d" + std::to_string(d));
+              e->set_value("hot");
+            }
+            rls->async()->ShouldRateLimit(
+                &c->ctx, &c->req, &c->resp, [c, done](const grpc::Status& st) {
+                  if (!st.ok()) return done(kCallFailed);
+                  done(c->resp.overall_code() ==
+                               envoy::service::ratelimit::v3::RateLimitResponse::OK
+                           ? kCallAdmitted
+                           : kCallOk);
+                });
+          },
+          /*rate_limit=*/true);
+    }
     // Cool-down before the next round: the daemon evicts a LOCAL or HYBRID key state
     // W + 1 s after its last request, in a pass once a second, so 12 s after the last 100 000-key
     // workload the next round's baselines run against an idle daemon again.
@@ -1096,6 +1146,18 @@ int main(int argc, char** argv) {
                std::min(x("empty_rpc"), x("raw_evalsha_ratelimit_uniform"));
       },
       0);
+  // Issue #14: a descriptor of ShouldRateLimit may cost at most 1.1 x a RateLimitService.Inc
+  // (REDIS, hot key): descriptors/s >= Inc/s / 1.1.
+  for (const char* w : {"rls_1desc_hot", "rls_3desc_hot"}) {
+    ratio(
+        std::string(w) + " per-descriptor / rl_redis_abs_hot", {w, "rl_redis_abs_hot"},
+        [w](const Ops& x) { return x(w) / x("rl_redis_abs_hot"); }, 1 / 1.1);
+    // The same bound on distkitd's CPU: Inc's CPU/op over the CPU per descriptor.
+    if (by.count(w) && by.count("rl_redis_abs_hot") && by.at(w).cpu_daemon_us > 0) {
+      ratios.push_back({"rl_redis_abs_hot distkitd CPU/op / " + std::string(w) + " CPU/descriptor",
+                        by.at("rl_redis_abs_hot").cpu_daemon_us / by.at(w).cpu_daemon_us, 1 / 1.1});
+    }
+  }
   // Issue #10: each workload on another backend against the same workload on standalone. Cluster
   // routing must cost nothing measurable on the paths that go to Redis (STRICT counters, REDIS
   // rate limits: >= 0.9); TLS and a second daemon binary (--daemon-b) are reported.

@@ -3,12 +3,34 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 
 namespace distkit {
 namespace {
 
 using std::chrono::milliseconds;
+
+// REDIS for the RLS rules of one unit, with the LOCAL state its `local` failure mode decides
+// with (a provider's window is fixed, so each unit has its own pair).
+class RlsRedisProvider final : public core::RateLimiter {
+ public:
+  RlsRedisProvider(redis::RedisClient* redis, const core::RateLimitSettings& settings,
+                   core::RateFailureMode mode, core::RandomSource* random,
+                   core::LocalRateLimiterOptions local)
+      : fallback_(std::move(local)), redis_(redis, settings, mode, random, &fallback_) {}
+  void Inc(const core::RateIncRequest& req, core::RateIncCallback done) override {
+    redis_.Inc(req, std::move(done));
+  }
+  void Get(const std::string& ns, const std::string& key, core::RateStrategy strategy,
+           core::RateGetCallback done) override {
+    redis_.Get(ns, key, strategy, std::move(done));
+  }
+
+ private:
+  core::LocalRateLimiter fallback_;
+  core::RedisRateLimiter redis_;
+};
 
 core::RateFailureMode ToCore(config::FailureMode mode) {
   switch (mode) {
@@ -31,6 +53,17 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   // Names this process's LAX flushes and HYBRID usage in Redis: fresh per start, because the
   // sequence numbers behind both restart at 1 (never --instance_id, which may be reused).
   const std::string dedup_id = config::NewUuidV4();
+  // The RLS rules first: a bad file exits 2 at once, before any connection is tried.
+  std::shared_ptr<const core::RlsConfig> rls_rules;
+  if (!c.rls_config.empty()) {
+    auto rules = core::LoadRlsConfig(c.rls_config);
+    if (!rules.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--rls_config: ", rules.status().message()));
+    }
+    rls_rules = *std::move(rules);
+    absl::MutexLock lock(&app->rls_reload_mu_);
+    app->rls_stamp_ = core::RlsConfigStamp(c.rls_config);
+  }
 
   redis::ExecutorOptions redis_options;
   redis_options.seeds = c.redis_seeds;
@@ -109,6 +142,41 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
       std::make_unique<core::HybridRateLimiter>(app->executor_.get(), hybrid_options);
   app->hybrid_rate_limiter_->Start();
 
+  if (rls_rules != nullptr) {
+    // One provider per unit of the rules, built on first use, with the daemon's provider
+    // settings but the unit's window (docs/rls.md).
+    core::RlsLimiter::Factory factory =
+        [a = app.get(), &c, hooks,
+         random](const core::RateLimitSettings& s) -> std::unique_ptr<core::RateLimiter> {
+      core::LocalRateLimiterOptions local;
+      local.settings = s;
+      local.sweep_interval_ms = hooks.local_sweep_interval_ms;
+      if (hooks.local_rate_clock != nullptr) local.clock = hooks.local_rate_clock;
+      local.random = random;
+      local.max_keys = c.max_rate_limit_keys;
+      switch (c.rls_provider) {
+        case config::RlsProvider::kLocal:
+          return std::make_unique<core::LocalRateLimiter>(local);
+        case config::RlsProvider::kHybrid: {
+          core::HybridRateLimiterOptions o;
+          o.settings = s;
+          o.dedup_id = config::NewUuidV4();
+          o.random = random;
+          o.max_keys = c.max_rate_limit_keys;
+          auto h = std::make_unique<core::HybridRateLimiter>(a->executor_.get(), o);
+          h->Start();
+          return h;
+        }
+        case config::RlsProvider::kRedis:
+          break;
+      }
+      return std::make_unique<RlsRedisProvider>(a->executor_.get(), s,
+                                                ToCore(c.rate_limit_failure_mode), random, local);
+    };
+    app->rls_limiter_ =
+        std::make_unique<core::RlsLimiter>(std::move(rls_rules), rate_settings, std::move(factory));
+  }
+
   app->metrics_ = std::make_unique<transport::Metrics>(transport::Metrics::Sources{
       &app->counters_->stats(), &app->executor_->stats(), app->executor_.get(),
       &app->icounters_->stats(), &app->local_rate_limiter_->stats(),
@@ -123,12 +191,45 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
     limiters.local = app->local_rate_limiter_.get();
     limiters.redis = hooks.redis_rate_limiter.value_or(app->redis_rate_limiter_.get());
     limiters.hybrid = hooks.hybrid_rate_limiter.value_or(app->hybrid_rate_limiter_.get());
-    auto server = transport::Server::Start(c, app->counters_.get(), app->executor_.get(),
-                                           app->metrics_.get(), app->icounters_.get(), limiters);
+    auto server =
+        transport::Server::Start(c, app->counters_.get(), app->executor_.get(), app->metrics_.get(),
+                                 app->icounters_.get(), limiters, app->rls_limiter_.get());
     if (!server.ok()) return failed(server.status());
     app->server_ = std::move(*server);
   }
+  if (app->rls_limiter_) {
+    // A changed rule file is picked up within a second (SIGHUP: at once, see main.cc).
+    app->rls_reload_task_ = std::make_unique<PeriodicTask>(
+        milliseconds(1000), [a = app.get()] { a->ReloadRlsIfChanged(); });
+    app->rls_reload_task_->Start();
+  }
   return app;
+}
+
+absl::Status App::ReloadRls() {
+  if (!rls_limiter_) return absl::OkStatus();
+  absl::MutexLock lock(&rls_reload_mu_);
+  // Stamped before reading: a write racing the load is seen again by the next poll.
+  auto stamp = core::RlsConfigStamp(config_.rls_config);
+  auto rules = core::LoadRlsConfig(config_.rls_config);
+  rls_stamp_ = std::move(stamp);
+  if (!rules.ok()) {
+    metrics_->RlsReloadFailures().Increment();
+    spdlog::error("--rls_config reload refused, keeping the previous rules: {}",
+                  std::string(rules.status().message()));
+    return rules.status();
+  }
+  rls_limiter_->Swap(*std::move(rules));
+  spdlog::info("--rls_config reloaded from {}", config_.rls_config);
+  return absl::OkStatus();
+}
+
+void App::ReloadRlsIfChanged() {
+  {
+    absl::MutexLock lock(&rls_reload_mu_);
+    if (core::RlsConfigStamp(config_.rls_config) == rls_stamp_) return;
+  }
+  (void)ReloadRls();
 }
 
 App::~App() {
@@ -136,6 +237,7 @@ App::~App() {
 }
 
 void App::StopServing(std::chrono::system_clock::time_point deadline) {
+  if (rls_reload_task_) rls_reload_task_->Stop();
   if (server_) server_->Shutdown(deadline);
 }
 
@@ -151,6 +253,13 @@ ShutdownReport App::Shutdown(milliseconds grace) {
   StopServing(std::chrono::system_clock::now() + grace / 2);
   report.unflushed_lax_keys = counters_->Shutdown(left(milliseconds(1)), &report.broken_lax_keys);
   report.unsynced_hybrid_keys = hybrid_rate_limiter_->Shutdown(left(milliseconds(200)));
+  if (rls_limiter_) {
+    rls_limiter_->ForEachProvider([&](core::RateLimiter& p) {
+      if (auto* h = dynamic_cast<core::HybridRateLimiter*>(&p)) {
+        report.unsynced_hybrid_keys += h->Shutdown(left(milliseconds(200)));
+      }
+    });
+  }
   report.unsettled_instance_keys = icounters_->Shutdown(left(milliseconds(1000)));
   executor_->Stop();
   return report;

@@ -17,6 +17,7 @@
 #include "daemon/core/instance_counters.h"
 #include "daemon/core/local_rate_limiter.h"
 #include "daemon/core/redis_rate_limiter.h"
+#include "daemon/core/rls_limiter.h"
 #include "daemon/redis/executor.h"
 #include "daemon/transport/metrics.h"
 #include "daemon/transport/server.h"
@@ -75,9 +76,16 @@ class App {
   core::HybridRateLimiter& hybrid_rate_limiter() { return *hybrid_rate_limiter_; }
   transport::Metrics& metrics() { return *metrics_; }
 
+  // Re-reads --rls_config (SIGHUP, or a changed file): the new rules replace the old ones
+  // atomically; a bad file keeps the old rules, is logged and counted
+  // (distkit_rls_config_reload_failures_total), and its error returned. OK without --rls_config.
+  absl::Status ReloadRls();
+
  private:
   explicit App(const config::Config& config) : config_(config) {}
   void StopServing(std::chrono::system_clock::time_point deadline);
+  // Reloads when the files of --rls_config changed since the last load (the poll task's run).
+  void ReloadRlsIfChanged();
 
   config::Config config_;
   bool stopped_ = false;
@@ -88,6 +96,11 @@ class App {
   std::unique_ptr<core::LocalRateLimiter> local_rate_limiter_;
   std::unique_ptr<core::RedisRateLimiter> redis_rate_limiter_;
   std::unique_ptr<core::HybridRateLimiter> hybrid_rate_limiter_;
+  std::unique_ptr<core::RlsLimiter> rls_limiter_;  // with --rls_config only
+  // The file stamps of the rules in use, and the task polling them (stopped with the server).
+  absl::Mutex rls_reload_mu_;
+  std::vector<std::pair<std::string, int64_t>> rls_stamp_ ABSL_GUARDED_BY(rls_reload_mu_);
+  std::unique_ptr<PeriodicTask> rls_reload_task_;
   std::unique_ptr<transport::Metrics> metrics_;
   std::unique_ptr<transport::Server> server_;
 };

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGHUP);  // reloads --rls_config (never ends the process)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -54,10 +54,14 @@ int main(int argc, char** argv) {
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
     // Kept alive (SIGHUP's default action is to exit): operators send it to ask for a reload.
-    spdlog::info(
-        "SIGHUP: nothing to reload by signal; the --tls_* files are re-read every "
-        "--tls_reload_seconds ({} s)",
-        config->listen_tls.reload_seconds);
+    if (config->rls_config.empty()) {
+      spdlog::info(
+          "SIGHUP: nothing to reload by signal (no --rls_config); the --tls_* files are re-read "
+          "every --tls_reload_seconds ({} s)",
+          config->listen_tls.reload_seconds);
+    } else if (auto st = (*app)->ReloadRls(); st.ok()) {
+      spdlog::info("SIGHUP: --rls_config reloaded");
+    }
   }
   spdlog::info("signal {}: shutting down (grace {} ms)", sig, config->shutdown_grace_ms);
   const auto report = (*app)->Shutdown(std::chrono::milliseconds(config->shutdown_grace_ms));

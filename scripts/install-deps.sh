@@ -13,7 +13,7 @@ set -euo pipefail
 BUILD_PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config ca-certificates
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libhiredis-dev
-  libabsl-dev libspdlog-dev libevent-dev libssl-dev prometheus-cpp-dev
+  libabsl-dev libspdlog-dev libevent-dev libssl-dev prometheus-cpp-dev libyaml-cpp-dev
 )
 PACKAGES=(
   # toolchain
@@ -23,6 +23,7 @@ PACKAGES=(
   # libraries (see CMakeLists.txt)
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libhiredis-dev
   libabsl-dev libspdlog-dev libevent-dev libssl-dev prometheus-cpp-dev libgtest-dev libgmock-dev
+  libyaml-cpp-dev
   # tests: a real Redis, the Python e2e client
   redis-server redis-tools python3 python3-grpcio python3-protobuf
   # tests: TLS certificates for the TLS redis-server (tests/support/tls_certs.cc)

@@ -445,6 +445,50 @@ const std::vector<FlagDef>& Flags() {
          return absl::OkStatus();
        },
        [](const Config& c) { return c.health_listen; }},
+      {"rls_config",
+       "Envoy rate limit service rules: a YAML file or a directory of *.yaml (empty = off)",
+       [](std::string_view v, Config* c) -> absl::Status {
+         c->rls_config = std::string(v);
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return c.rls_config; }},
+      {"rls_provider", "provider of the --rls_config limits: redis, hybrid or local",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const std::string lower = Lowercase(v);
+         if (lower == "redis") {
+           c->rls_provider = RlsProvider::kRedis;
+         } else if (lower == "hybrid") {
+           c->rls_provider = RlsProvider::kHybrid;
+         } else if (lower == "local") {
+           c->rls_provider = RlsProvider::kLocal;
+         } else {
+           return Invalid(absl::StrCat("must be redis, hybrid or local, got ", Quote(v)));
+         }
+         return absl::OkStatus();
+       },
+       [](const Config& c) -> std::string {
+         switch (c.rls_provider) {
+           case RlsProvider::kHybrid:
+             return "hybrid";
+           case RlsProvider::kLocal:
+             return "local";
+           case RlsProvider::kRedis:
+             break;
+         }
+         return "redis";
+       }},
+      {"rls_response_headers",
+       "ShouldRateLimit answers carry the draft RateLimit-Limit/-Remaining/-Reset headers: true or "
+       "false",
+       [](std::string_view v, Config* c) -> absl::Status {
+         const std::string lower = Lowercase(v);
+         if (lower != "true" && lower != "false") {
+           return Invalid(absl::StrCat("must be true or false, got ", Quote(v)));
+         }
+         c->rls_response_headers = lower == "true";
+         return absl::OkStatus();
+       },
+       [](const Config& c) -> std::string { return c.rls_response_headers ? "true" : "false"; }},
   };
   return *kFlags;
 }

@@ -13,6 +13,7 @@ namespace distkit::config {
 inline constexpr char kDefaultRedisUrl[] = "redis://127.0.0.1:6379";
 
 enum class FailureMode { kOpen, kClosed, kLocal };
+enum class RlsProvider { kRedis, kHybrid, kLocal };
 
 // Server TLS for the TCP listeners. Paths are checked readable at start-up; the files are
 // re-read every `reload_seconds` (certificate rotation without a restart).
@@ -62,6 +63,11 @@ struct Config {
   ListenTlsOptions listen_tls;
   // --health_listen: HOST:PORT serving only grpc.health.v1, plaintext (Kubernetes grpc probes).
   std::string health_listen;  // empty = off
+  // --rls_config: Envoy's rate limit service rules (a YAML file or a directory); empty = the
+  // service is not served. --rls_provider: the provider deciding them (docs/rls.md).
+  std::string rls_config;
+  RlsProvider rls_provider = RlsProvider::kRedis;
+  bool rls_response_headers = false;  // --rls_response_headers: draft RateLimit-* headers
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

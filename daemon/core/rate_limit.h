@@ -42,6 +42,9 @@ struct RateIncResult {
   double suppression_factor = 0;         // SUPPRESSED only (0 on ALLOWED and ABSOLUTE)
   bool allowed = true;                   // ALLOWED, or an admitted SUPPRESSED
   bool degraded = false;                 // not answered by the configured provider
+  // ABSOLUTE ALLOWED: units in the live window with this Inc's, when the provider knows them
+  // (LOCAL); -1 = not known (REDIS and HYBRID do not report it). Read by RLS's limit_remaining.
+  int64_t used = -1;
 };
 
 struct RateGetResult {

@@ -149,6 +149,7 @@ RateIncResult AdmitAbsolute(RateWindow& w, const RateLimitSettings& s, int64_t n
   const uint64_t used = w.observed();
   if (used <= capacity && count <= capacity - used) {
     w.Record(now_ms, s.bucket_ms, count, 0);
+    r.used = static_cast<int64_t>(std::min<uint64_t>(used + count, kMax >> 1));
     return r;  // ALLOWED
   }
   r.decision = RateDecision::kRejected;

@@ -274,6 +274,18 @@ Metrics::Metrics(Sources sources)
       }
     }
   }
+  rls_decisions_ = &prometheus::BuildCounter()
+                        .Name("distkit_rls_decisions_total")
+                        .Help(
+                            "ShouldRateLimit descriptor decisions by domain, rule (the rule's "
+                            "name or path in its file) and code (OVER_LIMIT also when "
+                            "shadow_mode answered OK).")
+                        .Register(*registry_);
+  rls_reload_failures_ = &prometheus::BuildCounter()
+                              .Name("distkit_rls_config_reload_failures_total")
+                              .Help("RLS rule reloads refused (the previous rules kept).")
+                              .Register(*registry_)
+                              .Add({});
 }
 
 Metrics::~Metrics() { exposer_.reset(); }  // no scrape may run while the rest is destroyed
@@ -329,6 +341,12 @@ const RpcMetrics& Metrics::Rpc(std::string_view service,
   }
   rpc_.push_back(std::move(rpc));
   return *rpc_.back();
+}
+
+prometheus::Counter& Metrics::RlsDecision(std::string_view domain, std::string_view rule,
+                                          std::string_view code) {
+  return rls_decisions_->Add(
+      {{"domain", std::string(domain)}, {"rule", std::string(rule)}, {"code", std::string(code)}});
 }
 
 prometheus::Counter& Metrics::BatchItems(std::string_view service) {

@@ -133,6 +133,13 @@ class Metrics {
   // The text exposition /metrics serves (for tests and debugging).
   std::string Text() const;
 
+  // RLS (docs/rls.md): distkit_rls_decisions_total{domain,rule,code}, a series per label set the
+  // rule files can name (never a request's value), created on first use; thread-safe.
+  prometheus::Counter& RlsDecision(std::string_view domain, std::string_view rule,
+                                   std::string_view code);
+  // distkit_rls_config_reload_failures_total.
+  prometheus::Counter& RlsReloadFailures() { return *rls_reload_failures_; }
+
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> stats_;
@@ -142,6 +149,8 @@ class Metrics {
   RateLimitMetrics rate_limit_;
   std::vector<std::unique_ptr<RpcMetrics>> rpc_;
   std::string address_;
+  prometheus::Family<prometheus::Counter>* rls_decisions_ = nullptr;
+  prometheus::Counter* rls_reload_failures_ = nullptr;
   std::unique_ptr<prometheus::Exposer> exposer_;  // last: destroyed first
 };
 

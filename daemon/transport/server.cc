@@ -113,7 +113,8 @@ const std::vector<std::string>& Server::ServiceNames() {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     const config::Config& config, core::Counters* counters, const redis::RedisClient* redis,
-    Metrics* metrics, core::InstanceCounters* icounters, RateLimiters rate_limiters) {
+    Metrics* metrics, core::InstanceCounters* icounters, RateLimiters rate_limiters,
+    core::RlsLimiter* rls) {
   std::unique_ptr<Server> s(new Server());
   s->redis_ = redis;
   if (metrics == nullptr) {
@@ -132,6 +133,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     s->rate_limit_service_ = std::make_unique<RateLimitServiceImpl>(
         rate_limiters, config.default_namespace, &s->in_flight_, metrics);
     s->health_names_.push_back("distkit.v1.RateLimitService");
+  }
+  if (rls != nullptr) {
+    s->rls_service_ =
+        std::make_unique<RlsServiceImpl>(rls, &s->in_flight_, metrics, config.rls_response_headers);
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -162,6 +167,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.RegisterService(s->counter_service_.get());
   if (s->instance_counter_service_) builder.RegisterService(s->instance_counter_service_.get());
   if (s->rate_limit_service_) builder.RegisterService(s->rate_limit_service_.get());
+  if (s->rls_service_) builder.RegisterService(s->rls_service_.get());
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   // --max_memory_mb: half for gRPC's own buffers and call state (its ResourceQuota; under
   // pressure gRPC shrinks its windows and cancels streams with RESOURCE_EXHAUSTED), half for the

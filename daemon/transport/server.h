@@ -20,6 +20,7 @@
 #include "daemon/transport/instance_counter_service.h"
 #include "daemon/transport/metrics.h"
 #include "daemon/transport/rate_limit_service.h"
+#include "daemon/transport/rls_service.h"
 
 namespace distkit::transport {
 
@@ -42,14 +43,13 @@ class Server {
  public:
   // InstanceCounterService is served when `icounters` is given (else UNIMPLEMENTED);
   // RateLimitService when any of `rate_limiters` is given (a missing provider answers
-  // UNIMPLEMENTED). Everything passed in must outlive the server. The services record their
+  // UNIMPLEMENTED); Envoy's envoy.service.ratelimit.v3.RateLimitService only when `rls` is
+  // given (--rls_config). Everything passed in must outlive the server. The services record their
   // RPCs in `metrics`; without one (tests) they record in a private Metrics that nothing exports.
-  static absl::StatusOr<std::unique_ptr<Server>> Start(const config::Config& config,
-                                                       core::Counters* counters,
-                                                       const redis::RedisClient* redis,
-                                                       Metrics* metrics = nullptr,
-                                                       core::InstanceCounters* icounters = nullptr,
-                                                       RateLimiters rate_limiters = {});
+  static absl::StatusOr<std::unique_ptr<Server>> Start(
+      const config::Config& config, core::Counters* counters, const redis::RedisClient* redis,
+      Metrics* metrics = nullptr, core::InstanceCounters* icounters = nullptr,
+      RateLimiters rate_limiters = {}, core::RlsLimiter* rls = nullptr);
   ~Server();
 
   // Turns every health entry NOT_SERVING, stops accepting calls and waits for in-flight RPCs
@@ -71,6 +71,7 @@ class Server {
   std::unique_ptr<CounterServiceImpl> counter_service_;
   std::unique_ptr<InstanceCounterServiceImpl> instance_counter_service_;
   std::unique_ptr<RateLimitServiceImpl> rate_limit_service_;
+  std::unique_ptr<RlsServiceImpl> rls_service_;
   std::vector<std::string> health_names_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::CallbackGenericService> health_port_only_;  // outlives health_server_

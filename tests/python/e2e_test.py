@@ -45,6 +45,8 @@ pb_grpc = None  # distkit.v1.counter_pb2_grpc
 common_pb = None  # distkit.v1.common_pb2
 rl_pb = None  # distkit.v1.rate_limit_pb2
 rl_pb_grpc = None  # distkit.v1.rate_limit_pb2_grpc
+rls_pb = None  # envoy.service.ratelimit.v3.rls_pb2 (generated from our proto/envoy/...)
+rls_pb_grpc = None  # envoy.service.ratelimit.v3.rls_pb2_grpc
 
 # ------------------------------------------------------------------------------------------------
 # Processes
@@ -815,6 +817,90 @@ class RateLimitTest(CounterTestBase):
                                     rl_pb.PROVIDER_LOCAL, mentions="rate")
 
 
+RLS_RULES = """domain: py
+descriptors:
+  - key: client
+    rate_limit: {unit: minute, requests_per_unit: 5, name: per_client}
+  - key: client
+    value: vip
+    rate_limit: {unlimited: true}
+"""
+
+
+class RlsTest(unittest.TestCase):
+    """Envoy's RateLimitService/ShouldRateLimit (docs/rls.md) through stubs generated from our
+    proto/envoy/service/ratelimit/v3/rls.proto: the call Envoy makes, from another language."""
+
+    tmp = None
+    redis = None
+    d = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = _make_tmpdir()
+        try:
+            cls.redis = Redis(cls.tmp)
+            rules = os.path.join(cls.tmp, "rules.yaml")
+            with open(rules, "w") as f:
+                f.write(RLS_RULES)
+            cls.d = Daemon(cls.tmp, "rls", cls.redis, "--rls_config", rules)
+            cls.stub = rls_pb_grpc.RateLimitServiceStub(cls.d.channel)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.d is not None:
+            cls.d.close()
+        if cls.redis is not None:
+            cls.redis.stop()
+        _finish_tmpdir(cls.tmp)
+
+    def call(self, value, hits=0, limit=None):
+        req = rls_pb.RateLimitRequest(domain="py", hits_addend=hits)
+        desc = req.descriptors.add()
+        desc.entries.add(key="client", value=value)
+        if limit is not None:
+            desc.limit.requests_per_unit, desc.limit.unit = limit
+        return self.stub.ShouldRateLimit(req, timeout=CALL_TIMEOUT_S)
+
+    def test_sliding_limit_hits_and_statuses(self):
+        ok, over = rls_pb.RateLimitResponse.OK, rls_pb.RateLimitResponse.OVER_LIMIT
+        client = "c-" + rand_suffix()
+        r = self.call(client, hits=3)
+        self.assertEqual(r.overall_code, ok)
+        self.assertEqual(len(r.statuses), 1)
+        limit = r.statuses[0].current_limit
+        self.assertEqual((limit.requests_per_unit, limit.name), (5, "per_client"))
+        self.assertEqual(limit.unit, rls_pb.RateLimitResponse.RateLimit.MINUTE)
+        self.assertEqual(self.call(client, hits=3).overall_code, over)  # 3 + 3 > 5: not recorded
+        self.assertEqual(self.call(client, hits=2).overall_code, ok)
+        r = self.call(client)
+        self.assertEqual(r.overall_code, over)
+        self.assertEqual(r.statuses[0].limit_remaining, 0)
+        self.assertGreater(r.statuses[0].duration_until_reset.ToMilliseconds(), 0)
+        self.assertLessEqual(r.statuses[0].duration_until_reset.ToMilliseconds(), 60000)
+
+    def test_unlimited_override_and_no_rule(self):
+        ok, over = rls_pb.RateLimitResponse.OK, rls_pb.RateLimitResponse.OVER_LIMIT
+        for _ in range(8):
+            r = self.call("vip")
+            self.assertEqual(r.overall_code, ok)
+            self.assertEqual(r.statuses[0].limit_remaining, 2**32 - 1)
+        week = 7  # envoy.type.v3.RateLimitUnit.WEEK
+        client = "o-" + rand_suffix()
+        self.assertEqual(self.call(client, limit=(1, week)).overall_code, ok)
+        r = self.call(client, limit=(1, week))
+        self.assertEqual(r.overall_code, over)
+        self.assertEqual(r.statuses[0].current_limit.unit, week)
+        req = rls_pb.RateLimitRequest(domain="no-such-domain")
+        req.descriptors.add().entries.add(key="client", value="x")
+        r = self.stub.ShouldRateLimit(req, timeout=CALL_TIMEOUT_S)
+        self.assertEqual(r.overall_code, ok)
+        self.assertFalse(r.statuses[0].HasField("current_limit"))
+
+
 class ShutdownTest(unittest.TestCase):
     """SIGTERM flushes pending LAX deltas before exit 0 (docs/api.md#shutdown)."""
 
@@ -1025,7 +1111,7 @@ def _finish_tmpdir(path):
 
 
 def main():
-    global ARGS, grpc, pb, pb_grpc, common_pb, rl_pb, rl_pb_grpc, STRICT, LAX
+    global ARGS, grpc, pb, pb_grpc, common_pb, rl_pb, rl_pb_grpc, rls_pb, rls_pb_grpc, STRICT, LAX
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon", required=True, help="path of the distkitd binary")
@@ -1048,6 +1134,9 @@ def main():
 
     grpc, pb, pb_grpc, common_pb = grpc_module, counter_pb2, counter_pb2_grpc, common_pb2
     rl_pb, rl_pb_grpc = rate_limit_pb2, rate_limit_pb2_grpc
+    # pylint: disable-next=import-outside-toplevel
+    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+    rls_pb, rls_pb_grpc = rls_pb2, rls_pb2_grpc
     STRICT, LAX = common_pb2.CONSISTENCY_STRICT, common_pb2.CONSISTENCY_LAX
 
     # A SIGTERM (e.g. a ctest timeout) stops the run like Ctrl-C; the atexit clean-up still runs.

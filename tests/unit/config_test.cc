@@ -284,7 +284,10 @@ INSTANTIATE_TEST_SUITE_P(
         FlagCase{"log_level", "warn", "warn"}, FlagCase{"shutdown_grace_ms", "1", "1"},
         FlagCase{"socket_mode", "0600", "0600"}, FlagCase{"max_pending_keys", "42", "42"},
         FlagCase{"max_rate_limit_keys", "7", "7"}, FlagCase{"max_lax_keys", "9", "9"},
-        FlagCase{"lax_resend_bound_ms", "100", "100"}, FlagCase{"max_memory_mb", "64", "64"}),
+        FlagCase{"lax_resend_bound_ms", "100", "100"}, FlagCase{"max_memory_mb", "64", "64"},
+        FlagCase{"rls_config", "/etc/rls", "/etc/rls"},
+        FlagCase{"rls_provider", "HYBRID", "hybrid"},
+        FlagCase{"rls_response_headers", "TRUE", "true"}),
     [](const ::testing::TestParamInfo<FlagCase>& info) { return info.param.name; });
 
 // ---- unknown flags, stray arguments, --help ----
@@ -335,6 +338,9 @@ TEST(ConfigTest, UsageMentionsEveryFlagAndVariable) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
   }
   EXPECT_THAT(usage, HasSubstr("--max_memory_mb "));
+  EXPECT_THAT(usage, HasSubstr("--rls_config "));
+  EXPECT_THAT(usage, HasSubstr("--rls_provider "));
+  EXPECT_THAT(usage, HasSubstr("--rls_response_headers "));
   for (const std::string name :
        {"redis_mode", "redis_tls_ca", "redis_tls_cert", "redis_tls_key", "redis_tls_server_name"}) {
     EXPECT_THAT(usage, HasSubstr("--" + name + " ")) << name;
@@ -487,6 +493,18 @@ TEST(ConfigTest, FailureMode) {
                 HasSubstr("--rate_limit_failure_mode: must be open, closed or local"))
         << bad;
   }
+}
+
+TEST(ConfigTest, RlsProvider) {
+  EXPECT_EQ(MustParse({}).rls_provider, RlsProvider::kRedis);
+  EXPECT_EQ(MustParse({"--rls_provider=local"}).rls_provider, RlsProvider::kLocal);
+  EXPECT_EQ(MustParse({"--rls_provider=hybrid"}).rls_provider, RlsProvider::kHybrid);
+  EXPECT_THAT(ErrorOf({"--rls_provider=memcached"}),
+              HasSubstr("--rls_provider: must be redis, hybrid or local"));
+  EXPECT_FALSE(MustParse({}).rls_response_headers);
+  EXPECT_TRUE(MustParse({"--rls_response_headers=true"}).rls_response_headers);
+  EXPECT_THAT(ErrorOf({"--rls_response_headers=yes"}),
+              HasSubstr("--rls_response_headers: must be true or false"));
 }
 
 // ---- identity, namespace, logging ----
@@ -663,7 +681,8 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
                   "--max_rate_limit_keys=100000", "--max_lax_keys=100000",
                   "--lax_resend_bound_ms=600000", "--max_memory_mb=128", "--tls_cert=",
-                  "--tls_key=", "--tls_client_ca=", "--tls_reload_seconds=10", "--health_listen="));
+                  "--tls_key=", "--tls_client_ca=", "--tls_reload_seconds=10", "--health_listen=",
+                  "--rls_config=", "--rls_provider=redis", "--rls_response_headers=false"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
