@@ -680,9 +680,10 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--rate_limit_failure_mode=open", "--metrics_listen=", "--log_level=info",
                   "--shutdown_grace_ms=10000", "--socket_mode=0660", "--max_pending_keys=1000000",
                   "--max_rate_limit_keys=100000", "--max_lax_keys=100000",
-                  "--lax_resend_bound_ms=600000", "--max_memory_mb=128", "--tls_cert=",
-                  "--tls_key=", "--tls_client_ca=", "--tls_reload_seconds=10", "--health_listen=",
-                  "--rls_config=", "--rls_provider=redis", "--rls_response_headers=false"));
+                  "--lax_resend_bound_ms=600000", "--max_memory_mb=128",
+                  "--tls_cert=", "--tls_key=", "--tls_client_ca=", "--tls_reload_seconds=10",
+                  "--health_listen=", "--rls_config=", "--rls_provider=redis",
+                  "--rls_response_headers=false"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
