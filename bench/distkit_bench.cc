@@ -83,6 +83,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "distkit/client.h"
 #include "distkit/lax_aggregator.h"
 #include "distkit/v1/counter.grpc.pb.h"
@@ -1207,8 +1208,9 @@ int main(int argc, char** argv) {
                                     {"rl_redis_abs_hot", "raw_evalsha_ratelimit"}}) {
       const std::string x = call + at, e = "empty_rpc" + at, r = raw + at;
       if (!by.count(x) || !by.count(e) || !by.count(r)) continue;
-      ratios.push_back({x + " p50 / (" + e + " + " + r + " p50)",
-                        by.at(x).p50_us / (by.at(e).p50_us + by.at(r).p50_us), 1.25, true});
+      ratios.push_back({absl::StrCat(x, " p50 / (", e, " + ", r, " p50)"),
+                        by.at(x).p50_us / (by.at(e).p50_us + by.at(r).p50_us), 1.25,
+                        /*at_most=*/true});
     }
   }
   // Issue #10: each workload on another backend against the same workload on standalone. Cluster
