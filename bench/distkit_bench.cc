@@ -33,10 +33,14 @@
 // + 2 cool-downs of 12 s, about 3 min 40 s in all (--seconds 2 --rounds 5: about 4 min 50 s);
 // each extra backend (below) adds the daemon workloads' time again.
 //
-//   distkit_bench [--concurrency 64] [--seconds 3] [--json FILE] [--daemon PATH]
+//   distkit_bench [--concurrency 64[,N...]] [--seconds 3] [--json FILE] [--daemon PATH]
 //                 [--only NAME[,NAME...]] [--rounds N]
 //                 [--backends standalone[,cluster][,tls]] [--daemon-b PATH]
 // --only runs the named workloads (profiling); ratios whose inputs all ran are still printed.
+// --concurrency 1,64 (issue #12): the largest runs every workload as above; each smaller one runs
+// first, only the sidecar-hop workloads (empty_rpc, the three raw_evalsha* baselines, strict_inc,
+// strict_icounter_inc, rl_redis_abs_hot), named NAME@c<N>, and prints each Redis-bound call's p50
+// over the p50 of its parts (empty_rpc + its raw script) with the target <= 1.25.
 //
 // Backends (issue #10): the workloads above run against `standalone` (a redis-server on a Unix
 // socket, always first). --backends adds `cluster` (3 primaries, no replicas, on free 127.0.0.1
@@ -79,6 +83,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "distkit/client.h"
 #include "distkit/lax_aggregator.h"
 #include "distkit/v1/counter.grpc.pb.h"
@@ -99,7 +104,7 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 struct Options {
-  int concurrency = 64;
+  int concurrency = 64;  // the largest of `concurrencies`: the run whose names are unsuffixed
   double seconds = 3;
   std::string json_path;
   std::string daemon = DISTKIT_DAEMON_BIN;
@@ -108,7 +113,14 @@ struct Options {
   int rounds = 3;
   std::vector<std::string> backends = {"standalone"};  // standalone first, then cluster / tls
   std::string daemon_b;                                // --daemon-b: adds backend "b"
+  std::vector<int> concurrencies = {64};               // --concurrency 1,64: ascending
 };
+
+// The sidecar hop (issue #12): at a concurrency below the largest only these run, named
+// NAME@c<N>; each Redis-bound call's p50 is held against its parts (empty RPC + raw script).
+constexpr const char* kHopWorkloads[] = {
+    "empty_rpc",           "raw_evalsha",           "strict_inc",      "raw_evalsha_icounter",
+    "strict_icounter_inc", "raw_evalsha_ratelimit", "rl_redis_abs_hot"};
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
   std::vector<char*> args;
@@ -741,7 +753,16 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--concurrency") {
-      o.concurrency = std::max(1, std::atoi(val().c_str()));
+      o.concurrencies.clear();
+      std::istringstream list(val());
+      for (std::string c; std::getline(list, c, ',');) {
+        o.concurrencies.push_back(std::max(1, std::atoi(c.c_str())));
+      }
+      if (o.concurrencies.empty()) o.concurrencies.push_back(64);
+      std::sort(o.concurrencies.begin(), o.concurrencies.end());
+      o.concurrencies.erase(std::unique(o.concurrencies.begin(), o.concurrencies.end()),
+                            o.concurrencies.end());
+      o.concurrency = o.concurrencies.back();
     } else if (a == "--seconds") {
       o.seconds = std::max(0.2, std::atof(val().c_str()));
     } else if (a == "--json") {
@@ -777,7 +798,7 @@ int main(int argc, char** argv) {
       }
     } else {
       std::fprintf(stderr,
-                   "usage: distkit_bench [--concurrency N] [--seconds S] [--json FILE] "
+                   "usage: distkit_bench [--concurrency N[,N...]] [--seconds S] [--json FILE] "
                    "[--daemon PATH] [--only NAME[,NAME...]] [--rounds N] "
                    "[--backends standalone[,cluster][,tls]] [--daemon-b PATH]\n");
       return 64;
@@ -838,7 +859,7 @@ int main(int argc, char** argv) {
 
   std::vector<Result> results;
   double cooldown_s = 0;
-  const int n = o.concurrency;
+  int n = o.concurrency;
   // Runs one daemon workload on every backend in turn, recording its counters around each run;
   // odd rounds go through the backends in reverse order, so none always runs right after the
   // heavier one. Rate limits (`rate_limit`) report an allowed share of 0 when nothing was admitted.
@@ -872,10 +893,23 @@ int main(int argc, char** argv) {
                                                    "1",
                                                    DoubleArg(0.6180339887498949)};
   // Workloads run interleaved for several rounds and each reports its median round, so a
-  // noisy moment on a shared 2-core machine does not decide a ratio.
-  for (int round = 0; round < o.rounds; ++round) {
+  // noisy moment on a shared 2-core machine does not decide a ratio. Each concurrency runs its
+  // rounds in turn (ascending: the largest, unsuffixed, runs last).
+  const int steps = static_cast<int>(o.concurrencies.size()) * o.rounds;
+  for (int step = 0; step < steps; ++step) {
+    const int round = step % o.rounds;
+    n = o.concurrencies[static_cast<size_t>(step / o.rounds)];
+    const bool hop_only = n != o.concurrency;
+    const size_t first_result = results.size();
     reverse_backends = round % 2 == 1;
-    auto want = [&](const std::string& name) { return o.only.empty() || o.only.count(name) > 0; };
+    auto want = [&](const std::string& name) {
+      if (hop_only &&
+          std::find_if(std::begin(kHopWorkloads), std::end(kHopWorkloads),
+                       [&](const char* w) { return name == w; }) == std::end(kHopWorkloads)) {
+        return false;
+      }
+      return o.only.empty() || o.only.count(name) > 0;
+    };
     if (want("empty_rpc")) {  // empty RPC baseline
       closed_loop("empty_rpc", o.seconds, 1, [&](int, const Done& done) {
         struct Call {
@@ -1066,6 +1100,11 @@ int main(int argc, char** argv) {
         cooldown_s += std::chrono::duration<double>(until - now).count();
       }
     }
+    if (hop_only) {
+      for (size_t i = first_result; i < results.size(); ++i) {
+        results[i].name += "@c" + std::to_string(n);
+      }
+    }
   }  // rounds
   results = MedianPerWorkload(std::move(results));
 
@@ -1086,6 +1125,7 @@ int main(int argc, char** argv) {
   struct Ratio {
     std::string name;
     double value, target;  // target 0: reported, not a target
+    bool at_most = false;  // met when value <= target (a latency bound)
   };
   std::vector<Ratio> ratios;
   // A ratio is printed when every workload it needs ran.
@@ -1158,6 +1198,21 @@ int main(int argc, char** argv) {
                         by.at("rl_redis_abs_hot").cpu_daemon_us / by.at(w).cpu_daemon_us, 1 / 1.1});
     }
   }
+  // Issue #12: at each smaller concurrency a Redis-bound call's p50 is at most 1.25 x the p50 of
+  // its parts in the same run: an empty RPC plus the raw script.
+  for (const int c : o.concurrencies) {
+    if (c == o.concurrency) continue;
+    const std::string at = "@c" + std::to_string(c);
+    for (const auto& [call, raw] : {std::pair{"strict_inc", "raw_evalsha"},
+                                    {"strict_icounter_inc", "raw_evalsha_icounter"},
+                                    {"rl_redis_abs_hot", "raw_evalsha_ratelimit"}}) {
+      const std::string x = call + at, e = "empty_rpc" + at, r = raw + at;
+      if (!by.count(x) || !by.count(e) || !by.count(r)) continue;
+      ratios.push_back({absl::StrCat(x, " p50 / (", e, " + ", r, " p50)"),
+                        by.at(x).p50_us / (by.at(e).p50_us + by.at(r).p50_us), 1.25,
+                        /*at_most=*/true});
+    }
+  }
   // Issue #10: each workload on another backend against the same workload on standalone. Cluster
   // routing must cost nothing measurable on the paths that go to Redis (STRICT counters, REDIS
   // rate limits: >= 0.9); TLS and a second daemon binary (--daemon-b) are reported.
@@ -1179,10 +1234,14 @@ int main(int argc, char** argv) {
     }
   }
 
+  std::string concurrency_list;
+  for (const int c : o.concurrencies) {
+    concurrency_list += (concurrency_list.empty() ? "" : ",") + std::to_string(c);
+  }
   std::printf(
-      "\ndistkit_bench: concurrency %d, %d interleaved rounds of %.1f s per workload "
+      "\ndistkit_bench: concurrency %s, %d interleaved rounds of %.1f s per workload "
       "(SUPPRESSED rate limits %.1f s; median round shown; cool-down %.1f s in all)\n",
-      o.concurrency, o.rounds, o.seconds, short_seconds, cooldown_s);
+      concurrency_list.c_str(), o.rounds, o.seconds, short_seconds, cooldown_s);
   for (const auto& b : backends) {
     std::printf("backend %-10s %s, distkitd %s\n",
                 b->label.empty() ? "(none)" : b->Suffix().c_str(), b->kind.c_str(),
@@ -1215,15 +1274,16 @@ int main(int argc, char** argv) {
       std::printf("%-72s %7.2f %7s %s\n", r.name.c_str(), r.value, "-", "(reported)");
       continue;
     }
-    const bool met = r.value >= r.target;
+    const bool met = r.at_most ? r.value <= r.target : r.value >= r.target;
     all_met &= met;
-    std::printf("%-72s %7.2f %7.2f %s\n", r.name.c_str(), r.value, r.target,
-                met ? "met" : "NOT MET");
+    std::printf("%-72s %7.2f %s%6.2f %s\n", r.name.c_str(), r.value, r.at_most ? "<" : ">",
+                r.target, met ? "met" : "NOT MET");
   }
   std::string json = "{\"concurrency\":" + std::to_string(o.concurrency) +
                      ",\"seconds\":" + std::to_string(o.seconds) +
                      ",\"short_seconds\":" + std::to_string(short_seconds) +
-                     ",\"rounds\":" + std::to_string(o.rounds) + ",\"results\":[";
+                     ",\"rounds\":" + std::to_string(o.rounds) + ",\"concurrencies\":[" +
+                     concurrency_list + "],\"results\":[";
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
     char buf[768];
