@@ -112,7 +112,8 @@ TEST(RlsLimiter, StateKeysAreBoundedDistinctAndColonFree) {
   EXPECT_NE(ka, RlsLimiter::StateKey(RlsUnit::kSecond, "d", c));
   EXPECT_NE(ka, RlsLimiter::StateKey(RlsUnit::kMinute, "d", a));
   const std::string big(1000, 'x');
-  const std::vector<RlsEntryView> long1 = {{"k", big}}, long2 = {{"k", big + "y"}};
+  const std::string bigger = big + "y";  // RlsEntryView holds views: the strings must outlive it
+  const std::vector<RlsEntryView> long1 = {{"k", big}}, long2 = {{"k", bigger}};
   const std::string h1 = RlsLimiter::StateKey(RlsUnit::kDay, "d", long1);
   EXPECT_LE(h1.size(), kMaxNameBytes);
   EXPECT_NE(h1, RlsLimiter::StateKey(RlsUnit::kDay, "d", long2));
