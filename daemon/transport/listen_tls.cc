@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
+#include "daemon/redis/tls.h"
 
 namespace distkit::transport {
 namespace {
@@ -27,20 +28,9 @@ using BioPtr = std::unique_ptr<BIO, BioFree>;
 using X509Ptr = std::unique_ptr<X509, X509Free>;
 using KeyPtr = std::unique_ptr<EVP_PKEY, KeyFree>;
 
-std::string OpensslErrors() {
-  std::string out;
-  while (const unsigned long err = ERR_get_error()) {  // NOLINT(google-runtime-int): OpenSSL's
-    char buf[256];
-    ERR_error_string_n(err, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "no PEM data found" : out;
-}
-
 absl::Status Bad(const std::string& flag, const std::string& path, const std::string& problem) {
   return absl::InvalidArgumentError(
-      absl::StrCat("--", flag, ": '", path, "': ", problem, " (", OpensslErrors(), ")"));
+      absl::StrCat("--", flag, ": '", path, "': ", problem, " (", redis::TakeTlsErrors(), ")"));
 }
 
 // The first certificate of a PEM file.
