@@ -489,6 +489,9 @@ const std::vector<FlagDef>& Flags() {
          return absl::OkStatus();
        },
        [](const Config& c) -> std::string { return c.rls_response_headers ? "true" : "false"; }},
+      IntFlag("redis_inline_wait_us", &Config::redis_inline_wait_us, 0, 1'000'000,
+              "how long a gRPC thread waits for the reply of a Redis command it runs itself "
+              "(alone, nothing else in flight) before the Redis loop takes over; 0 = never"),
   };
   return *kFlags;
 }

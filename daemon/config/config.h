@@ -68,6 +68,8 @@ struct Config {
   std::string rls_config;
   RlsProvider rls_provider = RlsProvider::kRedis;
   bool rls_response_headers = false;  // --rls_response_headers: draft RateLimit-* headers
+  // --redis_inline_wait_us: the inline path's wait (redis::ExecutorOptions::inline_wait).
+  int64_t redis_inline_wait_us = 1000;
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

@@ -5,21 +5,19 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "daemon/common/logging.h"
 #include "daemon/common/strings.h"
+#include "daemon/redis/direct.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/tls.h"
 
@@ -39,35 +37,6 @@ LogEvery g_conn_log(std::chrono::seconds(5));
 
 std::string NameOf(const RedisEndpoint& ep) {
   return ep.is_unix ? ep.path : absl::StrCat(ep.host, ":", ep.port);
-}
-
-// Resolves host:port (blocking, as hiredis did; cluster nodes announce IP literals).
-bool Resolve(const RedisEndpoint& ep, sockaddr_storage* out, socklen_t* len, std::string* err) {
-  if (ep.is_unix) {
-    sockaddr_un un{};
-    un.sun_family = AF_UNIX;
-    if (ep.path.size() >= sizeof(un.sun_path)) {
-      *err = "socket path too long";
-      return false;
-    }
-    std::memcpy(un.sun_path, ep.path.data(), ep.path.size());
-    std::memcpy(out, &un, sizeof(un));
-    *len = sizeof(un);
-    return true;
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  const std::string port = absl::StrCat(ep.port);
-  if (const int rc = getaddrinfo(ep.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-    *err = gai_strerror(rc);
-    return false;
-  }
-  std::memcpy(out, res->ai_addr, res->ai_addrlen);
-  *len = res->ai_addrlen;
-  freeaddrinfo(res);
-  return true;
 }
 
 }  // namespace
@@ -100,25 +69,14 @@ void Connection::Send(std::shared_ptr<Pending> p) {
 }
 
 void Connection::Write(std::shared_ptr<Pending> p) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
-  argv.reserve(p->argv.size());
-  lens.reserve(p->argv.size());
-  for (const auto& a : p->argv) {
-    argv.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  char* cmd = nullptr;
-  const int len =
-      redisFormatCommandArgv(&cmd, static_cast<int>(argv.size()), argv.data(), lens.data());
-  if (len < 0 || cmd == nullptr) {
+  std::string cmd;
+  if (!FormatCommand(p->argv, &cmd)) {
     p->Finish(NotSentError("out of memory formatting a Redis command"));
     return;
   }
   // Copied, so the commands of one loop iteration share buffer chains: the TLS bufferevent
   // writes one SSL record per chain, and a chain per command would undo pipelining.
-  evbuffer_add(bufferevent_get_output(bev_), cmd, static_cast<size_t>(len));
-  std::free(cmd);
+  evbuffer_add(bufferevent_get_output(bev_), cmd.data(), cmd.size());
   stats_->commands++;
   in_flight_.push_back(std::move(p));
 }
@@ -136,8 +94,8 @@ void Connection::Connect() {
   const RedisEndpoint& ep = options_.endpoint;
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
-  std::string err;
-  if (!Resolve(ep, &addr, &addr_len, &err)) {
+  if (absl::Status s = ResolveEndpoint(ep, &addr, &addr_len); !s.ok()) {
+    const std::string err(s.message());
     if (g_conn_log.ShouldLog()) spdlog::warn("redis connect to {} failed: {}", ep.Redacted(), err);
     Lost(err, /*count_reconnect=*/true);
     return;
@@ -230,15 +188,10 @@ void Connection::OnConnected() {
       }
     };
   };
-  const RedisEndpoint& ep = options_.endpoint;
-  if (!ep.password.empty()) {
-    if (ep.user.empty()) {
-      SendInternal({"AUTH", ep.password}, check("AUTH", true));
-    } else {
-      SendInternal({"AUTH", ep.user, ep.password}, check("AUTH", true));
-    }
+  for (auto& cmd : SetupCommands(options_.endpoint)) {
+    std::string what = cmd[0];
+    SendInternal(std::move(cmd), check(std::move(what), true));
   }
-  if (ep.db != 0) SendInternal({"SELECT", absl::StrCat(ep.db)}, check("SELECT", true));
   for (const auto& [name, body] : EmbeddedScripts()) {
     SendInternal({"SCRIPT", "LOAD", body}, check("SCRIPT LOAD", false));
   }

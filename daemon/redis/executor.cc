@@ -40,6 +40,8 @@ LogEvery g_error_log(std::chrono::seconds(5));
 constexpr int kMaxRedirects = 5;
 constexpr auto kRefreshThrottle = std::chrono::milliseconds(100);
 constexpr auto kRefreshWhileDegraded = std::chrono::seconds(1);
+constexpr auto kInlineConnectBudget = std::chrono::milliseconds(100);
+constexpr auto kInlineRetry = std::chrono::milliseconds(1000);  // after a failed inline connect
 
 // Commands that name no key: routed to any primary (SCAN: to every primary in turn).
 bool Keyless(std::string_view cmd) {
@@ -100,6 +102,7 @@ Executor::~Executor() {
   seed_.reset();
   nodes_.clear();
   retired_.clear();
+  if (lent_ev_ != nullptr) event_free(lent_ev_);
   event_free(wake_ev_);
   event_free(tick_ev_);
   event_base_free(base_);
@@ -123,6 +126,10 @@ void Executor::Stop() {
     event_active(wake_ev_, EV_READ, 0);
     thread_.join();
   }
+  // A thread on the inline path finishes or fails its command within inline_wait.
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](bool* busy) { return !*busy; }, &inline_busy_));
 }
 
 absl::StatusOr<RedisMode> Executor::AwaitMode(std::chrono::milliseconds timeout) {
@@ -182,6 +189,20 @@ void Executor::Submit(std::unique_ptr<Pending> p) {
     return;
   }
   p->outstanding = &outstanding_;
+  if (options_.inline_wait.count() > 0 && InlineScope::Open()) {
+    InlineScope::HoldBack([this, p = std::move(p)](bool alone) mutable {
+      if (alone) {
+        RunInline(std::move(p));
+      } else {
+        Enqueue(std::move(p));
+      }
+    });
+    return;
+  }
+  Enqueue(std::move(p));
+}
+
+void Executor::Enqueue(std::unique_ptr<Pending> p) {
   std::unique_ptr<Pending> refused;
   bool wake = false;
   {
@@ -198,6 +219,142 @@ void Executor::Submit(std::unique_ptr<Pending> p) {
   } else if (wake) {
     event_active(wake_ev_, EV_READ, 0);
   }
+}
+
+void Executor::RunInline(std::unique_ptr<Pending> p) {
+  const auto now = Clock::now();
+  int seed = -1;
+  {
+    absl::MutexLock lock(&mu_);
+    // Only when nothing else is queued or in flight: under load the loop's pipelining is
+    // cheaper, and a command never overtakes one submitted before it.
+    if (!stopping_ && !inline_busy_ && inline_seed_ >= 0 && now >= inline_retry_at_ &&
+        outstanding_.load(std::memory_order_relaxed) == 1) {
+      inline_busy_ = true;
+      seed = inline_seed_;
+    }
+  }
+  if (seed < 0) return Enqueue(std::move(p));
+  if (direct_ == nullptr || direct_seed_ != seed) {
+    direct_ = std::make_unique<DirectConnection>(options_.seeds[seed]);
+    direct_seed_ = seed;
+  }
+  if (!direct_->Ready()) {
+    if (absl::Status s = direct_->Connect(std::min(p->deadline, now + kInlineConnectBudget));
+        !s.ok()) {
+      if (g_error_log.ShouldLog()) {
+        spdlog::warn("Redis inline connection to {} failed: {}; using the loop for {} ms",
+                     direct_->endpoint().Redacted(), std::string(s.message()),
+                     kInlineRetry.count());
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        inline_retry_at_ = Clock::now() + kInlineRetry;
+        inline_busy_ = false;
+      }
+      return Enqueue(std::move(p));  // nothing was sent
+    }
+  }
+  bool partly = false;
+  if (absl::Status s = direct_->Send(p->argv, &partly); !s.ok()) {
+    ReleaseInline();
+    if (!partly) return Enqueue(std::move(p));
+    return p->Finish(absl::UnavailableError(absl::StrCat(s.message(), "; outcome unknown")));
+  }
+  stats_.commands++;
+  stats_.inline_commands++;
+  AwaitInline(std::move(p), Clock::now() + options_.inline_wait, /*on_loop=*/false);
+}
+
+void Executor::AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, bool on_loop) {
+  auto finish = [this, on_loop](std::unique_ptr<Pending> done, absl::StatusOr<Reply> result) {
+    if (on_loop) {
+      event_free(lent_ev_);  // before the connection can change hands
+      lent_ev_ = nullptr;
+    }
+    ReleaseInline();
+    done->Finish(std::move(result));
+  };
+  while (true) {
+    auto r = direct_->Receive(std::min(until, p->deadline));
+    if (!r.ok()) return finish(std::move(p), r.status());  // connection lost: outcome unknown
+    if (*r == nullptr) {
+      if (Clock::now() >= p->deadline) {
+        stats_.timeouts++;
+        if (on_loop) {
+          event_free(lent_ev_);
+          lent_ev_ = nullptr;
+        }
+        direct_->Close();
+        const absl::Status late = absl::DeadlineExceededError(
+            absl::StrCat("Redis at ", direct_->endpoint().Redacted(), " did not answer within ",
+                         options_.command_timeout.count(), " ms"));
+        ReleaseInline();
+        return p->Finish(late);
+      }
+      if (on_loop) {  // still lent: the next readable event continues
+        lent_ = std::move(p);
+        return;
+      }
+      // Late: the loop awaits the reply (its tick enforces the deadline); this thread goes on.
+      bool stopping = false;
+      {
+        absl::MutexLock lock(&mu_);
+        stopping = stopping_;
+        if (!stopping) lend_ = std::move(p);
+      }
+      if (stopping) {
+        direct_->Close();
+        return finish(std::move(p),
+                      absl::UnavailableError("Redis executor is shutting down; outcome unknown"));
+      }
+      stats_.inline_lent++;
+      event_active(wake_ev_, EV_READ, 0);
+      return;
+    }
+    if (ToEvalOnNoscript(*p, ErrorOf(**r))) {
+      bool partly = false;
+      if (absl::Status s = direct_->Send(p->argv, &partly); !s.ok()) {
+        // NOSCRIPT ran nothing: unless the EVAL was partly written, nothing was.
+        return finish(std::move(p), partly ? absl::UnavailableError(
+                                                 absl::StrCat(s.message(), "; outcome unknown"))
+                                           : MarkNotSent(s));
+      }
+      continue;
+    }
+    return finish(std::move(p), Reply::FromHiredis(r->get()));
+  }
+}
+
+void Executor::ReleaseInline() {
+  absl::MutexLock lock(&mu_);
+  inline_busy_ = false;
+}
+
+bool Executor::ToEvalOnNoscript(Pending& p, std::string_view err) {
+  if (p.script.empty() || p.noscript_retried || !absl::StartsWith(AbslView(err), "NOSCRIPT")) {
+    return false;
+  }
+  p.noscript_retried = true;
+  stats_.noscript_retries++;
+  p.argv[0] = "EVAL";
+  p.argv[1] = EmbeddedScripts().at(p.script);
+  return true;
+}
+
+void Executor::OnInlineReadable() {
+  if (lent_ == nullptr) return;
+  AwaitInline(std::move(lent_), Clock::now(), /*on_loop=*/true);
+}
+
+void Executor::FailLent(const absl::Status& status) {
+  if (lent_ == nullptr) return;
+  event_free(lent_ev_);
+  lent_ev_ = nullptr;
+  direct_->Close();
+  auto p = std::move(lent_);
+  ReleaseInline();
+  p->Finish(status);
 }
 
 std::unique_ptr<Connection> Executor::NewConnection(const RedisEndpoint& endpoint) {
@@ -217,10 +374,22 @@ std::unique_ptr<Connection> Executor::NewConnection(const RedisEndpoint& endpoin
 void Executor::Drain() {
   std::vector<std::unique_ptr<Pending>> batch;
   bool stopping;
+  std::unique_ptr<Pending> lend;
   {
     absl::MutexLock lock(&mu_);
     batch.swap(queue_);
     stopping = stopping_;
+    lend = std::move(lend_);
+  }
+  if (lend != nullptr) {
+    lent_ = std::move(lend);
+    lent_ev_ = event_new(
+        base_, direct_->fd(), EV_READ | EV_PERSIST,
+        [](evutil_socket_t, short, void* self) {
+          static_cast<Executor*>(self)->OnInlineReadable();
+        },
+        this);
+    event_add(lent_ev_, nullptr);
   }
   if (!batch.empty()) stats_.writes++;
   for (auto& up : batch) {
@@ -238,6 +407,7 @@ void Executor::Drain() {
 }
 
 void Executor::FailAll(const absl::Status& status) {
+  FailLent(absl::UnavailableError(absl::StrCat(status.message(), "; outcome unknown")));
   for (auto& p : unrouted_) p->Finish(status);
   unrouted_.clear();
   for (auto& [at, p] : delayed_) p->Finish(status);
@@ -373,12 +543,7 @@ void Executor::OnReply(Connection& conn, std::shared_ptr<Pending> p, const redis
     Finish(p, r);
     return;
   }
-  if (!p->script.empty() && !p->noscript_retried && absl::StartsWith(AbslView(err), "NOSCRIPT")) {
-    // The script cache was flushed (restart, failover, SCRIPT FLUSH): send the body once.
-    p->noscript_retried = true;
-    stats_.noscript_retries++;
-    p->argv[0] = "EVAL";
-    p->argv[1] = EmbeddedScripts().at(p->script);
+  if (ToEvalOnNoscript(*p, err)) {
     if (p->asking) SendAsking(conn, p->deadline);
     conn.Send(std::move(p));
     return;
@@ -642,10 +807,19 @@ void Executor::UpdateHealth(Clock::time_point now) {
   const bool up = loop_mode_ == RedisMode::kStandalone && seed_ != nullptr && seed_->Healthy(now);
   stats_.nodes = up ? 1 : 0;
   healthy_ = up;
+  const int inline_seed = up && !seed_->endpoint().tls ? static_cast<int>(seed_index_) : -1;
+  absl::MutexLock lock(&mu_);
+  inline_seed_ = inline_seed;
 }
 
 void Executor::OnTick() {
   const auto now = Clock::now();
+  if (lent_ != nullptr && now > lent_->deadline) {
+    stats_.timeouts++;
+    FailLent(absl::DeadlineExceededError(absl::StrCat("Redis at ", direct_->endpoint().Redacted(),
+                                                      " did not answer within ",
+                                                      options_.command_timeout.count(), " ms")));
+  }
   for (auto it = retired_.begin(); it != retired_.end();) {
     if ((*it)->in_flight() == 0) {
       it = retired_.erase(it);

@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/redis/connection.h"
+#include "daemon/redis/direct.h"
 #include "daemon/redis/redis_client.h"
 #include "daemon/redis/redis_url.h"
 #include "daemon/redis/tls.h"
@@ -42,6 +43,9 @@ struct ExecutorOptions {
   std::chrono::milliseconds topology_refresh{10000};
   // Commands queued or in flight at most; beyond it a command fails with RESOURCE_EXHAUSTED.
   int64_t max_outstanding = 100000;
+  // The inline path (InlineScope): how long the submitting thread waits for the reply itself
+  // before lending the wait to the loop thread; 0 = never run a command inline.
+  std::chrono::microseconds inline_wait{1000};
 };
 
 struct ExecutorStats {
@@ -54,7 +58,9 @@ struct ExecutorStats {
   std::atomic<uint64_t> ask{0};       // ASK redirects followed
   std::atomic<uint64_t> tryagain{0};  // TRYAGAIN / CLUSTERDOWN retries
   std::atomic<uint64_t> topology_refreshes{0};
-  std::atomic<int64_t> nodes{0};  // primaries connected (standalone: 0 or 1)
+  std::atomic<int64_t> nodes{0};             // primaries connected (standalone: 0 or 1)
+  std::atomic<uint64_t> inline_commands{0};  // run on the submitting thread (InlineScope)
+  std::atomic<uint64_t> inline_lent{0};      // of which the reply was late: awaited by the loop
 };
 
 // The one way the daemon talks to Redis: standalone or Redis Cluster, plain or TLS
@@ -65,6 +71,12 @@ struct ExecutorStats {
 // the command's deadline; the topology comes from CLUSTER SHARDS (CLUSTER SLOTS before Redis 7)
 // and is refreshed on MOVED, on a lost node and every ExecutorOptions::topology_refresh.
 // A keyless SCAN walks every primary in turn (the cursor names the node).
+//
+// The inline path: a lone command submitted in an InlineScope, while nothing else is queued or in
+// flight, in standalone mode without TLS, is written by the submitting thread on a second,
+// blocking connection (DirectConnection) and its reply read there, with no wake-up of the loop;
+// a reply later than ExecutorOptions::inline_wait is awaited by the loop thread instead
+// (docs/design.md "The inline path").
 //
 // At most ExecutorOptions::max_outstanding commands wait or fly at once; more fail with
 // RESOURCE_EXHAUSTED at submission. A command for a node that is not connected fails at once
@@ -95,8 +107,20 @@ class Executor final : public RedisClient, private Connection::Listener {
 
  private:
   void Submit(std::unique_ptr<Pending> p);
+  void Enqueue(std::unique_ptr<Pending> p);
+  // The inline path, on the submitting thread: runs `p` on the direct connection, or enqueues it.
+  void RunInline(std::unique_ptr<Pending> p);
+  // Waits (until `until`) for the direct connection's reply to `p`, then finishes it, resends it
+  // (NOSCRIPT) or, on the submitting thread, lends the wait to the loop.
+  void AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, bool on_loop);
+  void ReleaseInline();
+  // NOSCRIPT for one of our scripts: the cache was flushed (restart, failover, SCRIPT FLUSH).
+  // Makes `p` an EVAL of the script's body, once; false when that does not apply.
+  bool ToEvalOnNoscript(Pending& p, std::string_view err);
   // Loop-thread only below.
   void Drain();
+  void OnInlineReadable();
+  void FailLent(const absl::Status& status);
   void OnTick();
   void Route(std::shared_ptr<Pending> p);
   void RouteCluster(std::shared_ptr<Pending> p);
@@ -132,6 +156,15 @@ class Executor final : public RedisClient, private Connection::Listener {
   // The resolved mode (kAuto until then) or why it cannot be used.
   absl::StatusOr<RedisMode> mode_ ABSL_GUARDED_BY(mu_) = RedisMode::kAuto;
 
+  // The inline path: whoever set inline_busy_ owns direct_ (a submitting thread, or the loop
+  // while lent_ is set). The loop publishes which seed may be used, and until when not to retry.
+  bool inline_busy_ ABSL_GUARDED_BY(mu_) = false;
+  int inline_seed_ ABSL_GUARDED_BY(mu_) = -1;  // index in options_.seeds; -1 = not usable
+  Clock::time_point inline_retry_at_ ABSL_GUARDED_BY(mu_){};
+  std::unique_ptr<Pending> lend_ ABSL_GUARDED_BY(mu_);  // handed to the loop, not yet taken
+  std::unique_ptr<DirectConnection> direct_;            // owned by whoever set inline_busy_
+  int direct_seed_ = -1;                                // the seed direct_ connects to
+
   std::atomic<int64_t> outstanding_{0};  // submitted and not finished (see max_outstanding)
   std::atomic<bool> healthy_{false};
 
@@ -139,6 +172,8 @@ class Executor final : public RedisClient, private Connection::Listener {
   event_base* base_ = nullptr;
   event* wake_ev_ = nullptr;
   event* tick_ev_ = nullptr;
+  event* lent_ev_ = nullptr;                // the direct connection's reply, while lent_
+  std::unique_ptr<Pending> lent_;           // an inline command whose reply the loop awaits
   RedisMode loop_mode_ = RedisMode::kAuto;  // mode_ as the loop sees it (kAuto = unknown)
   bool mode_failed_ = false;
   size_t seed_index_ = 0;

@@ -143,6 +143,14 @@ class StatsCollector final : public prometheus::Collectable {
       AddCounter(&out, "distkit_redis_noscript_retries_total",
                  "Scripts resent as EVAL after a NOSCRIPT reply.",
                  r.noscript_retries.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_redis_inline_commands_total",
+                 "Commands a gRPC handler thread ran itself (the inline path: alone, nothing "
+                 "else in flight).",
+                 r.inline_commands.load(std::memory_order_relaxed));
+      AddCounter(&out, "distkit_redis_inline_lent_total",
+                 "Inline commands whose reply came after --redis_inline_wait_us and was awaited "
+                 "by the Redis loop thread.",
+                 r.inline_lent.load(std::memory_order_relaxed));
       AddGauge(&out, "distkit_redis_nodes",
                "Redis primaries connected (standalone: 1 while connected).",
                static_cast<double>(r.nodes.load(std::memory_order_relaxed)));

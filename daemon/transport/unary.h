@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "daemon/core/types.h"
+#include "daemon/redis/redis_client.h"
 #include "daemon/transport/in_flight.h"
 #include "daemon/transport/metrics.h"
 #include "daemon/transport/status_mapping.h"
@@ -71,7 +72,15 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, InFlight* in_f
   auto callback = [&finish]() -> core::StatusCallback {
     return [finish](absl::Status s) { finish(s); };
   };
-  if (std::optional<absl::Status> now = op(callback)) finish(*now);
+  std::optional<absl::Status> now;
+  {
+    // A lone Redis command the call waits for runs on this thread when the scope ends
+    // (docs/design.md "The inline path"): no hand-off to the Redis loop and back.
+    redis::InlineScope inline_scope;
+    now = op(callback);
+    if (now) inline_scope.NoInline();  // answered already: nothing waits here
+  }
+  if (now) finish(*now);
   return reactor;
 }
 
