@@ -71,6 +71,7 @@ absl::StatusOr<std::unique_ptr<App>> App::Create(const config::Config& config, A
   redis_options.tls = c.redis_tls;
   redis_options.command_timeout = milliseconds(c.redis_timeout_ms);
   redis_options.inline_wait = std::chrono::microseconds(c.redis_inline_wait_us);
+  redis_options.inline_spin = std::chrono::microseconds(c.redis_inline_spin_us);
   app->executor_ = std::make_unique<redis::Executor>(redis_options);
   app->executor_->Start();
   // Cluster or standalone: the first seed that answers decides (or contradicts --redis_mode).

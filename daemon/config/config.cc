@@ -492,6 +492,9 @@ const std::vector<FlagDef>& Flags() {
       IntFlag("redis_inline_wait_us", &Config::redis_inline_wait_us, 0, 1'000'000,
               "how long a gRPC thread waits for the reply of a Redis command it runs itself "
               "(alone, nothing else in flight) before the Redis loop takes over; 0 = never"),
+      IntFlag("redis_inline_spin_us", &Config::redis_inline_spin_us, 0, 1'000'000,
+              "of --redis_inline_wait_us, how long that thread polls for the reply instead of "
+              "sleeping (CPU for latency); 0 = sleep at once"),
   };
   return *kFlags;
 }

@@ -70,6 +70,7 @@ struct Config {
   bool rls_response_headers = false;  // --rls_response_headers: draft RateLimit-* headers
   // --redis_inline_wait_us: the inline path's wait (redis::ExecutorOptions::inline_wait).
   int64_t redis_inline_wait_us = 1000;
+  int64_t redis_inline_spin_us = 100;  // --redis_inline_spin_us: ExecutorOptions::inline_spin
 
   // One line per flag, for the start-up log (the Redis password redacted).
   std::string ToString() const;

@@ -131,7 +131,7 @@ absl::Status DirectConnection::Connect(Clock::time_point deadline) {
   }
   if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0) {
     if (errno != EINPROGRESS && errno != EAGAIN) {
-      const absl::Status s = absl::UnavailableError(std::strerror(errno));
+      absl::Status s = absl::UnavailableError(std::strerror(errno));
       Close();
       return s;
     }
@@ -163,7 +163,7 @@ absl::StatusOr<RawReply> DirectConnection::Call(const std::vector<std::string>& 
                                                 Clock::time_point deadline) {
   bool partly = false;
   if (absl::Status s = Send(argv, &partly); !s.ok()) return s;
-  return Receive(deadline);
+  return Receive(deadline, Clock::time_point{});
 }
 
 absl::Status DirectConnection::Send(const std::vector<std::string>& argv, bool* partly_written) {
@@ -184,7 +184,7 @@ absl::Status DirectConnection::Send(const std::vector<std::string>& argv, bool* 
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && WaitFor(fd_, POLLOUT, until)) {
       continue;
     }
-    const absl::Status s =
+    absl::Status s =
         absl::UnavailableError(absl::StrCat("writing to Redis at ", endpoint_.Redacted(), ": ",
                                             n < 0 ? std::strerror(errno) : "timed out"));
     Close();
@@ -193,11 +193,12 @@ absl::Status DirectConnection::Send(const std::vector<std::string>& argv, bool* 
   return absl::OkStatus();
 }
 
-absl::StatusOr<RawReply> DirectConnection::Receive(Clock::time_point until) {
+absl::StatusOr<RawReply> DirectConnection::Receive(Clock::time_point until,
+                                                   Clock::time_point spin_until) {
   while (true) {
     void* raw = nullptr;
     if (redisReaderGetReply(reader_, &raw) != REDIS_OK) {
-      const absl::Status s = absl::UnavailableError(
+      absl::Status s = absl::UnavailableError(
           absl::StrCat("protocol error from Redis at ", endpoint_.Redacted()));
       Close();
       return s;
@@ -211,10 +212,12 @@ absl::StatusOr<RawReply> DirectConnection::Receive(Clock::time_point until) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (Clock::now() >= until || !WaitFor(fd_, POLLIN, until)) return RawReply();
+      const auto now = Clock::now();
+      if (now < spin_until) continue;  // read again rather than sleep: see the header
+      if (now >= until || !WaitFor(fd_, POLLIN, until)) return RawReply();
       continue;
     }
-    const absl::Status s = absl::UnavailableError(
+    absl::Status s = absl::UnavailableError(
         absl::StrCat("connection to Redis at ", endpoint_.Redacted(), " lost (",
                      n == 0 ? "closed by the server" : std::strerror(errno), "); outcome unknown"));
     Close();

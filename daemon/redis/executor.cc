@@ -263,7 +263,9 @@ void Executor::RunInline(std::unique_ptr<Pending> p) {
   }
   stats_.commands++;
   stats_.inline_commands++;
-  AwaitInline(std::move(p), Clock::now() + options_.inline_wait, /*on_loop=*/false);
+  const auto sent = Clock::now();
+  inline_spin_until_ = sent + options_.inline_spin;
+  AwaitInline(std::move(p), sent + options_.inline_wait, /*on_loop=*/false);
 }
 
 void Executor::AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, bool on_loop) {
@@ -276,7 +278,8 @@ void Executor::AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, 
     done->Finish(std::move(result));
   };
   while (true) {
-    auto r = direct_->Receive(std::min(until, p->deadline));
+    auto r = direct_->Receive(std::min(until, p->deadline),
+                              on_loop ? Clock::time_point{} : inline_spin_until_);
     if (!r.ok()) return finish(std::move(p), r.status());  // connection lost: outcome unknown
     if (*r == nullptr) {
       if (Clock::now() >= p->deadline) {

@@ -46,6 +46,8 @@ struct ExecutorOptions {
   // The inline path (InlineScope): how long the submitting thread waits for the reply itself
   // before lending the wait to the loop thread; 0 = never run a command inline.
   std::chrono::microseconds inline_wait{1000};
+  // Of that wait, how long the thread polls the socket instead of sleeping (CPU for latency).
+  std::chrono::microseconds inline_spin{100};
 };
 
 struct ExecutorStats {
@@ -164,6 +166,7 @@ class Executor final : public RedisClient, private Connection::Listener {
   std::unique_ptr<Pending> lend_ ABSL_GUARDED_BY(mu_);  // handed to the loop, not yet taken
   std::unique_ptr<DirectConnection> direct_;            // owned by whoever set inline_busy_
   int direct_seed_ = -1;                                // the seed direct_ connects to
+  Clock::time_point inline_spin_until_{};               // of the command on direct_
 
   std::atomic<int64_t> outstanding_{0};  // submitted and not finished (see max_outstanding)
   std::atomic<bool> healthy_{false};

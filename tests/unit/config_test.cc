@@ -288,7 +288,7 @@ INSTANTIATE_TEST_SUITE_P(
         FlagCase{"rls_config", "/etc/rls", "/etc/rls"},
         FlagCase{"rls_provider", "HYBRID", "hybrid"},
         FlagCase{"rls_response_headers", "TRUE", "true"},
-        FlagCase{"redis_inline_wait_us", "0", "0"}),
+        FlagCase{"redis_inline_wait_us", "0", "0"}, FlagCase{"redis_inline_spin_us", "7", "7"}),
     [](const ::testing::TestParamInfo<FlagCase>& info) { return info.param.name; });
 
 // ---- unknown flags, stray arguments, --help ----
@@ -429,7 +429,8 @@ INSTANTIATE_TEST_SUITE_P(
         IntFlag{"max_lax_keys", 1, std::numeric_limits<int64_t>::max(), &Config::max_lax_keys},
         IntFlag{"lax_resend_bound_ms", 10, 12 * 3600 * 1000, &Config::lax_resend_bound_ms},
         IntFlag{"max_memory_mb", 16, 1 << 20, &Config::max_memory_mb},
-        IntFlag{"redis_inline_wait_us", 0, 1'000'000, &Config::redis_inline_wait_us}),
+        IntFlag{"redis_inline_wait_us", 0, 1'000'000, &Config::redis_inline_wait_us},
+        IntFlag{"redis_inline_spin_us", 0, 1'000'000, &Config::redis_inline_spin_us}),
     [](const ::testing::TestParamInfo<IntFlag>& info) { return info.param.name; });
 
 TEST(ConfigTest, DocumentedExampleMessage) {
@@ -685,7 +686,8 @@ TEST(ConfigTest, ToStringHasOneLinePerFlag) {
                   "--lax_resend_bound_ms=600000", "--max_memory_mb=128",
                   "--tls_cert=", "--tls_key=", "--tls_client_ca=", "--tls_reload_seconds=10",
                   "--health_listen=", "--rls_config=", "--rls_provider=redis",
-                  "--rls_response_headers=false", "--redis_inline_wait_us=1000"));
+                  "--rls_response_headers=false", "--redis_inline_wait_us=1000",
+                  "--redis_inline_spin_us=100"));
 }
 
 TEST(ConfigTest, ToStringOutputParsesBackToTheSameConfig) {
