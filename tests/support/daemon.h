@@ -2,7 +2,7 @@
 
 // The real distkitd binary as a child process for end-to-end tests: started on a Unix socket in
 // the test Redis' temp dir, waited for (socket file, then grpc.health.v1 SERVING, both polled
-// with deadlines), stopped with a signal, its log read, gRPC stubs to it. Link with
+// with deadlines), stopped with a signal, its log read, the C++ client to it. Link with
 // distkit_test_daemon. (icounter_daemon.h is something else: an in-process daemon, no binary.)
 
 #include <grpcpp/grpcpp.h>
@@ -76,10 +76,6 @@ class Daemon {
 
   // The C++ client (distkit/client.h) over the one channel, 20 s deadline; WaitServing first.
   Client& client() { return *client_; }
-  // Stubs over the one channel; null before WaitServing connected.
-  v1::CounterService::Stub* counter_stub() { return counters_.get(); }
-  v1::InstanceCounterService::Stub* icounter_stub() { return icounters_.get(); }
-  v1::RateLimitService::Stub* ratelimit_stub() { return ratelimit_.get(); }
 
   // CounterService calls through client() (deadline `deadline`; Get: 5 s, its value or the
   // call's error).
@@ -95,18 +91,18 @@ class Daemon {
   grpc::Status RateLimitGet(const std::string& key, v1::Provider provider, v1::Strategy strategy,
                             v1::RateLimitGetResponse* resp);
 
+  // A C++ client of namespace `ns` ("" = the daemon's --namespace) with deadline `deadline`
+  // over the one channel; WaitServing first.
+  std::unique_ptr<Client> NewClient(const std::string& ns, std::chrono::milliseconds deadline);
+
  private:
   void Spawn(std::vector<std::string> args, std::vector<std::string> env);
-  std::unique_ptr<Client> ClientWithDeadline(std::chrono::milliseconds deadline);
 
   std::string name_, socket_;
   bool started_ = false;
   std::unique_ptr<Process> process_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
-  std::unique_ptr<v1::CounterService::Stub> counters_;
-  std::unique_ptr<v1::InstanceCounterService::Stub> icounters_;
-  std::unique_ptr<v1::RateLimitService::Stub> ratelimit_;
   std::unique_ptr<Client> client_;
 };
 
