@@ -77,14 +77,11 @@ int64_t MetricValue(const std::string& text, const std::string& prefix) {
 }
 
 // One client's view of the calls it made, merged after the threads are joined.
-struct Tally {
+struct Tally : testing::CallCounts {
   std::map<std::string, int64_t> acked;      // plain counter key -> sum of acknowledged deltas
   std::map<std::string, int64_t> uncertain;  // plain counter key -> deltas of failed STRICT calls
   // instance counter key -> per daemon: acknowledged deltas, failed STRICT deltas.
   std::map<std::string, std::vector<int64_t>> iacked, iuncertain;
-  std::map<std::string, int64_t> errors;  // "<kind>:<grpc code>" -> count
-  int64_t ok_calls = 0;
-  int64_t hung = 0;  // calls that ran into kCallDeadline
   int64_t rate_allowed = 0, rate_rejected = 0, rate_degraded = 0;
 
   void Merge(const Tally& o) {
@@ -100,9 +97,7 @@ struct Tally {
       mine.resize(kDaemons, 0);
       for (size_t d = 0; d < v.size(); ++d) mine[d] += v[d];
     }
-    for (const auto& [k, v] : o.errors) errors[k] += v;
-    ok_calls += o.ok_calls;
-    hung += o.hung;
+    CallCounts::Merge(o);
     rate_allowed += o.rate_allowed;
     rate_rejected += o.rate_rejected;
     rate_degraded += o.rate_degraded;
@@ -144,21 +139,6 @@ class ClusterChaosE2ETest : public ::testing::Test {
     }
   }
 
-  // One call with a deadline; records the outcome in `t`. Returns the status.
-  // `call` runs on a client whose deadline is kCallDeadline.
-  template <typename Call>
-  absl::Status Timed(Tally& t, const std::string& kind, Call call) {
-    const auto start = Clock::now();
-    const absl::Status s = call();
-    if (s.ok()) {
-      ++t.ok_calls;
-    } else {
-      ++t.errors[absl::StrCat(kind, ":", static_cast<int>(s.code()))];
-      if (Clock::now() - start >= kCallDeadline) ++t.hung;
-    }
-    return s;
-  }
-
   // Mixed load on namespace `ns` from one client until `stop`.
   void ClientLoop(int client, const std::string& ns, const std::atomic<bool>& stop, Tally& t) {
     std::mt19937 rng(static_cast<uint32_t>(client * 7919 + ns.size()));
@@ -173,7 +153,7 @@ class ClusterChaosE2ETest : public ::testing::Test {
       if (what < 60) {  // plain counter, STRICT or LAX
         const bool strict = what < 30;
         const std::string key = CounterKey(static_cast<int>(rng() % kCounterKeys));
-        const absl::Status s = Timed(t, strict ? "inc_strict" : "inc_lax", [&] {
+        const absl::Status s = t.Count(strict ? "inc_strict" : "inc_lax", kCallDeadline, [&] {
           return client.Inc(key, delta, strict ? Consistency::kStrict : Consistency::kLax).status();
         });
         if (s.ok()) {
@@ -188,7 +168,7 @@ class ClusterChaosE2ETest : public ::testing::Test {
       } else if (what < 80) {  // instance counter, STRICT or LAX
         const bool strict = what < 70;
         const std::string key = InstanceKey(static_cast<int>(rng() % kInstanceKeys));
-        const absl::Status s = Timed(t, strict ? "iinc_strict" : "iinc_lax", [&] {
+        const absl::Status s = t.Count(strict ? "iinc_strict" : "iinc_lax", kCallDeadline, [&] {
           return client.InstanceInc(key, delta, strict ? Consistency::kStrict : Consistency::kLax)
               .status();
         });
@@ -201,7 +181,7 @@ class ClusterChaosE2ETest : public ::testing::Test {
         const bool redis = what < 90;
         const std::string key = absl::StrCat("r", rng() % kRateKeys);
         absl::StatusOr<RateLimitResult> r;
-        const absl::Status s = Timed(t, redis ? "rl_redis" : "rl_hybrid", [&] {
+        const absl::Status s = t.Count(redis ? "rl_redis" : "rl_hybrid", kCallDeadline, [&] {
           r = client.RateLimitInc(key, 500, 1, redis ? Provider::kRedis : Provider::kHybrid,
                                   Strategy::kAbsolute);
           return r.status();

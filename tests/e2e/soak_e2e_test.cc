@@ -90,13 +90,11 @@ struct Slot {
 };
 
 // What the clients saw; keys of the per-incarnation maps are {slot, epoch}.
-struct Tally {
+struct Tally : testing::CallCounts {
   using Incarnation = std::pair<int, int>;
   std::map<std::string, int64_t> acked, uncertain;  // plain counters (STRICT and LAX keys)
   std::map<std::string, std::map<Incarnation, int64_t>> lax_acked;  // LAX keys, by incarnation
   std::map<std::string, std::map<Incarnation, int64_t>> iacked, iuncertain;
-  std::map<std::string, int64_t> errors;  // "<kind>:<grpc code>" -> count
-  int64_t ok_calls = 0, hung = 0;
 
   void Merge(const Tally& o) {
     for (const auto& [k, v] : o.acked) acked[k] += v;
@@ -110,9 +108,7 @@ struct Tally {
     for (const auto& [k, m] : o.iuncertain) {
       for (const auto& [inc, v] : m) iuncertain[k][inc] += v;
     }
-    for (const auto& [k, v] : o.errors) errors[k] += v;
-    ok_calls += o.ok_calls;
-    hung += o.hung;
+    CallCounts::Merge(o);
   }
 };
 
@@ -164,20 +160,6 @@ class SoakE2ETest : public ::testing::Test {
     return true;
   }
 
-  // `call` runs on a client whose deadline is kCallDeadline.
-  template <typename Call>
-  absl::Status Timed(Tally& t, const std::string& kind, Call call) {
-    const auto start = Clock::now();
-    const absl::Status s = call();
-    if (s.ok()) {
-      ++t.ok_calls;
-    } else {
-      ++t.errors[absl::StrCat(kind, ":", static_cast<int>(s.code()))];
-      if (Clock::now() - start >= kCallDeadline) ++t.hung;
-    }
-    return s;
-  }
-
   void ClientLoop(int client, const std::atomic<bool>& stop, Tally& t) {
     std::mt19937 rng(static_cast<uint32_t>(client * 7919 + 17));
     std::uniform_int_distribution<int> pick(0, 99), delta_of(1, 5);
@@ -193,7 +175,7 @@ class SoakE2ETest : public ::testing::Test {
         const bool strict = what < 30;
         const std::string key = strict ? StrictKey(static_cast<int>(rng() % kStrictKeys))
                                        : LaxKey(d, static_cast<int>(rng() % kLaxKeysPerDaemon));
-        const absl::Status s = Timed(t, strict ? "inc_strict" : "inc_lax", [&] {
+        const absl::Status s = t.Count(strict ? "inc_strict" : "inc_lax", kCallDeadline, [&] {
           return client->Inc(key, delta, strict ? Consistency::kStrict : Consistency::kLax)
               .status();
         });
@@ -206,7 +188,7 @@ class SoakE2ETest : public ::testing::Test {
       } else if (what < 80) {  // instance counter, STRICT or LAX
         const bool strict = what < 67;
         const std::string key = InstanceKey(static_cast<int>(rng() % kInstanceKeys));
-        const absl::Status s = Timed(t, strict ? "iinc_strict" : "iinc_lax", [&] {
+        const absl::Status s = t.Count(strict ? "iinc_strict" : "iinc_lax", kCallDeadline, [&] {
           return client->InstanceInc(key, delta, strict ? Consistency::kStrict : Consistency::kLax)
               .status();
         });
@@ -217,9 +199,11 @@ class SoakE2ETest : public ::testing::Test {
                                               : Provider::kHybrid;
         const std::string key = absl::StrCat("r", rng() % kRateKeys);
         const Strategy strategy = rng() % 4 == 0 ? Strategy::kSuppressed : Strategy::kAbsolute;
-        Timed(t, absl::StrCat("rl", static_cast<int>(provider)), [&] {
+        auto rate_limit = [&] {
           return client->RateLimitInc(key, 200, 1, provider, strategy).status();
-        }).IgnoreError();  // load only
+        };
+        t.Count(absl::StrCat("rl", static_cast<int>(provider)), kCallDeadline, rate_limit)
+            .IgnoreError();  // load only
       }
     }
   }

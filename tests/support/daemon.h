@@ -9,12 +9,15 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
@@ -104,6 +107,33 @@ class Daemon {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
   std::unique_ptr<Client> client_;
+};
+
+// The calls of a load test: how many succeeded, failed ("<kind>:<code>" -> count) and hung
+// (failed only after their client's whole deadline: a hang in the daemon, not a refusal).
+struct CallCounts {
+  std::map<std::string, int64_t> errors;
+  int64_t ok_calls = 0;
+  int64_t hung = 0;
+
+  // Runs `call` (returns an absl::Status; its client's deadline is `deadline`) and counts it.
+  template <typename Call>
+  absl::Status Count(const std::string& kind, std::chrono::milliseconds deadline, Call call) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s = call();
+    if (s.ok()) {
+      ++ok_calls;
+    } else {
+      ++errors[absl::StrCat(kind, ":", static_cast<int>(s.code()))];
+      if (std::chrono::steady_clock::now() - start >= deadline) ++hung;
+    }
+    return s;
+  }
+  void Merge(const CallCounts& o) {
+    for (const auto& [k, v] : o.errors) errors[k] += v;
+    ok_calls += o.ok_calls;
+    hung += o.hung;
+  }
 };
 
 #ifdef DISTKIT_CLI_BIN
