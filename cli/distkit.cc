@@ -24,7 +24,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "client/distkit_client.h"
+#include "distkit/client.h"
 
 namespace {
 
@@ -185,20 +185,21 @@ std::variant<Args, UsageError> ParseArgs(const std::vector<std::string>& args, s
   return out;
 }
 
-std::optional<distkit::v1::Comparator> ParseComparator(std::string_view op) {
+std::optional<distkit::Comparator> ParseComparator(std::string_view op) {
   const std::string lower = absl::AsciiStrToLower(absl::string_view(op.data(), op.size()));
-  if (lower == "eq") return distkit::v1::COMPARATOR_EQ;
-  if (lower == "ne") return distkit::v1::COMPARATOR_NE;
-  if (lower == "lt") return distkit::v1::COMPARATOR_LT;
-  if (lower == "le") return distkit::v1::COMPARATOR_LE;
-  if (lower == "gt") return distkit::v1::COMPARATOR_GT;
-  if (lower == "ge") return distkit::v1::COMPARATOR_GE;
+  if (lower == "eq") return distkit::Comparator::kEq;
+  if (lower == "ne") return distkit::Comparator::kNe;
+  if (lower == "lt") return distkit::Comparator::kLt;
+  if (lower == "le") return distkit::Comparator::kLe;
+  if (lower == "gt") return distkit::Comparator::kGt;
+  if (lower == "ge") return distkit::Comparator::kGe;
   return std::nullopt;
 }
 
-std::variant<std::optional<distkit::v1::Condition>, UsageError> ParseCondition(const Args& args) {
+// No --if: Comparator::kNone.
+std::variant<distkit::Condition, UsageError> ParseCondition(const Args& args) {
   const auto it = args.values.find("if");
-  if (it == args.values.end()) return std::optional<distkit::v1::Condition>();
+  if (it == args.values.end()) return distkit::Condition();
   const std::string& spec = it->second;
   const size_t colon = spec.find(':');
   const auto op = ParseComparator(std::string_view(spec).substr(0, colon));
@@ -211,7 +212,7 @@ std::variant<std::optional<distkit::v1::Condition>, UsageError> ParseCondition(c
                      "ge and an int64 OPERAND (e.g. ge:10), got '",
                      spec, "'")};
   }
-  return std::optional<distkit::v1::Condition>(distkit::client::MakeCondition(*op, *operand));
+  return distkit::Condition{*op, *operand};
 }
 
 std::string Bool(bool b) { return b ? "true" : "false"; }
@@ -222,29 +223,27 @@ void PrintError(const absl::Status& status) {
 }
 
 // value/previous/applied, as one line or one JSON object.
-template <typename Response>
-void PrintChange(const Response& r, bool json) {
+void PrintChange(const distkit::CounterValue& r, bool json) {
   if (json) {
-    std::cout << "{\"value\":" << r.value() << ",\"previous\":" << r.previous()
-              << ",\"applied\":" << Bool(r.applied()) << "}\n";
+    std::cout << "{\"value\":" << r.value << ",\"previous\":" << r.previous
+              << ",\"applied\":" << Bool(r.applied) << "}\n";
   } else {
-    std::cout << "value=" << r.value() << " previous=" << r.previous()
-              << " applied=" << Bool(r.applied()) << "\n";
+    std::cout << "value=" << r.value << " previous=" << r.previous << " applied=" << Bool(r.applied)
+              << "\n";
   }
 }
 
-// The five fields of every InstanceCounterService response, as one line or one JSON object.
-template <typename Response>
-void PrintInstance(const Response& r, bool json) {
+// The five fields of every instance-counter result, as one line or one JSON object.
+void PrintInstance(const distkit::InstanceValue& r, bool json) {
   if (json) {
-    std::cout << "{\"cumulative\":" << r.cumulative() << ",\"instance\":" << r.instance()
-              << ",\"previous_cumulative\":" << r.previous_cumulative()
-              << ",\"previous_instance\":" << r.previous_instance()
-              << ",\"applied\":" << Bool(r.applied()) << "}\n";
+    std::cout << "{\"cumulative\":" << r.cumulative << ",\"instance\":" << r.instance
+              << ",\"previous_cumulative\":" << r.previous_cumulative
+              << ",\"previous_instance\":" << r.previous_instance
+              << ",\"applied\":" << Bool(r.applied) << "}\n";
   } else {
-    std::cout << "cumulative=" << r.cumulative() << " instance=" << r.instance()
-              << " previous_cumulative=" << r.previous_cumulative()
-              << " previous_instance=" << r.previous_instance() << " applied=" << Bool(r.applied())
+    std::cout << "cumulative=" << r.cumulative << " instance=" << r.instance
+              << " previous_cumulative=" << r.previous_cumulative
+              << " previous_instance=" << r.previous_instance << " applied=" << Bool(r.applied)
               << "\n";
   }
 }
@@ -274,12 +273,16 @@ std::chrono::milliseconds CallTimeout(const Globals& globals) {
   return std::max(std::chrono::milliseconds(1), timeout - reserve - elapsed);
 }
 
-// The client, or the exit code: a malformed --addr is a usage error.
-std::variant<std::unique_ptr<distkit::client::Client>, int> Connect(const Globals& globals) {
-  distkit::client::ClientOptions options;
-  options.default_timeout = CallTimeout(globals);
+// The client of namespace `ns` (empty: the daemon's --namespace), or the exit code: a malformed
+// --addr is a usage error.
+std::variant<std::unique_ptr<distkit::Client>, int> Connect(const Globals& globals,
+                                                            const std::string& ns = "") {
+  distkit::ClientOptions options;
+  options.address = globals.addr;
+  options.ns = ns;
+  options.deadline = CallTimeout(globals);
   options.tls = globals.tls;
-  auto client = distkit::client::Client::Connect(globals.addr, options);
+  auto client = distkit::Client::Create(std::move(options));
   if (!client.ok()) {
     // TLS problems name their option ("tls_ca: ...") or are about TLS as a whole; the others
     // are about the address.
@@ -299,20 +302,20 @@ int RunHealth(const Globals& globals, const Args& args) {
   const auto service = args.values.find("service");
   auto connected = Connect(globals);
   if (auto* code = std::get_if<int>(&connected)) return *code;
-  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+  auto& client = std::get<std::unique_ptr<distkit::Client>>(connected);
 
   const auto status = client->CheckHealth(service == args.values.end() ? "" : service->second);
   if (!status.ok()) {
     PrintError(status.status());
     return kExitNotServing;
   }
-  const std::string_view name = distkit::client::ServingStatusName(*status);
+  const std::string_view name = distkit::ServingStatusName(*status);
   if (globals.json) {
     std::cout << "{\"status\":\"" << name << "\"}\n";
   } else {
     std::cout << "status=" << name << "\n";
   }
-  return *status == distkit::client::ServingStatus::kServing ? kExitOk : kExitNotServing;
+  return *status == distkit::ServingStatus::kServing ? kExitOk : kExitNotServing;
 }
 
 // Which positionals and flags a subcommand takes.
@@ -325,8 +328,8 @@ struct Shape {
 struct Parsed {
   std::vector<std::string> rest;  // the positionals after the subcommand
   std::string ns;
-  distkit::v1::Consistency consistency = distkit::v1::CONSISTENCY_STRICT;
-  std::optional<distkit::v1::Condition> condition;
+  distkit::Consistency consistency = distkit::Consistency::kStrict;
+  distkit::Condition condition;
   int64_t number = 1;  // --delta for inc, VALUE for the KEY VALUE subcommands
 };
 
@@ -363,10 +366,10 @@ std::variant<Parsed, UsageError> ParseSubcommand(const std::string& command, con
 
   const auto ns_it = args.values.find("namespace");
   if (ns_it != args.values.end()) out.ns = ns_it->second;
-  if (args.values.count("lax") > 0) out.consistency = distkit::v1::CONSISTENCY_LAX;
+  if (args.values.count("lax") > 0) out.consistency = distkit::Consistency::kLax;
   auto condition = ParseCondition(args);
   if (auto* error = std::get_if<UsageError>(&condition)) return *error;
-  out.condition = std::get<std::optional<distkit::v1::Condition>>(condition);
+  out.condition = std::get<distkit::Condition>(condition);
 
   if (args.values.count("delta") > 0) {
     const auto delta = ParseInt64(args.values.at("delta"));
@@ -408,30 +411,28 @@ int RunCounter(const Globals& globals, const Args& args) {
   const Parsed& p = std::get<Parsed>(parsed_or);
   const std::string& op = args.positional[0];
 
-  auto connected = Connect(globals);
+  auto connected = Connect(globals, p.ns);
   if (auto* code = std::get_if<int>(&connected)) return *code;
-  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+  auto& client = std::get<std::unique_ptr<distkit::Client>>(connected);
 
   const bool json = globals.json;
-  auto change = [](const auto& r, bool j) { PrintChange(r, j); };
   absl::Status status;
   if (op == "inc") {
-    status = Show(client->Inc(p.ns, p.rest[0], p.number, p.consistency, p.condition), json, change);
+    status = Show(client->Inc(p.rest[0], p.number, p.consistency, p.condition), json, PrintChange);
   } else if (op == "get") {
-    status = Show(client->Get(p.ns, p.rest[0], p.consistency), json,
-                  [](const distkit::v1::GetResponse& r, bool j) {
-                    if (j) {
-                      std::cout << "{\"value\":" << r.value() << "}\n";
-                    } else {
-                      std::cout << "value=" << r.value() << "\n";
-                    }
-                  });
+    status = Show(client->Get(p.rest[0], p.consistency), json, [](int64_t value, bool j) {
+      if (j) {
+        std::cout << "{\"value\":" << value << "}\n";
+      } else {
+        std::cout << "value=" << value << "\n";
+      }
+    });
   } else if (op == "set") {
-    status = Show(client->Set(p.ns, p.rest[0], p.number, p.condition), json, change);
+    status = Show(client->Set(p.rest[0], p.number, p.condition), json, PrintChange);
   } else if (op == "del") {
-    status = Show(client->Del(p.ns, p.rest[0]), json, change);
+    status = Show(client->Del(p.rest[0]), json, PrintChange);
   } else {  // clear
-    status = client->Clear(p.ns);
+    status = client->Clear();
     if (status.ok()) std::cout << (json ? "{}" : "ok") << "\n";
   }
   return CallResult(status);
@@ -456,39 +457,32 @@ int RunInstanceCounter(const Globals& globals, const Args& args) {
   const Parsed& p = std::get<Parsed>(parsed_or);
   const std::string& op = args.positional[0];
 
-  auto connected = Connect(globals);
+  auto connected = Connect(globals, p.ns);
   if (auto* code = std::get_if<int>(&connected)) return *code;
-  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+  auto& client = std::get<std::unique_ptr<distkit::Client>>(connected);
 
   const bool json = globals.json;
-  auto print = [](const auto& r, bool j) { PrintInstance(r, j); };
+  const auto print = PrintInstance;
   absl::Status status;
   if (op == "inc") {
-    status = Show(client->InstanceInc(p.ns, p.rest[0], p.number, p.consistency, p.condition), json,
-                  print);
+    status =
+        Show(client->InstanceInc(p.rest[0], p.number, p.consistency, p.condition), json, print);
   } else if (op == "get") {
-    status = Show(client->InstanceGet(p.ns, p.rest[0], p.consistency), json, print);
+    status = Show(client->InstanceGet(p.rest[0], p.consistency), json, print);
   } else if (op == "set") {
-    status = Show(client->InstanceSet(p.ns, p.rest[0], p.number, p.condition), json, print);
+    status = Show(client->InstanceSet(p.rest[0], p.number, p.condition), json, print);
   } else if (op == "set-on-instance") {
-    status = Show(client->SetOnInstance(p.ns, p.rest[0], p.number, p.consistency, p.condition),
-                  json, print);
+    status =
+        Show(client->SetOnInstance(p.rest[0], p.number, p.consistency, p.condition), json, print);
   } else if (op == "del") {
-    status = Show(client->InstanceDel(p.ns, p.rest[0]), json, print);
+    status = Show(client->InstanceDel(p.rest[0]), json, print);
   } else if (op == "del-on-instance") {
-    status = Show(client->DelOnInstance(p.ns, p.rest[0]), json, print);
+    status = Show(client->DelOnInstance(p.rest[0]), json, print);
   } else {  // clear, clear-on-instance
-    status = op == "clear" ? client->InstanceClear(p.ns) : client->ClearOnInstance(p.ns);
+    status = op == "clear" ? client->InstanceClear() : client->ClearOnInstance();
     if (status.ok()) std::cout << (json ? "{}" : "ok") << "\n";
   }
   return CallResult(status);
-}
-
-// "ALLOWED", "REJECTED", "SUPPRESSED" (the enum name without its prefix).
-std::string DecisionName(distkit::v1::Decision d) {
-  const std::string& name = distkit::v1::Decision_Name(d);
-  constexpr std::string_view kPrefix = "DECISION_";
-  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
 }
 
 int RunRateLimit(const Globals& globals, const Args& args) {
@@ -506,26 +500,26 @@ int RunRateLimit(const Globals& globals, const Args& args) {
     if (it == args.values.end()) return std::nullopt;
     return it->second;
   };
-  distkit::v1::Provider provider = distkit::v1::PROVIDER_UNSPECIFIED;
+  distkit::Provider provider = distkit::Provider::kLocal;
   if (auto v = value("provider")) {
     const std::string lower = absl::AsciiStrToLower(*v);
     if (lower == "local") {
-      provider = distkit::v1::PROVIDER_LOCAL;
+      provider = distkit::Provider::kLocal;
     } else if (lower == "redis") {
-      provider = distkit::v1::PROVIDER_REDIS;
+      provider = distkit::Provider::kRedis;
     } else if (lower == "hybrid") {
-      provider = distkit::v1::PROVIDER_HYBRID;
+      provider = distkit::Provider::kHybrid;
     } else {
       return Usage({absl::StrCat("--provider: expected local, redis or hybrid, got '", *v, "'")});
     }
   }
-  distkit::v1::Strategy strategy = distkit::v1::STRATEGY_UNSPECIFIED;
+  distkit::Strategy strategy = distkit::Strategy::kAbsolute;
   if (auto v = value("strategy")) {
     const std::string lower = absl::AsciiStrToLower(*v);
     if (lower == "absolute") {
-      strategy = distkit::v1::STRATEGY_ABSOLUTE;
+      strategy = distkit::Strategy::kAbsolute;
     } else if (lower == "suppressed") {
-      strategy = distkit::v1::STRATEGY_SUPPRESSED;
+      strategy = distkit::Strategy::kSuppressed;
     } else {
       return Usage({absl::StrCat("--strategy: expected absolute or suppressed, got '", *v, "'")});
     }
@@ -545,40 +539,40 @@ int RunRateLimit(const Globals& globals, const Args& args) {
     }
   }
 
-  auto connected = Connect(globals);
+  auto connected = Connect(globals, p.ns);
   if (auto* code = std::get_if<int>(&connected)) return *code;
-  auto& client = std::get<std::unique_ptr<distkit::client::Client>>(connected);
+  auto& client = std::get<std::unique_ptr<distkit::Client>>(connected);
 
   absl::Status status;
   if (op == "inc") {
-    status = Show(
-        client->RateLimitInc(p.ns, p.rest[0], rate, count, provider, strategy), globals.json,
-        [](const distkit::v1::RateLimitIncResponse& r, bool j) {
-          const std::string decision = DecisionName(r.decision());
-          if (j) {
-            std::cout << "{\"decision\":\"" << decision << "\",\"allowed\":" << Bool(r.allowed())
-                      << ",\"retry_after_ms\":" << r.retry_after_ms()
-                      << ",\"remaining_after_waiting\":" << r.remaining_after_waiting()
-                      << ",\"suppression_factor\":" << absl::StrCat(r.suppression_factor())
-                      << ",\"degraded\":" << Bool(r.degraded()) << "}\n";
-          } else {
-            std::cout << "decision=" << decision << " allowed=" << Bool(r.allowed())
-                      << " retry_after_ms=" << r.retry_after_ms()
-                      << " remaining_after_waiting=" << r.remaining_after_waiting()
-                      << " suppression_factor=" << absl::StrCat(r.suppression_factor())
-                      << " degraded=" << Bool(r.degraded()) << "\n";
-          }
-        });
-  } else {  // get
-    status = Show(client->RateLimitGet(p.ns, p.rest[0], provider, strategy), globals.json,
-                  [](const distkit::v1::RateLimitGetResponse& r, bool j) {
+    status = Show(client->RateLimitInc(p.rest[0], rate, count, provider, strategy), globals.json,
+                  [](const distkit::RateLimitResult& r, bool j) {
+                    const std::string_view decision = distkit::DecisionName(r.decision);
                     if (j) {
-                      std::cout << "{\"total\":" << r.total() << ",\"declined\":" << r.declined()
-                                << ",\"suppression_factor\":"
-                                << absl::StrCat(r.suppression_factor()) << "}\n";
+                      std::cout << "{\"decision\":\"" << decision
+                                << "\",\"allowed\":" << Bool(r.allowed)
+                                << ",\"retry_after_ms\":" << r.retry_after_ms
+                                << ",\"remaining_after_waiting\":" << r.remaining_after_waiting
+                                << ",\"suppression_factor\":" << absl::StrCat(r.suppression_factor)
+                                << ",\"degraded\":" << Bool(r.degraded) << "}\n";
                     } else {
-                      std::cout << "total=" << r.total() << " declined=" << r.declined()
-                                << " suppression_factor=" << absl::StrCat(r.suppression_factor())
+                      std::cout << "decision=" << decision << " allowed=" << Bool(r.allowed)
+                                << " retry_after_ms=" << r.retry_after_ms
+                                << " remaining_after_waiting=" << r.remaining_after_waiting
+                                << " suppression_factor=" << absl::StrCat(r.suppression_factor)
+                                << " degraded=" << Bool(r.degraded) << "\n";
+                    }
+                  });
+  } else {  // get
+    status = Show(client->RateLimitGet(p.rest[0], provider, strategy), globals.json,
+                  [](const distkit::RateLimitState& r, bool j) {
+                    if (j) {
+                      std::cout << "{\"total\":" << r.total << ",\"declined\":" << r.declined
+                                << ",\"suppression_factor\":" << absl::StrCat(r.suppression_factor)
+                                << "}\n";
+                    } else {
+                      std::cout << "total=" << r.total << " declined=" << r.declined
+                                << " suppression_factor=" << absl::StrCat(r.suppression_factor)
                                 << "\n";
                     }
                   });

@@ -1,11 +1,74 @@
 #include "distkit/client.h"
 
+#include <charconv>
 #include <functional>
 #include <string>
 #include <type_traits>
 #include <utility>
 
 #include "distkit/call.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace distkit::internal {
+namespace {
+
+absl::Status InvalidAddress(std::string_view addr, std::string_view why) {
+  std::string message = "invalid address '";
+  message.append(addr).append("': ").append(why);
+  return absl::InvalidArgumentError(message);
+}
+
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+}  // namespace
+
+absl::Status ValidateAddress(std::string_view addr) {
+  if (addr.empty()) return absl::InvalidArgumentError("empty address");
+  if (StartsWith(addr, "unix:")) {
+    std::string_view path = addr.substr(5);
+    if (StartsWith(path, "//")) path.remove_prefix(2);
+    if (path.empty()) return InvalidAddress(addr, "missing socket path");
+    return absl::OkStatus();
+  }
+  // Other gRPC target URIs are gRPC's business.
+  for (std::string_view scheme : {"unix-abstract:", "dns:", "ipv4:", "ipv6:", "vsock:"}) {
+    if (StartsWith(addr, scheme)) return absl::OkStatus();
+  }
+  if (addr.find("://") != std::string_view::npos) return absl::OkStatus();
+
+  std::string_view host;
+  std::string_view port;
+  if (addr.front() == '[') {
+    const size_t close = addr.find(']');
+    if (close == std::string_view::npos || close + 1 >= addr.size() || addr[close + 1] != ':') {
+      return InvalidAddress(addr, "expected [IPV6]:PORT");
+    }
+    host = addr.substr(1, close - 1);
+    port = addr.substr(close + 2);
+  } else {
+    const size_t colon = addr.rfind(':');
+    if (colon == std::string_view::npos) {
+      return InvalidAddress(addr, "expected unix:PATH or HOST:PORT");
+    }
+    host = addr.substr(0, colon);
+    port = addr.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return InvalidAddress(addr, "IPv6 addresses need brackets, e.g. [::1]:50051");
+    }
+  }
+  if (host.empty()) return InvalidAddress(addr, "missing host");
+  int value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value < 1 ||
+      value > 65535) {
+    return InvalidAddress(addr, "port must be an integer in [1, 65535]");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace distkit::internal
 
 namespace distkit {
 namespace {
@@ -193,6 +256,20 @@ std::string_view DecisionName(Decision decision) {
       return "SUPPRESSED";
   }
   return "ALLOWED";
+}
+
+std::string_view ServingStatusName(ServingStatus status) {
+  switch (status) {
+    case ServingStatus::kUnknown:
+      return "UNKNOWN";
+    case ServingStatus::kServing:
+      return "SERVING";
+    case ServingStatus::kNotServing:
+      return "NOT_SERVING";
+    case ServingStatus::kServiceUnknown:
+      return "SERVICE_UNKNOWN";
+  }
+  return "UNKNOWN";
 }
 
 CounterOp CounterOp::Inc(std::string key, int64_t delta, Consistency c, Condition condition) {
@@ -565,6 +642,29 @@ absl::StatusOr<BatchResults<RateLimitResult>> Client::RateLimitBatch(
                          op.provider, op.strategy);
   }
   return Sync(&RateLimitStub::Batch, rate_limit_.get(), req, Ctx(), FromRateLimitBatch);
+}
+
+// ---- health ----
+
+absl::StatusOr<ServingStatus> Client::CheckHealth(std::string_view service) {
+  using grpc::health::v1::HealthCheckResponse;
+  grpc::health::v1::HealthCheckRequest req;
+  req.mutable_service()->assign(service.data(), service.size());
+  // A stub per call: health checks are rare, and the public header stays free of health.proto.
+  const auto stub = grpc::health::v1::Health::NewStub(channel_);
+  return Sync(&grpc::health::v1::Health::Stub::Check, stub.get(), req, Ctx(),
+              [](const HealthCheckResponse& r) {
+                switch (r.status()) {
+                  case HealthCheckResponse::SERVING:
+                    return ServingStatus::kServing;
+                  case HealthCheckResponse::NOT_SERVING:
+                    return ServingStatus::kNotServing;
+                  case HealthCheckResponse::SERVICE_UNKNOWN:
+                    return ServingStatus::kServiceUnknown;
+                  default:
+                    return ServingStatus::kUnknown;
+                }
+              });
 }
 
 }  // namespace distkit

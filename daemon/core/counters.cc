@@ -459,17 +459,8 @@ void Counters::SettleStale(const MapKey& k, const std::vector<SeqDelta>& carried
     OnRemoteValue(e, r.value, r.applied_seq.value_or(0), Now());
     out = OnStale(e, carried, r.resolved, [this] { return next_seq_++; });
   }
-  stats_.resent_stale += out.resent;
-  if (out.given_up > 0) {
-    stats_.given_up += out.given_up;
-    spdlog::error(
-        "{}/{}: {} LAX entr{} (sum {}) stayed unacknowledged longer than --lax_resend_bound_ms "
-        "and Redis can no longer tell whether {} applied; given up (LAX work may be lost, never "
-        "counted twice)",
-        k.first, k.second, out.given_up, out.given_up == 1 ? "y" : "ies",
-        out.sum ? absl::StrCat(*out.sum) : std::string("beyond int64"),
-        out.given_up == 1 ? "it was" : "they were");
-  }
+  CountStale(out, k.first, k.second, "LAX counter operation(s)", stats_.resent_stale,
+             stats_.given_up);
 }
 
 std::optional<int64_t> Counters::RedisNowMs() { return redis_time_.NowMs(Now()); }

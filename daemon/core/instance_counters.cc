@@ -624,16 +624,8 @@ void InstanceCounters::Settle(const MapKey& k, Op op, int64_t /*inc*/,
     }
     restore_now = e.restore_inc != 0 && !e.restoring && e.carriers == 0;
   }
-  stats_.resent_stale += stale.resent;
-  if (stale.given_up > 0) {
-    stats_.given_up += stale.given_up;
-    spdlog::error(
-        "{}/{}: {} LAX instance-counter operation(s) (additions summing {}) stayed "
-        "unacknowledged longer than --lax_resend_bound_ms and Redis can no longer tell whether "
-        "they were applied; given up (LAX work may be lost, never counted twice)",
-        k.first, k.second, stale.given_up,
-        stale.sum ? absl::StrCat(*stale.sum) : std::string("beyond int64"));
-  }
+  CountStale(stale, k.first, k.second, "LAX instance-counter operation(s)", stats_.resent_stale,
+             stats_.given_up);
   if (restore_now) StartRestore(k);
 }
 

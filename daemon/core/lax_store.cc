@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+#include "daemon/common/logging.h"
 #include "daemon/core/int64_math.h"
 
 namespace distkit::core {
@@ -62,6 +64,19 @@ StaleOutcome OnStale(LaxEntry& e, const std::vector<SeqDelta>& carried, bool res
                      absl::FunctionRef<uint64_t()> next_seq) {
   return ResolveStale<SeqDelta>(e.unacked, e.remote_seq, carried, resolved, next_seq,
                                 [](const SeqDelta& u) { return u.delta; });
+}
+
+void CountStale(const StaleOutcome& out, std::string_view ns, std::string_view key,
+                std::string_view what, std::atomic<uint64_t>& resent,
+                std::atomic<uint64_t>& given_up) {
+  resent += out.resent;
+  if (out.given_up == 0) return;
+  given_up += out.given_up;
+  spdlog::error(
+      "{}/{}: {} {} (additions summing {}) stayed unacknowledged longer than "
+      "--lax_resend_bound_ms and Redis can no longer tell whether they were applied; given up "
+      "(LAX work may be lost, never counted twice)",
+      ns, key, out.given_up, what, out.sum ? absl::StrCat(*out.sum) : std::string("beyond int64"));
 }
 
 }  // namespace distkit::core

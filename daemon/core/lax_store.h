@@ -1,9 +1,11 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -110,6 +112,13 @@ struct StaleOutcome {
 };
 StaleOutcome OnStale(LaxEntry& e, const std::vector<SeqDelta>& carried, bool resolved,
                      absl::FunctionRef<uint64_t()> next_seq);
+
+// Adds `out` to the `resent` and `given_up` stats; entries given up are logged as an error for
+// key `ns`/`key` (`what` names them, e.g. "LAX counter operation(s)"): the operator's one trace
+// of work that may be lost.
+void CountStale(const StaleOutcome& out, std::string_view ns, std::string_view key,
+                std::string_view what, std::atomic<uint64_t>& resent,
+                std::atomic<uint64_t>& given_up);
 
 // The resend-bound bookkeeping shared by plain (SeqDelta) and instance (SeqSliceOp) entries:
 // any Item with seq, maybe_sent and sent_ms.

@@ -38,9 +38,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "daemon/core/redis_keys.h"
-#include "distkit/v1/counter.grpc.pb.h"
-#include "distkit/v1/instance_counter.grpc.pb.h"
-#include "distkit/v1/rate_limit.grpc.pb.h"
+#include "distkit/client.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_cluster.h"
@@ -79,14 +77,11 @@ int64_t MetricValue(const std::string& text, const std::string& prefix) {
 }
 
 // One client's view of the calls it made, merged after the threads are joined.
-struct Tally {
+struct Tally : testing::CallCounts {
   std::map<std::string, int64_t> acked;      // plain counter key -> sum of acknowledged deltas
   std::map<std::string, int64_t> uncertain;  // plain counter key -> deltas of failed STRICT calls
   // instance counter key -> per daemon: acknowledged deltas, failed STRICT deltas.
   std::map<std::string, std::vector<int64_t>> iacked, iuncertain;
-  std::map<std::string, int64_t> errors;  // "<kind>:<grpc code>" -> count
-  int64_t ok_calls = 0;
-  int64_t hung = 0;  // calls that ran into kCallDeadline
   int64_t rate_allowed = 0, rate_rejected = 0, rate_degraded = 0;
 
   void Merge(const Tally& o) {
@@ -102,9 +97,7 @@ struct Tally {
       mine.resize(kDaemons, 0);
       for (size_t d = 0; d < v.size(); ++d) mine[d] += v[d];
     }
-    for (const auto& [k, v] : o.errors) errors[k] += v;
-    ok_calls += o.ok_calls;
-    hung += o.hung;
+    CallCounts::Merge(o);
     rate_allowed += o.rate_allowed;
     rate_rejected += o.rate_rejected;
     rate_degraded += o.rate_degraded;
@@ -146,42 +139,22 @@ class ClusterChaosE2ETest : public ::testing::Test {
     }
   }
 
-  // One call with a deadline; records the outcome in `t`. Returns the status.
-  template <typename Call>
-  grpc::Status Timed(Tally& t, const std::string& kind, Call call) {
-    grpc::ClientContext ctx;
-    const auto start = Clock::now();
-    ctx.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
-    const grpc::Status s = call(&ctx);
-    if (s.ok()) {
-      ++t.ok_calls;
-    } else {
-      ++t.errors[absl::StrCat(kind, ":", static_cast<int>(s.error_code()))];
-      if (Clock::now() - start >= kCallDeadline) ++t.hung;
-    }
-    return s;
-  }
-
   // Mixed load on namespace `ns` from one client until `stop`.
   void ClientLoop(int client, const std::string& ns, const std::atomic<bool>& stop, Tally& t) {
     std::mt19937 rng(static_cast<uint32_t>(client * 7919 + ns.size()));
     std::uniform_int_distribution<int> pick(0, 99), delta_of(1, 5);
+    std::vector<std::unique_ptr<Client>> clients;
+    for (auto& daemon : daemons_) clients.push_back(daemon->NewClient(ns, kCallDeadline));
     while (!stop.load()) {
       const int d = static_cast<int>(rng() % kDaemons);
-      Daemon& daemon = *daemons_[d];
+      Client& client = *clients[d];
       const int what = pick(rng);
       const int64_t delta = delta_of(rng);
       if (what < 60) {  // plain counter, STRICT or LAX
         const bool strict = what < 30;
         const std::string key = CounterKey(static_cast<int>(rng() % kCounterKeys));
-        v1::IncRequest req;
-        req.set_namespace_(ns);
-        req.set_key(key);
-        req.set_delta(delta);
-        req.set_consistency(strict ? v1::CONSISTENCY_STRICT : v1::CONSISTENCY_LAX);
-        v1::IncResponse resp;
-        const grpc::Status s = Timed(t, strict ? "inc_strict" : "inc_lax", [&](auto* ctx) {
-          return daemon.counter_stub()->Inc(ctx, req, &resp);
+        const absl::Status s = t.Count(strict ? "inc_strict" : "inc_lax", kCallDeadline, [&] {
+          return client.Inc(key, delta, strict ? Consistency::kStrict : Consistency::kLax).status();
         });
         if (s.ok()) {
           t.acked[key] += delta;
@@ -195,14 +168,9 @@ class ClusterChaosE2ETest : public ::testing::Test {
       } else if (what < 80) {  // instance counter, STRICT or LAX
         const bool strict = what < 70;
         const std::string key = InstanceKey(static_cast<int>(rng() % kInstanceKeys));
-        v1::InstanceIncRequest req;
-        req.set_namespace_(ns);
-        req.set_key(key);
-        req.set_delta(delta);
-        req.set_consistency(strict ? v1::CONSISTENCY_STRICT : v1::CONSISTENCY_LAX);
-        v1::InstanceIncResponse resp;
-        const grpc::Status s = Timed(t, strict ? "iinc_strict" : "iinc_lax", [&](auto* ctx) {
-          return daemon.icounter_stub()->Inc(ctx, req, &resp);
+        const absl::Status s = t.Count(strict ? "iinc_strict" : "iinc_lax", kCallDeadline, [&] {
+          return client.InstanceInc(key, delta, strict ? Consistency::kStrict : Consistency::kLax)
+              .status();
         });
         auto& acked = t.iacked[key];
         auto& uncertain = t.iuncertain[key];
@@ -211,20 +179,16 @@ class ClusterChaosE2ETest : public ::testing::Test {
         (s.ok() ? acked : uncertain)[d] += delta;
       } else {  // rate limit, REDIS or HYBRID
         const bool redis = what < 90;
-        v1::RateLimitIncRequest req;
-        req.set_namespace_(ns);
-        req.set_key(absl::StrCat("r", rng() % kRateKeys));
-        req.set_rate_per_second(500);
-        req.set_count(1);
-        req.set_provider(redis ? v1::PROVIDER_REDIS : v1::PROVIDER_HYBRID);
-        req.set_strategy(v1::STRATEGY_ABSOLUTE);
-        v1::RateLimitIncResponse resp;
-        const grpc::Status s = Timed(t, redis ? "rl_redis" : "rl_hybrid", [&](auto* ctx) {
-          return daemon.ratelimit_stub()->Inc(ctx, req, &resp);
+        const std::string key = absl::StrCat("r", rng() % kRateKeys);
+        absl::StatusOr<RateLimitResult> r;
+        const absl::Status s = t.Count(redis ? "rl_redis" : "rl_hybrid", kCallDeadline, [&] {
+          r = client.RateLimitInc(key, 500, 1, redis ? Provider::kRedis : Provider::kHybrid,
+                                  Strategy::kAbsolute);
+          return r.status();
         });
         if (s.ok()) {
-          ++(resp.allowed() ? t.rate_allowed : t.rate_rejected);
-          if (resp.degraded()) ++t.rate_degraded;
+          ++(r->allowed ? t.rate_allowed : t.rate_rejected);
+          if (r->degraded) ++t.rate_degraded;
         }
       }
     }
@@ -311,31 +275,24 @@ class ClusterChaosE2ETest : public ::testing::Test {
       if (t.iuncertain.count(key)) uncertain = t.iuncertain.at(key);
       int64_t sum = 0, cumulative = -1;
       for (int d = 0; d < kDaemons; ++d) {
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
-        v1::InstanceGetRequest req;
-        req.set_namespace_(ns);
-        req.set_key(key);
-        req.set_consistency(v1::CONSISTENCY_STRICT);
-        v1::InstanceGetResponse resp;
-        const grpc::Status s = daemons_[d]->icounter_stub()->Get(&ctx, req, &resp);
+        const absl::StatusOr<InstanceValue> r =
+            daemons_[d]->NewClient(ns, kCallDeadline)->InstanceGet(key, Consistency::kStrict);
         if (report) {
-          EXPECT_TRUE(s.ok()) << ns << "/" << key << " on d" << d << ": " << s.error_code() << " "
-                              << s.error_message();
+          EXPECT_TRUE(r.ok()) << ns << "/" << key << " on d" << d << ": " << r.status();
         }
-        if (!s.ok()) return false;
+        if (!r.ok()) return false;
         const bool ok_slice =
-            (!exact || resp.instance() >= acked[d]) && resp.instance() <= acked[d] + uncertain[d];
+            (!exact || r->instance >= acked[d]) && r->instance <= acked[d] + uncertain[d];
         if (report) {
-          EXPECT_TRUE(ok_slice) << ns << "/" << key << " on d" << d << ": slice " << resp.instance()
+          EXPECT_TRUE(ok_slice) << ns << "/" << key << " on d" << d << ": slice " << r->instance
                                 << ", acknowledged " << acked[d] << " (+" << uncertain[d]
                                 << " uncertain)";
-          EXPECT_TRUE(cumulative < 0 || cumulative == resp.cumulative())
+          EXPECT_TRUE(cumulative < 0 || cumulative == r->cumulative)
               << ns << "/" << key << ": daemons disagree on the cumulative";
         }
-        if (!ok_slice || (cumulative >= 0 && cumulative != resp.cumulative())) return false;
-        sum += resp.instance();
-        cumulative = resp.cumulative();
+        if (!ok_slice || (cumulative >= 0 && cumulative != r->cumulative)) return false;
+        sum += r->instance;
+        cumulative = r->cumulative;
       }
       if (report) {
         EXPECT_EQ(cumulative, sum) << ns << "/" << key << ": cumulative != sum of slices";

@@ -9,10 +9,11 @@
 
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
-#include "distkit/v1/instance_counter.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_backend.h"
@@ -147,15 +148,9 @@ TEST(E2E, OversizedRequestIsRefusedBeforeParsingAndTheDaemonKeepsServing) {
   ASSERT_TRUE(a.WaitServing());
   // 7 MB: above the receive limit (just above the largest legal batch, ≈ 5.5 MB); few items, so
   // it would be cheap to parse: the transport, not our validation, must refuse it.
-  v1::BatchRequest req;
-  for (int i = 0; i < 7; ++i) {
-    req.add_ops()->mutable_inc()->set_key(std::string(1 << 20, 'k'));
-  }
-  v1::BatchResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-  const grpc::Status s = a.counter_stub()->Batch(&ctx, req, &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  const std::vector<CounterOp> ops(7, CounterOp::Inc(std::string(1 << 20, 'k'), 0));
+  const absl::Status s = a.NewClient("", 10s)->Batch(ops).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   v1::IncResponse inc;
   ASSERT_TRUE(a.CounterInc("after", 3, v1::CONSISTENCY_STRICT, &inc).ok());
   EXPECT_EQ(inc.value(), 3);
@@ -275,21 +270,12 @@ TEST_P(DaemonE2E, CliHealthProbeAndCounterCommands) {
 
 // Instance-counter Inc/Get on a daemon (cumulative, or -1 on error).
 int64_t ICInc(Daemon& d, const std::string& key, int64_t delta) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  v1::InstanceIncRequest req;
-  req.set_key(key);
-  req.set_delta(delta);
-  v1::InstanceIncResponse resp;
-  return d.icounter_stub()->Inc(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
+  const absl::StatusOr<InstanceValue> r = d.NewClient("", 5s)->InstanceInc(key, delta);
+  return r.ok() ? r->cumulative : -1;
 }
 int64_t ICGet(Daemon& d, const std::string& key) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  v1::InstanceGetRequest req;
-  req.set_key(key);
-  v1::InstanceGetResponse resp;
-  return d.icounter_stub()->Get(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
+  const absl::StatusOr<InstanceValue> r = d.NewClient("", 5s)->InstanceGet(key);
+  return r.ok() ? r->cumulative : -1;
 }
 
 TEST_P(DaemonE2E, InstanceCountersSigtermRemovesSlicesAndDeregisters) {

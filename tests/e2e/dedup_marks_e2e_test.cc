@@ -16,8 +16,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "daemon/core/redis_keys.h"
+#include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
-#include "distkit/v1/instance_counter.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -56,26 +56,14 @@ int64_t QMarks(RedisServer& redis, const std::string& key) {
   return n;
 }
 
-grpc::Status ICInc(Daemon& d, const std::string& key, int64_t delta) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  v1::InstanceIncRequest req;
-  req.set_key(key);
-  req.set_delta(delta);
-  req.set_consistency(v1::CONSISTENCY_LAX);
-  v1::InstanceIncResponse resp;
-  return d.icounter_stub()->Inc(&ctx, req, &resp);
+absl::Status ICInc(Daemon& d, const std::string& key, int64_t delta) {
+  return d.NewClient("", 5s)->InstanceInc(key, delta, Consistency::kLax).status();
 }
 
 // STRICT cumulative, or -1 on error.
 int64_t ICGet(Daemon& d, const std::string& key) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  v1::InstanceGetRequest req;
-  req.set_key(key);
-  req.set_consistency(v1::CONSISTENCY_STRICT);
-  v1::InstanceGetResponse resp;
-  return d.icounter_stub()->Get(&ctx, req, &resp).ok() ? resp.cumulative() : -1;
+  const absl::StatusOr<InstanceValue> r = d.NewClient("", 5s)->InstanceGet(key);
+  return r.ok() ? r->cumulative : -1;
 }
 
 TEST(DedupMarksE2E, RestartsDoNotPileUpMarksAndNothingIsLostOrDoubled) {
@@ -101,8 +89,8 @@ TEST(DedupMarksE2E, RestartsDoNotPileUpMarksAndNothingIsLostOrDoubled) {
       }
       for (const auto& key : kInstanceKeys) {
         for (int j = 0; j < kIncsPerKey; ++j) {
-          const grpc::Status s = ICInc(*d, key, 1);
-          ASSERT_TRUE(s.ok()) << s.error_message();
+          const absl::Status s = ICInc(*d, key, 1);
+          ASSERT_TRUE(s.ok()) << s;
         }
       }
     }

@@ -140,6 +140,37 @@ void PauseUntilAPushFails(const std::function<void(int)>& signal, std::atomic<in
   EXPECT_TRUE(PollUntil([&] { return agg->last_status().ok(); }, 30s)) << agg->last_status();
 }
 
+// The aggregator options of every scenario: a long last flush, push failures counted.
+LaxAggregatorOptions Counting(std::atomic<int>* failures) {
+  LaxAggregatorOptions options;
+  options.shutdown_timeout = 30s;
+  options.on_error = [failures](const absl::Status&) { ++*failures; };
+  return options;
+}
+
+// What the app threads of a scenario were told OK.
+struct Counted {
+  int64_t writers = 0;
+  int64_t fresh = 0;
+  int fresh_keys = 0;
+};
+
+// `threads` app threads (Writers) and a thread of new keys (FreshKeys) count through `agg` until
+// `warmup` increments are in; Redis is paused until a push fails, then resumed; the threads stop
+// and `agg` flushes.
+void CountWhileRedisIsPaused(LaxAggregator& agg, RedisServer& redis, std::atomic<int>* failures,
+                             int threads, int64_t warmup, Counted* out) {
+  Writers writers(&agg, threads);
+  FreshKeys fresh(&agg);
+  ASSERT_TRUE(PollUntil([&] { return writers.counted() > warmup; }, 20s));
+  PauseUntilAPushFails([&](int sig) { PauseRedis(redis, sig); }, failures, &agg);
+  fresh.Stop();
+  out->fresh = fresh.counted();
+  out->fresh_keys = fresh.keys();
+  out->writers = writers.Stop();
+  ASSERT_TRUE(agg.Flush().ok()) << agg.last_status();
+}
+
 TEST(LaxAggregatorE2ETest, ExactlyOnceWhileTheDaemonIsPausedAndResumed) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
@@ -149,10 +180,7 @@ TEST(LaxAggregatorE2ETest, ExactlyOnceWhileTheDaemonIsPausedAndResumed) {
   std::atomic<int> failures{0};
   int64_t counted = 0;
   {
-    LaxAggregatorOptions options;
-    options.shutdown_timeout = 30s;
-    options.on_error = [&](const absl::Status&) { ++failures; };
-    LaxAggregator agg(client.get(), std::move(options));
+    LaxAggregator agg(client.get(), Counting(&failures));
     Writers writers(&agg, 4);
     ASSERT_TRUE(PollUntil([&] { return writers.counted() > 10'000; }, 20s));
     for (int round = 0; round < 3; ++round) {
@@ -177,26 +205,15 @@ TEST(LaxAggregatorE2ETest, CountsEveryIncrementWhileRedisIsPausedAndResumed) {
   ASSERT_TRUE(d.WaitServing());
   auto client = Connect(d);
   std::atomic<int> failures{0};
-  int64_t counted = 0, fresh_counted = 0;
-  int fresh_keys = 0;
+  Counted counted;
   {
-    LaxAggregatorOptions options;
-    options.shutdown_timeout = 30s;
-    options.on_error = [&](const absl::Status&) { ++failures; };
-    LaxAggregator agg(client.get(), std::move(options));
-    Writers writers(&agg, 4);
-    FreshKeys fresh(&agg);
-    ASSERT_TRUE(PollUntil([&] { return writers.counted() > 10'000; }, 20s));
-    PauseUntilAPushFails([&](int sig) { PauseRedis(*redis, sig); }, &failures, &agg);
-    fresh.Stop();
-    fresh_counted = fresh.counted();
-    fresh_keys = fresh.keys();
-    counted = writers.Stop();
-    ASSERT_TRUE(agg.Flush().ok()) << agg.last_status();
+    LaxAggregator agg(client.get(), Counting(&failures));
+    ASSERT_NO_FATAL_FAILURE(CountWhileRedisIsPaused(agg, *redis, &failures, 4, 10'000, &counted));
   }
   EXPECT_EQ(d.Stop(SIGTERM, 20s), 0) << d.Log();
-  EXPECT_EQ(RedisSum(*redis), counted);
-  EXPECT_EQ(RedisSum(*redis, "fresh", fresh_keys, core::PlainCounterKey, "v"), fresh_counted);
+  EXPECT_EQ(RedisSum(*redis), counted.writers);
+  EXPECT_EQ(RedisSum(*redis, "fresh", counted.fresh_keys, core::PlainCounterKey, "v"),
+            counted.fresh);
 }
 
 TEST(LaxAggregatorE2ETest, InstanceAwareCountsEveryIncrementOnceWhileRedisIsPaused) {
@@ -206,22 +223,10 @@ TEST(LaxAggregatorE2ETest, InstanceAwareCountsEveryIncrementOnceWhileRedisIsPaus
   ASSERT_TRUE(d.WaitServing("distkit.v1.InstanceCounterService"));
   auto client = Connect(d);
   std::atomic<int> failures{0};
-  int64_t counted = 0, fresh_counted = 0;
-  int fresh_keys = 0;
+  Counted counted;
   {
-    LaxAggregatorOptions options;
-    options.shutdown_timeout = 30s;
-    options.on_error = [&](const absl::Status&) { ++failures; };
-    LaxAggregator agg(InstanceCounterTransport(client.get()), std::move(options));
-    Writers writers(&agg, 2);
-    FreshKeys fresh(&agg);
-    ASSERT_TRUE(PollUntil([&] { return writers.counted() > 5'000; }, 20s));
-    PauseUntilAPushFails([&](int sig) { PauseRedis(*redis, sig); }, &failures, &agg);
-    fresh.Stop();
-    fresh_counted = fresh.counted();
-    fresh_keys = fresh.keys();
-    counted = writers.Stop();
-    ASSERT_TRUE(agg.Flush().ok()) << agg.last_status();
+    LaxAggregator agg(InstanceCounterTransport(client.get()), Counting(&failures));
+    ASSERT_NO_FATAL_FAILURE(CountWhileRedisIsPaused(agg, *redis, &failures, 2, 5'000, &counted));
     auto read = agg.Get(Key(0));
     ASSERT_TRUE(read.ok()) << read.status();
   }
@@ -231,11 +236,11 @@ TEST(LaxAggregatorE2ETest, InstanceAwareCountsEveryIncrementOnceWhileRedisIsPaus
   EXPECT_TRUE(PollUntil(
       [&] {
         sum = RedisSum(*redis, "agg", kKeys, core::InstanceCounterKey, "c");
-        fresh_sum = RedisSum(*redis, "fresh", fresh_keys, core::InstanceCounterKey, "c");
-        return sum == counted && fresh_sum == fresh_counted;
+        fresh_sum = RedisSum(*redis, "fresh", counted.fresh_keys, core::InstanceCounterKey, "c");
+        return sum == counted.writers && fresh_sum == counted.fresh;
       },
       20s))
-      << sum << " != " << counted << " or " << fresh_sum << " != " << fresh_counted;
+      << sum << " != " << counted.writers << " or " << fresh_sum << " != " << counted.fresh;
 }
 
 }  // namespace

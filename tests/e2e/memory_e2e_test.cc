@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -24,7 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "distkit/v1/rate_limit.grpc.pb.h"
+#include "distkit/client.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -65,37 +66,29 @@ std::optional<int64_t> RssKb(pid_t pid) {
 }
 
 // LOCAL ABSOLUTE Incs of keys [first, first + n) in one Batch; the per-item codes.
-std::vector<int> LocalBatch(v1::RateLimitService::Stub& stub, int first, int n) {
-  v1::RateLimitBatchRequest req;
+std::vector<int> LocalBatch(Client& client, int first, int n) {
+  std::vector<RateLimitOp> ops;
   for (int i = first; i < first + n; ++i) {
-    v1::RateLimitIncRequest* inc = req.add_ops()->mutable_inc();
-    inc->set_key(absl::StrFormat("memory-probe-key-%08d", i));  // not a short-string
-    inc->set_rate_per_second(100);
-    inc->set_count(1);
-    inc->set_provider(v1::PROVIDER_LOCAL);
-    inc->set_strategy(v1::STRATEGY_ABSOLUTE);
+    ops.push_back({absl::StrFormat("memory-probe-key-%08d", i), 100});  // not a short-string
   }
-  v1::RateLimitBatchResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 30s);
-  const grpc::Status s = stub.Batch(&ctx, req, &resp);
-  EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  const absl::StatusOr<BatchResults<RateLimitResult>> r = client.RateLimitBatch(ops);
+  EXPECT_TRUE(r.ok()) << r.status();
   std::vector<int> codes;
-  for (const auto& r : resp.results()) codes.push_back(r.code());
+  for (const auto& item : r.value_or(BatchResults<RateLimitResult>())) {
+    codes.push_back(static_cast<int>(item.status().code()));
+  }
   return codes;
 }
 
-grpc::Status LocalInc(v1::RateLimitService::Stub& stub, const std::string& key) {
-  v1::RateLimitIncRequest req;
-  req.set_key(key);
-  req.set_rate_per_second(100);
-  req.set_count(1);
-  req.set_provider(v1::PROVIDER_LOCAL);
-  req.set_strategy(v1::STRATEGY_ABSOLUTE);
-  v1::RateLimitIncResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-  return stub.Inc(&ctx, req, &resp);
+absl::Status LocalInc(Client& client, const std::string& key) {
+  return client.RateLimitInc(key, 100).status();
+}
+
+// The C++ client over a channel of its own to `socket` (a 30 s deadline, for the largest Batch).
+std::unique_ptr<Client> ClientTo(const std::string& socket) {
+  ClientOptions options;
+  options.deadline = 30s;
+  return Client::FromChannel(testing::FastChannel("unix:" + socket), options);
 }
 
 // distkitd on `socket` with `extra` flags, listening (nullptr on failure).
@@ -118,16 +111,16 @@ TEST(MemoryE2E, LocalRateLimitKeyCapRefusesNewKeysOnly) {
   const std::string socket = redis->dir() + "/cap.sock";
   auto daemon = StartDaemon(DISTKIT_DAEMON_BIN, *redis, socket, {"--max_rate_limit_keys", "1000"});
   ASSERT_TRUE(daemon);
-  auto stub = v1::RateLimitService::NewStub(testing::FastChannel("unix:" + socket));
-  ASSERT_TRUE(PollUntil([&] { return LocalInc(*stub, "memory-probe-key-00000000").ok(); }, 15s));
-  const std::vector<int> codes = LocalBatch(*stub, 0, 1001);
+  auto client = ClientTo(socket);
+  ASSERT_TRUE(PollUntil([&] { return LocalInc(*client, "memory-probe-key-00000000").ok(); }, 15s));
+  const std::vector<int> codes = LocalBatch(*client, 0, 1001);
   ASSERT_EQ(codes.size(), 1001u);
   EXPECT_EQ(std::count(codes.begin(), codes.end(), 0), 1000);
-  EXPECT_EQ(codes.back(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
-  const grpc::Status over = LocalInc(*stub, "memory-probe-new");
-  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << over.error_message();
-  EXPECT_NE(over.error_message().find("--max_rate_limit_keys"), std::string::npos);
-  EXPECT_TRUE(LocalInc(*stub, "memory-probe-key-00000007").ok()) << "a known key keeps working";
+  EXPECT_EQ(codes.back(), static_cast<int>(absl::StatusCode::kResourceExhausted));
+  const absl::Status over = LocalInc(*client, "memory-probe-new");
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted) << over;
+  EXPECT_NE(over.message().find("--max_rate_limit_keys"), std::string::npos);
+  EXPECT_TRUE(LocalInc(*client, "memory-probe-key-00000007").ok()) << "a known key keeps working";
   daemon->Signal(SIGTERM);
   EXPECT_EQ(daemon->Wait(15s), 0) << daemon->Output();
 }
@@ -147,18 +140,19 @@ TEST(MemoryE2E, LocalRateLimitMemoryIsReturnedAfterEviction) {
   auto started = StartDaemon(other.empty() ? DISTKIT_DAEMON_BIN : other, *redis, socket, flags);
   ASSERT_TRUE(started);
   testing::Process& daemon = *started;
-  auto stub = v1::RateLimitService::NewStub(testing::FastChannel("unix:" + socket));
+  auto client = ClientTo(socket);
   const pid_t pid = daemon.pid();
 
   // Idle baseline: after a first call (gRPC and Redis connections set up).
-  ASSERT_TRUE(PollUntil([&] { return LocalInc(*stub, "memory-probe-key-00000000").ok(); }, 15s));
+  ASSERT_TRUE(PollUntil([&] { return LocalInc(*client, "memory-probe-key-00000000").ok(); }, 15s));
   const std::optional<int64_t> baseline = RssKb(pid);
   ASSERT_TRUE(baseline.has_value());
 
   int refused = 0;
   int64_t peak = 0;
   for (int first = 0; first < keys; first += kBatch) {
-    for (int code : LocalBatch(*stub, first, std::min(kBatch, keys - first))) refused += code != 0;
+    for (int code : LocalBatch(*client, first, std::min(kBatch, keys - first)))
+      refused += code != 0;
     peak = std::max(peak, RssKb(pid).value_or(0));
   }
   EXPECT_EQ(refused, 0);

@@ -14,7 +14,9 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <vector>
 
+#include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
@@ -124,18 +126,9 @@ class MetricsDaemon {
     return daemon_->CounterInc(key, 1, c);
   }
 
-  grpc::Status LaxBatch(const std::string& key, int items) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-    v1::BatchRequest req;
-    for (int i = 0; i < items; ++i) {
-      v1::IncRequest* inc = req.add_ops()->mutable_inc();
-      inc->set_key(key);
-      inc->set_delta(1);
-      inc->set_consistency(v1::CONSISTENCY_LAX);
-    }
-    v1::BatchResponse resp;
-    return daemon_->counter_stub()->Batch(&ctx, req, &resp);
+  absl::Status LaxBatch(const std::string& key, int items) {
+    const std::vector<CounterOp> ops(items, CounterOp::Inc(key, 1, Consistency::kLax));
+    return daemon_->NewClient("", 5s)->Batch(ops).status();
   }
 
  private:

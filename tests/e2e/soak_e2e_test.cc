@@ -41,6 +41,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/core/redis_keys.h"
+#include "distkit/client.h"
 #include "tests/support/daemon.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -89,13 +90,11 @@ struct Slot {
 };
 
 // What the clients saw; keys of the per-incarnation maps are {slot, epoch}.
-struct Tally {
+struct Tally : testing::CallCounts {
   using Incarnation = std::pair<int, int>;
   std::map<std::string, int64_t> acked, uncertain;  // plain counters (STRICT and LAX keys)
   std::map<std::string, std::map<Incarnation, int64_t>> lax_acked;  // LAX keys, by incarnation
   std::map<std::string, std::map<Incarnation, int64_t>> iacked, iuncertain;
-  std::map<std::string, int64_t> errors;  // "<kind>:<grpc code>" -> count
-  int64_t ok_calls = 0, hung = 0;
 
   void Merge(const Tally& o) {
     for (const auto& [k, v] : o.acked) acked[k] += v;
@@ -109,9 +108,7 @@ struct Tally {
     for (const auto& [k, m] : o.iuncertain) {
       for (const auto& [inc, v] : m) iuncertain[k][inc] += v;
     }
-    for (const auto& [k, v] : o.errors) errors[k] += v;
-    ok_calls += o.ok_calls;
-    hung += o.hung;
+    CallCounts::Merge(o);
   }
 };
 
@@ -163,21 +160,6 @@ class SoakE2ETest : public ::testing::Test {
     return true;
   }
 
-  template <typename Call>
-  grpc::Status Timed(Tally& t, const std::string& kind, Call call) {
-    grpc::ClientContext ctx;
-    const auto start = Clock::now();
-    ctx.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
-    const grpc::Status s = call(&ctx);
-    if (s.ok()) {
-      ++t.ok_calls;
-    } else {
-      ++t.errors[absl::StrCat(kind, ":", static_cast<int>(s.error_code()))];
-      if (Clock::now() - start >= kCallDeadline) ++t.hung;
-    }
-    return s;
-  }
-
   void ClientLoop(int client, const std::atomic<bool>& stop, Tally& t) {
     std::mt19937 rng(static_cast<uint32_t>(client * 7919 + 17));
     std::uniform_int_distribution<int> pick(0, 99), delta_of(1, 5);
@@ -188,18 +170,14 @@ class SoakE2ETest : public ::testing::Test {
       const Tally::Incarnation inc{d, epoch};
       const int what = pick(rng);
       const int64_t delta = delta_of(rng);
+      const std::unique_ptr<Client> client = daemon->NewClient(kNs, kCallDeadline);
       if (what < 55) {  // plain counter: STRICT on shared keys, LAX on this slot's own keys
         const bool strict = what < 30;
         const std::string key = strict ? StrictKey(static_cast<int>(rng() % kStrictKeys))
                                        : LaxKey(d, static_cast<int>(rng() % kLaxKeysPerDaemon));
-        v1::IncRequest req;
-        req.set_namespace_(kNs);
-        req.set_key(key);
-        req.set_delta(delta);
-        req.set_consistency(strict ? v1::CONSISTENCY_STRICT : v1::CONSISTENCY_LAX);
-        v1::IncResponse resp;
-        const grpc::Status s = Timed(t, strict ? "inc_strict" : "inc_lax", [&](auto* ctx) {
-          return daemon->counter_stub()->Inc(ctx, req, &resp);
+        const absl::Status s = t.Count(strict ? "inc_strict" : "inc_lax", kCallDeadline, [&] {
+          return client->Inc(key, delta, strict ? Consistency::kStrict : Consistency::kLax)
+              .status();
         });
         if (s.ok()) {
           t.acked[key] += delta;
@@ -210,30 +188,22 @@ class SoakE2ETest : public ::testing::Test {
       } else if (what < 80) {  // instance counter, STRICT or LAX
         const bool strict = what < 67;
         const std::string key = InstanceKey(static_cast<int>(rng() % kInstanceKeys));
-        v1::InstanceIncRequest req;
-        req.set_namespace_(kNs);
-        req.set_key(key);
-        req.set_delta(delta);
-        req.set_consistency(strict ? v1::CONSISTENCY_STRICT : v1::CONSISTENCY_LAX);
-        v1::InstanceIncResponse resp;
-        const grpc::Status s = Timed(t, strict ? "iinc_strict" : "iinc_lax", [&](auto* ctx) {
-          return daemon->icounter_stub()->Inc(ctx, req, &resp);
+        const absl::Status s = t.Count(strict ? "iinc_strict" : "iinc_lax", kCallDeadline, [&] {
+          return client->InstanceInc(key, delta, strict ? Consistency::kStrict : Consistency::kLax)
+              .status();
         });
         (s.ok() ? t.iacked : t.iuncertain)[key][inc] += delta;
       } else {  // rate limit: LOCAL, REDIS or HYBRID (load only)
-        const v1::Provider provider = what < 86   ? v1::PROVIDER_LOCAL
-                                      : what < 93 ? v1::PROVIDER_REDIS
-                                                  : v1::PROVIDER_HYBRID;
-        v1::RateLimitIncRequest req;
-        req.set_namespace_(kNs);
-        req.set_key(absl::StrCat("r", rng() % kRateKeys));
-        req.set_rate_per_second(200);
-        req.set_count(1);
-        req.set_provider(provider);
-        req.set_strategy(rng() % 4 == 0 ? v1::STRATEGY_SUPPRESSED : v1::STRATEGY_ABSOLUTE);
-        v1::RateLimitIncResponse resp;
-        Timed(t, absl::StrCat("rl", static_cast<int>(provider)),
-              [&](auto* ctx) { return daemon->ratelimit_stub()->Inc(ctx, req, &resp); });
+        const Provider provider = what < 86   ? Provider::kLocal
+                                  : what < 93 ? Provider::kRedis
+                                              : Provider::kHybrid;
+        const std::string key = absl::StrCat("r", rng() % kRateKeys);
+        const Strategy strategy = rng() % 4 == 0 ? Strategy::kSuppressed : Strategy::kAbsolute;
+        auto rate_limit = [&] {
+          return client->RateLimitInc(key, 200, 1, provider, strategy).status();
+        };
+        t.Count(absl::StrCat("rl", static_cast<int>(provider)), kCallDeadline, rate_limit)
+            .IgnoreError();  // load only
       }
     }
   }
@@ -293,27 +263,21 @@ class SoakE2ETest : public ::testing::Test {
         const Tally::Incarnation inc{d, epoch};
         const int64_t acked = t.iacked.count(key) ? Get(t.iacked.at(key), inc) : 0;
         const int64_t uncertain = t.iuncertain.count(key) ? Get(t.iuncertain.at(key), inc) : 0;
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + kCallDeadline);
-        v1::InstanceGetRequest req;
-        req.set_namespace_(kNs);
-        req.set_key(key);
-        req.set_consistency(v1::CONSISTENCY_STRICT);
-        v1::InstanceGetResponse resp;
-        const grpc::Status s = daemon->icounter_stub()->Get(&ctx, req, &resp);
+        const absl::StatusOr<InstanceValue> r =
+            daemon->NewClient(kNs, kCallDeadline)->InstanceGet(key, Consistency::kStrict);
         if (report) {
-          EXPECT_TRUE(s.ok()) << key << " on d" << d << ": " << s.error_message();
+          EXPECT_TRUE(r.ok()) << key << " on d" << d << ": " << r.status().message();
         }
-        if (!s.ok()) return false;
-        const bool ok_slice = resp.instance() >= acked && resp.instance() <= acked + uncertain;
+        if (!r.ok()) return false;
+        const bool ok_slice = r->instance >= acked && r->instance <= acked + uncertain;
         if (report) {
           EXPECT_TRUE(ok_slice) << key << " on d" << d << " (incarnation " << epoch << "): slice "
-                                << resp.instance() << ", acknowledged " << acked << " (+"
-                                << uncertain << " uncertain)";
+                                << r->instance << ", acknowledged " << acked << " (+" << uncertain
+                                << " uncertain)";
         }
         if (!ok_slice) return false;
-        sum += resp.instance();
-        cumulative = resp.cumulative();
+        sum += r->instance;
+        cumulative = r->cumulative;
       }
       if (report) {
         EXPECT_EQ(cumulative, sum) << key << ": cumulative != sum of the live slices";

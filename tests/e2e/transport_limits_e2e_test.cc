@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "tests/support/daemon.h"
 #include "tests/support/h2_flood.h"
@@ -77,18 +78,12 @@ bool GoodClientServed(Daemon& d) {
 
 // A well-behaved Batch of 2 000 LAX increments (more than a flood call's items) on the daemon's
 // own channel: its status.
-grpc::Status GoodBatch(Daemon& d) {
-  v1::BatchRequest req;
+absl::Status GoodBatch(Daemon& d) {
+  std::vector<CounterOp> ops;
   for (int i = 0; i < 2000; ++i) {
-    v1::IncRequest* inc = req.add_ops()->mutable_inc();
-    inc->set_key("good_batch_" + std::to_string(i));
-    inc->set_delta(1);
-    inc->set_consistency(v1::CONSISTENCY_LAX);
+    ops.push_back(CounterOp::Inc("good_batch_" + std::to_string(i), 1, Consistency::kLax));
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-  v1::BatchResponse resp;
-  return d.counter_stub()->Batch(&ctx, req, &resp);
+  return d.NewClient("", 10s)->Batch(ops).status();
 }
 
 // The attack of issue #11, finding 1: clients that announce a window of 0 and send thousands of
@@ -158,10 +153,9 @@ TEST(TransportLimitsE2E, ClientsThatNeverReadKeepRssBoundedAndOthersServed) {
   // The hostile calls now hold the batches' share of --max_memory_mb: a Batch is refused at once,
   // saying why (single-operation calls were served above).
   if (peak <= kBoundMb) {
-    const grpc::Status refused = GoodBatch(d);
-    EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
-    EXPECT_NE(refused.error_message().find("--max_memory_mb"), std::string::npos)
-        << refused.error_message();
+    const absl::Status refused = GoodBatch(d);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE(refused.message().find("--max_memory_mb"), std::string::npos) << refused;
   }
   floods.clear();  // the hostile clients leave
   EXPECT_TRUE(PollUntil([&] { return GoodClientServed(d); }, 10s));

@@ -11,6 +11,7 @@
 #include "daemon/config/config.h"
 #include "daemon/core/redis_keys.h"
 #include "daemon/redis/redis_url.h"
+#include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -39,24 +40,47 @@ class InProcessDaemon {
     auto app = App::Create(config);
     EXPECT_TRUE(app.ok()) << app.status();
     app_ = *std::move(app);
-    auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-    stub_ = v1::CounterService::NewStub(channel);
+    channel_ = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+    stub_ = v1::CounterService::NewStub(channel_);
     EXPECT_TRUE(PollUntil([&] { return app_->executor().Healthy(); }, 10s));
   }
   ~InProcessDaemon() { app_->Shutdown(4s); }
+  // For requests the typed client cannot express (unknown enum values).
   v1::CounterService::Stub* stub() { return stub_.get(); }
+  // The C++ client in namespace `ns` ("" = the daemon's).
+  std::unique_ptr<Client> client(const std::string& ns = "") {
+    ClientOptions options;
+    options.ns = ns;
+    options.deadline = 20s;
+    return Client::FromChannel(channel_, options);
+  }
   core::Counters* counters() { return &app_->counters(); }
 
  private:
   std::unique_ptr<App> app_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::CounterService::Stub> stub_;
 };
+
+// The typed client's enums for the proto ones the tests are written with.
+distkit::Consistency Typed(Consistency c) {
+  return c == v1::CONSISTENCY_LAX ? distkit::Consistency::kLax : distkit::Consistency::kStrict;
+}
+// distkit::Comparator has the proto's order (kNone = COMPARATOR_UNSPECIFIED).
+distkit::Condition Typed(Comparator op, int64_t operand) {
+  return {static_cast<distkit::Comparator>(op), operand};
+}
 
 struct R {  // an op's outcome
   grpc::StatusCode code = grpc::StatusCode::OK;
   int64_t value = 0, previous = 0;
   bool applied = false;
 };
+
+R ToR(const absl::StatusOr<CounterValue>& r) {
+  if (!r.ok()) return {static_cast<grpc::StatusCode>(r.status().code())};
+  return {grpc::StatusCode::OK, r->value, r->previous, r->applied};
+}
 
 class CounterServiceTest : public ::testing::TestWithParam<Consistency> {
  protected:
@@ -75,59 +99,35 @@ class CounterServiceTest : public ::testing::TestWithParam<Consistency> {
   static R Inc(InProcessDaemon& d, const std::string& key, int64_t delta, Consistency c,
                Comparator op = v1::COMPARATOR_UNSPECIFIED, int64_t operand = 0,
                const std::string& ns = "") {
+    return ToR(d.client(ns)->Inc(key, delta, Typed(c), Typed(op, operand)));
+  }
+  // Inc straight on the stub: for values the typed client cannot carry (unknown enums).
+  static grpc::StatusCode RawInc(InProcessDaemon& d, Consistency c, Comparator op) {
     grpc::ClientContext ctx;
     v1::IncRequest req;
-    req.set_namespace_(ns);
-    req.set_key(key);
-    req.set_delta(delta);
+    req.set_key("k");
+    req.set_delta(1);
     req.set_consistency(c);
     req.mutable_condition()->set_op(op);
-    req.mutable_condition()->set_operand(operand);
     v1::IncResponse resp;
-    auto s = d.stub()->Inc(&ctx, req, &resp);
-    return {s.error_code(), resp.value(), resp.previous(), resp.applied()};
+    return d.stub()->Inc(&ctx, req, &resp).error_code();
   }
   static R Set(InProcessDaemon& d, const std::string& key, int64_t value,
                Comparator op = v1::COMPARATOR_UNSPECIFIED, int64_t operand = 0,
                const std::string& ns = "") {
-    grpc::ClientContext ctx;
-    v1::SetRequest req;
-    req.set_namespace_(ns);
-    req.set_key(key);
-    req.set_value(value);
-    req.mutable_condition()->set_op(op);
-    req.mutable_condition()->set_operand(operand);
-    v1::SetResponse resp;
-    auto s = d.stub()->Set(&ctx, req, &resp);
-    return {s.error_code(), resp.value(), resp.previous(), resp.applied()};
+    return ToR(d.client(ns)->Set(key, value, Typed(op, operand)));
   }
   static int64_t Get(InProcessDaemon& d, const std::string& key, Consistency c,
                      const std::string& ns = "") {
-    grpc::ClientContext ctx;
-    v1::GetRequest req;
-    req.set_namespace_(ns);
-    req.set_key(key);
-    req.set_consistency(c);
-    v1::GetResponse resp;
-    auto s = d.stub()->Get(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return resp.value();
+    const absl::StatusOr<int64_t> r = d.client(ns)->Get(key, Typed(c));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.value_or(0);
   }
   static R Del(InProcessDaemon& d, const std::string& key, const std::string& ns = "") {
-    grpc::ClientContext ctx;
-    v1::DelRequest req;
-    req.set_namespace_(ns);
-    req.set_key(key);
-    v1::DelResponse resp;
-    auto s = d.stub()->Del(&ctx, req, &resp);
-    return {s.error_code(), resp.value(), resp.previous(), resp.applied()};
+    return ToR(d.client(ns)->Del(key));
   }
   static grpc::StatusCode Clear(InProcessDaemon& d, const std::string& ns = "") {
-    grpc::ClientContext ctx;
-    v1::ClearRequest req;
-    req.set_namespace_(ns);
-    v1::ClearResponse resp;
-    return d.stub()->Clear(&ctx, req, &resp).error_code();
+    return static_cast<grpc::StatusCode>(d.client(ns)->Clear().code());
   }
   // The other daemon's STRICT read converges to `want` (flush + no cache on strict).
   bool Eventually(InProcessDaemon& d, const std::string& key, int64_t want,
@@ -144,12 +144,7 @@ TEST_P(CounterServiceTest, AKeyOfAnotherTypeIsAFailedPreconditionNotInternal) {
   // both instances: LAX answers from memory, issue #11 finding 4).
   ASSERT_EQ(redis_->Command({"SET", core::PlainCounterKey("distkit", "wt"), "x"}), "OK");
   EXPECT_EQ(Inc(*a_, "wt", 1, kStrict).code, grpc::StatusCode::FAILED_PRECONDITION);
-  grpc::ClientContext ctx;
-  v1::GetRequest req;
-  req.set_key("wt");
-  req.set_consistency(kStrict);
-  v1::GetResponse resp;
-  EXPECT_EQ(a_->stub()->Get(&ctx, req, &resp).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(a_->client()->Get("wt").status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 INSTANTIATE_TEST_SUITE_P(Both, CounterServiceTest, ::testing::Values(kStrict, kLax),
@@ -311,117 +306,84 @@ TEST_P(CounterServiceTest, InvalidInput) {
   EXPECT_EQ(Inc(*a_, "a:b", 1, c()).code, grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Inc(*a_, std::string(256, 'k'), 1, c()).code, grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Inc(*a_, "k", 1, c(), {}, 0, "bad:ns").code, grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Inc(*a_, "k", 1, c(), static_cast<Comparator>(77), 0).code,
+  EXPECT_EQ(RawInc(*a_, c(), static_cast<Comparator>(77)), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(RawInc(*a_, static_cast<Consistency>(5), v1::COMPARATOR_UNSPECIFIED),
             grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(Inc(*a_, "k", 1, static_cast<Consistency>(5)).code, grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Inc(*a_, "{weird} 🙂", 3, c(), {}, 0, "{ns}").value, 3);
   EXPECT_EQ(Get(*a_, "{weird} 🙂", c(), "{ns}"), 3);
 }
 
 // 18-21, 31-39: batches.
 TEST_P(CounterServiceTest, Batch) {
-  auto run = [&](std::vector<v1::BatchOp> ops) {
-    grpc::ClientContext ctx;
-    v1::BatchRequest req;
-    for (auto& op : ops) *req.add_ops() = op;
-    v1::BatchResponse resp;
-    auto s = a_->stub()->Batch(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return resp;
+  auto run = [&](const std::vector<CounterOp>& ops) {
+    auto r = a_->client()->Batch(ops);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.value_or(BatchResults<CounterValue>());
   };
   auto inc = [&](const std::string& k, int64_t d, Comparator op = v1::COMPARATOR_UNSPECIFIED,
                  int64_t operand = 0) {
-    v1::BatchOp op_;
-    op_.mutable_inc()->set_key(k);
-    op_.mutable_inc()->set_delta(d);
-    op_.mutable_inc()->set_consistency(c());
-    op_.mutable_inc()->mutable_condition()->set_op(op);
-    op_.mutable_inc()->mutable_condition()->set_operand(operand);
-    return op_;
+    return CounterOp::Inc(k, d, Typed(c()), Typed(op, operand));
   };
   auto set = [&](const std::string& k, int64_t v, Comparator op = v1::COMPARATOR_UNSPECIFIED,
-                 int64_t operand = 0) {
-    v1::BatchOp op_;
-    op_.mutable_set()->set_key(k);
-    op_.mutable_set()->set_value(v);
-    op_.mutable_set()->mutable_condition()->set_op(op);
-    op_.mutable_set()->mutable_condition()->set_operand(operand);
-    return op_;
-  };
-  auto get = [&](const std::string& k) {
-    v1::BatchOp op_;
-    op_.mutable_get()->set_key(k);
-    op_.mutable_get()->set_consistency(c());
-    return op_;
-  };
-  EXPECT_EQ(run({}).results_size(), 0);
+                 int64_t operand = 0) { return CounterOp::Set(k, v, Typed(op, operand)); };
+  auto get = [&](const std::string& k) { return CounterOp::Get(k, Typed(c())); };
+  EXPECT_EQ(run({}).size(), 0u);
   auto r = run({inc("k", 1), inc("k", 2), get("k")});
-  ASSERT_EQ(r.results_size(), 3);
-  EXPECT_EQ(r.results(0).inc().value(), 1);
-  EXPECT_EQ(r.results(1).inc().value(), 3);
-  EXPECT_EQ(r.results(2).get().value(), 3);
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0]->value, 1);
+  EXPECT_EQ(r[1]->value, 3);
+  EXPECT_EQ(r[2]->value, 3);
   // 20
   Set(*a_, "b", 10);
   r = run({inc("a", 1, v1::COMPARATOR_EQ, 0), inc("a", 2, v1::COMPARATOR_EQ, 1),
            inc("b", 5, v1::COMPARATOR_GT, 20), inc("b", 3)});
-  ASSERT_EQ(r.results_size(), 4);
-  EXPECT_EQ(r.results(0).inc().value(), 1);
-  EXPECT_EQ(r.results(1).inc().value(), 3);
-  EXPECT_EQ(r.results(1).inc().previous(), 1);
-  EXPECT_FALSE(r.results(2).inc().applied());
-  EXPECT_EQ(r.results(2).inc().value(), 10);
-  EXPECT_EQ(r.results(3).inc().value(), 13);
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0]->value, 1);
+  EXPECT_EQ(r[1]->value, 3);
+  EXPECT_EQ(r[1]->previous, 1);
+  EXPECT_FALSE(r[2]->applied);
+  EXPECT_EQ(r[2]->value, 10);
+  EXPECT_EQ(r[3]->value, 13);
   // 21: duplicates keep their own results; one bad item fails alone.
   Set(*a_, "sa", 10);
   Set(*a_, "sb", 20);
   r = run({set("sc", 30), set("sa", 11, v1::COMPARATOR_GT, 5), inc("bad:key", 1),
            set("sb", 99, v1::COMPARATOR_LT, 10), set("sc", 31), get("sc")});
-  ASSERT_EQ(r.results_size(), 6);
-  EXPECT_EQ(r.results(0).set().value(), 30);
-  EXPECT_EQ(r.results(0).set().previous(), 0);
-  EXPECT_EQ(r.results(1).set().value(), 11);
-  EXPECT_EQ(r.results(2).code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
-  EXPECT_FALSE(r.results(2).message().empty());
-  EXPECT_FALSE(r.results(3).set().applied());
-  EXPECT_EQ(r.results(3).set().value(), 20);
-  EXPECT_EQ(r.results(4).set().previous(), 30);
-  EXPECT_EQ(r.results(5).get().value(), 31);
-  EXPECT_EQ(r.results(0).code(), 0);
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_EQ(r[0]->value, 30);
+  EXPECT_EQ(r[0]->previous, 0);
+  EXPECT_EQ(r[1]->value, 11);
+  EXPECT_EQ(r[2].status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(r[2].status().message().empty());
+  EXPECT_FALSE(r[3]->applied);
+  EXPECT_EQ(r[3]->value, 20);
+  EXPECT_EQ(r[4]->previous, 30);
+  EXPECT_EQ(r[5]->value, 31);
+  EXPECT_TRUE(r[0].ok());
 
-  grpc::ClientContext ctx;
-  v1::BatchRequest big;
-  for (int i = 0; i < 10001; ++i) *big.add_ops() = get("x");
-  v1::BatchResponse resp;
-  EXPECT_EQ(a_->stub()->Batch(&ctx, big, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  const std::vector<CounterOp> big(10001, get("x"));
+  EXPECT_EQ(a_->client()->Batch(big).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // A STRICT item after a LAX inc of the same key observes it, even when the LAX inc is the key's
 // first touch (answered only after a Redis read): the batch keeps its order.
 TEST_F(CounterServiceTest, BatchStrictItemAfterAFirstTouchLaxIncObservesIt) {
-  v1::BatchRequest req;
+  std::vector<CounterOp> ops;
   constexpr int kKeys = 20;
   for (int i = 0; i < kKeys; ++i) {
     const std::string key = "first" + std::to_string(i);
-    auto* inc = req.add_ops()->mutable_inc();
-    inc->set_key(key);
-    inc->set_delta(5);
-    inc->set_consistency(kLax);
-    auto* set = req.add_ops()->mutable_set();
-    set->set_key(key);
-    set->set_value(100);
-    auto* get = req.add_ops()->mutable_get();
-    get->set_key(key);
-    get->set_consistency(kStrict);
+    ops.push_back(CounterOp::Inc(key, 5, distkit::Consistency::kLax));
+    ops.push_back(CounterOp::Set(key, 100));
+    ops.push_back(CounterOp::Get(key, distkit::Consistency::kStrict));
   }
-  grpc::ClientContext ctx;
-  v1::BatchResponse resp;
-  ASSERT_TRUE(a_->stub()->Batch(&ctx, req, &resp).ok());
-  ASSERT_EQ(resp.results_size(), 3 * kKeys);
+  const auto r = a_->client()->Batch(ops);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u * kKeys);
   for (int i = 0; i < kKeys; ++i) {
     SCOPED_TRACE(i);
-    EXPECT_EQ(resp.results(3 * i).inc().value(), 5);
-    EXPECT_EQ(resp.results(3 * i + 1).set().previous(), 5);
-    EXPECT_EQ(resp.results(3 * i + 2).get().value(), 100);
+    EXPECT_EQ((*r)[3 * i]->value, 5);
+    EXPECT_EQ((*r)[3 * i + 1]->previous, 5);
+    EXPECT_EQ((*r)[3 * i + 2]->value, 100);
   }
   EXPECT_TRUE(PollUntil(
       [&] {

@@ -18,8 +18,8 @@
 #include "daemon/app.h"
 #include "daemon/config/config.h"
 #include "daemon/redis/redis_url.h"
+#include "distkit/client.h"
 #include "distkit/v1/rate_limit.grpc.pb.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "tests/fakes/fake_random.h"
 #include "tests/support/process.h"
 #include "tests/support/redis_server.h"
@@ -222,16 +222,12 @@ class RateLimitServiceTest : public ::testing::Test {
 };
 
 TEST_F(RateLimitServiceTest, HealthEntryServing) {
-  auto health = grpc::health::v1::Health::NewStub(channel_);
+  auto client = Client::FromChannel(channel_, {});
   // The entry follows Redis health (polled every 100 ms by the server): wait for SERVING.
   EXPECT_TRUE(PollUntil(
       [&] {
-        grpc::ClientContext ctx;
-        grpc::health::v1::HealthCheckRequest req;
-        req.set_service("distkit.v1.RateLimitService");
-        grpc::health::v1::HealthCheckResponse resp;
-        return health->Check(&ctx, req, &resp).ok() &&
-               resp.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+        const auto status = client->CheckHealth("distkit.v1.RateLimitService");
+        return status.ok() && *status == ServingStatus::kServing;
       },
       10s));
 }

@@ -59,9 +59,6 @@ bool Daemon::WaitServing(const std::string& service, std::chrono::milliseconds t
     if (!WaitSocket(timeout)) return false;
     channel_ = FastChannel(addr());
     health_ = grpc::health::v1::Health::NewStub(channel_);
-    counters_ = v1::CounterService::NewStub(channel_);
-    icounters_ = v1::InstanceCounterService::NewStub(channel_);
-    ratelimit_ = v1::RateLimitService::NewStub(channel_);
     ClientOptions options;
     options.address = addr();
     options.deadline = std::chrono::seconds(20);
@@ -111,15 +108,17 @@ v1::Decision ToProto(Decision d) {
 
 }  // namespace
 
-std::unique_ptr<Client> Daemon::ClientWithDeadline(std::chrono::milliseconds deadline) {
+std::unique_ptr<Client> Daemon::NewClient(const std::string& ns,
+                                          std::chrono::milliseconds deadline) {
   ClientOptions options = client_->options();
+  options.ns = ns;
   options.deadline = deadline;
   return Client::FromChannel(channel_, std::move(options));
 }
 
 grpc::Status Daemon::CounterInc(const std::string& key, int64_t delta, v1::Consistency c,
                                 v1::IncResponse* resp, std::chrono::milliseconds deadline) {
-  absl::StatusOr<CounterValue> r = ClientWithDeadline(deadline)->Inc(key, delta, Typed(c));
+  absl::StatusOr<CounterValue> r = NewClient("", deadline)->Inc(key, delta, Typed(c));
   if (r.ok() && resp != nullptr) {
     resp->set_value(r->value);
     resp->set_previous(r->previous);
@@ -129,7 +128,7 @@ grpc::Status Daemon::CounterInc(const std::string& key, int64_t delta, v1::Consi
 }
 
 grpc::Status Daemon::CounterGet(const std::string& key, v1::Consistency c, v1::GetResponse* resp) {
-  absl::StatusOr<int64_t> r = ClientWithDeadline(5s)->Get(key, Typed(c));
+  absl::StatusOr<int64_t> r = NewClient("", 5s)->Get(key, Typed(c));
   if (r.ok()) resp->set_value(*r);
   return ToGrpc(r.status());
 }
@@ -138,7 +137,7 @@ grpc::Status Daemon::RateLimitInc(const std::string& key, double rate, uint64_t 
                                   v1::Provider provider, v1::Strategy strategy,
                                   v1::RateLimitIncResponse* resp) {
   absl::StatusOr<RateLimitResult> r =
-      ClientWithDeadline(10s)->RateLimitInc(key, rate, count, Typed(provider), Typed(strategy));
+      NewClient("", 10s)->RateLimitInc(key, rate, count, Typed(provider), Typed(strategy));
   if (r.ok()) {
     resp->set_decision(ToProto(r->decision));
     resp->set_allowed(r->allowed);
@@ -153,7 +152,7 @@ grpc::Status Daemon::RateLimitInc(const std::string& key, double rate, uint64_t 
 grpc::Status Daemon::RateLimitGet(const std::string& key, v1::Provider provider,
                                   v1::Strategy strategy, v1::RateLimitGetResponse* resp) {
   absl::StatusOr<RateLimitState> r =
-      ClientWithDeadline(10s)->RateLimitGet(key, Typed(provider), Typed(strategy));
+      NewClient("", 10s)->RateLimitGet(key, Typed(provider), Typed(strategy));
   if (r.ok()) {
     resp->set_total(r->total);
     resp->set_declined(r->declined);

@@ -2,19 +2,22 @@
 
 // The real distkitd binary as a child process for end-to-end tests: started on a Unix socket in
 // the test Redis' temp dir, waited for (socket file, then grpc.health.v1 SERVING, both polled
-// with deadlines), stopped with a signal, its log read, gRPC stubs to it. Link with
+// with deadlines), stopped with a signal, its log read, the C++ client to it. Link with
 // distkit_test_daemon. (icounter_daemon.h is something else: an in-process daemon, no binary.)
 
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "distkit/client.h"
 #include "distkit/v1/counter.grpc.pb.h"
 #include "distkit/v1/instance_counter.grpc.pb.h"
@@ -76,10 +79,6 @@ class Daemon {
 
   // The C++ client (distkit/client.h) over the one channel, 20 s deadline; WaitServing first.
   Client& client() { return *client_; }
-  // Stubs over the one channel; null before WaitServing connected.
-  v1::CounterService::Stub* counter_stub() { return counters_.get(); }
-  v1::InstanceCounterService::Stub* icounter_stub() { return icounters_.get(); }
-  v1::RateLimitService::Stub* ratelimit_stub() { return ratelimit_.get(); }
 
   // CounterService calls through client() (deadline `deadline`; Get: 5 s, its value or the
   // call's error).
@@ -95,19 +94,46 @@ class Daemon {
   grpc::Status RateLimitGet(const std::string& key, v1::Provider provider, v1::Strategy strategy,
                             v1::RateLimitGetResponse* resp);
 
+  // A C++ client of namespace `ns` ("" = the daemon's --namespace) with deadline `deadline`
+  // over the one channel; WaitServing first.
+  std::unique_ptr<Client> NewClient(const std::string& ns, std::chrono::milliseconds deadline);
+
  private:
   void Spawn(std::vector<std::string> args, std::vector<std::string> env);
-  std::unique_ptr<Client> ClientWithDeadline(std::chrono::milliseconds deadline);
 
   std::string name_, socket_;
   bool started_ = false;
   std::unique_ptr<Process> process_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
-  std::unique_ptr<v1::CounterService::Stub> counters_;
-  std::unique_ptr<v1::InstanceCounterService::Stub> icounters_;
-  std::unique_ptr<v1::RateLimitService::Stub> ratelimit_;
   std::unique_ptr<Client> client_;
+};
+
+// The calls of a load test: how many succeeded, failed ("<kind>:<code>" -> count) and hung
+// (failed only after their client's whole deadline: a hang in the daemon, not a refusal).
+struct CallCounts {
+  std::map<std::string, int64_t> errors;
+  int64_t ok_calls = 0;
+  int64_t hung = 0;
+
+  // Runs `call` (returns an absl::Status; its client's deadline is `deadline`) and counts it.
+  template <typename Call>
+  absl::Status Count(const std::string& kind, std::chrono::milliseconds deadline, Call call) {
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status s = call();
+    if (s.ok()) {
+      ++ok_calls;
+    } else {
+      ++errors[absl::StrCat(kind, ":", static_cast<int>(s.code()))];
+      if (std::chrono::steady_clock::now() - start >= deadline) ++hung;
+    }
+    return s;
+  }
+  void Merge(const CallCounts& o) {
+    for (const auto& [k, v] : o.errors) errors[k] += v;
+    ok_calls += o.ok_calls;
+    hung += o.hung;
+  }
 };
 
 #ifdef DISTKIT_CLI_BIN

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <optional>
 #include <vector>
 
 namespace distkit::core {
@@ -115,6 +117,18 @@ TEST(LaxStore, StaleCarriedEntriesAreResentUnderNewSeqsOrGivenUp) {
       EXPECT_EQ(LocalView(e), 5);
     }
   }
+}
+
+// Counters and InstanceCounters report a stale outcome through CountStale: both stats grow by
+// the outcome's counts (the give-up is also logged, with "beyond int64" for a sum that overflowed).
+TEST(LaxStore, CountStaleAddsTheOutcomeToTheStats) {
+  std::atomic<uint64_t> resent{1}, given_up{2};
+  CountStale({3, 0, 0}, "ns", "k", "LAX counter operation(s)", resent, given_up);
+  EXPECT_EQ(resent.load(), 4u);
+  EXPECT_EQ(given_up.load(), 2u);
+  CountStale({0, 2, std::nullopt}, "ns", "k", "LAX counter operation(s)", resent, given_up);
+  EXPECT_EQ(resent.load(), 4u);
+  EXPECT_EQ(given_up.load(), 4u);
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 #pragma once
 
-// The one generic unary call path of the C++ client (distkit/client.h and the proto-level
-// client/distkit_client.h): a template over the stub method, its request and its response, in a
-// blocking form (the generated blocking stub) and an asynchronous one (gRPC's callback stub,
-// `Stub::async()`). Every RPC of the client goes through these two functions.
+// The one generic unary call path of the C++ client (distkit/client.h): a template over the stub
+// method, its request and its response, in a blocking form (the generated blocking stub) and an
+// asynchronous one (gRPC's callback stub, `Stub::async()`). Every RPC of the client goes through
+// these two functions.
 
 #include <grpcpp/grpcpp.h>
 

@@ -52,6 +52,10 @@ enum class Strategy { kAbsolute, kSuppressed };
 enum class Decision { kAllowed, kRejected, kSuppressed };
 std::string_view DecisionName(Decision decision);
 
+// grpc.health.v1.HealthCheckResponse.ServingStatus.
+enum class ServingStatus { kUnknown, kServing, kNotServing, kServiceUnknown };
+std::string_view ServingStatusName(ServingStatus status);
+
 struct ClientOptions {
   // `unix:PATH` or `HOST:PORT` (IPv6 as `[::1]:PORT`), as in the daemon's --listen; other gRPC
   // target URIs (`dns:///host:port`, ...) are passed through.
@@ -220,6 +224,11 @@ class Client {
                                               Provider provider = Provider::kLocal,
                                               Strategy strategy = Strategy::kAbsolute);
   absl::StatusOr<BatchResults<RateLimitResult>> RateLimitBatch(const std::vector<RateLimitOp>& ops);
+
+  // ---- grpc.health.v1.Health/Check (the daemon's readiness) ----
+  // `service` "" is the process itself; "distkit.v1.CounterService" etc. follow Redis. An
+  // unknown service is NOT_FOUND, as the daemon answers it.
+  absl::StatusOr<ServingStatus> CheckHealth(std::string_view service);
 
  private:
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
