@@ -191,6 +191,32 @@ TEST(MetricsE2E, RpcOutcomesLaxFlushesAndRedisHealthAreExported) {
   EXPECT_TRUE(PollUntil([&] { return d.Value("distkit_redis_reconnects_total") > 0; }, 10s));
 }
 
+// The inline path (docs/design.md): a STRICT call's lone script runs on the handler's thread; the
+// two scripts of a Batch go through the executor's queue, pipelined.
+TEST(MetricsE2E, ALoneStrictCallRunsInlineABatchDoesNot) {
+  auto redis = RedisServer::Start();
+  ASSERT_TRUE(redis);
+  MetricsDaemon d(*redis);
+  ASSERT_TRUE(d.ok()) << d.daemon().Log();
+  ASSERT_TRUE(d.daemon().WaitServing(kService)) << d.daemon().Log();
+  const double before = d.Value("distkit_redis_inline_commands_total");
+  ASSERT_GE(before, 0);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(d.Inc("inline_key", v1::CONSISTENCY_STRICT).ok());
+  // Background work (LAX flushes, heartbeats) in flight at that moment sends a call the usual
+  // way instead: most, not all, go inline.
+  const double after = d.Value("distkit_redis_inline_commands_total");
+  EXPECT_GE(after - before, 1) << d.Scrape();
+  const std::vector<CounterOp> ops(2, CounterOp::Inc("inline_key", 1, Consistency::kStrict));
+  auto batch = d.daemon().NewClient("", 5s)->Batch(ops);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->size(), 2u);
+  EXPECT_EQ(d.Value("distkit_redis_inline_commands_total"), after) << "a Batch is never inline";
+  v1::GetResponse value;
+  ASSERT_TRUE(d.daemon().CounterGet("inline_key", v1::CONSISTENCY_STRICT, &value).ok());
+  EXPECT_EQ(value.value(), 22);
+  EXPECT_GE(d.Value("distkit_redis_inline_lent_total"), 0) << "exported";
+}
+
 TEST(MetricsE2E, BusyMetricsPortIsAStartupErrorNamingTheFlag) {
   auto redis = RedisServer::Start();
   ASSERT_TRUE(redis);
