@@ -40,7 +40,10 @@
 // --concurrency 1,64 (issue #12): the largest runs every workload as above; each smaller one runs
 // first, only the sidecar-hop workloads (empty_rpc, the three raw_evalsha* baselines, strict_inc,
 // strict_icounter_inc, rl_redis_abs_hot), named NAME@c<N>, and prints each Redis-bound call's p50
-// over the p50 of its parts (empty_rpc + its raw script) with the target <= 1.25.
+// over the p50 of its parts (empty_rpc + its raw script) with the target <= 1.25. There the
+// workloads alternate in 8 x --rounds slices of --seconds / 8 (30 ms warm-up each) and each
+// reports the percentiles of all its slices' samples pooled (the same total time as --rounds
+// rounds of --seconds, with every compared workload exposed to the same moments).
 //
 // Backends (issue #10): the workloads above run against `standalone` (a redis-server on a Unix
 // socket, always first). --backends adds `cluster` (3 primaries, no replicas, on free 127.0.0.1
@@ -118,6 +121,9 @@ struct Options {
 
 // The sidecar hop (issue #12): at a concurrency below the largest only these run, named
 // NAME@c<N>; each Redis-bound call's p50 is held against its parts (empty RPC + raw script).
+// They run in kHopSlices x as many rounds, each kHopSlices x shorter (kHopWarmup of warm-up).
+constexpr int kHopSlices = 8;
+constexpr auto kHopWarmup = std::chrono::milliseconds(30);
 constexpr const char* kHopWorkloads[] = {
     "empty_rpc",           "raw_evalsha",           "strict_inc",      "raw_evalsha_icounter",
     "strict_icounter_inc", "raw_evalsha_ratelimit", "rl_redis_abs_hot"};
@@ -159,7 +165,12 @@ struct Result {
   // Units issued including the warm-up (the divisor of the CPU figures) and CPU time per unit.
   uint64_t all_units = 0;
   double cpu_daemon_us = -1, cpu_redis_us = -1, cpu_client_us = -1;
+  std::vector<uint32_t> lat_us;  // sorted latency samples (pooled across slices, below)
 };
+
+// Warm-up before each measured run. The smaller concurrencies of issue #12 run many short
+// slices (see kHopSlices) and warm up briefly; the largest warms up for 300 ms.
+Clock::duration g_warmup = 300ms;
 
 // What a call reports to ClosedLoop. A bool converts to kCallFailed / kCallOk.
 enum CallOutcome : int { kCallFailed = 0, kCallOk = 1, kCallAdmitted = 2, kCallDegraded = 3 };
@@ -179,7 +190,7 @@ Result ClosedLoop(const std::string& name, int concurrency, double seconds, int 
   std::condition_variable cv;
   int active = concurrency;
   std::atomic<bool> measuring{false};
-  const auto warmup_end = Clock::now() + 300ms;
+  const auto warmup_end = Clock::now() + g_warmup;
   const auto end = warmup_end + std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double>(seconds));
   std::function<void(int)> next = [&](int s) {
@@ -231,6 +242,7 @@ Result ClosedLoop(const std::string& name, int concurrency, double seconds, int 
     r.p50_us = all[all.size() / 2];
     r.p99_us = all[std::min(all.size() - 1, all.size() * 99 / 100)];
   }
+  r.lat_us = std::move(all);
   r.ops_per_s = static_cast<double>(calls) * units_per_call / seconds;
   return r;
 }
@@ -250,6 +262,69 @@ std::vector<Result> MedianPerWorkload(std::vector<Result> all) {
               [](const Result& a, const Result& b) { return a.ops_per_s < b.ops_per_s; });
     out.push_back(v[v.size() / 2]);
   }
+  return out;
+}
+
+// Slices of one workload (equally long) as one run: throughput averaged, percentiles of every
+// sample, the per-unit figures weighted by units.
+Result Pool(std::vector<Result> slices) {
+  Result r = slices.front();
+  r.lat_us.clear();
+  double ops = 0, units = 0, redis_calls = 0, d = 0, rd = 0, cl = 0, admitted = 0, answered = 0;
+  r.errors = r.degraded = r.all_units = 0;
+  for (auto& x : slices) {
+    const double u = static_cast<double>(x.all_units);
+    ops += x.ops_per_s;
+    units += u;
+    redis_calls += x.redis_calls_per_op * u;
+    d += x.cpu_daemon_us * u;
+    rd += x.cpu_redis_us * u;
+    cl += x.cpu_client_us * u;
+    if (x.allowed_share >= 0) {
+      admitted += x.allowed_share * u;
+      answered += u;
+    }
+    r.errors += x.errors;
+    r.degraded += x.degraded;
+    r.all_units += x.all_units;
+    r.lat_us.insert(r.lat_us.end(), x.lat_us.begin(), x.lat_us.end());
+  }
+  std::sort(r.lat_us.begin(), r.lat_us.end());
+  r.ops_per_s = ops / static_cast<double>(slices.size());
+  if (units > 0) {
+    r.redis_calls_per_op = redis_calls / units;
+    r.cpu_daemon_us = d / units;
+    r.cpu_redis_us = rd / units;
+    r.cpu_client_us = cl / units;
+  }
+  if (answered > 0) r.allowed_share = admitted / answered;
+  if (!r.lat_us.empty()) {
+    r.p50_us = r.lat_us[r.lat_us.size() / 2];
+    r.p99_us = r.lat_us[std::min(r.lat_us.size() - 1, r.lat_us.size() * 99 / 100)];
+  }
+  return r;
+}
+
+// The median round of each workload, or for the smaller concurrencies (names ending in @c<N>)
+// all their slices pooled.
+std::vector<Result> Summarize(std::vector<Result> all) {
+  std::vector<Result> rounds, sliced;
+  for (auto& r : all) {
+    const auto at = r.name.rfind("@c");
+    const bool hop = at != std::string::npos && at + 2 < r.name.size() &&
+                     std::isdigit(static_cast<unsigned char>(r.name[at + 2]));
+    (hop ? sliced : rounds).push_back(std::move(r));
+  }
+  std::vector<Result> out;
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<Result>> by;
+  for (auto& r : sliced) {
+    if (!by.count(r.name)) order.push_back(r.name);
+    by[r.name].push_back(std::move(r));
+  }
+  out.reserve(order.size() + rounds.size());
+  for (const auto& name : order) out.push_back(Pool(std::move(by[name])));
+  for (auto& r : MedianPerWorkload(std::move(rounds))) out.push_back(std::move(r));
   return out;
 }
 
@@ -364,7 +439,7 @@ Result RawEvalsha(const std::string& name, const std::string& script,
     }
   };
   const Snapshot before = Take(probe);
-  run(Clock::now() + 300ms, false);
+  run(Clock::now() + g_warmup, false);
   run(Clock::now() +
           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)),
       true);
@@ -383,6 +458,7 @@ Result RawEvalsha(const std::string& name, const std::string& script,
     r.allowed_share = static_cast<double>(admitted) / static_cast<double>(ops - errors);
   }
   r.all_units = all_ops;
+  r.lat_us = std::move(lat);
   Account(&r, before, after, /*redis_calls=*/false);
   r.redis_calls_per_op = 1;
   return r;
@@ -895,11 +971,25 @@ int main(int argc, char** argv) {
   // Workloads run interleaved for several rounds and each reports its median round, so a
   // noisy moment on a shared 2-core machine does not decide a ratio. Each concurrency runs its
   // rounds in turn (ascending: the largest, unsuffixed, runs last).
-  const int steps = static_cast<int>(o.concurrencies.size()) * o.rounds;
-  for (int step = 0; step < steps; ++step) {
-    const int round = step % o.rounds;
-    n = o.concurrencies[static_cast<size_t>(step / o.rounds)];
+  // The smaller concurrencies (issue #12's p50 ratios) run kHopSlices x as many rounds, each
+  // kHopSlices x shorter, and pool their samples: the workloads whose p50s are compared
+  // alternate every fraction of a second, so a slow drift of this shared machine moves all of
+  // them alike instead of deciding a ratio.
+  struct Step {
+    int n, round;
+    double seconds;
+  };
+  std::vector<Step> steps;
+  for (const int c : o.concurrencies) {
+    const int slices = c == o.concurrency ? 1 : kHopSlices;
+    for (int r = 0; r < o.rounds * slices; ++r) steps.push_back({c, r, o.seconds / slices});
+  }
+  for (const Step& step : steps) {
+    const int round = step.round;
+    n = step.n;
+    const double seconds = step.seconds;
     const bool hop_only = n != o.concurrency;
+    g_warmup = hop_only ? std::chrono::duration_cast<Clock::duration>(kHopWarmup) : 300ms;
     const size_t first_result = results.size();
     reverse_backends = round % 2 == 1;
     auto want = [&](const std::string& name) {
@@ -911,7 +1001,7 @@ int main(int argc, char** argv) {
       return o.only.empty() || o.only.count(name) > 0;
     };
     if (want("empty_rpc")) {  // empty RPC baseline
-      closed_loop("empty_rpc", o.seconds, 1, [&](int, const Done& done) {
+      closed_loop("empty_rpc", seconds, 1, [&](int, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           grpc::health::v1::HealthCheckRequest req;
@@ -930,7 +1020,7 @@ int main(int argc, char** argv) {
       std::vector<std::mt19937_64> rng;
       rng.reserve(static_cast<size_t>(n));
       for (int s = 0; s < n; ++s) rng.emplace_back(static_cast<uint64_t>(round * 1000 + s));
-      closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
+      closed_loop(name, seconds, 1, [&](int s, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::IncRequest req;
@@ -951,7 +1041,7 @@ int main(int argc, char** argv) {
     inc_workload("strict_inc_uniform", distkit::v1::CONSISTENCY_STRICT, /*uniform=*/true);
     if (want("batch1000_lax_inc")) {
       constexpr int kBatch = 1000;
-      closed_loop("batch1000_lax_inc", o.seconds, kBatch, [&](int s, const Done& done) {
+      closed_loop("batch1000_lax_inc", seconds, kBatch, [&](int s, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::BatchRequest req;
@@ -980,12 +1070,12 @@ int main(int argc, char** argv) {
       // counter.lua ARGV: dedup_id, n, op, comparator, operand, arg.
       results.push_back(RawEvalsha("raw_evalsha", "counter", stream_keys("dk:{raw}:c:bench:raw"),
                                    false, {"bench", "0", "inc", "", "0", "1"}, false, redis_sock, n,
-                                   o.seconds, probe));
+                                   seconds, probe));
     }
     // Instance-aware counters: the same streams and keys per stream as lax_inc/strict_inc.
     auto icounter_workload = [&](const char* name, distkit::v1::Consistency consistency) {
       if (!want(name)) return;
-      closed_loop(name, o.seconds, 1, [&](int s, const Done& done) {
+      closed_loop(name, seconds, 1, [&](int s, const Done& done) {
         struct Call {
           grpc::ClientContext ctx;
           distkit::v1::InstanceIncRequest req;
@@ -1008,7 +1098,7 @@ int main(int argc, char** argv) {
       results.push_back(RawEvalsha("raw_evalsha_icounter", "icounter",
                                    stream_keys("dk:{raw}:i:bench:raw"), false,
                                    {"bench-raw", "1", "bench-raw", "0", "inc", "", "0", "1"}, false,
-                                   redis_sock, n, o.seconds, probe));
+                                   redis_sock, n, seconds, probe));
     }
 
     // Rate limiting (issue #4): RateLimitService.Inc, count 1, rate kRate. SUPPRESSED workloads
@@ -1020,7 +1110,7 @@ int main(int argc, char** argv) {
       rng.reserve(static_cast<size_t>(n));
       for (int s = 0; s < n; ++s) rng.emplace_back(static_cast<uint64_t>(round * 1000 + s));
       closed_loop(
-          w.name, suppressed ? short_seconds : o.seconds, 1,
+          w.name, suppressed ? short_seconds : seconds, 1,
           [&](int s, const Done& done) {
             struct Call {
               grpc::ClientContext ctx;
@@ -1052,10 +1142,10 @@ int main(int argc, char** argv) {
         if (w.uniform && w.provider == kHybrid) last_uniform_end = Clock::now();
       } else if (w.uniform) {
         results.push_back(RawEvalsha(w.name, "ratelimit", raw_uniform_keys, true, ratelimit_argv,
-                                     true, redis_sock, n, o.seconds, probe));
+                                     true, redis_sock, n, seconds, probe));
       } else {
         results.push_back(RawEvalsha(w.name, "ratelimit", {"dk:{rawbench}:r:a:bench:hot"}, false,
-                                     ratelimit_argv, true, redis_sock, n, o.seconds, probe));
+                                     ratelimit_argv, true, redis_sock, n, seconds, probe));
       }
     }
     // Issue #14: ShouldRateLimit, 1 and 3 descriptors per call on hot keys (REDIS), counted per
@@ -1064,7 +1154,7 @@ int main(int argc, char** argv) {
       const std::string name = "rls_" + std::to_string(descriptors) + "desc_hot";
       if (!want(name)) continue;
       closed_loop(
-          name, o.seconds, descriptors,
+          name, seconds, descriptors,
           [&](int, const Done& done) {
             struct Call {
               grpc::ClientContext ctx;
@@ -1106,7 +1196,7 @@ int main(int argc, char** argv) {
       }
     }
   }  // rounds
-  results = MedianPerWorkload(std::move(results));
+  results = Summarize(std::move(results));
 
   std::vector<AggResult> agg_results;
   if (o.only.empty() || o.only.count("agg_inc") > 0) {
