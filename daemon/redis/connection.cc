@@ -299,8 +299,7 @@ void Connection::Tick(Clock::time_point now) {
   }
   if (!in_flight_.empty() && now > in_flight_.front()->deadline) {
     stats_->timeouts++;
-    in_flight_.front()->Finish(absl::DeadlineExceededError(absl::StrCat(
-        "Redis at ", name_, " did not answer within ", options_.command_timeout.count(), " ms")));
+    in_flight_.front()->Finish(NoAnswerError(name_, options_.command_timeout));
     Close("a command timed out");
     return;
   }

@@ -268,14 +268,21 @@ void Executor::RunInline(std::unique_ptr<Pending> p) {
   AwaitInline(std::move(p), sent + options_.inline_wait, /*on_loop=*/false);
 }
 
+void Executor::EndInline(std::unique_ptr<Pending> p, absl::StatusOr<Reply> result, bool on_loop,
+                         bool close) {
+  if (on_loop && lent_ev_ != nullptr) {  // before the connection can change hands
+    event_free(lent_ev_);
+    lent_ev_ = nullptr;
+  }
+  if (close) direct_->Close();
+  ReleaseInline();
+  p->Finish(std::move(result));
+}
+
 void Executor::AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, bool on_loop) {
-  auto finish = [this, on_loop](std::unique_ptr<Pending> done, absl::StatusOr<Reply> result) {
-    if (on_loop) {
-      event_free(lent_ev_);  // before the connection can change hands
-      lent_ev_ = nullptr;
-    }
-    ReleaseInline();
-    done->Finish(std::move(result));
+  auto finish = [this, on_loop](std::unique_ptr<Pending> done, absl::StatusOr<Reply> result,
+                                bool close = false) {
+    EndInline(std::move(done), std::move(result), on_loop, close);
   };
   while (true) {
     auto r = direct_->Receive(std::min(until, p->deadline),
@@ -284,16 +291,7 @@ void Executor::AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, 
     if (*r == nullptr) {
       if (Clock::now() >= p->deadline) {
         stats_.timeouts++;
-        if (on_loop) {
-          event_free(lent_ev_);
-          lent_ev_ = nullptr;
-        }
-        direct_->Close();
-        const absl::Status late = absl::DeadlineExceededError(
-            absl::StrCat("Redis at ", direct_->endpoint().Redacted(), " did not answer within ",
-                         options_.command_timeout.count(), " ms"));
-        ReleaseInline();
-        return p->Finish(late);
+        return finish(std::move(p), InlineNoAnswer(), /*close=*/true);
       }
       if (on_loop) {  // still lent: the next readable event continues
         lent_ = std::move(p);
@@ -307,9 +305,9 @@ void Executor::AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, 
         if (!stopping) lend_ = std::move(p);
       }
       if (stopping) {
-        direct_->Close();
         return finish(std::move(p),
-                      absl::UnavailableError("Redis executor is shutting down; outcome unknown"));
+                      absl::UnavailableError("Redis executor is shutting down; outcome unknown"),
+                      /*close=*/true);
       }
       stats_.inline_lent++;
       event_active(wake_ev_, EV_READ, 0);
@@ -352,12 +350,11 @@ void Executor::OnInlineReadable() {
 
 void Executor::FailLent(const absl::Status& status) {
   if (lent_ == nullptr) return;
-  event_free(lent_ev_);
-  lent_ev_ = nullptr;
-  direct_->Close();
-  auto p = std::move(lent_);
-  ReleaseInline();
-  p->Finish(status);
+  EndInline(std::move(lent_), status, /*on_loop=*/true, /*close=*/true);
+}
+
+absl::Status Executor::InlineNoAnswer() const {
+  return NoAnswerError(direct_->endpoint().Redacted(), options_.command_timeout);
 }
 
 std::unique_ptr<Connection> Executor::NewConnection(const RedisEndpoint& endpoint) {
@@ -819,9 +816,7 @@ void Executor::OnTick() {
   const auto now = Clock::now();
   if (lent_ != nullptr && now > lent_->deadline) {
     stats_.timeouts++;
-    FailLent(absl::DeadlineExceededError(absl::StrCat("Redis at ", direct_->endpoint().Redacted(),
-                                                      " did not answer within ",
-                                                      options_.command_timeout.count(), " ms")));
+    FailLent(InlineNoAnswer());
   }
   for (auto it = retired_.begin(); it != retired_.end();) {
     if ((*it)->in_flight() == 0) {

@@ -115,6 +115,12 @@ class Executor final : public RedisClient, private Connection::Listener {
   // Waits (until `until`) for the direct connection's reply to `p`, then finishes it, resends it
   // (NOSCRIPT) or, on the submitting thread, lends the wait to the loop.
   void AwaitInline(std::unique_ptr<Pending> p, Clock::time_point until, bool on_loop);
+  // Ends the inline command `p` with `result`: drops the loop's event on the direct connection
+  // (`on_loop`: the wait was lent), closes the connection (`close`: its state is unknown) and
+  // frees the inline path for the next command.
+  void EndInline(std::unique_ptr<Pending> p, absl::StatusOr<Reply> result, bool on_loop,
+                 bool close);
+  absl::Status InlineNoAnswer() const;  // the direct connection's command timed out
   void ReleaseInline();
   // NOSCRIPT for one of our scripts: the cache was flushed (restart, failover, SCRIPT FLUSH).
   // Makes `p` an EVAL of the script's body, once; false when that does not apply.

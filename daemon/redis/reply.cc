@@ -57,6 +57,11 @@ std::string Reply::DebugString() const {
   return "";
 }
 
+absl::Status NoAnswerError(std::string_view where, std::chrono::milliseconds timeout) {
+  return absl::DeadlineExceededError(absl::StrCat(
+      "Redis at ", AbslView(where), " did not answer within ", timeout.count(), " ms"));
+}
+
 absl::Status NotSentError(std::string_view message) {
   return MarkNotSent(absl::UnavailableError(AbslView(message)));
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -36,6 +37,8 @@ struct Reply {
 // flight). Retrying code must tell the two apart: only the first may be merged with later work.
 absl::Status NotSentError(std::string_view message);
 absl::Status MarkNotSent(absl::Status status);  // same code and message, marked "not sent"
+// DEADLINE_EXCEEDED: the Redis at `where` did not answer a command within `timeout`.
+absl::Status NoAnswerError(std::string_view where, std::chrono::milliseconds timeout);
 bool IsNotSent(const absl::Status& status);
 
 // Maps a Redis error reply to a status: transient server states are UNAVAILABLE, OOM is
