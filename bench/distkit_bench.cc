@@ -37,6 +37,8 @@
 //                 [--only NAME[,NAME...]] [--rounds N]
 //                 [--backends standalone[,cluster][,tls]] [--daemon-b PATH]
 // --only runs the named workloads (profiling); ratios whose inputs all ran are still printed.
+// Exit status: 0 when every printed target is met, 3 when one is not, 1 when a setup step failed
+// (tests/python/bench_smoke_test.py runs a short check of the report's shape in the test tiers).
 // --concurrency 1,64 (issue #12): the largest runs every workload as above; each smaller one runs
 // first, only the sidecar-hop workloads (empty_rpc, the three raw_evalsha* baselines, strict_inc,
 // strict_icounter_inc, rl_redis_abs_hot), named NAME@c<N>, and prints each Redis-bound call's p50
