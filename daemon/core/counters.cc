@@ -325,7 +325,7 @@ void Counters::Clear(const std::string& ns, StatusCallback done) {
       return;
     }
     // 2. Every counter of the namespace in Redis (SCAN sees all keys that exist throughout).
-    ClearScan(ns, "0", std::move(done));
+    ClearScan(ns, std::move(done));
   };
   for (const auto& k : local) {
     RunStrict(k, "del", Condition{}, 0,
@@ -334,34 +334,17 @@ void Counters::Clear(const std::string& ns, StatusCallback done) {
   join->Done(absl::OkStatus());
 }
 
-void Counters::ClearScan(const std::string& ns, const std::string& cursor, StatusCallback done) {
-  redis_->Command(
-      {"SCAN", cursor, "MATCH", PlainCounterPattern(ns), "COUNT", "1000"},
-      [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
-        if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
-        if (r->elements.size() != 2) {
-          return done(absl::InternalError("unexpected SCAN reply: " + r->DebugString()));
-        }
-        std::string next = r->elements[0].str;
-        auto join = std::make_shared<Join>();
-        join->remaining = static_cast<int>(r->elements[1].elements.size()) + 1;
-        join->then = [this, ns, next, done = std::move(done)](absl::Status s) mutable {
-          if (!s.ok() || next == "0") return done(s);
-          ClearScan(ns, next, std::move(done));
-        };
-        for (const auto& key : r->elements[1].elements) {
-          redis_->Script(kScript, {key.str},
-                         ScriptArgs(options_.dedup_id, {}, "del", Condition{}, 0),
-                         [join, k = key.str](absl::StatusOr<redis::Reply> raw) {
-                           // "del" overwrites what it cannot read (another Redis type, a
-                           // value that is not an int64): Clear repairs broken keys too.
-                           auto pr = ParseScriptReply(std::move(raw));
-                           join->Done(pr.ok() ? DataErrorOf(k, pr->status) : pr.status());
-                         });
-        }
-        join->Done(absl::OkStatus());
-      });
+void Counters::ClearScan(const std::string& ns, StatusCallback done) {
+  auto each = std::make_shared<const EachKey>([this](const std::string& key, StatusCallback done) {
+    redis_->Script(kScript, {key}, ScriptArgs(options_.dedup_id, {}, "del", Condition{}, 0),
+                   [done = std::move(done), key](absl::StatusOr<redis::Reply> raw) mutable {
+                     // "del" overwrites what it cannot read (another Redis type, a value that
+                     // is not an int64): Clear repairs broken keys too.
+                     auto pr = ParseScriptReply(std::move(raw));
+                     done(pr.ok() ? DataErrorOf(key, pr->status) : pr.status());
+                   });
+  });
+  ScanEach(redis_, {PlainCounterPattern(ns), ""}, "0", std::move(each), std::move(done));
 }
 
 // ---------------------------------------------------------------- flushing

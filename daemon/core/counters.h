@@ -106,7 +106,7 @@ class Counters {
   // Starts a shared refresh of `k` unless one is running; runs `then` after it (any outcome).
   void RefreshThen(const MapKey& k, absl::AnyInvocable<void()> then);
   void SendFlush(const MapKey& k, std::vector<SeqDelta> carried);
-  void ClearScan(const std::string& ns, const std::string& cursor, StatusCallback done);
+  void ClearScan(const std::string& ns, StatusCallback done);
   // A command that carried `carried` for `k` finished with `r`: update the entry.
   void SettleCarrier(const MapKey& k, const std::vector<SeqDelta>& carried,
                      const absl::StatusOr<ScriptReply>& r, bool maybe_sent);

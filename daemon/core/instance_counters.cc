@@ -830,7 +830,7 @@ void InstanceCounters::Clear(const std::string& ns, StatusCallback done) {
   join->remaining = static_cast<int>(local.size()) + 1;
   join->then = [this, ns, done = std::move(done)](absl::Status s) mutable {
     if (!s.ok()) return done(s);
-    ClearScan(ns, "0", std::move(done));
+    ClearScan(ns, std::move(done));
   };
   for (const auto& k : local) {
     RunStrict(k, Op::kDel, Condition{}, 0,
@@ -839,34 +839,17 @@ void InstanceCounters::Clear(const std::string& ns, StatusCallback done) {
   join->Done(absl::OkStatus());
 }
 
-void InstanceCounters::ClearScan(const std::string& ns, const std::string& cursor,
-                                 StatusCallback done) {
-  redis_->Command(
-      {"SCAN", cursor, "MATCH", InstanceCounterPattern(ns), "COUNT", "1000"},
-      [this, ns, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
-        if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
-        if (r->elements.size() != 2) {
-          return done(absl::InternalError("unexpected SCAN reply: " + r->DebugString()));
-        }
-        std::string next = r->elements[0].str;
-        auto join = std::make_shared<Join>();
-        join->remaining = static_cast<int>(r->elements[1].elements.size()) + 1;
-        join->then = [this, ns, next, done = std::move(done)](absl::Status s) mutable {
-          if (!s.ok() || next == "0") return done(s);
-          ClearScan(ns, next, std::move(done));
-        };
-        for (const auto& key : r->elements[1].elements) {
-          redis_->Script(kScript, {key.str},
-                         {options_.instance_id, absl::StrCat(incarnation_.load()),
-                          options_.dedup_id, "0", "del", "", "0", "0"},
-                         [join, k = key.str](absl::StatusOr<redis::Reply> raw) {
-                           std::optional<InstanceReply> rep;
-                           join->Done(ParseReply(std::move(raw), k, &rep).status());
-                         });
-        }
-        join->Done(absl::OkStatus());
-      });
+void InstanceCounters::ClearScan(const std::string& ns, StatusCallback done) {
+  auto each = std::make_shared<const EachKey>([this](const std::string& key, StatusCallback done) {
+    redis_->Script(kScript, {key},
+                   {options_.instance_id, absl::StrCat(incarnation_.load()), options_.dedup_id, "0",
+                    "del", "", "0", "0"},
+                   [done = std::move(done), key](absl::StatusOr<redis::Reply> raw) mutable {
+                     std::optional<InstanceReply> rep;
+                     done(ParseReply(std::move(raw), key, &rep).status());
+                   });
+  });
+  ScanEach(redis_, {InstanceCounterPattern(ns), ""}, "0", std::move(each), std::move(done));
 }
 
 void InstanceCounters::ClearOnInstance(const std::string& ns, StatusCallback done) {
@@ -880,7 +863,7 @@ void InstanceCounters::ClearOnInstance(const std::string& ns, StatusCallback don
   join->remaining = static_cast<int>(local.size()) + 1;
   join->then = [this, ns, inc, done = std::move(done)](absl::Status s) mutable {
     if (!s.ok()) return done(s);
-    ClearOnInstanceScan(ns, InstanceKeySet(options_.instance_id, inc, ns), "0", std::move(done));
+    ClearOnInstanceScan(ns, InstanceKeySet(options_.instance_id, inc, ns), std::move(done));
   };
   for (const auto& k : local) {
     RunStrict(k, Op::kDelOnInstance, Condition{}, 0,
@@ -889,29 +872,16 @@ void InstanceCounters::ClearOnInstance(const std::string& ns, StatusCallback don
   join->Done(absl::OkStatus());
 }
 
-void InstanceCounters::ClearOnInstanceScan(const std::string& ns, const std::string& set,
-                                           const std::string& cursor, StatusCallback done) {
-  redis_->Command(
-      {"SSCAN", set, cursor, "COUNT", "1000"},
-      [this, ns, set, done = std::move(done)](absl::StatusOr<redis::Reply> r) mutable {
-        if (!r.ok()) return done(r.status());
-        if (r->is_error()) return done(redis::RedisErrorStatus(r->str));
-        if (r->elements.size() != 2) {
-          return done(absl::InternalError("unexpected SSCAN reply: " + r->DebugString()));
-        }
-        std::string next = r->elements[0].str;
-        auto join = std::make_shared<Join>();
-        join->remaining = static_cast<int>(r->elements[1].elements.size()) + 1;
-        join->then = [this, ns, set, next, done = std::move(done)](absl::Status s) mutable {
-          if (!s.ok() || next == "0") return done(s);
-          ClearOnInstanceScan(ns, set, next, std::move(done));
-        };
-        for (const auto& key : r->elements[1].elements) {
-          RunStrict({ns, key.str}, Op::kDelOnInstance, Condition{}, 0,
-                    [join](absl::StatusOr<InstanceResult> res) { join->Done(res.status()); });
-        }
-        join->Done(absl::OkStatus());
+void InstanceCounters::ClearOnInstanceScan(const std::string& ns, std::string set,
+                                           StatusCallback done) {
+  auto each =
+      std::make_shared<const EachKey>([this, ns](const std::string& key, StatusCallback done) {
+        RunStrict({ns, key}, Op::kDelOnInstance, Condition{}, 0,
+                  [done = std::move(done)](absl::StatusOr<InstanceResult> r) mutable {
+                    done(r.status());
+                  });
       });
+  ScanEach(redis_, {"", std::move(set)}, "0", std::move(each), std::move(done));
 }
 
 // ---------------------------------------------------------------- flushing

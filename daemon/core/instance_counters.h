@@ -153,9 +153,8 @@ class InstanceCounters {
   void MarkForRestore(int64_t inc);
   // Starts due restores, at most `max_outstanding` at a time; waits for them.
   absl::Status RestoreAll(std::chrono::milliseconds timeout);
-  void ClearScan(const std::string& ns, const std::string& cursor, StatusCallback done);
-  void ClearOnInstanceScan(const std::string& ns, const std::string& set, const std::string& cursor,
-                           StatusCallback done);
+  void ClearScan(const std::string& ns, StatusCallback done);
+  void ClearOnInstanceScan(const std::string& ns, std::string set, StatusCallback done);
   bool Register(std::chrono::milliseconds timeout);
   // While unregistered (Redis was down at the start): registers, at most once per backoff
   // (100 ms doubling to 2 s), so LAX work taken meanwhile is flushed soon after Redis returns.
