@@ -2,8 +2,6 @@
 // matching key (SCAN) or set member (SSCAN) over several pages, none of the others, and the first
 // error ends the walk.
 
-#include "daemon/core/join.h"
-
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -13,6 +11,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "daemon/core/join.h"
 #include "daemon/redis/executor.h"
 #include "daemon/redis/redis_url.h"
 #include "tests/support/redis_server.h"
