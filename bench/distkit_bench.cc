@@ -168,6 +168,16 @@ struct Result {
   uint64_t all_units = 0;
   double cpu_daemon_us = -1, cpu_redis_us = -1, cpu_client_us = -1;
   std::vector<uint32_t> lat_us;  // sorted latency samples (pooled across slices, below)
+  bool sliced = false;           // one slice of a smaller concurrency's workload (see Summarize)
+
+  // Takes `samples` as lat_us, sorted, and sets p50_us / p99_us from them.
+  void SetSamples(std::vector<uint32_t> samples) {
+    lat_us = std::move(samples);
+    std::sort(lat_us.begin(), lat_us.end());
+    if (lat_us.empty()) return;
+    p50_us = lat_us[lat_us.size() / 2];
+    p99_us = lat_us[std::min(lat_us.size() - 1, lat_us.size() * 99 / 100)];
+  }
 };
 
 // Warm-up before each measured run. The smaller concurrencies of issue #12 run many short
@@ -239,12 +249,7 @@ Result ClosedLoop(const std::string& name, int concurrency, double seconds, int 
     r.allowed_share = static_cast<double>(admitted) / static_cast<double>(calls - r.errors);
   }
   r.all_units = all_calls * static_cast<uint64_t>(units_per_call);
-  std::sort(all.begin(), all.end());
-  if (!all.empty()) {
-    r.p50_us = all[all.size() / 2];
-    r.p99_us = all[std::min(all.size() - 1, all.size() * 99 / 100)];
-  }
-  r.lat_us = std::move(all);
+  r.SetSamples(std::move(all));
   r.ops_per_s = static_cast<double>(calls) * units_per_call / seconds;
   return r;
 }
@@ -271,7 +276,7 @@ std::vector<Result> MedianPerWorkload(std::vector<Result> all) {
 // sample, the per-unit figures weighted by units.
 Result Pool(std::vector<Result> slices) {
   Result r = slices.front();
-  r.lat_us.clear();
+  std::vector<uint32_t> samples;
   double ops = 0, units = 0, redis_calls = 0, d = 0, rd = 0, cl = 0, admitted = 0, answered = 0;
   r.errors = r.degraded = r.all_units = 0;
   for (auto& x : slices) {
@@ -289,9 +294,9 @@ Result Pool(std::vector<Result> slices) {
     r.errors += x.errors;
     r.degraded += x.degraded;
     r.all_units += x.all_units;
-    r.lat_us.insert(r.lat_us.end(), x.lat_us.begin(), x.lat_us.end());
+    samples.insert(samples.end(), x.lat_us.begin(), x.lat_us.end());
   }
-  std::sort(r.lat_us.begin(), r.lat_us.end());
+  r.SetSamples(std::move(samples));
   r.ops_per_s = ops / static_cast<double>(slices.size());
   if (units > 0) {
     r.redis_calls_per_op = redis_calls / units;
@@ -300,23 +305,14 @@ Result Pool(std::vector<Result> slices) {
     r.cpu_client_us = cl / units;
   }
   if (answered > 0) r.allowed_share = admitted / answered;
-  if (!r.lat_us.empty()) {
-    r.p50_us = r.lat_us[r.lat_us.size() / 2];
-    r.p99_us = r.lat_us[std::min(r.lat_us.size() - 1, r.lat_us.size() * 99 / 100)];
-  }
   return r;
 }
 
-// The median round of each workload, or for the smaller concurrencies (names ending in @c<N>)
-// all their slices pooled.
+// The median round of each workload, or for the smaller concurrencies (`sliced`) all their
+// slices pooled.
 std::vector<Result> Summarize(std::vector<Result> all) {
   std::vector<Result> rounds, sliced;
-  for (auto& r : all) {
-    const auto at = r.name.rfind("@c");
-    const bool hop = at != std::string::npos && at + 2 < r.name.size() &&
-                     std::isdigit(static_cast<unsigned char>(r.name[at + 2]));
-    (hop ? sliced : rounds).push_back(std::move(r));
-  }
+  for (auto& r : all) (r.sliced ? sliced : rounds).push_back(std::move(r));
   std::vector<Result> out;
   std::vector<std::string> order;
   std::map<std::string, std::vector<Result>> by;
@@ -447,20 +443,15 @@ Result RawEvalsha(const std::string& name, const std::string& script,
       true);
   const Snapshot after = Take(probe);
   redisFree(c);
-  std::sort(lat.begin(), lat.end());
   Result r;
   r.name = name;
   r.ops_per_s = static_cast<double>(ops) / seconds;
-  if (!lat.empty()) {
-    r.p50_us = lat[lat.size() / 2];
-    r.p99_us = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)];
-  }
+  r.SetSamples(std::move(lat));
   r.errors = errors;
   if (rate_limit && ops > errors) {
     r.allowed_share = static_cast<double>(admitted) / static_cast<double>(ops - errors);
   }
   r.all_units = all_ops;
-  r.lat_us = std::move(lat);
   Account(&r, before, after, /*redis_calls=*/false);
   r.redis_calls_per_op = 1;
   return r;
@@ -1195,6 +1186,7 @@ int main(int argc, char** argv) {
     if (hop_only) {
       for (size_t i = first_result; i < results.size(); ++i) {
         results[i].name += "@c" + std::to_string(n);
+        results[i].sliced = true;
       }
     }
   }  // rounds
